@@ -1,0 +1,96 @@
+"""`python -m lstm_mnist COMMAND ...`: the user's interface (the Make targets wrap it).
+
+User mistakes (bad config, missing data, unusable store) end in one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError
+
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
+
+
+class UserError(RuntimeError):
+    """A mistake the user can fix; printed as one line."""
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    from .data import DataError
+    from .track import TrackingError
+
+    return (ConfigError, DataError, TrackingError, UserError)
+
+
+def cmd_run(args) -> int:
+    from . import config, runner
+
+    cfg = config.load(args.file, args.overrides)
+    name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
+    print(f"run {name}: {', '.join(f for f in config.FLAGS if getattr(cfg, f)) or 'baseline (no flags)'}; "
+          f"readout={cfg.readout} max_epochs={cfg.max_epochs} train_samples={cfg.train_samples or 'all'} "
+          f"experiment={cfg.experiment}", flush=True)
+    out = runner.execute(cfg, run_name=name, force=args.force,
+                         on_epoch=lambda e, r: print(runner.epoch_line(e, r), flush=True))
+    if out.status == "SKIPPED":
+        print(f"already FINISHED as run {out.run_id} (config_hash {out.config_hash}): test_f1 "
+              f"{out.test.get('test_f1', float('nan')):.4f}; pass --force to train it again")
+        return 0
+    t = out.test
+    print(f"test (best epoch {out.result.best_epoch}): test_f1 {t['test_f1']:.4f}  test_acc {t['test_acc']:.4f}  "
+          f"test_loss {t['test_loss']:.4f}  [{out.seconds:.0f}s, run {out.run_id}, config_hash {out.config_hash}]")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    bench.main(batches=args.batches, warmup=args.warmup, rounds=args.rounds, out=args.out, data_dir=args.data_dir)
+    return 0
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lstm_mnist", description="LSTM-on-MNIST ablation harness")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train and record one run", description="Train one config and record it in MLflow. "
+                       "Later keys win: defaults < FILE.toml < key=value.")
+    r.add_argument("file", nargs="?", help="experiment file (TOML), e.g. experiments/full.toml")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_epochs=3 seed=1")
+    r.add_argument("--name", help="MLflow run name (default: FILE-sSEED)")
+    r.add_argument("--force", action="store_true", help="train even if this config already has a FINISHED run")
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="throughput: this harness vs a torchvision DataLoader vs a bare loop")
+    b.add_argument("--batches", type=int, default=60, help="timed batches per pipeline")
+    b.add_argument("--warmup", type=int, default=10, help="untimed batches first")
+    b.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each pipeline's median counts")
+    b.add_argument("--out", default="reports/bench.json", help="where to write the JSON figures")
+    b.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `run FILE.toml k=v`: a first positional with "=" is an override, not a file.
+    if len(argv) >= 2 and argv[0] == "run" and "=" in argv[1] and not argv[1].endswith(".toml"):
+        argv.insert(1, "")
+    args = parser().parse_args(argv)
+    if getattr(args, "file", None) == "":
+        args.file = None
+    try:
+        return args.func(args)
+    except _usage_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130

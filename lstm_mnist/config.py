@@ -1,0 +1,226 @@
+"""The one frozen config: the six enhancement flags, the values on each side of them, the budget.
+
+Defaults are the course baseline (every flag off); `experiments/full.toml` turns all six on. Experiment
+files and `key=value` overrides say only what differs. Loading fails loudly: an unknown key, a wrong
+type or an out-of-range value is a one-line `ConfigError` naming the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FLAGS = ("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw")
+READOUTS = ("last", "final_states")
+DEVICES = ("auto", "cpu", "cuda")
+# Fields that say where things go or how they execute, not what is computed: outside the run identity.
+NOT_IDENTITY = frozenset({"data_dir", "experiment", "device", "num_threads"})
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; its message is the whole story (one line)."""
+
+
+def _range(lo=None, hi=None, lo_open=False, hi_open=False):
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("LSTM_MNIST_DATA", "data")
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- the six enhancement flags (names are the contract; off = the course baseline) ---
+    bidirectional: bool = False   # bidirectional LSTM instead of a unidirectional one
+    dropout: bool = False         # dropout between LSTM layers and before the readout
+    width: bool = False           # wider/deeper LSTM (hidden_on x layers_on instead of hidden_off x layers_off)
+    early_stopping: bool = False  # stop when val_loss has not improved for `patience` epochs
+    augmentation: bool = False    # per-sample random rotation then affine warp of training images
+    adamw: bool = False           # AdamW + ReduceLROnPlateau(val_loss) instead of constant-lr SGD
+
+    # --- what each side of a flag means (design.md's table; an experiment file may change them) ---
+    readout: str = "last"                 # "last" = out[:, -1] (the seed's); "final_states" = h_n of both directions
+    hidden_off: int = field(default=100, metadata=_range(1, 4096))  # LSTM hidden size with width off
+    layers_off: int = field(default=1, metadata=_range(1, 8))       # LSTM layers with width off
+    hidden_on: int = field(default=128, metadata=_range(1, 4096))   # LSTM hidden size with width on
+    layers_on: int = field(default=2, metadata=_range(1, 8))        # LSTM layers with width on
+    dropout_rate: float = field(default=0.2, metadata=_range(0.0, 1.0, hi_open=True))  # used when dropout on
+    patience: int = field(default=10, metadata=_range(1))           # early-stopping patience, epochs
+    rotation_deg: float = field(default=5.0, metadata=_range(0.0, 180.0))   # RandomRotation(±deg)
+    affine_deg: float = field(default=5.0, metadata=_range(0.0, 180.0))     # RandomAffine rotation (±deg)
+    translate: float = field(default=0.1, metadata=_range(0.0, 1.0))       # RandomAffine max shift, fraction of side
+    sgd_lr: float = field(default=0.1, metadata=_range(0.0, 10.0, lo_open=True))     # SGD learning rate (adamw off)
+    adamw_lr: float = field(default=1e-3, metadata=_range(0.0, 10.0, lo_open=True))  # AdamW learning rate
+    weight_decay: float = field(default=1e-5, metadata=_range(0.0, 1.0))             # AdamW weight decay
+    plateau_factor: float = field(default=0.1, metadata=_range(0.0, 1.0, True, True))  # LR multiplier on plateau
+    plateau_patience: int = field(default=5, metadata=_range(0))    # epochs without val_loss gain before LR drops
+
+    # --- budget and protocol (fixed for every arm unless an experiment file says otherwise) ---
+    seed: int = field(default=0, metadata=_range(0))                # run seed: init, shuffling, augmentation
+    max_epochs: int = field(default=35, metadata=_range(1, 10000))  # epoch budget
+    batch_size: int = field(default=64, metadata=_range(1, 65536))  # training batch size
+    eval_batch_size: int = field(default=1000, metadata=_range(1, 65536))  # validation/test batch (no effect on results)
+    train_samples: int = field(default=0, metadata=_range(0))       # cap on training images (0 = all 48,000)
+    val_fraction: float = field(default=0.2, metadata=_range(0.0, 1.0, True, True))  # of the official train set
+    split_seed: int = field(default=20240611, metadata=_range(0))   # fixed train/val split, independent of `seed`
+    norm_mean: float = 0.1307                                       # normalization, official train pixels on [0, 1]
+    norm_std: float = field(default=0.3081, metadata=_range(0.0, lo_open=True))
+
+    # --- where things go / how they run (not part of the run identity) ---
+    data_dir: str = field(default_factory=_default_data_dir)  # MNIST IDX files; env LSTM_MNIST_DATA, else data/
+    experiment: str = "lstm-mnist"   # MLflow experiment name
+    device: str = "auto"             # auto (cuda when visible) | cpu | cuda | cuda:N
+    num_threads: int = field(default=0, metadata=_range(0, 1024))  # torch CPU threads (0 = torch's default)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_value(f, getattr(self, f.name))
+        if self.readout not in READOUTS:
+            raise ConfigError(f"readout={self.readout!r}: allowed values are {', '.join(READOUTS)}")
+        if not (self.device in DEVICES or self.device.startswith("cuda:") and self.device[5:].isdigit()):
+            raise ConfigError(f"device={self.device!r}: allowed values are auto, cpu, cuda, cuda:N")
+        if not self.experiment.strip():
+            raise ConfigError("experiment='': give the MLflow experiment a name")
+
+    # Derived values: what the flags resolve to.
+    @property
+    def hidden_size(self) -> int:
+        return self.hidden_on if self.width else self.hidden_off
+
+    @property
+    def num_layers(self) -> int:
+        return self.layers_on if self.width else self.layers_off
+
+    @property
+    def effective_dropout(self) -> float:
+        return self.dropout_rate if self.dropout else 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self, data_fingerprint: str) -> str:
+        """The run's identity: a hash of everything that decides its result, and the data it saw."""
+        keys = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        keys["data_fingerprint"] = data_fingerprint
+        blob = json.dumps(keys, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_toml(self) -> str:
+        return "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.to_dict().items())
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _type_name(tp) -> str:
+    return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}[tp]
+
+
+def _check_value(f: dataclasses.Field, value) -> None:
+    tp = f.type
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, float),
+        "str": isinstance(value, str),
+    }[tp]
+    if not ok:
+        raise ConfigError(f"{f.name}={value!r}: expected {_type_name(tp)}")
+    m = f.metadata
+    if not m:
+        return
+    lo, hi = m["lo"], m["hi"]
+    below = lo is not None and (value <= lo if m["lo_open"] else value < lo)
+    above = hi is not None and (value >= hi if m["hi_open"] else value > hi)
+    if below or above:
+        lo_s = "" if lo is None else f"{lo} {'<' if m['lo_open'] else '<='} "
+        hi_s = "" if hi is None else f" {'<' if m['hi_open'] else '<='} {hi}"
+        raise ConfigError(f"{f.name}={value!r}: out of range, allowed {lo_s}{f.name}{hi_s}")
+
+
+def _coerce(name: str, value):
+    """Bring a TOML value to the field's type: ints are accepted where a float is expected."""
+    if name not in FIELDS:
+        raise ConfigError(f"unknown config key {name!r}: known keys are {', '.join(FIELDS)}")
+    if FIELDS[name].type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def parse_cli_value(name: str, text: str):
+    """Parse the right-hand side of a `key=value` override by the field's type."""
+    if name not in FIELDS:
+        raise ConfigError(f"unknown config key {name!r}: known keys are {', '.join(FIELDS)}")
+    tp = FIELDS[name].type
+    try:
+        if tp == "bool":
+            low = text.strip().lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if tp == "int":
+            return int(text)
+        if tp == "float":
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text}: expected {_type_name(tp)}") from None
+    return text
+
+
+def read_toml(path: str | Path) -> dict:
+    """Read a TOML file; a missing file or a syntax error is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (experiment files live in experiments/)")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: TOML syntax error: {e}") from None
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: write it as key=value, e.g. max_epochs=3")
+        out[key.strip()] = parse_cli_value(key.strip(), text)
+    return out
+
+
+def build(values: dict, source: str = "") -> Config:
+    """Make a Config from a flat dict, with the source named in any error."""
+    try:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raise ConfigError(f"[{key}]: tables are not config keys; write flat `key = value` lines")
+        return Config(**{k: _coerce(k, v) for k, v in values.items()})
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Defaults <- experiment file <- overrides (later keys win)."""
+    values = dict(read_toml(path)) if path else {}
+    if path:
+        build(values, str(path))  # report file errors against the file
+    if isinstance(overrides, dict):
+        values.update(overrides)
+    else:
+        values.update(parse_overrides(overrides or []))
+    return build(values)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)

@@ -1,0 +1,148 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Default store: SQLite at mlruns/mlflow.db with artifacts under mlruns/artifacts/, unless
+MLFLOW_TRACKING_URI is set (then that server or database is used unchanged). Runs are written through
+`MlflowClient` with explicit run ids (no global "active run"), so several runs can be open at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from .config import Config
+
+STORE_DIR = Path("mlruns")
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+TEST_METRICS = ("test_loss", "test_f1", "test_acc")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used as asked; one line says why."""
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    STORE_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def _default_store() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def client() -> MlflowClient:
+    # An explicit URI, not mlflow.set_tracking_uri(): that one also sets MLFLOW_TRACKING_URI for the process.
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None:
+    """Get or create the experiment (creation races between processes are fine)."""
+    exp = c.get_experiment_by_name(name)
+    if exp is None and create:
+        location = None
+        if _default_store():
+            location = (STORE_DIR / "artifacts" / name.replace("/", "_")).resolve().as_uri()
+        try:
+            return c.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            exp = c.get_experiment_by_name(name)  # another process created it first
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it in the UI or choose experiment=NEW")
+    return exp.experiment_id if exp else None
+
+
+def provenance() -> dict[str, str]:
+    """Code and library versions, so any run can be reproduced."""
+    import lightning
+    import torch
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower(),
+            "torch_version": torch.__version__, "lightning_version": lightning.__version__,
+            "mlflow_version": mlflow.__version__}
+
+
+def find_runs(c: MlflowClient, exp_id: str, config_hash: str, statuses=(FINISHED,)) -> list:
+    """Runs of this identity in the experiment with one of the given statuses."""
+    runs = c.search_runs([exp_id], filter_string=f"tags.config_hash = '{config_hash}'", max_results=1000)
+    return [r for r in runs if r.info.status in statuses]
+
+
+class RunRecord:
+    """One MLflow run being written: params and tags up front, metrics per epoch, results at the end."""
+
+    def __init__(self, c: MlflowClient, run_id: str):
+        self.client, self.run_id, self.finished_ok = c, run_id, False
+
+    def log_epoch(self, epoch: int, record: dict) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in record.items()])
+
+    def log_result(self, result) -> None:
+        """Test metrics, summary metrics, provenance of the device, and the artifacts."""
+        from . import figures
+
+        now = int(time.time() * 1000)
+        summary = {**result.test, "epochs_trained": result.epochs_trained, "best_epoch": result.best_epoch}
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
+                              tags=[RunTag("device_name", result.device_name)])
+        with tempfile.TemporaryDirectory() as tmp:
+            figures.confusion_png(result.confusion, Path(tmp) / "confusion_matrix.png")
+            (Path(tmp) / "per_class.json").write_text(json.dumps(result.per_class, indent=1))
+            (Path(tmp) / "confusion_matrix.json").write_text(json.dumps(result.confusion))
+            self.client.log_artifacts(self.run_id, tmp)
+        self.finished_ok = True
+
+
+@contextmanager
+def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None = None,
+        parent_run_id: str | None = None, tags: dict | None = None, c: MlflowClient | None = None):
+    """Open a run for `cfg`; FINISHED only if `log_result` was called, FAILED (with the error) otherwise."""
+    c = c or client()
+    exp_id = experiment_id(c, cfg.experiment)
+    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    mlrun = c.create_run(exp_id, run_name=run_name, tags=all_tags)
+    rec = RunRecord(c, mlrun.info.run_id)
+    try:
+        params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+                  "config_hash": config_hash, "data_fingerprint": data_fingerprint}
+        c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.toml").write_text(cfg.to_toml())
+            c.log_artifact(rec.run_id, str(Path(tmp) / "config.toml"))
+        yield rec
+    except BaseException as e:
+        interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+        mark_failed(c, rec.run_id, "interrupted" if interrupted else f"{type(e).__name__}: {e}",
+                    KILLED if interrupted else FAILED)
+        raise
+    if rec.finished_ok:
+        c.set_terminated(rec.run_id, FINISHED)
+    else:
+        mark_failed(c, rec.run_id, "ended without test metrics")
+
+
+def mark_failed(c: MlflowClient, run_id: str, reason: str, status: str = FAILED) -> None:
+    c.set_tag(run_id, "error", reason[:5000])
+    c.set_terminated(run_id, status)

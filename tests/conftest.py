@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny synthetic MNIST the tests make themselves, and one MLflow store per session.
+
+The synthetic digits are learnable on purpose (class c lights rows 2c..2c+3 with noise), so a short
+run reaches a clearly non-random F1 in a second or two on the CPU.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("LSTM_MNIST_DATA", REPO.parent / "shared" / "mnist"))
+NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file (magic 0x08 = unsigned byte, then the dimensions)."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 2 * c + 2: 2 * c + 6, 6:22] = rng.integers(180, 256, (4, 16))
+    return images, labels
+
+
+def write_mnist(folder: Path, n_train: int = 600, n_test: int = 200, gz: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tx, ty = synthetic_digits(n_train, 0)
+    sx, sy = synthetic_digits(n_test, 1)
+    for key, arr in (("train_images", tx), ("train_labels", ty), ("test_images", sx), ("test_labels", sy)):
+        raw = idx_bytes(arr)
+        if gz:
+            (folder / f"{NAMES[key]}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / NAMES[key]).write_bytes(raw)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def _store_template(tmp_path_factory) -> Path:
+    """Create (migrate) one MLflow SQLite store per session; tests get copies (migrations cost ~2 s)."""
+    folder = tmp_path_factory.mktemp("store")
+    db = folder / "mlflow.db"
+    code = f"import mlflow; mlflow.MlflowClient('sqlite:///{db}').search_experiments()"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return db
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, tiny_data, _store_template) -> Path:
+    """A working directory laid out like the repo's root, on tiny data, with a fresh default store."""
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(_store_template, tmp_path / "mlruns" / "mlflow.db")
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    if (REPO / "studies").is_dir():
+        shutil.copytree(REPO / "studies", tmp_path / "studies", ignore=shutil.ignore_patterns("*.db", "*.log"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("LSTM_MNIST_DATA", str(tiny_data))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    return tmp_path
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a fresh process."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "lstm_mnist", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# Small, fast budget for runs on the tiny data.
+QUICK = ["max_epochs=2", "batch_size=32", "eval_batch_size=256", "num_threads=1"]
