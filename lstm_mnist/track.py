@@ -146,3 +146,54 @@ def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | No
 def mark_failed(c: MlflowClient, run_id: str, reason: str, status: str = FAILED) -> None:
     c.set_tag(run_id, "error", reason[:5000])
     c.set_terminated(run_id, status)
+
+
+# ---------------------------------------------------------------- parent runs (grids, studies)
+def start_parent(experiment: str, run_name: str, tags: dict | None = None, params: dict | None = None,
+                 c: MlflowClient | None = None) -> str:
+    """A parent run that groups child runs (a grid, a study); returns its run id."""
+    c = c or client()
+    exp_id = experiment_id(c, experiment)
+    run = c.create_run(exp_id, run_name=run_name, tags={**provenance(), **(tags or {})})
+    if params:
+        c.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, tags: dict | None = None,
+            c: MlflowClient | None = None) -> None:
+    """Log final metrics/tags on a run and close it with the given status."""
+    c = c or client()
+    now = int(time.time() * 1000)
+    c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    c.set_terminated(run_id, status)
+
+
+def log_folder(run_id: str, folder: str | Path, artifact_path: str | None = None,
+               c: MlflowClient | None = None) -> None:
+    (c or client()).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def search(experiment: str, filter_string: str = "", statuses=None, c: MlflowClient | None = None) -> list:
+    """Every run of an experiment matching an MLflow filter (paged), optionally only some statuses."""
+    c = c or client()
+    exp_id = experiment_id(c, experiment, create=False)
+    if exp_id is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = c.search_runs([exp_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return [r for r in runs if statuses is None or r.info.status in statuses]
+
+
+def metric_history(run_id: str, key: str, c: MlflowClient | None = None) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in (c or client()).get_metric_history(run_id, key)]
+
+
+def download(run_id: str, path: str, dst: str | Path, c: MlflowClient | None = None) -> Path:
+    return Path((c or client()).download_artifacts(run_id, path, str(dst)))
