@@ -5,10 +5,14 @@ PY := $(VENV)/bin/python
 EXP ?= experiments/full.toml
 ARGS ?=
 PORT ?= 5000
+STUDY ?= studies/full.toml
+TRIALS ?=
+WORKERS ?= 1
+STORAGE ?=
 export LSTM_MNIST_DATA ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test bench ui clean-venv
+.PHONY: help install run test bench ui clean-venv tune
 
 help:  ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +33,20 @@ test: install  ## the test suite (CPU, a few minutes)
 
 bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop -> reports/bench.json
 	$(PY) -m lstm_mnist bench $(ARGS)
+
+.PHONY: ablation
+# EXP defaults to full.toml for `run`; the grid's own default applies unless EXP is given on the command line.
+ABLATION = $(if $(filter command line,$(origin EXP)),$(EXP),experiments/ablation.toml)
+ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2] [ARGS="--dry-run"]
+	$(PY) -m lstm_mnist ablate $(ABLATION) --workers $(WORKERS) $(ARGS)
+
+tune: install  ## Optuna study: make tune STUDY=studies/quick.toml TRIALS=8 WORKERS=2 [STORAGE=postgresql://...]
+	$(PY) -m lstm_mnist tune $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --workers $(WORKERS) \
+		$(if $(STORAGE),--storage $(STORAGE)) $(ARGS)
+
+.PHONY: report
+report: install  ## results tables + figures of the latest ablation grid -> reports/<grid>/ (ARGS="--grid NAME --metric test_f1")
+	$(PY) -m lstm_mnist report $(ARGS)
 
 ui: install  ## MLflow UI on this project's store, http://127.0.0.1:5000 (PORT=...)
 	@mkdir -p mlruns

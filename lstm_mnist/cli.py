@@ -50,6 +50,32 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from . import report
+
+    r, paths = report.make(args.experiment, args.grid, args.metric, args.out)
+    print(report.terminal(r))
+    print(f"wrote {len(paths)} files to {paths[0].parent}/ and logged them on MLflow run {r.grid.parent_id} "
+          f"(the grid's latest parent) under report/")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from . import tune
+
+    tune.main(args.file, trials=args.trials, n_workers=args.workers, storage_url=args.storage, timeout=args.timeout)
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from . import ablate, grid
+
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: give at least 1")
+    shard = grid.parse_shard(args.shard) if args.shard else None
+    return ablate.main(args.file, args.workers, shard, dry_run=args.dry_run, force=args.force)
+
+
 def _stem(path: str) -> str:
     from pathlib import Path
 
@@ -75,6 +101,37 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="reports/bench.json", help="where to write the JSON figures")
     b.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
     b.set_defaults(func=cmd_bench)
+
+    a = sub.add_parser("ablate", help="train every cell of an ablation grid (resumable, parallel)",
+                       description="Train every arm x seed of a grid file as child runs of one parent run. "
+                       "Cells whose config_hash already has a FINISHED run are skipped, so a rerun resumes.")
+    a.add_argument("file", help="grid file (TOML), e.g. experiments/ablation.toml")
+    a.add_argument("--dry-run", action="store_true", help="print the cells (arm, design, seed, hash, done/todo); train nothing")
+    a.add_argument("--workers", type=int, default=1, help="cells trained at once, each in its own process (default 1)")
+    a.add_argument("--shard", metavar="K/N", help="train only this machine's share K of N (deterministic)")
+    a.add_argument("--force", action="store_true", help="train cells again even if FINISHED (or RUNNING elsewhere)")
+    a.set_defaults(func=cmd_ablate)
+
+    t = sub.add_parser("tune", help="run or continue an Optuna study (studies/*.toml)",
+                       description="Tune the nuisance hyperparameters of a study file with Optuna; every trial is a "
+                       "child MLflow run of the study's run; the best trial is exported to experiments/tuned-NAME.toml. "
+                       "Rerunning continues the study up to --trials COMPLETE+PRUNED trials.")
+    t.add_argument("file", help="study file, e.g. studies/quick.toml")
+    t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")
+    t.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (and the GPUs)")
+    t.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/optuna "
+                   "(default: a journal file next to the study file)")
+    t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")
+    t.set_defaults(func=cmd_tune)
+
+    rp = sub.add_parser("report", help="results tables (CIs, paired tests) and figures of an ablation grid",
+                        description="Report an ablation grid from MLflow: per-arm table, paired comparisons, "
+                        "what each enhancement is worth; CSV, Markdown, LaTeX and PNG, also logged on the grid's run.")
+    rp.add_argument("--experiment", default="lstm-mnist-ablation", help="MLflow experiment holding the grid")
+    rp.add_argument("--grid", help="grid name (its file's stem, e.g. ablation-quick; default: the latest grid)")
+    rp.add_argument("--metric", default="test_f1", help="metric compared and ranked (default test_f1)")
+    rp.add_argument("--out", help="output folder (default reports/<grid>)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

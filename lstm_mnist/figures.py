@@ -24,3 +24,46 @@ def confusion_png(confusion: list[list[int]], path: str | Path, title: str = "te
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+# ---- report
+def delta_png(flags: list[str], designs: dict[str, list[tuple[float, float, float]]], metric: str,
+              path: str | Path) -> Path:
+    """Δmetric per flag with 95% CI bars, one marker per design; `designs` maps a label to (Δ, lo, hi) per flag.
+
+    A missing CI (too few seeds) is drawn as a hollow marker without a bar, so it cannot pass for a tight one.
+    """
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(flags) + 1.6))
+    offsets = [0.15 * (i - (len(designs) - 1) / 2) for i in range(len(designs))]
+    for (label, points), off, color in zip(designs.items(), offsets, ("tab:blue", "tab:orange", "tab:green")):
+        for y, (d, lo, hi) in enumerate(points):
+            known = lo == lo and hi == hi  # NaN != NaN
+            err = [[d - lo], [hi - d]] if known else None
+            ax.errorbar(d, y + off, xerr=err, fmt="o", color=color, capsize=3,
+                        mfc=color if known else "white", label=label if y == 0 else None)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(yticks=range(len(flags)), yticklabels=flags, xlabel=f"Δ {metric} (with − without the flag), 95% CI",
+           title=f"what each enhancement is worth ({metric})")
+    ax.invert_yaxis()  # rank 1 at the top
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def curves_png(curves: dict[str, tuple[list[int], list[float]]], ylabel: str, path: str | Path) -> Path:
+    """One line per arm (its mean over seeds at each epoch)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab20").colors
+    for i, (arm, (epochs, values)) in enumerate(curves.items()):
+        ax.plot(epochs, values, color=colors[i % len(colors)], lw=1.4, label=arm)
+    ax.set(xlabel="epoch", ylabel=f"{ylabel} (mean over seeds)", title=f"validation curves per arm: {ylabel}")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)

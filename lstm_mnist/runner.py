@@ -36,11 +36,12 @@ def epoch_line(epoch: int, r: dict) -> str:
 
 def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None = None, tags: dict | None = None,
             force: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
-            catch: bool = False) -> Outcome:
+            catch: bool = False, stop_on: tuple[type[BaseException], ...] = ()) -> Outcome:
     """Train and record `cfg` unless its identity already has a FINISHED run (then return that one).
 
     With catch=True an ordinary exception in training is recorded and returned as a FAILED outcome
-    (the grid goes on); interrupts always propagate.
+    (the grid goes on); interrupts always propagate. An exception of a `stop_on` type raised from
+    `on_epoch` (an Optuna prune) is the caller's early stop: returned as a KILLED outcome.
     """
     fp = data.fingerprint(cfg.data_dir)
     config_hash = cfg.identity(fp)
@@ -53,13 +54,16 @@ def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None 
         return Outcome(config_hash, r.info.run_id, "SKIPPED", test)
     t0 = time.perf_counter()
     try:
-        with track.run(cfg, config_hash, fp, run_name=run_name, parent_run_id=parent_run_id, tags=tags, c=c) as rec:
+        with track.run(cfg, config_hash, fp, run_name=run_name, parent_run_id=parent_run_id, tags=tags, c=c,
+                       stop_on=stop_on) as rec:
             def log_epoch(epoch, record):
                 rec.log_epoch(epoch, record)
                 if on_epoch:
                     on_epoch(epoch, record)
             result = train.fit(cfg, on_epoch=log_epoch)
             rec.log_result(result)
+    except stop_on as e:
+        return Outcome(config_hash, rec.run_id, track.KILLED, {}, time.perf_counter() - t0, f"stopped: {e}")
     except Exception as e:
         if not catch:
             raise

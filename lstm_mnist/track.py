@@ -115,8 +115,13 @@ class RunRecord:
 
 @contextmanager
 def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None = None,
-        parent_run_id: str | None = None, tags: dict | None = None, c: MlflowClient | None = None):
-    """Open a run for `cfg`; FINISHED only if `log_result` was called, FAILED (with the error) otherwise."""
+        parent_run_id: str | None = None, tags: dict | None = None, c: MlflowClient | None = None,
+        stop_on: tuple[type[BaseException], ...] = ()):
+    """Open a run for `cfg`; FINISHED only if `log_result` was called, FAILED (with the error) otherwise.
+
+    An exception of a `stop_on` type is the caller stopping the run on purpose (an Optuna prune): the run
+    ends KILLED with the reason in the tag `stopped`, not FAILED with an `error`.
+    """
     c = c or client()
     exp_id = experiment_id(c, cfg.experiment)
     all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **(tags or {})}
@@ -132,6 +137,10 @@ def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | No
             (Path(tmp) / "config.toml").write_text(cfg.to_toml())
             c.log_artifact(rec.run_id, str(Path(tmp) / "config.toml"))
         yield rec
+    except stop_on as e:
+        c.set_tag(rec.run_id, "stopped", f"{type(e).__name__}: {e}"[:5000])
+        c.set_terminated(rec.run_id, KILLED)
+        raise
     except BaseException as e:
         interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
         mark_failed(c, rec.run_id, "interrupted" if interrupted else f"{type(e).__name__}: {e}",
@@ -197,3 +206,141 @@ def metric_history(run_id: str, key: str, c: MlflowClient | None = None) -> list
 
 def download(run_id: str, path: str, dst: str | Path, c: MlflowClient | None = None) -> Path:
     return Path((c or client()).download_artifacts(run_id, path, str(dst)))
+
+
+# ---- report
+def log_files(run_id: str, paths: list[Path], artifact_path: str | None = None,
+              c: MlflowClient | None = None) -> None:
+    """Log exactly these files (not a whole folder, which may hold stale files from an older report)."""
+    c = c or client()
+    for p in paths:
+        c.log_artifact(run_id, str(p), artifact_path)
+
+
+def read_json_artifact(run_id: str, path: str, c: MlflowClient | None = None):
+    """A run's JSON artifact, or None when the run has none (an older or interrupted run)."""
+    # One tiny file per run: MLflow's progress bar for each would bury the report's tables in noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return json.loads(download(run_id, path, tmp, c).read_text())
+        except (MlflowException, OSError, ValueError):
+            return None
+
+
+# ---- tune
+def share_sqlite_store() -> None:
+    """Before several worker processes write to the default SQLite store: switch it to WAL journaling.
+
+    In SQLite's default rollback journal a reader blocks writers, so worker processes logging epochs while
+    another searches runs hit "database is locked" sooner; WAL lets readers and one writer proceed together
+    (mlflow already sets a 20 s busy_timeout per session for the writers' turns). The mode is stored in the
+    database file, so this is done once, from the main process. Other stores are servers: nothing to do.
+    """
+    import sqlite3
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+
+
+def study_run(experiment: str, study_name: str, tags: dict, c: MlflowClient | None = None) -> str:
+    """The study's parent run: reopened (RUNNING again) when a rerun continues the study, else created."""
+    c = c or client()
+    found = search(experiment, f"tags.study_name = '{study_name}' and tags.`lstm_mnist.role` = 'study'", c=c)
+    if not found:
+        return start_parent(experiment, study_name, tags={**tags, "study_name": study_name,
+                                                          "lstm_mnist.role": "study"}, c=c)
+    run_id = found[0].info.run_id  # search returns newest first
+    c.update_run(run_id, status=RUNNING)
+    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    return run_id
+
+
+def set_tags(run_id: str, tags: dict, c: MlflowClient | None = None) -> None:
+    (c or client()).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_text(run_id: str, text: str, artifact_file: str, c: MlflowClient | None = None) -> None:
+    (c or client()).log_text(run_id, text, artifact_file)
+
+
+def close_trial_runs(experiment: str, study_name: str, states: dict[int, str],
+                     c: MlflowClient | None = None) -> int:
+    """Trial runs still RUNNING in MLflow whose Optuna trial has ended (its worker process died, so Optuna
+    failed it): end them KILLED, tagged with the trial's state. Returns how many were closed."""
+    c = c or client()
+    flt = f"tags.study_name = '{study_name}' and tags.`lstm_mnist.role` = 'trial'"
+    closed = 0
+    for r in search(experiment, flt, statuses=(RUNNING,), c=c):
+        state = states.get(int(r.data.tags.get("trial_number", -1)), "RUNNING")
+        if state != "RUNNING":
+            c.log_batch(r.info.run_id, tags=[RunTag("trial_state", state), RunTag("error", "its worker process died")])
+            c.set_terminated(r.info.run_id, KILLED)
+            closed += 1
+    return closed
+
+
+# ---- grid
+def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str, parent_run_id: str,
+             tags: dict, c: MlflowClient) -> RunRecord:
+    """A child run written by the grid's main process (the only writer): the same tags, params and
+    config.toml as `run`, opened here and closed by `close_run` when its worker reports back."""
+    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **tags,
+                "mlflow.parentRunId": parent_run_id}
+    rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id)
+    try:
+        params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+                  "config_hash": config_hash, "data_fingerprint": data_fingerprint}
+        c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
+    except BaseException as e:
+        mark_failed(c, rec.run_id, f"{type(e).__name__}: {e}")
+        raise
+    return rec
+
+
+def grid_run(experiment: str, grid_name: str, tags: dict, c: MlflowClient) -> str:
+    """The grid's parent run: reopened (RUNNING again) when the grid is rerun, so a grid has one parent."""
+    found = search(experiment, f"tags.grid_name = '{grid_name}' and tags.`lstm_mnist.role` = 'grid'", c=c)
+    if not found:
+        return start_parent(experiment, grid_name, tags={**tags, "grid_name": grid_name, "lstm_mnist.role": "grid"},
+                            c=c)
+    run_id = found[0].info.run_id  # search returns newest first
+    c.update_run(run_id, status=RUNNING)
+    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    return run_id
+
+
+def owner_tags() -> dict:
+    """Who writes a run: a RUNNING run whose owner process is gone was left by a process that died."""
+    import socket
+
+    return {"owner_host": socket.gethostname(), "owner_pid": str(os.getpid()), "owner_start": _start_time(os.getpid())}
+
+
+def owner_alive(tags: dict) -> bool | None:
+    """True/False for a run owned on this host; None when another host (or an unknown process) owns it."""
+    import socket
+
+    host, pid = tags.get("owner_host"), tags.get("owner_pid", "")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    if int(pid) == os.getpid():  # a restarted container reuses pids: this process has opened no runs yet
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return _start_time(int(pid)) == tags.get("owner_start", "")  # else the pid was reused
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux); '' where /proc is absent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""

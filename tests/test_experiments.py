@@ -1,15 +1,47 @@
-"""Every experiment file in experiments/ trains for one short epoch, so no config rots."""
+"""Every experiment file in experiments/ and every study in studies/ trains for one short epoch, so no config rots.
+
+Grid files (those with `designs`) are expanded in full, and one of their cells trains for one short epoch.
+"""
+import optuna
 import pytest
 
-from lstm_mnist import config, train
+from lstm_mnist import config, grid, train, tune
 
 from .conftest import REPO
 
-RUN_FILES = sorted(p for p in (REPO / "experiments").glob("*.toml") if "designs" not in config.read_toml(p))
+FILES = sorted((REPO / "experiments").glob("*.toml"))
+RUN_FILES = [p for p in FILES if "designs" not in config.read_toml(p)]
+GRID_FILES = [p for p in FILES if "designs" in config.read_toml(p)]
+SHORT = {"max_epochs": 1, "train_samples": 64, "num_threads": 1}
 
 
 @pytest.mark.parametrize("path", RUN_FILES, ids=lambda p: p.name)
 def test_experiment_file_runs_one_short_epoch(path, tiny_data):
     cfg = config.load(path, {"max_epochs": 1, "train_samples": 64, "data_dir": str(tiny_data), "num_threads": 1})
+    result = train.fit(cfg)
+    assert result.epochs_trained == 1 and 0.0 <= result.test["test_f1"] <= 1.0
+
+
+@pytest.mark.parametrize("path", GRID_FILES, ids=lambda p: p.name)
+def test_grid_file_expands_and_a_cell_runs_one_short_epoch(path, tiny_data):
+    study = grid.load(path)
+    cells = grid.expand(study)
+    configs = [config.build(grid.values(study, c)) for c in cells]  # every cell is a valid config
+    assert len({c.identity("data") for c in configs}) == len(cells)
+    cell = next(c for c in cells if c.arm == "full")  # the heaviest arm: every flag's code path
+    cfg = config.build({**grid.values(study, cell), **SHORT, "data_dir": str(tiny_data)})
+    assert train.fit(cfg).epochs_trained == 1
+
+
+STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda p: p.name)
+def test_study_file_loads_and_one_trial_runs_one_short_epoch(path, tiny_data):
+    study = tune.load_study_file(path)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    cfg = tune.trial_config(study, tune.suggest(trial, study))
+    cfg = config.build({**cfg.to_dict(), "max_epochs": 1, "train_samples": 64, "data_dir": str(tiny_data),
+                        "num_threads": 1})
     result = train.fit(cfg)
     assert result.epochs_trained == 1 and 0.0 <= result.test["test_f1"] <= 1.0

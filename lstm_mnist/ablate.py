@@ -1,0 +1,377 @@
+"""Run an ablation grid (`python -m lstm_mnist ablate FILE`): resumable, failure-isolated, parallel.
+
+One writer: this process is the only one that writes to MLflow. Worker processes (`--workers N`) only
+train and send each epoch's record and the final result back over a queue, so MLflow's SQLite store
+never sees two writers ("database is locked" cannot happen) and a worker never holds a half-written run.
+A cell is skipped when its config_hash already has a FINISHED run in the experiment; a RUNNING run whose
+owner process (tags owner_host, owner_pid) is dead is marked FAILED ("stale: process died") and rerun.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import config, data, grid, track, workers
+from .config import Config
+
+QUICK_FILE = "experiments/ablation-quick.toml"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # live even when stdout is a pipe or a log file
+
+
+@dataclass
+class Job:
+    """A cell resolved against the data and the store."""
+    cell: grid.Cell
+    cfg: Config
+    config_hash: str
+    state: str = "todo"          # todo | done | stale (RUNNING, owner dead) | elsewhere (RUNNING, owner alive)
+    note: str = ""
+    stale_ids: list = field(default_factory=list)
+    pinned: frozenset = frozenset()  # keys the study's base file or [budget] sets (workers leave them alone)
+
+
+@dataclass
+class Tally:
+    """What this invocation did; logged on the parent run at the end."""
+    total: int = 0
+    skipped: int = 0
+    finished: int = 0
+    failed: list = field(default_factory=list)   # (cell name, reason)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def metrics(self) -> dict:
+        return {"cells_total": self.total, "cells_done": self.skipped + self.finished, "cells_skipped": self.skipped,
+                "cells_failed": len(self.failed), "wall_time_s": time.perf_counter() - self.t0}
+
+
+# ---------------------------------------------------------------- planning
+def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = False) -> list[Job]:
+    """Every cell of this machine's share, with its identity and its state in the store."""
+    jobs = [_job(study, cell) for cell in grid.expand(study)]
+    if shard:
+        mine = grid.shard([j.config_hash for j in jobs], *shard)
+        jobs = [j for j in jobs if j.config_hash in mine]
+    runs = {}
+    for r in track.search(study.experiment):
+        runs.setdefault(r.data.tags.get("config_hash"), []).append(r)
+    for j in jobs:
+        _classify(j, runs.get(j.config_hash, []), force)
+    return jobs
+
+
+def _job(study: grid.Study, cell: grid.Cell) -> Job:
+    cfg = config.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
+    return Job(cell, cfg, cfg.identity(data.fingerprint(cfg.data_dir)), pinned=frozenset({*study.base, *study.budget}))
+
+
+def _classify(job: Job, runs: list, force: bool) -> None:
+    if any(r.info.status == track.FINISHED for r in runs) and not force:
+        job.state = "done"
+        return
+    for r in (r for r in runs if r.info.status == track.RUNNING):
+        alive = track.owner_alive(r.data.tags)
+        if alive is False:
+            job.state, job.note = "stale", "left RUNNING by a dead process"
+            job.stale_ids.append(r.info.run_id)
+        elif not force:
+            where = r.data.tags.get("owner_host", "an unknown process")
+            job.state, job.note = "elsewhere", f"RUNNING on {where} (run {r.info.run_id}); not touched"
+            return
+
+
+def table(jobs: list[Job]) -> str:
+    """The dry-run table: one line per cell."""
+    rows = [f"{'arm':<28} {'design':<14} {'seed':>4}  {'config_hash':<16}  state"]
+    for j in jobs:
+        state = "done" if j.state == "done" else "todo" if j.state == "todo" else f"todo ({j.note})"
+        if j.state == "elsewhere":
+            state = f"skip ({j.note})"
+        rows.append(f"{j.cell.arm:<28} {j.cell.design:<14} {j.cell.seed:>4}  {j.config_hash:<16}  {state}")
+    n_done = sum(j.state == "done" for j in jobs)
+    rows.append(f"{len(jobs)} cells: {n_done} done, {len(jobs) - n_done} not done")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------- the whole command
+def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
+         force: bool = False, out=say) -> int:
+    """Plan, then train what is not done; 0 when every cell of the share ended FINISHED, else 1."""
+    study = grid.load(path)
+    jobs = plan(study, shard, force)
+    if dry_run:
+        out(table(jobs))
+        return 0
+    todo = [j for j in jobs if j.state in ("todo", "stale")]
+    for j in jobs:
+        if j.state == "elsewhere":
+            out(f"{j.cell.name}: {j.note}")
+    if not todo:
+        out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
+        return 0
+    out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
+        f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})")
+    tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
+    return _execute(study, todo, n_workers, tally, out)
+
+
+def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out) -> int:
+    c = track.client()
+    for j in todo:
+        for run_id in j.stale_ids:
+            track.mark_failed(c, run_id, "stale: process died")
+    parent = track.grid_run(study.experiment, study.name, {"grid_file": study.path}, c)
+    writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out))
+    status = track.KILLED  # unless the loop ends or raises: Ctrl-C
+    try:
+        with writer.progress:
+            (_serial if n_workers == 1 else _parallel)(todo, n_workers, writer)
+        status = track.FAILED if tally.failed else track.FINISHED
+    except Exception:
+        status = track.FAILED
+        raise
+    finally:
+        writer.kill_open()
+        track.end_run(parent, status, tally.metrics(), c=c)
+        out(summary(study, tally, status))
+    return 1 if tally.failed else 0
+
+
+def summary(study: grid.Study, tally: Tally, status: str) -> str:
+    m = tally.metrics()
+    head = (f"{study.name} {'interrupted' if status == track.KILLED else 'done'}: "
+            f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, {tally.skipped} already), "
+            f"{len(tally.failed)} failed, {m['wall_time_s']:.0f}s")
+    return "\n".join([head, *(f"  FAILED {name}: {reason}" for name, reason in tally.failed)])
+
+
+# ---------------------------------------------------------------- the one writer
+class Writer:
+    """Opens, fills and closes the child runs; every MLflow write of a grid goes through here."""
+
+    def __init__(self, study: grid.Study, parent: str, c, tally: Tally, progress: "Progress"):
+        self.study, self.parent, self.c, self.tally, self.progress = study, parent, c, tally, progress
+        self.open_runs: dict[str, track.RunRecord] = {}   # cell name -> its open run
+        self.owner = track.owner_tags()
+
+    def open(self, job: Job) -> None:
+        tags = {**grid.tags(self.study, job.cell), **self.owner}
+        self.open_runs[job.cell.name] = track.open_run(job.cfg, job.config_hash, data.fingerprint(job.cfg.data_dir),
+                                                       job.cell.name, self.parent, tags, self.c)
+        self.progress.started(job)
+
+    def epoch(self, job: Job, epoch: int, record: dict) -> None:
+        self.open_runs[job.cell.name].log_epoch(epoch, record)
+
+    def finished(self, job: Job, result, seconds: float) -> None:
+        rec = self.open_runs.pop(job.cell.name)
+        rec.log_result(result)
+        track.end_run(rec.run_id, track.FINISHED, c=self.c)
+        self.tally.finished += 1
+        self.progress.finished(job, result.test.get("test_f1", float("nan")), seconds, result.device_name)
+
+    def failed(self, job: Job, reason: str, seconds: float) -> None:
+        track.mark_failed(self.c, self.open_runs.pop(job.cell.name).run_id, reason)
+        self.tally.failed.append((job.cell.name, reason))
+        self.progress.failed(job, reason, seconds)
+
+    def kill_open(self) -> None:
+        """Runs still open when the grid stops (Ctrl-C, a crash here) end KILLED, never left RUNNING."""
+        for rec in self.open_runs.values():
+            track.mark_failed(self.c, rec.run_id, "interrupted", track.KILLED)
+        self.open_runs.clear()
+
+
+# ---------------------------------------------------------------- executing cells
+def worker_config(job: Job, index: int, n_workers: int) -> Config:
+    """The cell's config on worker `index`: its device and threads (not identity) unless the study sets them."""
+    extra = {k: v for k, v in workers.settings(index, n_workers).items() if k not in job.pinned}
+    return config.build({**job.cfg.to_dict(), **extra})
+
+
+def _serial(todo: list[Job], n_workers: int, writer: Writer) -> None:
+    """One cell at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
+    from . import train
+
+    for job in todo:
+        writer.open(job)
+        t0 = time.perf_counter()
+        try:
+            result = train.fit(worker_config(job, 0, 1), on_epoch=lambda e, r: writer.epoch(job, e, r))
+        except Exception as e:
+            writer.failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+            continue
+        writer.finished(job, result, time.perf_counter() - t0)
+
+
+class Pool:
+    """N worker processes, each with its own inbox; all report to one outbox read by this process."""
+
+    def __init__(self, n_workers: int):
+        self.ctx = mp.get_context("spawn")  # fork would copy CUDA state and MLflow's connections into children
+        self.n, self.outbox, self.procs = n_workers, self.ctx.Queue(), {}
+        for i in range(n_workers):
+            self.spawn(i)
+
+    def spawn(self, i: int) -> None:
+        inbox = self.ctx.Queue()
+        proc = self.ctx.Process(target=_worker, args=(i, self.n, inbox, self.outbox), daemon=True,
+                                name=f"lstm-mnist-worker-{i}")
+        proc.start()
+        self.procs[i] = (proc, inbox)
+
+    def dead(self) -> list[tuple[int, int]]:
+        return [(i, p.exitcode) for i, (p, _) in self.procs.items() if p.exitcode is not None]
+
+    def kill(self) -> None:
+        for proc, inbox in self.procs.values():
+            proc.kill()  # workers hold no MLflow state: killing one loses only its current cell
+            inbox.cancel_join_thread()  # nobody will read what is left in its inbox
+
+
+def _parallel(todo: list[Job], n_workers: int, writer: Writer) -> None:
+    """N cells at once in worker processes; this process hands out cells and writes what they report."""
+    pool = Pool(n_workers)
+    pending, busy = deque(todo), {}   # busy: worker index -> (job, start time)
+    try:
+        while pending or busy:
+            for i in sorted(set(pool.procs) - set(busy)):
+                if pending:
+                    busy[i] = _hand_out(pending.popleft(), i, pool, writer)
+            _receive(pool, busy, writer)
+    finally:
+        pool.kill()
+
+
+def _hand_out(job: Job, i: int, pool: Pool, writer: Writer) -> tuple[Job, float]:
+    writer.open(job)
+    pool.procs[i][1].put(worker_config(job, i, pool.n).to_dict())
+    return job, time.perf_counter()
+
+
+def _receive(pool: Pool, busy: dict, writer: Writer) -> None:
+    try:
+        kind, i, *payload = pool.outbox.get(timeout=1.0)
+    except queue.Empty:
+        _reap(pool, busy, writer)
+        return
+    job, _ = busy[i]
+    if kind == "epoch":
+        writer.epoch(job, *payload)
+        return
+    del busy[i]
+    (writer.finished if kind == "done" else writer.failed)(job, *payload)
+
+
+def _reap(pool: Pool, busy: dict, writer: Writer) -> None:
+    """A worker that died (killed for memory, a crash in CUDA) fails its cell and is replaced."""
+    for i, code in pool.dead():
+        if i in busy:
+            job, t0 = busy.pop(i)
+            writer.failed(job, f"worker process died (exit code {code})", time.perf_counter() - t0)
+        pool.spawn(i)
+
+
+def _worker(index: int, n_workers: int, inbox, outbox) -> None:
+    """A worker process: train each config it is handed, report epochs and the result; never touch MLflow."""
+    import signal
+
+    from . import train
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it kills us
+    _exit_with_parent()
+    while (values := inbox.get()) is not None:
+        t0 = time.perf_counter()  # the cell's own time, without this process's start-up
+        try:
+            result = train.fit(config.build(values), on_epoch=lambda e, r: outbox.put(("epoch", index, e, r)))
+        except Exception as e:
+            outbox.put(("failed", index, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
+            continue
+        outbox.put(("done", index, result, time.perf_counter() - t0))
+
+
+def _exit_with_parent() -> None:
+    """A worker whose main process was killed (SIGKILL skips all cleanup) stops instead of training on."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# ---------------------------------------------------------------- progress
+class Progress:
+    """A live bar over the cells when stdout is a terminal, plain lines otherwise; one line per cell."""
+
+    def __init__(self, total: int, n_workers: int, out=say):
+        import sys
+
+        self.total, self.n_workers, self.out, self.done, self.failures = total, n_workers, out, 0, 0
+        self.estimated, self.bar = False, None
+        if sys.stdout.isatty() and out is say:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self.bar = Bar(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fail]}"),
+                           TimeRemainingColumn())
+            self.task = self.bar.add_task("grid", total=total, fail="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def line(self, text: str) -> None:
+        if self.bar:
+            self.bar.console.print(text, markup=False, highlight=False)  # reasons may hold [brackets]
+        else:
+            self.out(text)
+
+    def started(self, job: Job) -> None:
+        if not self.bar:
+            self.out(f"start {job.cell.name} ({job.cell.design}, config_hash {job.config_hash})")
+
+    def finished(self, job: Job, test_f1: float, seconds: float, device: str) -> None:
+        self._advance()
+        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} seed {job.cell.seed}  test_f1 {test_f1:.4f}  "
+                  f"{seconds:.0f}s")
+        self._estimate(seconds, device)
+
+    def failed(self, job: Job, reason: str, seconds: float) -> None:
+        self.failures += 1
+        self._advance()
+        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} seed {job.cell.seed}  FAILED after {seconds:.0f}s: "
+                  f"{reason}")
+
+    def _advance(self) -> None:
+        self.done += 1
+        if self.bar:
+            self.bar.update(self.task, advance=1, fail=f"{self.failures} failed" if self.failures else "")
+
+    def _estimate(self, seconds: float, device: str) -> None:
+        """After the first cell: how long the whole grid will take, and the quick file if that is hours on a CPU."""
+        if self.estimated:
+            return
+        self.estimated = True
+        total = seconds * self.total / self.n_workers
+        msg = f"estimate: about {_duration(total)} for the {self.total} cells to train (first cell {seconds:.0f} s)"
+        if device == "cpu" and total > 3600:
+            msg += f"; on this CPU try {QUICK_FILE} (same designs, small budget)"
+        self.line(msg)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

@@ -1,0 +1,425 @@
+"""The results report of an ablation grid: tables with CIs and paired tests, and figures, from MLflow.
+
+Everything is derived from the tracking store (never edited by hand): the grid's FINISHED child runs,
+gathered by the tag `grid_name` (a grid's cells may sit under several parent runs), one run per
+config hash and per (arm, seed), the latest winning. Every
+comparison is "with the flag − without it", paired by seed, so a positive Δ means the flag raised
+the metric in both designs:
+  leave-one-out  full − full-<flag>          (what removing the flag from the full model costs)
+  add-one-in     baseline+<flag> − baseline  (what adding the flag to the baseline gains)
+Files go to reports/<grid>/ and are logged on the grid's latest parent run under `report/`.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import figures, stats, tables, track
+from .cli import UserError
+from .config import FLAGS
+
+GRID_ROLE = "tags.`lstm_mnist.role` = 'grid'"
+FACTORS = (*FLAGS, "readout")  # what a grid can switch per arm (readout on = final_states)
+DESIGNS = ("reference", "leave_one_out", "add_one_in")  # table order; other designs (factorial, ...) follow
+REFERENCE = {"leave_one_out": "full", "add_one_in": "baseline"}  # the arm each design is paired against
+SUMMARY = ("test_f1", "test_acc", "test_loss", "epochs_trained", "train_time_s")
+LABELS = {"test_f1": "test F1", "test_acc": "test acc", "test_loss": "test loss",
+          "epochs_trained": "epochs", "train_time_s": "train time (s)"}
+
+
+class ReportError(UserError):
+    """No data to report on (no experiment, no grid, no FINISHED runs); one line says which."""
+
+
+@dataclass
+class Grid:
+    experiment: str
+    name: str
+    parent_id: str          # the latest parent run: the report's artifacts go there
+    parents: int            # parent runs of this grid (a grid runner may open one per invocation)
+    runs: pd.DataFrame      # one row per kept FINISHED child run
+    seeds: list[int]        # every seed the grid attempted (any status): the requested replicates
+    dropped: Counter        # why runs were left out: status, duplicate
+
+
+# ---------------------------------------------------------------- reading the store
+def find_grid(experiment: str, grid: str | None) -> tuple[str, str, int]:
+    """(grid name, its latest parent run id, number of parent runs); the latest grid when none is named."""
+    parents = track.search(experiment, GRID_ROLE)
+    if not parents:
+        raise ReportError(f"no ablation grid runs in MLflow experiment {experiment!r} at {track.tracking_uri()}; "
+                          "run `make ablation` first (or pass --experiment)")
+    names = {p.data.tags.get("grid_name", "") for p in parents}
+    name = grid or max(parents, key=lambda p: p.info.start_time).data.tags.get("grid_name")
+    mine = [p for p in parents if p.data.tags.get("grid_name") == name]
+    if not mine:
+        raise ReportError(f"no grid named {grid!r} in experiment {experiment!r}; grids there: "
+                          f"{', '.join(sorted(n for n in names if n))}")
+    latest = max(mine, key=lambda p: p.info.start_time)
+    return name, latest.info.run_id, len(mine)
+
+
+def load(experiment: str, grid: str | None = None) -> Grid:
+    name, parent_id, parents = find_grid(experiment, grid)
+    children = [r for r in track.search(experiment, f"tags.grid_name = '{name}'")
+                if r.data.tags.get("lstm_mnist.role") != "grid"]
+    seeds = sorted({_seed(r) for r in children})
+    finished = [r for r in children if r.info.status == track.FINISHED]
+    dropped = Counter(r.info.status for r in children if r.info.status != track.FINISHED)
+    if not finished:
+        runs = f"{len(children)} child run{'s' * (len(children) != 1)}: {_counts(dropped) or 'none'}"
+        raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({runs}); "
+                          "run `make ablation` to finish it")
+    runs = pd.DataFrame([_row(r) for r in finished])
+    runs, dupes = _latest_only(runs)
+    dropped["duplicate"] += dupes
+    return Grid(experiment, name, parent_id, parents, runs, seeds, dropped)
+
+
+def _seed(run) -> int:
+    return int(run.data.tags.get("seed", run.data.params.get("seed", -1)))
+
+
+def _row(run) -> dict:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    arm = tags.get("arm", run.info.run_name)
+    design = tags.get("design", "other")
+    row = {"run_id": run.info.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
+           "flag": tags.get("flag") or _flag_from_arm(arm), "seed": _seed(run),
+           "config_hash": tags.get("config_hash", run.info.run_id), "start_time": run.info.start_time,
+           "parent_run_id": tags.get("mlflow.parentRunId", "")}
+    row.update({f: params.get(f) == "True" for f in FLAGS})
+    row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
+    row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})
+    row.update({k: v for k, v in metrics.items() if k not in row})
+    row["train_time_s"] = _train_time(run)
+    return row
+
+
+def _flag_from_arm(arm: str) -> str:
+    """`full-<flag>` / `baseline+<flag>`: the flag, for runs recorded without a `flag` tag."""
+    for sep in ("-", "+"):
+        head, _, tail = arm.partition(sep)
+        if head in ("full", "baseline") and tail in FACTORS:
+            return tail
+    return ""
+
+
+def _train_time(run) -> float:
+    """The sum of the run's per-epoch `epoch_time_s`; its wall time when no epoch was logged."""
+    epochs = track.metric_history(run.info.run_id, "epoch_time_s")
+    if epochs:
+        return float(sum(v for _, v in epochs))
+    end = run.info.end_time or run.info.start_time
+    return (end - run.info.start_time) / 1000
+
+
+def _latest_only(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One run per config hash, then per (arm, seed) (the grid file may have changed between invocations)."""
+    runs = runs.sort_values("start_time", ascending=False)
+    kept = runs.drop_duplicates("config_hash").drop_duplicates(["arm", "seed"])
+    return kept.sort_values(["arm", "seed"]).reset_index(drop=True), len(runs) - len(kept)
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counter.items()) if n)
+
+
+# ---------------------------------------------------------------- the three tables (full precision)
+def arm_table(g: Grid, metric: str) -> pd.DataFrame:
+    rows = []
+    for arm, runs in g.runs.groupby("arm", sort=False):
+        first = runs.iloc[0]
+        row = {"arm": arm, "design": first["design"], "designs": first["designs"], "flag": first["flag"],
+               "flags": _flags_text([f for f in FLAGS if first[f]], first["readout"]), "n_seeds": len(runs),
+               "seeds": " ".join(map(str, sorted(runs["seed"]))),
+               "missing_seeds": " ".join(str(s) for s in g.seeds if s not in set(runs["seed"]))}
+        for m in dict.fromkeys((metric, *SUMMARY)):
+            row.update(_summary(m, runs[m].dropna().tolist()))
+        rows.append(row)
+    return _design_order(pd.DataFrame(rows))
+
+
+def _summary(metric: str, values: list[float]) -> dict:
+    lo, hi = stats.ci95(values)
+    return {f"{metric}_mean": stats.mean(values), f"{metric}_std": stats.std(values),
+            f"{metric}_ci_lo": lo, f"{metric}_ci_hi": hi}
+
+
+def _flags_text(on: list[str], readout: str) -> str:
+    extra = f" + {readout} readout" if readout != "last" else ""
+    if len(on) == len(FLAGS):
+        return "all six" + extra
+    if len(on) > len(FLAGS) // 2:
+        return "all but " + ", ".join(f for f in FLAGS if f not in on) + extra
+    return (", ".join(on) or "none") + extra
+
+
+def _flag_rank(flag: str) -> int:
+    """The six flags in design.md's order, then `readout`, then anything else."""
+    return FACTORS.index(flag) if flag in FACTORS else len(FACTORS)
+
+
+def _design_order(df: pd.DataFrame) -> pd.DataFrame:
+    rank = {d: i for i, d in enumerate(DESIGNS)}
+    key = df.assign(_d=df["design"].map(lambda d: rank.get(d, len(DESIGNS))), _f=df["flag"].map(_flag_rank))
+    return key.sort_values(["_d", "_f", "arm"]).drop(columns=["_d", "_f"]).reset_index(drop=True)
+
+
+def comparisons(g: Grid, metric: str) -> pd.DataFrame:
+    """Each leave-one-out / add-one-in arm against its reference, paired by seed; Holm within each design."""
+    scored = g.runs.dropna(subset=[metric])  # a run without the metric cannot be paired
+    by_arm = {arm: dict(zip(r["seed"], r[metric])) for arm, r in scored.groupby("arm")}
+    rows = [_compare(arm, design, flag, by_arm, metric) for design in REFERENCE for arm, flag in members(g, design)]
+    df = pd.DataFrame(rows, columns=["design", "flag", "arm", "recorded_arm", "reference", "metric", "n_pairs",
+                                     "diff_mean", "diff_ci_lo", "diff_ci_hi", "p", "p_holm", "d_z", "note"])
+    for design, idx in df.groupby("design").groups.items():
+        df.loc[idx, "p_holm"] = stats.holm(df.loc[idx, "p"].tolist())
+    return _design_order(df)
+
+
+def members(g: Grid, design: str) -> list[tuple[str, str]]:
+    """(recorded arm, flag) of each arm in a design.
+
+    The grid runner records an arm two designs share once, under the first design's name (with two
+    flags, baseline+adamw is full-dropout); its `designs` tag lists both. The flag is then the one
+    factor in which the arm differs from the design's reference arm.
+    """
+    ref = g.runs[g.runs["arm"] == REFERENCE[design]]
+    ref_on = _on(ref.iloc[0]) if len(ref) else None
+    out = []
+    for arm, runs in g.runs.groupby("arm"):
+        first = runs.iloc[0]
+        if design in str(first["designs"]).split(","):
+            diff = _on(first) ^ ref_on if ref_on is not None else set()
+            out.append((arm, next(iter(diff)) if len(diff) == 1 else first["flag"]))
+    return out
+
+
+def _on(run: pd.Series) -> set[str]:
+    return {f for f in FLAGS if run[f]} | ({"readout"} if run["readout"] == "final_states" else set())
+
+
+def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str) -> dict:
+    ref = REFERENCE[design]
+    pair = (by_arm.get(ref, {}), by_arm.get(recorded, {}))
+    # "with the flag" first: `full` has it in leave-one-out, `baseline+<flag>` has it in add-one-in.
+    r = stats.paired(*pair) if design == "leave_one_out" else stats.paired(*reversed(pair))
+    note = r.reason if ref in by_arm else f"no FINISHED {ref!r} runs"
+    arm = f"full-{flag}" if design == "leave_one_out" else f"baseline+{flag}"
+    return {"design": design, "flag": flag, "arm": arm, "recorded_arm": recorded, "reference": ref,
+            "metric": metric, "n_pairs": r.n,
+            "diff_mean": r.mean_diff, "diff_ci_lo": r.ci_lo, "diff_ci_hi": r.ci_hi, "p": r.p, "p_holm": np.nan,
+            "d_z": r.d_z, "note": note}
+
+
+def worth(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per flag: leave-one-out cost and add-one-in gain side by side, ranked by their mean."""
+    rows = []
+    for flag in sorted(set(comp["flag"]) - {""}, key=_flag_rank):
+        row = {"flag": flag}
+        for design, short in (("leave_one_out", "loo"), ("add_one_in", "aoi")):
+            hit = comp[(comp["flag"] == flag) & (comp["design"] == design)]
+            c = hit.iloc[0] if len(hit) else pd.Series(dtype=object)
+            for k in ("diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note"):
+                row[f"{short}_{k}"] = c.get(k, np.nan)
+        both = [v for v in (row["loo_diff_mean"], row["aoi_diff_mean"]) if pd.notna(v)]
+        row["mean_diff"] = float(np.mean(both)) if both else np.nan  # one design alone when the other is absent
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["flag"] + [f"{s}_{k}" for s in ("loo", "aoi") for k in (
+        "diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note")] + ["mean_diff"])
+    df = df.sort_values("mean_diff", ascending=lower_is_better(metric), na_position="last")
+    return df.assign(rank=range(1, len(df) + 1))[["rank", *df.columns]].reset_index(drop=True)
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric or "time" in metric
+
+
+# ---------------------------------------------------------------- display (rounded strings for people)
+def _digits(metric: str) -> int:
+    return {"epochs_trained": 1, "train_time_s": 0}.get(metric, 4)
+
+
+def _num(x: float, digits: int, sign: bool = False) -> str:
+    return "–" if pd.isna(x) else f"{x:{'+' if sign else ''}.{digits}f}"
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return _num(mean, digits) if pd.isna(std) else f"{_num(mean, digits)} ± {_num(std, digits)}"
+
+
+def _ci(lo: float, hi: float, digits: int, sign: bool = False) -> str:
+    return "–" if pd.isna(lo) else f"[{_num(lo, digits, sign)}, {_num(hi, digits, sign)}]"
+
+
+def _p(p: float) -> str:
+    return "–" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def show_arms(arms: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Arm, design, flags, n, the metric's mean ± sd and CI, then the other summaries (mean ± sd)."""
+    d = _digits(metric)
+    out = pd.DataFrame({
+        "arm": arms["arm"] + np.where(arms["missing_seeds"] != "", "†", ""),
+        "design": arms["designs"].str.replace(",", ", "),
+        "flags on": arms["flags"], "n": arms["n_seeds"].astype(str),
+        f"{LABELS.get(metric, metric)} mean ± sd": [_pm(m, s, d) for m, s in
+                                                   zip(arms[f"{metric}_mean"], arms[f"{metric}_std"])],
+        "95% CI": [_ci(lo, hi, d) for lo, hi in zip(arms[f"{metric}_ci_lo"], arms[f"{metric}_ci_hi"])]})
+    for m in (m for m in SUMMARY if m != metric):
+        out[LABELS[m]] = [_pm(a, s, _digits(m)) for a, s in zip(arms[f"{m}_mean"], arms[f"{m}_std"])]
+    return out
+
+
+def show_comparisons(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
+    d = _digits(metric)
+    return pd.DataFrame({
+        "design": comp["design"],
+        "arm": [a if a == rec else f"{a} (= {rec})" for a, rec in zip(comp["arm"], comp["recorded_arm"])],
+        "vs": comp["reference"], "pairs": comp["n_pairs"].astype(str),
+        f"Δ {metric}": [_num(x, d, True) for x in comp["diff_mean"]],
+        "95% CI": [_ci(lo, hi, d, True) for lo, hi in zip(comp["diff_ci_lo"], comp["diff_ci_hi"])],
+        # The reason replaces the number where there is none (too few seeds, identical differences).
+        "p": [note or _p(p) for p, note in zip(comp["p"], comp["note"])],
+        "p (Holm)": [_p(p) for p in comp["p_holm"]], "d_z": [_num(x, 2) for x in comp["d_z"]]})
+
+
+def show_worth(w: pd.DataFrame, metric: str) -> pd.DataFrame:
+    d = _digits(metric)
+
+    def cell(prefix: str) -> list[str]:
+        return [f"{_num(x, d, True)} {_ci(lo, hi, d, True)}".replace(" –", "") for x, lo, hi in
+                zip(w[f"{prefix}_diff_mean"], w[f"{prefix}_diff_ci_lo"], w[f"{prefix}_diff_ci_hi"])]
+
+    return pd.DataFrame({
+        "rank": w["rank"].astype(str), "flag": w["flag"],
+        "leave-one-out Δ [95% CI]": cell("loo"), "LOO p (Holm)": [_p(p) for p in w["loo_p_holm"]],
+        "add-one-in Δ [95% CI]": cell("aoi"), "AOI p (Holm)": [_p(p) for p in w["aoi_p_holm"]],
+        "mean Δ": [_num(x, d, True) for x in w["mean_diff"]]})
+
+
+# ---------------------------------------------------------------- figures
+def val_curves(g: Grid, arms: list[str], key: str = "val_f1") -> dict[str, tuple[list[int], list[float]]]:
+    """Each arm's `key` per epoch, averaged over its seeds (an early-stopped seed drops out of later epochs)."""
+    rows = [(r.arm, step, v) for r in g.runs.itertuples() for step, v in track.metric_history(r.run_id, key)]
+    hist = pd.DataFrame(rows, columns=["arm", "epoch", key])
+    mean = hist.groupby(["arm", "epoch"])[key].mean()
+    return {a: (mean[a].index.tolist(), mean[a].tolist()) for a in arms if a in mean.index.get_level_values(0)}
+
+
+def best_arm(arms: pd.DataFrame, metric: str) -> str:
+    col = arms[f"{metric}_mean"]
+    return arms.loc[col.idxmin() if lower_is_better(metric) else col.idxmax(), "arm"]
+
+
+def summed_confusion(g: Grid, arm: str) -> tuple[list[list[int]] | None, int]:
+    """The arm's test confusion matrices summed over its seeds (rows = true class), and how many there were."""
+    run_ids = g.runs.loc[g.runs["arm"] == arm, "run_id"]
+    found = [track.read_json_artifact(rid, "confusion_matrix.json") for rid in run_ids]
+    mats = [np.asarray(m, dtype=int) for m in found if m is not None]
+    return (sum(mats).tolist(), len(mats)) if mats else (None, 0)
+
+
+def draw(g: Grid, arms: pd.DataFrame, w: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+    designs = (("leave-one-out (full − full-flag)", "loo"), ("add-one-in (baseline+flag − baseline)", "aoi"))
+    points = {label: list(zip(w[f"{p}_diff_mean"], w[f"{p}_diff_ci_lo"], w[f"{p}_diff_ci_hi"])) for label, p in designs}
+    paths = [figures.delta_png(w["flag"].tolist(), points, metric, out / f"delta_{metric}.png")] if len(w) else []
+    curves = val_curves(g, arms["arm"].tolist())
+    if curves:
+        paths.append(figures.curves_png(curves, "val_f1", out / "val_f1_curves.png"))
+    arm = best_arm(arms, metric)
+    confusion, n = summed_confusion(g, arm)
+    if confusion:
+        title = f"best arm by {metric}: {arm} (test, summed over {n} seed{'s' * (n != 1)})"
+        paths.append(figures.confusion_png(confusion, out / "confusion_best.png", title=title))
+    return paths
+
+
+# ---------------------------------------------------------------- the report
+@dataclass
+class Report:
+    grid: Grid
+    metric: str
+    arms: pd.DataFrame
+    comparisons: pd.DataFrame
+    worth: pd.DataFrame
+
+    def shown(self) -> list[tuple[str, str, pd.DataFrame]]:
+        """(section title, LaTeX label, display table) for the three tables."""
+        m = self.metric
+        return [("Arms", "tab:arms", show_arms(self.arms, m)),
+                (f"Paired comparisons ({m}, with − without the flag, by seed)", "tab:paired",
+                 show_comparisons(self.comparisons, m)),
+                (f"What each enhancement is worth ({m})", "tab:worth", show_worth(self.worth, m))]
+
+
+def build(g: Grid, metric: str) -> Report:
+    if metric not in g.runs.columns or g.runs[metric].isna().all():
+        known = sorted(c for c in g.runs.columns if c.startswith("test_") or c in SUMMARY)
+        raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
+    arms = arm_table(g, metric)
+    comp = comparisons(g, metric)
+    return Report(g, metric, arms, comp, worth(comp, metric))
+
+
+def header(r: Report) -> str:
+    g = r.grid
+    left_out = _counts(g.dropped)
+    parents = f" ({g.parents} parent runs)" if g.parents > 1 else ""
+    return (f"Grid `{g.name}` in MLflow experiment `{g.experiment}`{parents}: {len(g.runs)} FINISHED runs over "
+            f"{len(r.arms)} arms, seeds {', '.join(map(str, g.seeds))}{f'; left out: {left_out}' if left_out else ''}.")
+
+
+def notes(r: Report) -> list[str]:
+    short = r.arms[r.arms["missing_seeds"] != ""]
+    missing = [f"{arm}: seed{'s' * (' ' in seeds)} {seeds.replace(' ', ', ')}"
+               for arm, seeds in zip(short["arm"], short["missing_seeds"])]
+    out = [f"† fewer seeds than the grid's {len(r.grid.seeds)} (missing: {'; '.join(missing)})"] if missing else []
+    return out + ["Δ = with − without the flag on the same seed (leave-one-out: full − full-<flag>; add-one-in: "
+                  "baseline+<flag> − baseline). 95% CIs are t-intervals over seeds; p is the two-sided paired "
+                  "t-test, Holm-adjusted within each design; d_z = mean / sd of the paired differences."]
+
+
+def markdown_doc(r: Report, figure_files: list[Path]) -> str:
+    parts = [f"# Ablation report: {r.grid.name}\n", header(r) + f" Metric: `{r.metric}`. Derived from MLflow "
+             f"(logged on parent run `{r.grid.parent_id}`); regenerate with `make report`.\n"]
+    for title, _, table in r.shown():
+        parts += [f"## {title}\n", tables.markdown(table)]
+    parts += [n + "\n" for n in notes(r)]
+    parts += [f"![{p.stem}]({p.name})\n" for p in figure_files]
+    return "\n".join(parts)
+
+
+def latex_doc(r: Report) -> str:
+    head = [f"% {header(r)}", "% Generated by `make report` from MLflow; needs \\usepackage{booktabs}.", ""]
+    body = [tables.latex(table, f"{title}, grid {r.grid.name}", label) for title, label, table in r.shown()]
+    return "\n".join(head + body + ["% " + n for n in notes(r)]) + "\n"
+
+
+def write(r: Report, out: Path) -> list[Path]:
+    """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    csvs = {"runs.csv": r.grid.runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
+    for name, df in csvs.items():
+        df.to_csv(out / name, index=False)
+    figs = draw(r.grid, r.arms, r.worth, r.metric, out)
+    (out / "report.md").write_text(markdown_doc(r, figs))
+    (out / "report.tex").write_text(latex_doc(r))
+    return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
+
+
+def terminal(r: Report) -> str:
+    return "\n".join([header(r), ""] + [tables.text(t, title) for title, _, t in r.shown()] + notes(r)) + "\n"
+
+
+def make(experiment: str, grid: str | None, metric: str, out: str | None) -> tuple[Report, list[Path]]:
+    """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
+    r = build(load(experiment, grid), metric)
+    paths = write(r, Path(out or Path("reports") / r.grid.name))
+    track.log_files(r.grid.parent_id, paths, "report")
+    return r, paths

@@ -1,0 +1,299 @@
+"""The ablation grid: pure expansion, then end to end on tiny data (resume after SIGKILL, workers, failures)."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lstm_mnist import ablate, config, grid
+from lstm_mnist.config import ConfigError
+
+from .conftest import REPO, run_cli
+
+# Two flags over one seed: full, baseline, full-dropout, full-adamw, baseline+dropout, baseline+adamw.
+TINY_GRID = """
+experiment = "grid-test"
+flags = ["dropout", "adamw"]
+seeds = [0]
+[budget]
+max_epochs = 1
+batch_size = 32
+eval_batch_size = 256
+hidden_on = 16
+hidden_off = 16
+layers_on = 1
+num_threads = 1
+"""
+TINY_ARMS = {"full", "baseline", "full-dropout", "full-adamw", "baseline+dropout", "baseline+adamw"}
+
+
+def _study(tmp_path, text: str) -> grid.Study:
+    path = tmp_path / "g.toml"
+    path.write_text(text)
+    return grid.load(path)
+
+
+def _runs(folder: Path, experiment: str = "grid-test") -> list:
+    c = mlflow.MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+    return c.search_runs([c.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+
+
+def _children(runs: list) -> list:
+    return [r for r in runs if r.data.tags.get("lstm_mnist.role") != "grid"]
+
+
+# ---------------------------------------------------------------- pure expansion
+def test_default_study_is_14_arms_over_3_seeds_with_the_naming_contract(tmp_path):
+    cells = grid.expand(_study(tmp_path, ""))
+    assert len(cells) == 42 and len({(c.arm, c.seed) for c in cells}) == 42
+    arms = {c.arm: c for c in cells if c.seed == 0}
+    assert set(arms) == {"full", "baseline"} | {f"full-{f}" for f in config.FLAGS} | {f"baseline+{f}" for f in config.FLAGS}
+    assert arms["full"].design == "reference" and arms["full"].on == frozenset(config.FLAGS)
+    assert arms["full-dropout"].design == "leave_one_out" and arms["full-dropout"].flag == "dropout"
+    assert arms["full-dropout"].overrides(config.FLAGS) == {f: f != "dropout" for f in config.FLAGS}
+    assert arms["baseline+width"].design == "add_one_in" and arms["baseline+width"].on == {"width"}
+    assert arms["full-dropout"].name == "full-dropout-s0"
+
+
+def test_factorial_shares_arms_with_add_one_in_and_readout_is_a_factor(tmp_path):
+    s = _study(tmp_path, 'designs = ["add_one_in", "factorial"]\nflags = ["width", "readout"]\n'
+                         'factorial = ["width", "readout"]\nseeds = [5]')
+    cells = grid.expand(s)
+    # full, baseline, baseline+width, baseline+readout, baseline+width+readout: shared arms appear once
+    assert [c.arm for c in cells] == ["full", "baseline", "baseline+width", "baseline+readout", "baseline+width+readout"]
+    assert cells[1].designs == ("reference", "factorial") and cells[2].designs == ("add_one_in", "factorial")
+    assert grid.values(s, cells[0])["readout"] == "final_states" and grid.values(s, cells[1])["readout"] == "last"
+    assert grid.tags(s, cells[3]) == {"arm": "baseline+readout", "design": "add_one_in", "designs": "add_one_in,factorial",
+                                      "seed": "5", "grid_name": "g", "flag": "readout"}
+
+
+def test_budget_and_base_reach_every_cell(tmp_path):
+    (tmp_path / "b.toml").write_text("hidden_on = 64\ndropout = true\n")
+    s = _study(tmp_path, 'base = "b.toml"\nseeds = [1]\n[budget]\nmax_epochs = 3\n')
+    for cell in grid.expand(s):
+        cfg = config.build(grid.values(s, cell))
+        assert (cfg.max_epochs, cfg.hidden_on, cfg.seed, cfg.experiment) == (3, 64, 1, "lstm-mnist-ablation")
+        assert cfg.dropout == ("dropout" in cell.on)  # the grid decides the flags, not the base file
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed = [1]", "unknown grid key 'seed'"),
+    ('flags = ["dropout", "wings"]', "flags: unknown name 'wings'"),
+    ("seeds = []", "seeds=[]: expected a non-empty list"),
+    ("[budget]\nseed = 3", "[budget] seed: set per cell by the grid"),
+    ("[budget]\nmax_epochs = 0", "max_epochs=0: out of range"),
+    ('full = ["dropout"]', "leave_one_out: flag 'bidirectional' must be on in the full arm"),
+    ('designs = ["one_at_a_time"]', "designs: unknown name 'one_at_a_time'"),
+    ('designs = ["factorial"]', "designs includes factorial: list its flags"),
+    ('base = "missing.toml"', "config file not found"),
+])
+def test_bad_grid_files_are_one_line_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError) as e:
+        _study(tmp_path, text)
+    assert message in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith(str(tmp_path))
+
+
+def test_shards_split_the_cells_exactly_once_and_deterministically():
+    hashes = [f"{i:016x}" for i in range(0, 4200, 100)]
+    shares = [grid.shard(hashes, k, 3) for k in (1, 2, 3)]
+    assert set().union(*shares) == set(hashes) and sum(map(len, shares)) == len(hashes)
+    assert grid.shard(list(reversed(hashes)), 2, 3) == shares[1]
+    assert grid.parse_shard("2/3") == (2, 3)
+    with pytest.raises(ConfigError, match="write it as K/N"):
+        grid.parse_shard("4/3")
+
+
+def test_progress_estimates_the_grid_and_points_a_cpu_user_to_the_quick_file():
+    lines = []
+    progress = ablate.Progress(total=42, n_workers=2, out=lines.append)
+    job = ablate.Job(grid.Cell("full", "reference", "", 0, frozenset()), config.Config(), "0" * 16)
+    progress.finished(job, 0.9912, 300.0, "cpu")
+    progress.finished(job, 0.9913, 300.0, "cpu")  # the estimate comes once
+    assert lines[0].startswith("[1/42] full") and "test_f1 0.9912  300s" in lines[0]
+    assert lines[1].startswith("estimate: about 1.8 h for the 42 cells") and ablate.QUICK_FILE in lines[1]
+    assert len(lines) == 3
+
+
+# ---------------------------------------------------------------- end to end on tiny data
+@pytest.fixture
+def tiny_grid(project) -> Path:
+    (project / "experiments" / "tiny-grid.toml").write_text(TINY_GRID)
+    return project
+
+
+def _kill_after_first_cell(folder: Path) -> str:
+    """Start the grid; SIGKILL it once one cell is FINISHED and the next one has been opened (RUNNING)."""
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "experiments/tiny-grid.toml"], cwd=folder,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    seen, deadline = [], time.time() + 120
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("start") and any(s.startswith("[1/6]") for s in seen) or time.time() > deadline:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    return "".join(seen)
+
+
+def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, capsys):
+    out = _kill_after_first_cell(tiny_grid)
+    assert "[1/6]" in out
+    before = _children(_runs(tiny_grid))
+    assert [r.info.status for r in before].count("FINISHED") == 1 and "RUNNING" in [r.info.status for r in before]
+
+    dry = ablate.table(ablate.plan(grid.load("experiments/tiny-grid.toml")))  # in-process: no startup cost
+    assert "6 cells: 1 done, 5 not done" in dry and "todo (left RUNNING by a dead process)" in dry
+
+    again = run_cli("ablate", "experiments/tiny-grid.toml", cwd=tiny_grid)
+    assert again.returncode == 0, again.stderr
+    assert "6 cells, 1 already FINISHED, 5 to train" in again.stdout and "6/6 cells FINISHED" in again.stdout
+    runs = _runs(tiny_grid)
+    finished = [r for r in _children(runs) if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["arm"] for r in finished) == sorted(TINY_ARMS)
+    assert len({r.data.tags["config_hash"] for r in finished}) == 6
+    (stale,) = [r for r in _children(runs) if r.info.status == "FAILED"]
+    assert stale.data.tags["error"] == "stale: process died"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+    (parent,) = [r for r in runs if r.data.tags.get("lstm_mnist.role") == "grid"]  # one parent, reopened
+    assert parent.info.run_name == "tiny-grid" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["cells_done"] == 6 and parent.data.metrics["cells_skipped"] == 1
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in finished)
+    child = next(r for r in finished if r.data.tags["arm"] == "full-dropout")
+    assert child.info.run_name == "full-dropout-s0" and child.data.params["dropout"] == "False"
+    assert {"design": "leave_one_out", "flag": "dropout", "seed": "0", "grid_name": "tiny-grid"}.items() <= child.data.tags.items()
+    assert "test_f1" in child.data.metrics
+
+    lines = []
+    assert ablate.main("experiments/tiny-grid.toml", out=lines.append) == 0
+    assert lines == ["all 6 cells of tiny-grid already FINISHED in experiment grid-test: nothing to train"]
+    assert len(_runs(tiny_grid)) == len(runs)
+
+
+def test_ctrl_c_ends_the_open_cells_and_the_parent_killed(tiny_grid):
+    (tiny_grid / "experiments" / "tiny-grid.toml").write_text(TINY_GRID.replace("max_epochs = 1", "max_epochs = 200"))
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "experiments/tiny-grid.toml", "--workers", "2"],
+                            cwd=tiny_grid, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    started = 0
+    for line in proc.stdout:  # both workers have a cell: interrupt mid-training
+        started += line.startswith("start")
+        if started == 2:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; rerun the same command to continue" in err and "Traceback" not in err
+    runs = _runs(tiny_grid)
+    assert {r.info.status for r in _children(runs)} == {"KILLED"} and len(_children(runs)) == 2
+    assert next(r for r in runs if r.data.tags.get("lstm_mnist.role") == "grid").info.status == "KILLED"
+
+
+def test_a_diverging_cell_fails_alone_and_the_exit_code_says_so(tiny_grid, monkeypatch, capsys):
+    values = grid.values
+
+    def one_cell_diverges(study, cell):  # pixels / 1e-39 overflow to inf -> NaN loss: a genuine divergence
+        return {**values(study, cell), **({"norm_std": 1e-39} if cell.arm == "full-adamw" else {})}
+
+    monkeypatch.setattr(grid, "values", one_cell_diverges)
+    assert ablate.main("experiments/tiny-grid.toml") == 1
+    out = capsys.readouterr().out
+    assert "FAILED full-adamw-s0: Diverged" in out and "5/6 cells FINISHED" in out
+    status = {r.data.tags["arm"]: r.info.status for r in _children(_runs(tiny_grid))}
+    assert status == {**{a: "FINISHED" for a in TINY_ARMS}, "full-adamw": "FAILED"}
+    parent = next(r for r in _runs(tiny_grid) if r.data.tags.get("lstm_mnist.role") == "grid")
+    assert parent.info.status == "FAILED" and parent.data.metrics["cells_failed"] == 1
+
+
+def test_bad_grid_file_via_cli_is_one_line_exit_2(tiny_grid):
+    (tiny_grid / "experiments" / "bad.toml").write_text('flags = ["wings"]\n')
+    proc = run_cli("ablate", "experiments/bad.toml", cwd=tiny_grid)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unknown name 'wings'" in proc.stderr
+    shard = run_cli("ablate", "experiments/tiny-grid.toml", "--shard", "0/2", cwd=tiny_grid)
+    assert shard.returncode == 2 and "--shard 0/2" in shard.stderr
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory, tiny_data, _store_template):
+    """A tiny grid run with --workers 2 in a project folder of its own (shared by the tests below)."""
+    folder = tmp_path_factory.mktemp("workers")
+    (folder / "mlruns").mkdir()
+    shutil.copy(_store_template, folder / "mlruns" / "mlflow.db")
+    (folder / "experiments").mkdir()
+    (folder / "experiments" / "tiny-grid.toml").write_text(TINY_GRID)
+    env = {"LSTM_MNIST_DATA": str(tiny_data), "MLFLOW_TRACKING_URI": ""}
+    proc = run_cli("ablate", "experiments/tiny-grid.toml", "--workers", "2", "--shard", "1/1", cwd=folder, env=env)
+    return folder, proc
+
+
+def test_two_workers_record_every_cell_once(two_workers):
+    folder, proc = two_workers
+    assert proc.returncode == 0, proc.stderr
+    assert "locked" not in proc.stdout + proc.stderr and "6/6 cells FINISHED (6 trained now" in proc.stdout
+    children = _children(_runs(folder))
+    assert len(children) == 6 and {r.info.status for r in children} == {"FINISHED"}
+    assert sorted(r.data.tags["arm"] for r in children) == sorted(TINY_ARMS)
+    c = mlflow.MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+    assert all(len(c.get_metric_history(r.info.run_id, "val_loss")) == 1 for r in children)  # epochs came through
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_mlflow_server_shows_the_parent_with_its_children(two_workers, tmp_path):
+    folder, _ = two_workers
+    db = tmp_path / "copy.db"
+    shutil.copy(folder / "mlruns" / "mlflow.db", db)
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                               f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        exp_id = _wait_for(lambda: _get_experiment(base))
+        parents = _post(f"{base}/runs/search", {"experiment_ids": [exp_id],
+                                                "filter": "tags.`lstm_mnist.role` = 'grid'"})["runs"]
+        (parent,) = parents
+        flt = f"tags.mlflow.parentRunId = '{parent['info']['run_id']}'"
+        children = _post(f"{base}/runs/search", {"experiment_ids": [exp_id], "filter": flt})["runs"]
+        arms = {t["value"] for r in children for t in r["data"]["tags"] if t["key"] == "arm"}
+        assert parent["info"]["run_name"] == "tiny-grid" and arms == TINY_ARMS
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own worker processes too
+        server.wait(timeout=30)
+
+
+def _get_experiment(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=grid-test", timeout=5) as r:
+        return json.loads(r.read())["experiment"]["experiment_id"]
+
+
+def _wait_for(fn, timeout: float = 90.0):
+    """Call fn until it stops raising connection errors (the server is starting), within a bound."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)

@@ -1,0 +1,213 @@
+"""Optuna tuning end to end on tiny data: study-file checks, pruning, resume after SIGKILL, workers, PostgreSQL."""
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from lstm_mnist import tune
+from lstm_mnist.config import ConfigError
+
+from .conftest import REPO, run_cli
+
+TINY_FIXED = "max_epochs = {epochs}\nbatch_size = 32\neval_batch_size = 256\nnum_threads = 1\nadamw = true\n"
+
+
+def write_study(folder: Path, name: str, space: str, epochs: int = 2, pruner: str = "median", extra: str = "") -> Path:
+    path = folder / "studies" / f"{name}.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f'study_name = "{name}"\npruner = "{pruner}"\npruner_startup_trials = 2\n'
+                    f'sampler_startup_trials = 2\n{extra}\n[fixed]\n{TINY_FIXED.format(epochs=epochs)}\n'
+                    f"[space]\n{space}\n")
+    return path
+
+
+LR = 'adamw_lr = {type = "float", low = 1e-8, high = 3e-2, log = true}'
+
+
+def trials_of(project: Path, name: str) -> list:
+    storage = JournalStorage(JournalFileBackend(str(project / "studies" / f"{name}.journal")))
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def mlflow_runs(project: Path, experiment: str = "lstm-mnist-tune") -> list:
+    c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    return c.search_runs([c.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+
+
+@pytest.mark.parametrize("space, extra, message", [
+    ('colour = {type = "float", low = 0.0, high = 1.0}', "", "unknown config key"),
+    ('dropout_rate = {type = "float", low = 0.5, high = 0.1}', "", "must be below high"),
+    ('adamw_lr = {type = "float", low = 0.0, high = 0.1, log = true}', "", "log=true needs low > 0"),
+    ('hidden_on = {type = "float", low = 16.0, high = 64.0}', "", "does not match the config field, which is int"),
+    ('dropout_rate = {type = "float", low = 0.0, high = 1.5}', "", "out of range"),
+    ('seed = {type = "int", low = 0, high = 9}', "", "seeds are replicates"),
+    ('dropout = {type = "categorical", choices = [true, false]}', "", "flags are ablated"),
+    ('batch_size = {type = "categorical", choices = []}', "", "non-empty list"),
+    ('batch_size = {type = "uniform", low = 1, high = 2}', "", "allowed are float, int, categorical"),
+    (LR, 'objective = "test_f1"', "the test set is never used"),
+    (LR, 'pruner = "percentile"', "allowed values are median"),
+    (LR, 'budget = 3', "unknown study key 'budget'"),
+])
+def test_a_bad_study_file_is_a_one_line_error(tmp_path, space, extra, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"{extra}\n[space]\n{space}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        tune.load_study_file(path)
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(path))
+
+
+def test_bad_study_via_cli_is_one_line_exit_2(project):
+    path = write_study(project, "bad", 'adamw_lr = {type = "float", low = 0.1, high = 0.01}')
+    proc = run_cli("tune", str(path), cwd=project)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project):
+    path = write_study(project, "prune", LR)
+    study = tune.open_study(tune.load_study_file(path))
+    for lr in (1e-2, 1e-2, 1e-7):  # two good trials set the median; a learning rate of 1e-7 learns nothing
+        study.enqueue_trial({"adamw_lr": lr})
+    summary = tune.main(str(path), trials=3)
+    states = [t.state for t in trials_of(project, "prune")]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert summary["pruned"] == 1 and summary["best_trial"] in (0, 1)
+
+    runs = {r.data.tags.get("trial_number", "study"): r for r in mlflow_runs(project)}
+    parent = runs["study"]
+    assert parent.info.run_name == "prune" and parent.data.tags["lstm_mnist.role"] == "study"
+    assert parent.data.metrics["best_value"] == summary["best_value"] and parent.data.metrics["n_pruned"] == 1
+    assert parent.data.tags["best.adamw_lr"] == "0.01" and parent.info.status == "FINISHED"
+    assert runs["2"].info.status == "KILLED" and runs["2"].data.tags["trial_state"] == "PRUNED"
+    assert "test_f1" not in runs["2"].data.metrics and "stopped" in runs["2"].data.tags
+    for n in ("0", "1"):
+        r = runs[n]
+        assert r.info.status == "FINISHED" and r.data.tags["trial_state"] == "COMPLETE"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.data.params["adamw_lr"] == "0.01"
+        assert {"val_f1", "val_loss", "test_f1", "objective"} <= set(r.data.metrics)
+
+    exported = project / "experiments" / "tuned-prune.toml"
+    text = exported.read_text()
+    assert text.startswith("# Tuned by Optuna: study 'prune'") and "adamw_lr = 0.01\n" in text
+    assert "data_dir" not in text and "experiment" not in text.split("\n", 3)[-1]
+    proc = run_cli("run", str(exported), "max_epochs=1", cwd=project)
+    assert proc.returncode == 0 and "test_f1" in proc.stdout, proc.stderr
+
+
+def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(project):
+    path = write_study(project, "resume", LR, epochs=3, pruner="none")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "tune", str(path), "--trials", "3"], cwd=project,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = _kill_mid_trial(proc, project)
+    again = run_cli("tune", str(path), "--trials", "3", cwd=project)
+    assert again.returncode == 0, again.stderr
+    assert "failed 1 left RUNNING by a dead process" in again.stdout
+
+    trials = {t.number: t for t in trials_of(project, "resume")}
+    assert trials[killed].state == TrialState.FAIL
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials.values()) == 3
+    (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params
+    runs = [r for r in mlflow_runs(project) if r.data.tags.get("trial_number") == str(killed)]
+    assert [(r.info.status, r.data.tags["trial_state"]) for r in runs] == [("KILLED", "FAIL")]
+    third = run_cli("tune", str(path), "--trials", "3", cwd=project)  # already complete: runs nothing
+    assert third.returncode == 0 and len(trials_of(project, "resume")) == len(trials)
+
+
+def _kill_mid_trial(proc: subprocess.Popen, project: Path) -> int:
+    """SIGKILL the tune process once a trial is complete and the next one has logged an epoch."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            trials = trials_of(project, "resume")
+        except (KeyError, FileNotFoundError, ValueError):  # the study is not created yet
+            trials = []
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        if any(t.state == TrialState.COMPLETE for t in trials) and running:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return running[0].number
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"no trial was caught mid-run: {proc.communicate()[0][-2000:]}")
+
+
+def _assert_shared_study(project: Path, proc, name: str, total: int, trials: list) -> None:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "locked" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert "[worker 0]" in proc.stdout and "[worker 1]" in proc.stdout
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == total
+    runs = [r for r in mlflow_runs(project) if r.data.tags.get("study_name") == name]
+    (parent,) = [r for r in runs if r.data.tags["lstm_mnist.role"] == "study"]
+    children = [r for r in runs if r.data.tags["lstm_mnist.role"] == "trial"]
+    assert len(children) == len(trials)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)
+
+
+def test_two_workers_share_one_study(project):
+    path = write_study(project, "pair", LR + '\nbatch_size = {type = "categorical", choices = [32, 64]}')
+    proc = run_cli("tune", str(path), "--trials", "4", "--workers", "2", cwd=project)
+    _assert_shared_study(project, proc, "pair", 4, trials_of(project, "pair"))
+
+
+# ---------------------------------------------------------------- beyond one machine: PostgreSQL
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or ([shutil.which("initdb")] if shutil.which("initdb") else [])
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(cmd: list) -> list:
+    """initdb refuses to run as root: run the server as the `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on loopback, in a temp folder; stopped at the end."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
+    folder = Path(tempfile.mkdtemp(prefix="lstm-mnist-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", _free_port()
+    run = lambda *cmd: subprocess.run(_as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]), check=True,  # noqa: E731
+                                      capture_output=True, timeout=120)
+    run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust")
+    run("pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "start",
+        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}")
+    try:
+        run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_a_study_on_postgresql(project, postgres):
+    path = write_study(project, "pg", LR)
+    proc = run_cli("tune", str(path), "--trials", "3", "--workers", "2", "--storage", postgres, cwd=project)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = optuna.load_study(study_name="pg", storage=tune.rdb_url(postgres)).get_trials(deepcopy=False)
+    _assert_shared_study(project, proc, "pg", 3, trials)
+    assert not (project / "studies" / "pg.journal").exists()
+    assert "postgresql://postgres@127.0.0.1" in proc.stdout
