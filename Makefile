@@ -9,7 +9,10 @@ STUDY ?= studies/full.toml
 TRIALS ?=
 WORKERS ?= 1
 STORAGE ?=
-export LSTM_MNIST_DATA ?= $(CURDIR)/data
+# MNIST: LSTM_MNIST_DATA when set; else the verified copy beside a development checkout; else data/
+# (where torchvision downloads it on a machine with internet).
+SHARED_MNIST := $(abspath $(CURDIR)/../shared/mnist)
+export LSTM_MNIST_DATA ?= $(if $(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),$(SHARED_MNIST),$(CURDIR)/data)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test bench ui clean-venv tune

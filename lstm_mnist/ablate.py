@@ -127,7 +127,7 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
     for j in todo:
         for run_id in j.stale_ids:
             track.mark_failed(c, run_id, "stale: process died")
-    parent = track.grid_run(study.experiment, study.name, {"grid_file": study.path}, c)
+    parent = track.parent_run(study.experiment, "grid", study.name, {"grid_file": study.path}, c)
     writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out))
     status = track.KILLED  # unless the loop ends or raises: Ctrl-C
     try:

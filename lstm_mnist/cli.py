@@ -9,8 +9,6 @@ import sys
 
 from .config import ConfigError
 
-USAGE_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
-
 
 class UserError(RuntimeError):
     """A mistake the user can fix; printed as one line."""

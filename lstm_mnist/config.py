@@ -185,6 +185,20 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{p}: TOML syntax error: {e}") from None
 
 
+def parse_file(path: str | Path, parse, what: str, known) -> object:
+    """Read a TOML file of another kind (a grid, a study), refuse unknown keys and name the file in any
+    ConfigError that `parse(path, raw)` raises."""
+    p = Path(path)
+    raw = read_toml(p)
+    try:
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown {what} key {unknown[0]!r}: known keys are {', '.join(sorted(known))}")
+        return parse(p, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
 def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:

@@ -68,18 +68,10 @@ class Cell:
 # ---------------------------------------------------------------- reading a grid file
 def load(path: str | Path) -> Study:
     """Read and check a grid file; any mistake is a one-line ConfigError naming the key and what is allowed."""
-    p = Path(path)
-    raw = config.read_toml(p)
-    try:
-        return _study(p, raw)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None
+    return config.parse_file(path, _study, "grid", KEYS)
 
 
 def _study(p: Path, raw: dict) -> Study:
-    unknown = sorted(set(raw) - set(KEYS))
-    if unknown:
-        raise ConfigError(f"unknown grid key {unknown[0]!r}: known keys are {', '.join(KEYS)}")
     flags = _names("flags", raw.get("flags", list(config.FLAGS)), FACTORS)
     full = frozenset(_names("full", raw.get("full", sorted({*config.FLAGS, *flags})), FACTORS))
     study = Study(name=p.stem, path=str(p), experiment=_experiment(raw), base=_base(p, raw.get("base")),

@@ -113,6 +113,25 @@ class RunRecord:
         self.finished_ok = True
 
 
+def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,
+             tags: dict, c: MlflowClient) -> RunRecord:
+    """Create a run with its tags, every config value as a param, and config.toml. `run` closes it after
+    training in this process; the grid's main process (the only writer) closes it when a worker reports."""
+    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **tags}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id)
+    try:
+        params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+                  "config_hash": config_hash, "data_fingerprint": data_fingerprint}
+        c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
+    except BaseException as e:
+        mark_failed(c, rec.run_id, f"{type(e).__name__}: {e}")
+        raise
+    return rec
+
+
 @contextmanager
 def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None = None,
         parent_run_id: str | None = None, tags: dict | None = None, c: MlflowClient | None = None,
@@ -123,19 +142,8 @@ def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | No
     ends KILLED with the reason in the tag `stopped`, not FAILED with an `error`.
     """
     c = c or client()
-    exp_id = experiment_id(c, cfg.experiment)
-    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **(tags or {})}
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    mlrun = c.create_run(exp_id, run_name=run_name, tags=all_tags)
-    rec = RunRecord(c, mlrun.info.run_id)
+    rec = open_run(cfg, config_hash, data_fingerprint, run_name, parent_run_id, tags or {}, c)
     try:
-        params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-                  "config_hash": config_hash, "data_fingerprint": data_fingerprint}
-        c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.toml").write_text(cfg.to_toml())
-            c.log_artifact(rec.run_id, str(Path(tmp) / "config.toml"))
         yield rec
     except stop_on as e:
         c.set_tag(rec.run_id, "stopped", f"{type(e).__name__}: {e}"[:5000])
@@ -167,6 +175,20 @@ def start_parent(experiment: str, run_name: str, tags: dict | None = None, param
     if params:
         c.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
+
+
+def parent_run(experiment: str, role: str, name: str, tags: dict, c: MlflowClient | None = None) -> str:
+    """The parent run of a grid or study (role) called `name` (tag `<role>_name`): reopened (RUNNING again)
+    when a rerun continues it, so one grid or study has one parent; created the first time."""
+    c = c or client()
+    key = f"{role}_name"
+    found = search(experiment, f"tags.{key} = '{name}' and tags.`lstm_mnist.role` = '{role}'", c=c)
+    if not found:
+        return start_parent(experiment, name, tags={**tags, key: name, "lstm_mnist.role": role}, c=c)
+    run_id = found[0].info.run_id  # search returns newest first
+    c.update_run(run_id, status=RUNNING)
+    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    return run_id
 
 
 def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, tags: dict | None = None,
@@ -245,19 +267,6 @@ def share_sqlite_store() -> None:
             con.execute("PRAGMA journal_mode=WAL")
 
 
-def study_run(experiment: str, study_name: str, tags: dict, c: MlflowClient | None = None) -> str:
-    """The study's parent run: reopened (RUNNING again) when a rerun continues the study, else created."""
-    c = c or client()
-    found = search(experiment, f"tags.study_name = '{study_name}' and tags.`lstm_mnist.role` = 'study'", c=c)
-    if not found:
-        return start_parent(experiment, study_name, tags={**tags, "study_name": study_name,
-                                                          "lstm_mnist.role": "study"}, c=c)
-    run_id = found[0].info.run_id  # search returns newest first
-    c.update_run(run_id, status=RUNNING)
-    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    return run_id
-
-
 def set_tags(run_id: str, tags: dict, c: MlflowClient | None = None) -> None:
     (c or client()).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
@@ -283,36 +292,6 @@ def close_trial_runs(experiment: str, study_name: str, states: dict[int, str],
 
 
 # ---- grid
-def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str, parent_run_id: str,
-             tags: dict, c: MlflowClient) -> RunRecord:
-    """A child run written by the grid's main process (the only writer): the same tags, params and
-    config.toml as `run`, opened here and closed by `close_run` when its worker reports back."""
-    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **tags,
-                "mlflow.parentRunId": parent_run_id}
-    rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id)
-    try:
-        params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-                  "config_hash": config_hash, "data_fingerprint": data_fingerprint}
-        c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
-    except BaseException as e:
-        mark_failed(c, rec.run_id, f"{type(e).__name__}: {e}")
-        raise
-    return rec
-
-
-def grid_run(experiment: str, grid_name: str, tags: dict, c: MlflowClient) -> str:
-    """The grid's parent run: reopened (RUNNING again) when the grid is rerun, so a grid has one parent."""
-    found = search(experiment, f"tags.grid_name = '{grid_name}' and tags.`lstm_mnist.role` = 'grid'", c=c)
-    if not found:
-        return start_parent(experiment, grid_name, tags={**tags, "grid_name": grid_name, "lstm_mnist.role": "grid"},
-                            c=c)
-    run_id = found[0].info.run_id  # search returns newest first
-    c.update_run(run_id, status=RUNNING)
-    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    return run_id
-
-
 def owner_tags() -> dict:
     """Who writes a run: a RUNNING run whose owner process is gone was left by a process that died."""
     import socket

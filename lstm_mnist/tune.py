@@ -66,18 +66,10 @@ class Study:
 # ---------------------------------------------------------------- the study file
 def load_study_file(path: str | Path) -> Study:
     """Read and check a study file; every mistake is a one-line ConfigError naming the file."""
-    path = Path(path)
-    raw = config.read_toml(path)
-    try:
-        return _parse(path, raw)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return config.parse_file(path, _parse, "study", STUDY_KEYS)
 
 
 def _parse(path: Path, raw: dict) -> Study:
-    unknown = sorted(set(raw) - STUDY_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown study key {unknown[0]!r}: known keys are {', '.join(sorted(STUDY_KEYS))}")
     objective = raw.get("objective", "val_f1")
     if objective not in OBJECTIVES:
         why = "the test set is never used for a choice" if str(objective).startswith("test") else "unknown metric"
@@ -410,7 +402,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     study = open_study(study_def, storage_url)  # created here, before any worker races to create it
     stale = fail_stale_trials(study)
     track.share_sqlite_store()
-    parent = track.study_run(study_def.experiment, study_def.name, tags={
+    parent = track.parent_run(study_def.experiment, "study", study_def.name, tags={
         "storage": _shown_storage(study_def, storage_url), "objective": study_def.objective,
         "direction": study_def.direction, "trials_requested": total, "study_file": str(path),
         "space": json.dumps(study_def.space)})
