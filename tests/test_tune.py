@@ -16,7 +16,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from lstm_mnist import tune
+from lstm_mnist import grid, tune
 from lstm_mnist.config import ConfigError
 
 from .conftest import REPO, run_cli
@@ -103,6 +103,14 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
     assert "data_dir" not in text and "experiment" not in text.split("\n", 3)[-1]
     proc = run_cli("run", str(exported), "max_epochs=1", cwd=project)
     assert proc.returncode == 0 and "test_f1" in proc.stdout, proc.stderr
+
+    # ... and as the reference a grid starts from: every cell carries the tuned values.
+    grid_file = project / "experiments" / "tuned-grid.toml"
+    grid_file.write_text('base = "tuned-prune.toml"\nflags = ["dropout"]\nseeds = [0]\n[budget]\nmax_epochs = 1\n')
+    tuned_grid = grid.load(grid_file)
+    assert all(grid.values(tuned_grid, cell)["adamw_lr"] == 0.01 for cell in grid.expand(tuned_grid))
+    dry = run_cli("ablate", str(grid_file), "--dry-run", cwd=project)
+    assert dry.returncode == 0 and "4 cells: 0 done" in dry.stdout, dry.stderr
 
 
 def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(project):
