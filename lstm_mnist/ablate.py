@@ -171,14 +171,20 @@ class Writer:
         self.open_runs[job.cell.name].log_epoch(epoch, record)
 
     def finished(self, job: Job, result, seconds: float) -> None:
-        rec = self.open_runs.pop(job.cell.name)
-        rec.log_result(result)
-        track.end_run(rec.run_id, track.FINISHED, c=self.c)
+        rec = self.open_runs[job.cell.name]  # popped once ended: until then kill_open can still close it
+        try:
+            rec.log_result(result)
+            track.end_run(rec.run_id, track.FINISHED, c=self.c)
+        except Exception as e:  # a figure, disk or store error fails this cell alone, never the grid
+            self.failed(job, f"could not record result: {type(e).__name__}: {e}", seconds)
+            return
+        del self.open_runs[job.cell.name]
         self.tally.finished += 1
         self.progress.finished(job, result.test.get("test_f1", float("nan")), seconds, result.device_name)
 
     def failed(self, job: Job, reason: str, seconds: float) -> None:
-        track.mark_failed(self.c, self.open_runs.pop(job.cell.name).run_id, reason)
+        track.mark_failed(self.c, self.open_runs[job.cell.name].run_id, reason)
+        del self.open_runs[job.cell.name]  # only once ended: if that raised, kill_open still closes it
         self.tally.failed.append((job.cell.name, reason))
         self.progress.failed(job, reason, seconds)
 
@@ -221,6 +227,8 @@ class Pool:
             self.spawn(i)
 
     def spawn(self, i: int) -> None:
+        if i in self.procs:  # replacing a dead worker: nobody will read its old inbox
+            self.procs[i][1].cancel_join_thread()
         inbox = self.ctx.Queue()
         proc = self.ctx.Process(target=_worker, args=(i, self.n, inbox, self.outbox), daemon=True,
                                 name=f"lstm-mnist-worker-{i}")
@@ -231,13 +239,20 @@ class Pool:
         return [(i, p.exitcode) for i, (p, _) in self.procs.items() if p.exitcode is not None]
 
     def kill(self) -> None:
+        """The end of every grid, finished or not: workers hold no MLflow state, so killing one loses only its
+        current cell (and a graceful stop would gain nothing)."""
         for proc, inbox in self.procs.values():
-            proc.kill()  # workers hold no MLflow state: killing one loses only its current cell
+            proc.kill()
             inbox.cancel_join_thread()  # nobody will read what is left in its inbox
+            inbox.close()
+        for proc, _ in self.procs.values():
+            proc.join(timeout=5)  # reap them: no zombies left behind for the rest of this process
+        self.outbox.close()
 
 
 def _parallel(todo: list[Job], n_workers: int, writer: Writer) -> None:
     """N cells at once in worker processes; this process hands out cells and writes what they report."""
+    track.share_sqlite_store()  # WAL: a reader such as `mlflow ui` cannot block this (the one) writer into a timeout
     pool = Pool(n_workers)
     pending, busy = deque(todo), {}   # busy: worker index -> (job, start time)
     try:
@@ -246,22 +261,24 @@ def _parallel(todo: list[Job], n_workers: int, writer: Writer) -> None:
                 if pending:
                     busy[i] = _hand_out(pending.popleft(), i, pool, writer)
             _receive(pool, busy, writer)
+            _reap(pool, busy, writer, respawn=bool(pending))  # every turn: chatty workers must not hide a dead one
     finally:
         pool.kill()
 
 
 def _hand_out(job: Job, i: int, pool: Pool, writer: Writer) -> tuple[Job, float]:
     writer.open(job)
-    pool.procs[i][1].put(worker_config(job, i, pool.n).to_dict())
+    pool.procs[i][1].put((job.cell.name, worker_config(job, i, pool.n).to_dict()))
     return job, time.perf_counter()
 
 
 def _receive(pool: Pool, busy: dict, writer: Writer) -> None:
     try:
-        kind, i, *payload = pool.outbox.get(timeout=1.0)
+        kind, i, name, *payload = pool.outbox.get(timeout=1.0)
     except queue.Empty:
-        _reap(pool, busy, writer)
         return
+    if i not in busy or busy[i][0].cell.name != name:
+        return  # late word from a worker that died (its cell already failed), maybe since replaced
     job, _ = busy[i]
     if kind == "epoch":
         writer.epoch(job, *payload)
@@ -270,13 +287,14 @@ def _receive(pool: Pool, busy: dict, writer: Writer) -> None:
     (writer.finished if kind == "done" else writer.failed)(job, *payload)
 
 
-def _reap(pool: Pool, busy: dict, writer: Writer) -> None:
-    """A worker that died (killed for memory, a crash in CUDA) fails its cell and is replaced."""
+def _reap(pool: Pool, busy: dict, writer: Writer, respawn: bool) -> None:
+    """A worker that died (killed for memory, a crash in CUDA) fails its cell; replaced only while cells wait."""
     for i, code in pool.dead():
         if i in busy:
             job, t0 = busy.pop(i)
             writer.failed(job, f"worker process died (exit code {code})", time.perf_counter() - t0)
-        pool.spawn(i)
+        if respawn:
+            pool.spawn(i)
 
 
 def _worker(index: int, n_workers: int, inbox, outbox) -> None:
@@ -287,14 +305,15 @@ def _worker(index: int, n_workers: int, inbox, outbox) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it kills us
     _exit_with_parent()
-    while (values := inbox.get()) is not None:
+    while True:  # until killed (Pool.kill): every message names its cell, so a stale one can be told apart
+        name, values = inbox.get()
         t0 = time.perf_counter()  # the cell's own time, without this process's start-up
         try:
-            result = train.fit(config.build(values), on_epoch=lambda e, r: outbox.put(("epoch", index, e, r)))
+            result = train.fit(config.build(values), on_epoch=lambda e, r: outbox.put(("epoch", index, name, e, r)))
         except Exception as e:
-            outbox.put(("failed", index, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
+            outbox.put(("failed", index, name, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
             continue
-        outbox.put(("done", index, result, time.perf_counter() - t0))
+        outbox.put(("done", index, name, result, time.perf_counter() - t0))
 
 
 def _exit_with_parent() -> None:

@@ -117,7 +117,8 @@ def _base(p: Path, base) -> dict:
         raise ConfigError(f"base={base!r}: expected the path of an experiment file, e.g. \"full.toml\"")
     values = config.read_toml(p.parent / base)
     config.build(values, str(p.parent / base))
-    return {k: v for k, v in values.items() if k not in GRID_OWNED}
+    # readout stays unless it is a factor of this grid (then each cell's own value wins in `values`).
+    return {k: v for k, v in values.items() if k not in {*config.FLAGS, "seed", "experiment"}}
 
 
 def _budget(raw: dict) -> dict:

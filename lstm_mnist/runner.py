@@ -23,10 +23,6 @@ class Outcome:
     result: train.Result | None = None
 
 
-def identity(cfg: Config) -> str:
-    return cfg.identity(data.fingerprint(cfg.data_dir))
-
-
 def epoch_line(epoch: int, r: dict) -> str:
     """One dense line per epoch."""
     return (f"epoch {epoch:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
@@ -52,7 +48,7 @@ def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None 
         r = done[0]
         test = {k: r.data.metrics[k] for k in track.TEST_METRICS if k in r.data.metrics}
         return Outcome(config_hash, r.info.run_id, "SKIPPED", test)
-    t0 = time.perf_counter()
+    t0, rec = time.perf_counter(), None  # rec stays None if the store refuses to open the run
     try:
         with track.run(cfg, config_hash, fp, run_name=run_name, parent_run_id=parent_run_id, tags=tags, c=c,
                        stop_on=stop_on) as rec:
@@ -67,5 +63,6 @@ def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None 
     except Exception as e:
         if not catch:
             raise
-        return Outcome(config_hash, rec.run_id, track.FAILED, {}, time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+        run_id = rec.run_id if rec else ""
+        return Outcome(config_hash, run_id, track.FAILED, {}, time.perf_counter() - t0, f"{type(e).__name__}: {e}")
     return Outcome(config_hash, rec.run_id, track.FINISHED, result.test, time.perf_counter() - t0, result=result)

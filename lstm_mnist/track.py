@@ -6,6 +6,7 @@ MLFLOW_TRACKING_URI is set (then that server or database is used unchanged). Run
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from . import workers
 from .config import Config
 
 STORE_DIR = Path("mlruns")
@@ -63,14 +65,17 @@ def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None
     return exp.experiment_id if exp else None
 
 
+@functools.cache
 def provenance() -> dict[str, str]:
-    """Code and library versions, so any run can be reproduced."""
+    """Code and library versions, so any run can be reproduced. Read once per process: the code that runs
+    is the code loaded at start, from the package's own checkout (not the working directory)."""
     import lightning
     import torch
 
     def git(*args):
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).resolve().parent).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -117,7 +122,8 @@ def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str
              tags: dict, c: MlflowClient) -> RunRecord:
     """Create a run with its tags, every config value as a param, and config.toml. `run` closes it after
     training in this process; the grid's main process (the only writer) closes it when a worker reports."""
-    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **tags}
+    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **owner_tags(),
+                **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id)
@@ -127,7 +133,9 @@ def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str
         c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
     except BaseException as e:
-        mark_failed(c, rec.run_id, f"{type(e).__name__}: {e}")
+        interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+        mark_failed(c, rec.run_id, "interrupted" if interrupted else f"{type(e).__name__}: {e}",
+                    KILLED if interrupted else FAILED)
         raise
     return rec
 
@@ -199,11 +207,6 @@ def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, ta
     c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
                 tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
     c.set_terminated(run_id, status)
-
-
-def log_folder(run_id: str, folder: str | Path, artifact_path: str | None = None,
-               c: MlflowClient | None = None) -> None:
-    (c or client()).log_artifacts(run_id, str(folder), artifact_path)
 
 
 def search(experiment: str, filter_string: str = "", statuses=None, c: MlflowClient | None = None) -> list:
@@ -294,32 +297,17 @@ def close_trial_runs(experiment: str, study_name: str, states: dict[int, str],
 # ---- grid
 def owner_tags() -> dict:
     """Who writes a run: a RUNNING run whose owner process is gone was left by a process that died."""
-    import socket
-
-    return {"owner_host": socket.gethostname(), "owner_pid": str(os.getpid()), "owner_start": _start_time(os.getpid())}
+    host, pid, start = workers.process_stamp(os.getpid()).split(":")
+    return {"owner_host": host, "owner_pid": pid, "owner_start": start}
 
 
 def owner_alive(tags: dict) -> bool | None:
     """True/False for a run owned on this host; None when another host (or an unknown process) owns it."""
     import socket
 
-    host, pid = tags.get("owner_host"), tags.get("owner_pid", "")
+    host, pid, start = tags.get("owner_host"), tags.get("owner_pid", ""), tags.get("owner_start", "")
     if host != socket.gethostname() or not pid.isdigit():
         return None
     if int(pid) == os.getpid():  # a restarted container reuses pids: this process has opened no runs yet
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return _start_time(int(pid)) == tags.get("owner_start", "")  # else the pid was reused
-
-
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux); '' where /proc is absent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+    return workers.process_stamp(int(pid)) == f"{host}:{pid}:{start}"  # gone, a zombie, or a reused pid: dead

@@ -209,23 +209,23 @@ def fit(cfg: Config, dataset: data_mod.MNIST | None = None, on_epoch: OnEpoch | 
     if cfg.early_stopping:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
     trainer = make_trainer(cfg, device, callbacks)
-    _fit_interruptible(trainer, lit, train, val)
+    _interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
     if lit.best_state is None:
         raise Diverged("no epoch finished with a finite validation loss")
 
     lit.net.load_state_dict(lit.best_state)  # the protocol: test the best-val_loss weights, once
-    trainer.test(lit, dataloaders=test, verbose=False)
+    _interruptible(trainer.test, trainer, lit, dataloaders=test, verbose=False)
     confusion = lit.test_metrics.confmat.compute().cpu()
     return Result(test=lit.test_metrics.compute("test"), history=report.history, best_epoch=lit.best_epoch,
                   confusion=confusion.tolist(), per_class=per_class_report(confusion),
                   device_name=device_name(device))
 
 
-def _fit_interruptible(trainer: L.Trainer, lit, train, val) -> None:
+def _interruptible(method, trainer: L.Trainer, *args, **kwargs) -> None:
     """Lightning turns Ctrl-C into sys.exit(1) and leaves SIGINT ignored; give the caller a KeyboardInterrupt."""
     handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(lit, train_dataloaders=train, val_dataloaders=val)
+        method(*args, **kwargs)
     except SystemExit:
         if trainer.interrupted:
             raise KeyboardInterrupt from None

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from . import config, runner, track, workers
+from . import config, data, runner, track, workers
 from .config import ConfigError
 
 OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
@@ -185,7 +186,8 @@ def suggest(trial: optuna.Trial, study: Study) -> dict:
 
 
 def trial_config(study: Study, params: dict, overrides: dict | None = None) -> config.Config:
-    """Start values < worker placement (device, threads) < the study's [fixed] keys < the trial's params."""
+    """Later wins: worker placement (device, threads) < start values (base file, then [fixed]) < the trial's
+    params; the experiment is always the study's. So a [fixed] device or num_threads overrides placement."""
     return config.build({**(overrides or {}), **study.start, **params, "experiment": study.experiment})
 
 
@@ -200,7 +202,7 @@ class Objective:
         self.study, self.parent_run_id, self.placement, self.label = study, parent_run_id, placement, label
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("process", process_stamp(os.getpid()))  # lets a later start spot a dead worker
+        trial.set_user_attr("process", workers.process_stamp(os.getpid()))  # lets a later start spot a dead worker
         params = suggest(trial, self.study)
         cfg = trial_config(self.study, params, self.placement)
         tags = {"study_name": self.study.name, "trial_number": trial.number, "trial_state": "RUNNING",
@@ -241,9 +243,12 @@ def _short(v) -> str:
 
 
 # ---------------------------------------------------------------- storage, stale trials, counting
-def open_study(study: Study, storage_url: str | None = None) -> optuna.Study:
-    """Create or load the study: journal file next to the study file, or the RDB at `storage_url`."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial prints its own line
+def open_study(study: Study, storage_url: str | None = None, seed_offset: int = 0) -> optuna.Study:
+    """Create or load the study: journal file next to the study file, or the RDB at `storage_url`.
+    Worker i samples with sampler_seed + i: the same seed in every worker proposes the same points."""
+    # ERROR: each trial prints its own line; at WARNING Optuna adds a traceback under every FAIL line.
+    # open_study is where both `main` and every worker start, so this covers them all.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if storage_url:
         storage = _rdb_storage(storage_url)
@@ -251,10 +256,18 @@ def open_study(study: Study, storage_url: str | None = None) -> optuna.Study:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         storage = JournalStorage(JournalFileBackend(str(study.journal)))
-    sampler = (optuna.samplers.TPESampler(seed=study.sampler_seed, n_startup_trials=study.sampler_startup_trials)
-               if study.sampler == "tpe" else optuna.samplers.RandomSampler(seed=study.sampler_seed))
-    return optuna.create_study(storage=storage, sampler=sampler, pruner=_pruner(study), study_name=study.name,
-                               direction=study.direction, load_if_exists=True)
+    seed = study.sampler_seed + seed_offset
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=study.sampler_startup_trials)
+               if study.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
+    opened = optuna.create_study(storage=storage, sampler=sampler, pruner=_pruner(study), study_name=study.name,
+                                 direction=study.direction, load_if_exists=True)
+    # load_if_exists ignores `direction`: a changed objective would silently keep the stored direction.
+    stored = opened.direction.name.lower()
+    if stored != study.direction:
+        raise ConfigError(f"{study.path}: study {study.name!r} is stored in {_shown_storage(study, storage_url)} "
+                          f"with direction {stored}, but objective={study.objective} needs {study.direction}; "
+                          f"give this study a new study_name")
+    return opened
 
 
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
@@ -291,25 +304,12 @@ def _pruner(study: Study) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def process_stamp(pid: int) -> str | None:
-    """host:pid:start-time of a live process, None when it is gone (or a zombie). The start time makes a
-    recycled pid look like what it is: another process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc (not Linux): the pid alone
-        return f"{socket.gethostname()}:{pid}:?"
-    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields after it do not
-    return None if fields[0] == "Z" else f"{socket.gethostname()}:{pid}:{fields[19]}"
-
-
 def _is_stale(t: optuna.trial.FrozenTrial) -> bool:
     stamp = t.user_attrs.get("process")
     if stamp is None:  # died between taking the trial and recording its process
         return (datetime.now() - t.datetime_start).total_seconds() > STALE_NO_PID_S
     host, pid, _ = stamp.split(":")
-    return host == socket.gethostname() and process_stamp(int(pid)) != stamp
+    return host == socket.gethostname() and workers.process_stamp(int(pid)) != stamp
 
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
@@ -341,7 +341,7 @@ def work(path: str, storage_url: str | None, total: int, timeout: float | None, 
          parent_run_id: str) -> None:
     """One worker: take trials until the study holds `total` finished-or-running ones (or time is up)."""
     study_def = load_study_file(path)
-    study = open_study(study_def, storage_url)
+    study = open_study(study_def, storage_url, seed_offset=index)
     label = f"[worker {index}] " if n_workers > 1 else ""
     objective = Objective(study_def, parent_run_id, workers.settings(index, n_workers), label)
     deadline = time.monotonic() + timeout if timeout else float("inf")
@@ -353,8 +353,18 @@ def work(path: str, storage_url: str | None, total: int, timeout: float | None, 
 
 
 def _worker_main(*args) -> None:
+    """A worker process: user mistakes are one line and exit 2 (the parent reports the exit code once);
+    Ctrl-C reaches every worker, so each exits 130 quietly and the parent says it was interrupted."""
+    from .cli import _usage_errors
+
     _die_with_parent()
-    work(*args)
+    try:
+        work(*args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except _usage_errors() as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _die_with_parent() -> None:
@@ -383,12 +393,26 @@ def run_workers(path: str, storage_url: str | None, total: int, timeout: float |
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=30)  # Ctrl-C reached them too: let each record its trial as failed
+        _stop_workers(procs)
         raise
     bad = [f"worker {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
     if bad:
-        raise RuntimeError("; ".join(bad))
+        from .cli import UserError  # cli imports tune
+
+        raise UserError(f"{'; '.join(bad)} (see the error lines above); rerun the same command to continue")
+
+
+def _stop_workers(procs: list, grace_s: float = 30) -> None:
+    """Ctrl-C reached the workers too: give them grace_s together to record their trials as failed, then
+    kill any still alive (also on a second Ctrl-C), rather than rely on PDEATHSIG alone (Linux only)."""
+    deadline = time.monotonic() + grace_s
+    try:
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
 
 
 # ---------------------------------------------------------------- the whole study
@@ -399,6 +423,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
         raise ConfigError(f"--workers {n_workers} --trials {trials}: both must be at least 1")
     study_def = load_study_file(path)
     total = trials or study_def.trials
+    data.fingerprint(trial_config(study_def, {}).data_dir)  # missing data: one line here, not one per worker
     study = open_study(study_def, storage_url)  # created here, before any worker races to create it
     stale = fail_stale_trials(study)
     track.share_sqlite_store()
@@ -412,8 +437,9 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
           f"{n_workers} worker(s); storage {_shown_storage(study_def, storage_url)}; MLflow run {parent}", flush=True)
     try:
         run_workers(str(path), storage_url, total, timeout, n_workers, parent)
-    except BaseException:
-        track.end_run(parent, track.KILLED)
+    except BaseException as e:
+        # Interrupted: KILLED, like an interrupted run; anything else (e.g. a worker's error) FAILED.
+        track.end_run(parent, track.KILLED if isinstance(e, (KeyboardInterrupt, SystemExit)) else track.FAILED)
         raise
     return finish(study, study_def, parent)
 

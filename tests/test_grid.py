@@ -215,6 +215,24 @@ def test_a_diverging_cell_fails_alone_and_the_exit_code_says_so(tiny_grid, monke
     assert parent.info.status == "FAILED" and parent.data.metrics["cells_failed"] == 1
 
 
+def test_a_result_that_cannot_be_recorded_fails_its_cell_alone(tiny_grid, monkeypatch):
+    def disk_full(self, result):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ablate.track.RunRecord, "log_result", disk_full)
+    study = grid.load("experiments/tiny-grid.toml")
+    job = ablate.plan(study)[0]
+    c, lines, tally = ablate.track.client(), [], ablate.Tally(total=1)
+    parent = ablate.track.parent_run(study.experiment, "grid", study.name, {}, c)
+    writer = ablate.Writer(study, parent, c, tally, ablate.Progress(1, 1, out=lines.append))
+    writer.open(job)
+    writer.finished(job, None, 1.0)  # no training needed: recording is what fails
+    assert not writer.open_runs and tally.finished == 0 and tally.failed[0][0] == job.cell.name
+    (run,) = _children(_runs(tiny_grid))
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "could not record result: OSError: No space left on device"
+
+
 def test_bad_grid_file_via_cli_is_one_line_exit_2(tiny_grid):
     (tiny_grid / "experiments" / "bad.toml").write_text('flags = ["wings"]\n')
     proc = run_cli("ablate", "experiments/bad.toml", cwd=tiny_grid)

@@ -63,7 +63,7 @@ def test_cli_run_is_recorded_in_mlflow_with_everything(project):
         assert key in metrics, key
     assert len(c.get_metric_history(run.info.run_id, "val_f1")) == 2
     for key in ("config_hash", "git_commit", "git_dirty", "torch_version", "lightning_version", "mlflow_version",
-                "device_name"):
+                "device_name", "owner_host", "owner_pid", "owner_start"):
         assert tags.get(key), key
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"config.toml", "confusion_matrix.png", "per_class.json"} <= artifacts
@@ -95,3 +95,20 @@ def test_missing_data_via_cli_is_one_line_exit_2(project, tmp_path):
                    env={"LSTM_MNIST_OFFLINE": "1"})
     assert proc.returncode == 2 and proc.stderr.startswith("error: MNIST not found in")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_owner_alive_tells_a_dead_process_from_a_live_one():
+    import subprocess
+
+    from lstm_mnist import workers
+
+    child = subprocess.Popen(["sleep", "30"])
+    host, pid, start = workers.process_stamp(child.pid).split(":")
+    tags = {"owner_host": host, "owner_pid": pid, "owner_start": start}
+    assert track.owner_alive(tags) is True
+    assert track.owner_alive({**tags, "owner_start": str(int(start) + 1)}) is False  # the pid was reused
+    assert track.owner_alive({**tags, "owner_host": "elsewhere"}) is None  # not ours to judge
+    child.kill()
+    child.wait()
+    assert track.owner_alive(tags) is False
+    assert track.owner_alive(track.owner_tags()) is False  # this process has opened no run of an earlier life

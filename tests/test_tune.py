@@ -16,7 +16,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from lstm_mnist import grid, tune
+from lstm_mnist import cli, grid, tune
 from lstm_mnist.config import ConfigError
 
 from .conftest import REPO, run_cli
@@ -72,6 +72,44 @@ def test_bad_study_via_cli_is_one_line_exit_2(project):
     path = write_study(project, "bad", 'adamw_lr = {type = "float", low = 0.1, high = 0.01}')
     proc = run_cli("tune", str(path), cwd=project)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_a_changed_objective_under_the_same_study_name_is_a_one_line_error(tmp_path):
+    path = write_study(tmp_path, "flip", LR, extra='objective = "val_f1"')
+    tune.open_study(tune.load_study_file(path))
+    path.write_text(path.read_text().replace('objective = "val_f1"', 'objective = "val_loss"'))
+    with pytest.raises(ConfigError, match="stored .* with direction maximize, but objective=val_loss needs minimize; "
+                                          "give this study a new study_name") as err:
+        tune.open_study(tune.load_study_file(path))
+    assert "\n" not in str(err.value) and "'flip'" in str(err.value)
+
+
+def test_a_worker_error_is_one_line_per_worker_then_one_user_error(tmp_path, capfd):
+    missing = str(tmp_path / "missing.toml")  # each worker reads the study file itself
+    with pytest.raises(cli.UserError, match=r"worker 0 exited with code 2; worker 1 exited with code 2 \(") as err:
+        tune.run_workers(missing, None, 1, None, 2, "no-parent-run")
+    assert "\n" not in str(err.value)
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr and stderr.count("error: ") == 2, stderr
+
+
+def test_missing_data_with_workers_is_one_line_from_the_main_process(project):
+    path = write_study(project, "nodata", LR)
+    proc = run_cli("tune", str(path), "--workers", "2", cwd=project, env={"LSTM_MNIST_DATA": str(project / "none")})
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "[worker" not in proc.stdout
+
+
+def test_the_study_run_ends_failed_on_an_error_and_killed_on_ctrl_c(project, monkeypatch):
+    path = write_study(project, "ends", LR)
+    for raised, status in ((cli.UserError("worker 1 exited with code 2"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
+        def boom(*args, raised=raised):
+            raise raised
+        monkeypatch.setattr(tune, "run_workers", boom)
+        with pytest.raises(type(raised)):
+            tune.main(str(path), trials=1)
+        latest = max(mlflow_runs(project), key=lambda r: r.info.start_time)
+        assert latest.data.tags["lstm_mnist.role"] == "study" and latest.info.status == status
 
 
 def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project):
