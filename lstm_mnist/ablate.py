@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -304,7 +303,7 @@ def _worker(index: int, n_workers: int, inbox, outbox) -> None:
     from . import train
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it kills us
-    _exit_with_parent()
+    workers.die_with_parent()
     while True:  # until killed (Pool.kill): every message names its cell, so a stale one can be told apart
         name, values = inbox.get()
         t0 = time.perf_counter()  # the cell's own time, without this process's start-up
@@ -314,18 +313,6 @@ def _worker(index: int, n_workers: int, inbox, outbox) -> None:
             outbox.put(("failed", index, name, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
             continue
         outbox.put(("done", index, name, result, time.perf_counter() - t0))
-
-
-def _exit_with_parent() -> None:
-    """A worker whose main process was killed (SIGKILL skips all cleanup) stops instead of training on."""
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 # ---------------------------------------------------------------- progress

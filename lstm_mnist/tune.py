@@ -357,7 +357,7 @@ def _worker_main(*args) -> None:
     Ctrl-C reaches every worker, so each exits 130 quietly and the parent says it was interrupted."""
     from .cli import _usage_errors
 
-    _die_with_parent()
+    workers.die_with_parent()
     try:
         work(*args)
     except KeyboardInterrupt:
@@ -365,18 +365,6 @@ def _worker_main(*args) -> None:
     except _usage_errors() as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-
-
-def _die_with_parent() -> None:
-    """A worker must not outlive a killed `tune`: ask Linux to SIGKILL it then (its trial goes stale and
-    is retried by the next start, like the parent's own)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def run_workers(path: str, storage_url: str | None, total: int, timeout: float | None, n_workers: int,

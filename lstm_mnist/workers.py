@@ -3,7 +3,10 @@ or, on a CPU, a share of its cores. The settings are config keys outside the run
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -35,3 +38,24 @@ def process_stamp(pid: int) -> str | None:
         return f"{socket.gethostname()}:{pid}:?"
     fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields after it do not
     return None if fields[0] == "Z" else f"{socket.gethostname()}:{pid}:{fields[19]}"
+
+
+def die_with_parent() -> None:
+    """A worker must not outlive its killed main process (SIGKILL skips all cleanup): its cell or trial
+    is then retried by the next start. Linux kills it for us (PR_SET_PDEATHSIG); elsewhere a watcher
+    thread notices the new parent pid within a second."""
+    try:
+        import ctypes
+
+        if ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL) == 0:  # 1 = PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        pass
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
