@@ -157,13 +157,12 @@ class Writer:
 
     def __init__(self, study: grid.Study, parent: str, c, tally: Tally, progress: "Progress"):
         self.study, self.parent, self.c, self.tally, self.progress = study, parent, c, tally, progress
-        self.open_runs: dict[str, track.RunRecord] = {}   # cell name -> its open run
-        self.owner = track.owner_tags()
+        self.open_runs: dict[str, track.RunRecord] = {}   # cell name -> its open run (owner-tagged by open_run)
 
     def open(self, job: Job) -> None:
-        tags = {**grid.tags(self.study, job.cell), **self.owner}
         self.open_runs[job.cell.name] = track.open_run(job.cfg, job.config_hash, data.fingerprint(job.cfg.data_dir),
-                                                       job.cell.name, self.parent, tags, self.c)
+                                                       job.cell.name, self.parent, grid.tags(self.study, job.cell),
+                                                       self.c)
         self.progress.started(job)
 
     def epoch(self, job: Job, epoch: int, record: dict) -> None:

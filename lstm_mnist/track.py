@@ -133,9 +133,7 @@ def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str
         c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
     except BaseException as e:
-        interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
-        mark_failed(c, rec.run_id, "interrupted" if interrupted else f"{type(e).__name__}: {e}",
-                    KILLED if interrupted else FAILED)
+        end_on_error(c, rec.run_id, e)
         raise
     return rec
 
@@ -158,9 +156,7 @@ def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | No
         c.set_terminated(rec.run_id, KILLED)
         raise
     except BaseException as e:
-        interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
-        mark_failed(c, rec.run_id, "interrupted" if interrupted else f"{type(e).__name__}: {e}",
-                    KILLED if interrupted else FAILED)
+        end_on_error(c, rec.run_id, e)
         raise
     if rec.finished_ok:
         c.set_terminated(rec.run_id, FINISHED)
@@ -171,6 +167,13 @@ def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | No
 def mark_failed(c: MlflowClient, run_id: str, reason: str, status: str = FAILED) -> None:
     c.set_tag(run_id, "error", reason[:5000])
     c.set_terminated(run_id, status)
+
+
+def end_on_error(c: MlflowClient, run_id: str, e: BaseException) -> None:
+    """Ctrl-C (or an exit) leaves a run KILLED; any other exception leaves it FAILED with the error."""
+    interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+    reason = "interrupted" if interrupted else f"{type(e).__name__}: {e}"
+    mark_failed(c, run_id, reason, KILLED if interrupted else FAILED)
 
 
 # ---------------------------------------------------------------- parent runs (grids, studies)
@@ -195,7 +198,7 @@ def parent_run(experiment: str, role: str, name: str, tags: dict, c: MlflowClien
         return start_parent(experiment, name, tags={**tags, key: name, "lstm_mnist.role": role}, c=c)
     run_id = found[0].info.run_id  # search returns newest first
     c.update_run(run_id, status=RUNNING)
-    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    set_tags(run_id, tags, c)
     return run_id
 
 
@@ -205,7 +208,7 @@ def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, ta
     c = c or client()
     now = int(time.time() * 1000)
     c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+                tags=_tags(tags or {}))
     c.set_terminated(run_id, status)
 
 
@@ -271,7 +274,11 @@ def share_sqlite_store() -> None:
 
 
 def set_tags(run_id: str, tags: dict, c: MlflowClient | None = None) -> None:
-    (c or client()).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    (c or client()).log_batch(run_id, tags=_tags(tags))
+
+
+def _tags(tags: dict) -> list[RunTag]:
+    return [RunTag(k, str(v)) for k, v in tags.items()]
 
 
 def log_text(run_id: str, text: str, artifact_file: str, c: MlflowClient | None = None) -> None:
