@@ -86,14 +86,26 @@ def _classify(job: Job, runs: list, force: bool) -> None:
             return
 
 
+def cost(cfg: Config) -> float:
+    """A cell's relative training cost: the LSTM's multiply-adds per time step (4 gates, every layer and
+    direction), times the epoch budget. Only its order matters (it sorts the work)."""
+    dirs, h, width = 1 + cfg.bidirectional, cfg.hidden_size, 28
+    per_step = 0
+    for _ in range(cfg.num_layers):
+        per_step += dirs * 4 * h * (width + h)
+        width = dirs * h
+    return per_step * cfg.max_epochs * (cfg.train_samples or 48000)
+
+
 def table(jobs: list[Job]) -> str:
     """The dry-run table: one line per cell."""
-    rows = [f"{'arm':<28} {'design':<14} {'seed':>4}  {'config_hash':<16}  state"]
+    w = max([28, *(len(j.cell.arm) for j in jobs)])
+    rows = [f"{'arm':<{w}} {'design':<14} {'seed':>4}  {'config_hash':<16}  state"]
     for j in jobs:
         state = "done" if j.state == "done" else "todo" if j.state == "todo" else f"todo ({j.note})"
         if j.state == "elsewhere":
             state = f"skip ({j.note})"
-        rows.append(f"{j.cell.arm:<28} {j.cell.design:<14} {j.cell.seed:>4}  {j.config_hash:<16}  {state}")
+        rows.append(f"{j.cell.arm:<{w}} {j.cell.design:<14} {j.cell.seed:>4}  {j.config_hash:<16}  {state}")
     n_done = sum(j.state == "done" for j in jobs)
     rows.append(f"{len(jobs)} cells: {n_done} done, {len(jobs) - n_done} not done")
     return "\n".join(rows)
@@ -106,9 +118,13 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     study = grid.load(path)
     jobs = plan(study, shard, force)
     if dry_run:
+        fraction = grid.design(study)
+        if fraction:
+            out("\n".join(fraction.describe()))
         out(table(jobs))
         return 0
-    todo = [j for j in jobs if j.state in ("todo", "stale")]
+    # Longest cells first: with several workers the grid then ends with short cells, not one long straggler.
+    todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -cost(j.cfg))
     for j in jobs:
         if j.state == "elsewhere":
             out(f"{j.cell.name}: {j.note}")
@@ -126,7 +142,7 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
     for j in todo:
         for run_id in j.stale_ids:
             track.mark_failed(c, run_id, "stale: process died")
-    parent = track.parent_run(study.experiment, "grid", study.name, {"grid_file": study.path}, c)
+    parent = track.parent_run(study.experiment, "grid", study.name, parent_tags(study), c)
     writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out))
     status = track.KILLED  # unless the loop ends or raises: Ctrl-C
     try:
@@ -141,6 +157,16 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
         track.end_run(parent, status, tally.metrics(), c=c)
         out(summary(study, tally, status))
     return 1 if tally.failed else 0
+
+
+def parent_tags(study: grid.Study) -> dict:
+    """The grid file, and its factorial design (factors in letter order, generator words) for the report."""
+    tags = {"grid_file": study.path}
+    fraction = grid.design(study)
+    if fraction:
+        tags |= {"factorial_factors": ",".join(fraction.factors), "factorial_generators": ",".join(fraction.generators),
+                 "factorial_design": f"{fraction.title} {fraction.resolution_text}"}
+    return tags
 
 
 def summary(study: grid.Study, tally: Tally, status: str) -> str:

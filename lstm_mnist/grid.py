@@ -4,18 +4,19 @@ A study names two reference arms as sets of flags that are on (`full`: all six; 
 the designs to build from them:
 - `leave_one_out`: from full, turn one flag off        -> arm "full-<flag>"
 - `add_one_in`:    from baseline, turn one flag on     -> arm "baseline+<flag>"
-- `factorial`:     from baseline, every on/off combination of the `factorial` flags
-                   -> "baseline", "baseline+a", "baseline+a+b", ...
-Every arm runs once per seed. Arms that two designs share (full, baseline, baseline+a) are one cell.
+- `factorial`:     from baseline, the runs of a two-level design over the `factorial` flags: every on/off
+                   combination, or a fraction of them chosen by `resolution` or `runs_per_seed`
+                   (fractional.py) -> "baseline", "baseline+a", "baseline+a+b", ... ("full" when all on)
+Every arm runs once per seed (a seed is a block: it runs the whole fraction). Arms that two designs
+share (full, baseline, baseline+a) are one cell. A reference arm is trained only when a design uses it.
 `readout` may take part as a flag: on = "final_states", off = "last".
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
+from . import config, fractional
 from .config import ConfigError
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
@@ -26,7 +27,8 @@ GRID_OWNED = frozenset({*FACTORS, "seed", "experiment"})
 KEYS = {"experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
         "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
         "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
-        "factorial": "flags of the factorial design", "budget": "config overrides for every cell"}
+        "factorial": "flags of the factorial design", "resolution": "resolution of the factorial fraction",
+        "runs_per_seed": "runs per seed of the factorial fraction", "budget": "config overrides for every cell"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class Study:
     seeds: tuple = (0, 1, 2)
     full: frozenset = frozenset(config.FLAGS)
     baseline: frozenset = frozenset()
-    factorial: tuple = ()
+    factorial: tuple = ()                # factors of the factorial design, in letter order A, B, C, ...
+    resolution: int | None = None        # smallest fraction of at least this resolution
+    runs_per_seed: int | None = None     # or: the fraction with this many runs per seed (neither: full factorial)
     budget: dict = field(default_factory=dict)
 
 
@@ -78,7 +82,9 @@ def _study(p: Path, raw: dict) -> Study:
                   designs=_names("designs", raw.get("designs", list(Study.designs)), DESIGNS), flags=flags,
                   seeds=_seeds(raw.get("seeds", list(Study.seeds))), full=full,
                   baseline=frozenset(_names("baseline", raw.get("baseline", []), FACTORS)),
-                  factorial=_names("factorial", raw.get("factorial", []), FACTORS), budget=_budget(raw))
+                  factorial=_names("factorial", raw.get("factorial", []), FACTORS), budget=_budget(raw),
+                  resolution=_optional(raw, "resolution", fractional.parse_resolution),
+                  runs_per_seed=_optional(raw, "runs_per_seed", _runs))
     _check_designs(study)
     config.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
     return study
@@ -100,6 +106,16 @@ def _seeds(value) -> tuple:
     if not ok or len(set(value)) != len(value):
         raise ConfigError(f"seeds={value!r}: expected a non-empty list of distinct integers >= 0")
     return tuple(value)
+
+
+def _optional(raw: dict, key: str, parse):
+    return parse(raw[key]) if key in raw else None
+
+
+def _runs(value) -> int:
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"runs_per_seed={value!r}: expected a power of two such as 16")
+    return value
 
 
 def _experiment(raw: dict) -> str:
@@ -142,7 +158,8 @@ def _check_designs(s: Study) -> None:
         if not s.factorial:
             raise ConfigError("designs includes factorial: list its flags, e.g. factorial = [\"bidirectional\", \"width\"]")
         _require("baseline", [f for f in s.factorial if f in s.baseline], "off", "factorial")
-    elif s.factorial:
+        design(s)  # an impossible fraction fails at load time
+    elif s.factorial or s.resolution is not None or s.runs_per_seed is not None:
         raise ConfigError(f"factorial={list(s.factorial)!r}: add \"factorial\" to designs to run it")
 
 
@@ -152,18 +169,28 @@ def _require(arm: str, wrong: list, side: str, design: str) -> None:
 
 
 # ---------------------------------------------------------------- expansion
+def design(s: Study) -> fractional.Design | None:
+    """The two-level design of the factorial arms (None when the grid has none)."""
+    if "factorial" not in s.designs:
+        return None
+    return fractional.choose(s.factorial, s.resolution, s.runs_per_seed)
+
+
 def arms(s: Study) -> list[tuple[str, str, str, frozenset]]:
     """(arm, design, flag, factors on) in a fixed order: references, leave-one-out, add-one-in, factorial."""
-    out = [("full", "reference", "", s.full), ("baseline", "reference", "", s.baseline)]
+    runs = [s.baseline | on for on in design(s).on_sets()] if "factorial" in s.designs else []
+    out = []
+    if "leave_one_out" in s.designs or s.full in runs:
+        out.append(("full", "reference", "", s.full))
+    if "add_one_in" in s.designs or s.baseline in runs:
+        out.append(("baseline", "reference", "", s.baseline))
     if "leave_one_out" in s.designs:
         out += [(f"full-{f}", "leave_one_out", f, s.full - {f}) for f in s.flags]
     if "add_one_in" in s.designs:
         out += [(f"baseline+{f}", "add_one_in", f, s.baseline | {f}) for f in s.flags]
-    if "factorial" in s.designs:
-        for k in range(len(s.factorial) + 1):
-            for combo in itertools.combinations(s.factorial, k):
-                name = "+".join(("baseline", *combo))
-                out.append((name, "factorial", combo[0] if k == 1 else "", s.baseline | set(combo)))
+    for on in runs:
+        combo = [f for f in s.factorial if f in on]  # in the grid's factor order
+        out.append(("+".join(("baseline", *combo)), "factorial", combo[0] if len(combo) == 1 else "", on))
     return out
 
 

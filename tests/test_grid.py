@@ -1,5 +1,6 @@
 """The ablation grid: pure expansion, then end to end on tiny data (resume after SIGKILL, workers, failures)."""
 import json
+import re
 import os
 import shutil
 import signal
@@ -67,12 +68,43 @@ def test_factorial_shares_arms_with_add_one_in_and_readout_is_a_factor(tmp_path)
     s = _study(tmp_path, 'designs = ["add_one_in", "factorial"]\nflags = ["width", "readout"]\n'
                          'factorial = ["width", "readout"]\nseeds = [5]')
     cells = grid.expand(s)
-    # full, baseline, baseline+width, baseline+readout, baseline+width+readout: shared arms appear once
-    assert [c.arm for c in cells] == ["full", "baseline", "baseline+width", "baseline+readout", "baseline+width+readout"]
-    assert cells[1].designs == ("reference", "factorial") and cells[2].designs == ("add_one_in", "factorial")
-    assert grid.values(s, cells[0])["readout"] == "final_states" and grid.values(s, cells[1])["readout"] == "last"
-    assert grid.tags(s, cells[3]) == {"arm": "baseline+readout", "design": "add_one_in", "designs": "add_one_in,factorial",
+    # baseline, baseline+width, baseline+readout, baseline+width+readout: shared arms appear once; `full`
+    # (all six flags and readout) is trained only when a design uses it, and none does here
+    assert [c.arm for c in cells] == ["baseline", "baseline+width", "baseline+readout", "baseline+width+readout"]
+    assert cells[0].designs == ("reference", "factorial") and cells[1].designs == ("add_one_in", "factorial")
+    assert grid.values(s, cells[3])["readout"] == "final_states" and grid.values(s, cells[0])["readout"] == "last"
+    assert grid.tags(s, cells[2]) == {"arm": "baseline+readout", "design": "add_one_in", "designs": "add_one_in,factorial",
                                       "seed": "5", "grid_name": "g", "flag": "readout"}
+
+
+def test_fractional_factorial_cells_are_the_fraction_and_share_full_with_leave_one_out(tmp_path):
+    flags = '["bidirectional", "dropout", "early_stopping", "width", "adamw", "augmentation", "readout"]'
+    s = _study(tmp_path, f'designs = ["leave_one_out", "factorial"]\nflags = {flags}\nfactorial = {flags}\n'
+                         'resolution = "IV"\nseeds = [0, 1]')
+    d = grid.design(s)
+    assert (d.title, d.runs, d.resolution) == ("2^(7-3)", 16, 4)
+    cells = grid.expand(s)
+    arms = {c.arm: c for c in cells if c.seed == 0}
+    # 16 fraction runs + 7 leave-one-out arms, `full` shared (and no leave-one-out arm is in this fraction)
+    assert len(cells) == 2 * (16 + 7) and arms["full"].designs == ("reference", "factorial")
+    assert "baseline" in arms and arms["baseline"].designs == ("reference", "factorial")
+    fraction = {c.on for c in cells if "factorial" in c.designs and c.seed == 1}
+    assert fraction == set(d.on_sets()) and len(fraction) == 16
+    assert "baseline+bidirectional+adamw+readout" in arms  # names list the factors on in the grid's order
+
+
+def test_fraction_by_runs_and_bad_requests_are_one_line_errors(tmp_path):
+    six = '["bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"]'
+    s = _study(tmp_path, f'designs = ["factorial"]\nflags = {six}\nfactorial = {six}\nruns_per_seed = 8\nseeds = [0]')
+    assert grid.design(s).generators == ("AB", "AC", "BC") and len(grid.expand(s)) == 8
+    assert "baseline" not in {c.arm for c in grid.expand(s)}  # 2^(6-3) does not contain the all-off run
+    for body, msg in [(f"factorial = {six}\nresolution = 7", "resolution=7: no 6-factor fraction has it"),
+                      (f"factorial = {six}\nruns_per_seed = 12", "runs_per_seed=12: a 6-factor design has 64, 32, 16, 8"),
+                      (f"factorial = {six}\nresolution = 4\nruns_per_seed = 16", "either resolution or runs_per_seed"),
+                      ('factorial = ["width"]', "factorial has 1 factor: a two-level design here takes 2 to 7"),
+                      (f"factorial = {six}\nresolution = \"X\"", "resolution='X': expected an integer")]:
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            _study(tmp_path, f'designs = ["factorial"]\nflags = {six}\n{body}')
 
 
 def test_budget_and_base_reach_every_cell(tmp_path):
