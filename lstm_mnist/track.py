@@ -83,7 +83,7 @@ def provenance() -> dict[str, str]:
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower(),
             "torch_version": torch.__version__, "lightning_version": lightning.__version__,
-            "mlflow_version": mlflow.__version__}
+            "mlflow_version": mlflow.__version__, "machine": workers.machine()}
 
 
 def find_runs(c: MlflowClient, exp_id: str, config_hash: str, statuses=(FINISHED,)) -> list:

@@ -27,6 +27,21 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def machine() -> str:
+    """What this machine is, in one line: OS, architecture, CPU model and count, and its GPUs if any."""
+    import platform
+
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return (f"{platform.system()} {platform.machine()}, {_cores()} CPU cores{f' ({model})' if model else ''}"
+            + (f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU"))
+
+
 def process_stamp(pid: int) -> str | None:
     """host:pid:start-time of a live process, None when it is gone (or a zombie). The start time makes a
     recycled pid look like what it is: another process."""
