@@ -51,10 +51,8 @@ tune: install  ## Optuna study: make tune STUDY=studies/quick.toml TRIALS=8 WORK
 report: install  ## results tables + figures of the latest ablation grid -> reports/<grid>/ (ARGS="--grid NAME --metric test_f1")
 	$(PY) -m lstm_mnist report $(ARGS)
 
-ui: install  ## MLflow UI on this project's store, http://127.0.0.1:5000 (PORT=...)
-	@mkdir -p mlruns
-	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
-		--default-artifact-root "$(CURDIR)/mlruns/artifacts" --host 127.0.0.1 --port $(PORT)
+ui: install  ## MLflow UI on this project's store; prints the link to the latest grid's runs table (PORT=...)
+	$(PY) -m lstm_mnist ui --port $(PORT) $(ARGS)
 
 clean-venv:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -137,20 +137,12 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     return _execute(study, todo, n_workers, tally, out)
 
 
-def command(n_workers: int) -> str:
-    """How this grid was started, for the record (the parent run's `command` tag and published reports)."""
-    import sys
-
-    args = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("__main__.py", "lstm_mnist")) else []
-    return "python -m lstm_mnist " + " ".join(args) if args else f"ablate --workers {n_workers}"
-
-
 def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out) -> int:
     c = track.client()
     for j in todo:
         for run_id in j.stale_ids:
             track.mark_failed(c, run_id, "stale: process died")
-    tags = {**parent_tags(study), "command": command(n_workers), "workers": str(n_workers), **track.provenance()}
+    tags = {**parent_tags(study), "command": workers.invocation(), "workers": str(n_workers), **track.provenance()}
     parent = track.parent_run(study.experiment, "grid", study.name, tags, c)
     writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out))
     status = track.KILLED  # unless the loop ends or raises: Ctrl-C

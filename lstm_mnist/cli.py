@@ -7,18 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError
-
-
-class UserError(RuntimeError):
-    """A mistake the user can fix; printed as one line."""
-
-
-def _usage_errors() -> tuple[type[BaseException], ...]:
-    from .data import DataError
-    from .track import TrackingError
-
-    return (ConfigError, DataError, TrackingError, UserError)
+from .config import UserError
 
 
 def cmd_run(args) -> int:
@@ -74,6 +63,20 @@ def cmd_ablate(args) -> int:
     return ablate.main(args.file, args.workers, shard, dry_run=args.dry_run, force=args.force)
 
 
+def cmd_evaluate(args) -> int:
+    from . import evaluate
+
+    ch = evaluate.check(args.run_id, data_dir=args.data_dir, device=args.device)
+    print("\n".join(evaluate.lines(ch)))
+    return 1 if ch.differences() else 0
+
+
+def cmd_ui(args) -> int:
+    from . import ui
+
+    return ui.main(port=args.port, host=args.host, experiment=args.experiment, open_browser=args.open)
+
+
 def _stem(path: str) -> str:
     from pathlib import Path
 
@@ -125,11 +128,26 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="results tables (CIs, paired tests) and figures of an ablation grid",
                         description="Report an ablation grid from MLflow: per-arm table, paired comparisons, "
                         "what each enhancement is worth; CSV, Markdown, LaTeX and PNG, also logged on the grid's run.")
-    rp.add_argument("--experiment", default="lstm-mnist-ablation", help="MLflow experiment holding the grid")
+    rp.add_argument("--experiment", help="MLflow experiment holding the grid (default: the latest grid's)")
     rp.add_argument("--grid", help="grid name (its file's stem, e.g. ablation-quick; default: the latest grid)")
     rp.add_argument("--metric", default="test_f1", help="metric compared and ranked (default test_f1)")
     rp.add_argument("--out", help="output folder (default reports/<grid>)")
     rp.set_defaults(func=cmd_report)
+
+    ev = sub.add_parser("evaluate", help="re-verify a run: recompute its test metrics from its logged weights",
+                        description="Load RUN_ID's logged weights and config, recompute the test metrics on the same "
+                        "data, print them beside the recorded ones. Exit 0 when they agree, 1 when they differ.")
+    ev.add_argument("run_id", help="MLflow run id (see `make ui`)")
+    ev.add_argument("--data-dir", help="MNIST folder (default: LSTM_MNIST_DATA, else data/); must hold the run's data")
+    ev.add_argument("--device", help="device to recompute on (default: the run's; auto, cpu, cuda, cuda:N)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    u = sub.add_parser("ui", help="MLflow UI on this project's store, opened on the latest grid's runs table")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--experiment", help="experiment to link to (default: the one holding the latest grid or study)")
+    u.add_argument("--open", action="store_true", help="also open the link in a browser, where one is available")
+    u.set_defaults(func=cmd_ui)
     return p
 
 
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         args.file = None
     try:
         return args.func(args)
-    except _usage_errors() as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import Config
+from .config import Config, UserError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -27,7 +27,7 @@ FILES = {
 _IDX_DTYPE = {0x08: 1}  # unsigned byte is the only type MNIST uses
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """The data could not be found or read; the message says where and what to do (one line)."""
 
 
@@ -140,6 +140,15 @@ def _read_all(data_dir: str | Path) -> tuple[dict[str, torch.Tensor], str]:
 
 def fingerprint(data_dir: str | Path) -> str:
     return _read_all(data_dir)[1]
+
+
+def split_sizes(cfg: Config) -> dict[str, int]:
+    """How many images each split of this config holds (train after the `train_samples` cap)."""
+    arrays, _ = _read_all(cfg.data_dir)
+    n = len(arrays["train_images"])
+    n_val = round(n * cfg.val_fraction)
+    n_train = min(n - n_val, cfg.train_samples) if cfg.train_samples else n - n_val
+    return {"train": n_train, "validation": n_val, "test": len(arrays["test_images"])}
 
 
 def load(cfg: Config, device: torch.device | str = "cpu") -> MNIST:

@@ -12,15 +12,14 @@ Files go to reports/<grid>/ and are logged on the grid's latest parent run under
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import figures, stats, tables, track
-from .cli import UserError
-from .config import FLAGS
+from . import effects_report, figures, stats, tables, track, workers
+from .config import FLAGS, UserError
 
 GRID_ROLE = "tags.`lstm_mnist.role` = 'grid'"
 FACTORS = (*FLAGS, "readout")  # what a grid can switch per arm (readout on = final_states)
@@ -44,11 +43,13 @@ class Grid:
     runs: pd.DataFrame      # one row per kept FINISHED child run
     seeds: list[int]        # every seed the grid attempted (any status): the requested replicates
     dropped: Counter        # why runs were left out: status, duplicate
+    parent_tags: dict = field(default_factory=dict)  # the latest parent's tags: grid file, command, design, provenance
+    wall_time_s: float = 0.0  # summed over the grid's parent runs (each invocation records its own)
 
 
 # ---------------------------------------------------------------- reading the store
-def find_grid(experiment: str, grid: str | None) -> tuple[str, str, int]:
-    """(grid name, its latest parent run id, number of parent runs); the latest grid when none is named."""
+def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
+    """(grid name, its latest parent run, all its parent runs); the latest grid when none is named."""
     parents = track.search(experiment, GRID_ROLE)
     if not parents:
         raise ReportError(f"no ablation grid runs in MLflow experiment {experiment!r} at {track.tracking_uri()}; "
@@ -59,12 +60,11 @@ def find_grid(experiment: str, grid: str | None) -> tuple[str, str, int]:
     if not mine:
         raise ReportError(f"no grid named {grid!r} in experiment {experiment!r}; grids there: "
                           f"{', '.join(sorted(n for n in names if n))}")
-    latest = max(mine, key=lambda p: p.info.start_time)
-    return name, latest.info.run_id, len(mine)
+    return name, max(mine, key=lambda p: p.info.start_time), mine
 
 
 def load(experiment: str, grid: str | None = None) -> Grid:
-    name, parent_id, parents = find_grid(experiment, grid)
+    name, latest, parents = find_grid(experiment, grid)
     children = [r for r in track.search(experiment, f"tags.grid_name = '{name}'")
                 if r.data.tags.get("lstm_mnist.role") != "grid"]
     seeds = sorted({_seed(r) for r in children})
@@ -77,7 +77,8 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     runs = pd.DataFrame([_row(r) for r in finished])
     runs, dupes = _latest_only(runs)
     dropped["duplicate"] += dupes
-    return Grid(experiment, name, parent_id, parents, runs, seeds, dropped)
+    wall = sum(p.data.metrics.get("wall_time_s", 0.0) for p in parents)
+    return Grid(experiment, name, latest.info.run_id, len(parents), runs, seeds, dropped, dict(latest.data.tags), wall)
 
 
 def _seed(run) -> int:
@@ -217,8 +218,9 @@ def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str) -
             "d_z": r.d_z, "note": note}
 
 
-def worth(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per flag: leave-one-out cost and add-one-in gain side by side, ranked by their mean."""
+def worth(comp: pd.DataFrame, metric: str, factorial: effects_report.Factorial | None = None) -> pd.DataFrame:
+    """One row per flag: leave-one-out cost, add-one-in gain and (when the grid has one) the factorial main
+    effect side by side, ranked by their mean."""
     rows = []
     for flag in sorted(set(comp["flag"]) - {""}, key=_flag_rank):
         row = {"flag": flag}
@@ -227,11 +229,13 @@ def worth(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
             c = hit.iloc[0] if len(hit) else pd.Series(dtype=object)
             for k in ("diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note"):
                 row[f"{short}_{k}"] = c.get(k, np.nan)
-        both = [v for v in (row["loo_diff_mean"], row["aoi_diff_mean"]) if pd.notna(v)]
-        row["mean_diff"] = float(np.mean(both)) if both else np.nan  # one design alone when the other is absent
+        row.update({k: v[0] for k, v in effects_report.worth_columns(factorial, [flag]).items()})
+        views = [v for v in (row["loo_diff_mean"], row["aoi_diff_mean"], row["ff_diff_mean"]) if pd.notna(v)]
+        row["mean_diff"] = float(np.mean(views)) if views else np.nan  # the designs present
         rows.append(row)
     df = pd.DataFrame(rows, columns=["flag"] + [f"{s}_{k}" for s in ("loo", "aoi") for k in (
-        "diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note")] + ["mean_diff"])
+        "diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note")]
+        + ["ff_diff_mean", "ff_diff_ci_lo", "ff_diff_ci_hi", "ff_p_holm", "mean_diff"])
     df = df.sort_values("mean_diff", ascending=lower_is_better(metric), na_position="last")
     return df.assign(rank=range(1, len(df) + 1))[["rank", *df.columns]].reset_index(drop=True)
 
@@ -296,11 +300,15 @@ def show_worth(w: pd.DataFrame, metric: str) -> pd.DataFrame:
         return [f"{_num(x, d, True)} {_ci(lo, hi, d, True)}".replace(" –", "") for x, lo, hi in
                 zip(w[f"{prefix}_diff_mean"], w[f"{prefix}_diff_ci_lo"], w[f"{prefix}_diff_ci_hi"])]
 
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "rank": w["rank"].astype(str), "flag": w["flag"],
         "leave-one-out Δ [95% CI]": cell("loo"), "LOO p (Holm)": [_p(p) for p in w["loo_p_holm"]],
-        "add-one-in Δ [95% CI]": cell("aoi"), "AOI p (Holm)": [_p(p) for p in w["aoi_p_holm"]],
-        "mean Δ": [_num(x, d, True) for x in w["mean_diff"]]})
+        "add-one-in Δ [95% CI]": cell("aoi"), "AOI p (Holm)": [_p(p) for p in w["aoi_p_holm"]]})
+    if w["ff_diff_mean"].notna().any():
+        out["factorial main effect [95% CI]"] = cell("ff")
+        out["FF p (Holm)"] = [_p(p) for p in w["ff_p_holm"]]
+    out["mean Δ"] = [_num(x, d, True) for x in w["mean_diff"]]
+    return out
 
 
 # ---------------------------------------------------------------- figures
@@ -348,14 +356,23 @@ class Report:
     arms: pd.DataFrame
     comparisons: pd.DataFrame
     worth: pd.DataFrame
+    factorial: effects_report.Factorial | None = None
 
     def shown(self) -> list[tuple[str, str, pd.DataFrame]]:
-        """(section title, LaTeX label, display table) for the three tables."""
+        """(section title, LaTeX label, display table) for each table the grid's designs give."""
         m = self.metric
-        return [("Arms", "tab:arms", show_arms(self.arms, m)),
-                (f"Paired comparisons ({m}, with − without the flag, by seed)", "tab:paired",
-                 show_comparisons(self.comparisons, m)),
-                (f"What each enhancement is worth ({m})", "tab:worth", show_worth(self.worth, m))]
+        out = [("Arms", "tab:arms", show_arms(self.arms, m))]
+        if len(self.comparisons):
+            out += [(f"Paired comparisons ({m}, with − without the flag, by seed)", "tab:paired",
+                     show_comparisons(self.comparisons, m)),
+                    (f"What each enhancement is worth ({m})", "tab:worth", show_worth(self.worth, m))]
+        if self.factorial:
+            f = self.factorial
+            out += [(f"Factorial main effects ({m}, {f.design.title} {f.design.resolution_text})", "tab:main-effects",
+                     effects_report.show(f, "main")),
+                    (f"Factorial two-factor interactions ({m}, by alias chain)", "tab:interactions",
+                     effects_report.show(f, "2fi"))]
+        return out
 
 
 def build(g: Grid, metric: str) -> Report:
@@ -364,7 +381,8 @@ def build(g: Grid, metric: str) -> Report:
         raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
     arms = arm_table(g, metric)
     comp = comparisons(g, metric)
-    return Report(g, metric, arms, comp, worth(comp, metric))
+    factorial = effects_report.build(g.runs, g.seeds, g.parent_tags, metric)
+    return Report(g, metric, arms, comp, worth(comp, metric, factorial), factorial)
 
 
 def header(r: Report) -> str:
@@ -375,18 +393,33 @@ def header(r: Report) -> str:
             f"{len(r.arms)} arms, seeds {', '.join(map(str, g.seeds))}{f'; left out: {left_out}' if left_out else ''}.")
 
 
+def provenance(r: Report) -> str:
+    """Where the numbers come from: the grid's command, commit, machine and wall time, and this report's."""
+    t = r.grid.parent_tags
+    code = t.get("git_commit", "")
+    dirty = " (uncommitted changes)" if t.get("git_dirty") == "true" else ""
+    grid = (f"Trained by `{t.get('command') or 'python -m lstm_mnist ablate ' + t.get('grid_file', '')}` at commit "
+            f"`{code[:10] or 'unknown'}`{dirty} on {t.get('machine') or 'an unrecorded machine'}, "
+            f"grid wall time {r.grid.wall_time_s / 60:.1f} min.")
+    mine = track.provenance()
+    again = " (uncommitted changes)" if mine.get("git_dirty") == "true" else ""
+    return f"{grid} Report: `{workers.invocation()}` at commit `{mine['git_commit'][:10]}`{again}."
+
+
 def notes(r: Report) -> list[str]:
     short = r.arms[r.arms["missing_seeds"] != ""]
     missing = [f"{arm}: seed{'s' * (' ' in seeds)} {seeds.replace(' ', ', ')}"
                for arm, seeds in zip(short["arm"], short["missing_seeds"])]
     out = [f"† fewer seeds than the grid's {len(r.grid.seeds)} (missing: {'; '.join(missing)})"] if missing else []
-    return out + ["Δ = with − without the flag on the same seed (leave-one-out: full − full-<flag>; add-one-in: "
-                  "baseline+<flag> − baseline). 95% CIs are t-intervals over seeds; p is the two-sided paired "
-                  "t-test, Holm-adjusted within each design; d_z = mean / sd of the paired differences."]
+    if len(r.comparisons):
+        out.append("Δ = with − without the flag on the same seed (leave-one-out: full − full-<flag>; add-one-in: "
+                   "baseline+<flag> − baseline). 95% CIs are t-intervals over seeds; p is the two-sided paired "
+                   "t-test, Holm-adjusted within each design; d_z = mean / sd of the paired differences.")
+    return out + (effects_report.notes(r.factorial) if r.factorial else [])
 
 
 def markdown_doc(r: Report, figure_files: list[Path]) -> str:
-    parts = [f"# Ablation report: {r.grid.name}\n", header(r) + f" Metric: `{r.metric}`. Derived from MLflow "
+    parts = [f"# Ablation report: {r.grid.name}\n", provenance(r) + "\n", header(r) + f" Metric: `{r.metric}`. Derived from MLflow "
              f"(logged on parent run `{r.grid.parent_id}`); regenerate with `make report`.\n"]
     for title, _, table in r.shown():
         parts += [f"## {title}\n", tables.markdown(table)]
@@ -396,7 +429,7 @@ def markdown_doc(r: Report, figure_files: list[Path]) -> str:
 
 
 def latex_doc(r: Report) -> str:
-    head = [f"% {header(r)}", "% Generated by `make report` from MLflow; needs \\usepackage{booktabs}.", ""]
+    head = [f"% {provenance(r)}", f"% {header(r)}", "% Generated by `make report` from MLflow; needs \\usepackage{booktabs}.", ""]
     body = [tables.latex(table, f"{title}, grid {r.grid.name}", label) for title, label, table in r.shown()]
     return "\n".join(head + body + ["% " + n for n in notes(r)]) + "\n"
 
@@ -405,9 +438,13 @@ def write(r: Report, out: Path) -> list[Path]:
     """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures."""
     out.mkdir(parents=True, exist_ok=True)
     csvs = {"runs.csv": r.grid.runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
+    if r.factorial:
+        csvs |= {"main_effects.csv": r.factorial.frame("main"), "interactions.csv": r.factorial.frame("2fi")}
     for name, df in csvs.items():
         df.to_csv(out / name, index=False)
     figs = draw(r.grid, r.arms, r.worth, r.metric, out)
+    if r.factorial:
+        figs.append(effects_report.half_normal_png(r.factorial, out))
     (out / "report.md").write_text(markdown_doc(r, figs))
     (out / "report.tex").write_text(latex_doc(r))
     return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
@@ -417,9 +454,21 @@ def terminal(r: Report) -> str:
     return "\n".join([header(r), ""] + [tables.text(t, title) for title, _, t in r.shown()] + notes(r)) + "\n"
 
 
-def make(experiment: str, grid: str | None, metric: str, out: str | None) -> tuple[Report, list[Path]]:
+def latest_grid_experiment(grid: str | None = None) -> str:
+    """The experiment of the newest grid (of that name) in the store: `make report` without --experiment."""
+    latest = track.latest_parent(("grid",), grid)
+    if latest is None:
+        named = f"named {grid!r} " if grid else ""
+        raise ReportError(f"no ablation grid runs {named}in the tracking store {track.tracking_uri()}; run "
+                          "`make ablation` first (or pass --experiment)")
+    return track.client().get_experiment(latest.info.experiment_id).name
+
+
+def make(experiment: str | None, grid: str | None, metric: str, out: str | None) -> tuple[Report, list[Path]]:
     """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
-    r = build(load(experiment, grid), metric)
+    r = build(load(experiment or latest_grid_experiment(grid), grid), metric)
     paths = write(r, Path(out or Path("reports") / r.grid.name))
     track.log_files(r.grid.parent_id, paths, "report")
+    track.log_tables(r.grid.parent_id, {title.split(" (")[0].lower().replace(" ", "_"): table
+                                        for title, _, table in r.shown()})
     return r, paths

@@ -21,14 +21,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from . import workers
-from .config import Config
+from .config import Config, UserError
 
 STORE_DIR = Path("mlruns")
 FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
 TEST_METRICS = ("test_loss", "test_f1", "test_acc")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError):
     """The tracking store cannot be used as asked; one line says why."""
 
 
@@ -40,8 +40,18 @@ def tracking_uri() -> str:
     return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
 
 
-def _default_store() -> bool:
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+def artifact_root(uri: str | None = None) -> Path | None:
+    """Where a SQLite store's artifacts go: `artifacts/` beside its database file, so a store in another
+    folder keeps its files with it (MLflow's own default is ./mlruns of the current folder). None for a
+    server or other database: its artifact settings stay as they are."""
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+
+
+# MLflow 3's UI opens an experiment in its GenAI view unless told this is model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def client() -> MlflowClient:
@@ -53,11 +63,10 @@ def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None
     """Get or create the experiment (creation races between processes are fine)."""
     exp = c.get_experiment_by_name(name)
     if exp is None and create:
-        location = None
-        if _default_store():
-            location = (STORE_DIR / "artifacts" / name.replace("/", "_")).resolve().as_uri()
+        root = artifact_root()
+        location = (root / name.replace("/", "_")).as_uri() if root else None
         try:
-            return c.create_experiment(name, artifact_location=location)
+            return c.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:
             exp = c.get_experiment_by_name(name)  # another process created it first
     if exp is not None and exp.lifecycle_stage == "deleted":
@@ -95,8 +104,9 @@ def find_runs(c: MlflowClient, exp_id: str, config_hash: str, statuses=(FINISHED
 class RunRecord:
     """One MLflow run being written: params and tags up front, metrics per epoch, results at the end."""
 
-    def __init__(self, c: MlflowClient, run_id: str):
+    def __init__(self, c: MlflowClient, run_id: str, cfg: Config | None = None, config_hash: str = ""):
         self.client, self.run_id, self.finished_ok = c, run_id, False
+        self.cfg, self.config_hash = cfg, config_hash  # what log_model records with the weights
 
     def log_epoch(self, epoch: int, record: dict) -> None:
         now = int(time.time() * 1000)
@@ -115,7 +125,89 @@ class RunRecord:
             (Path(tmp) / "per_class.json").write_text(json.dumps(result.per_class, indent=1))
             (Path(tmp) / "confusion_matrix.json").write_text(json.dumps(result.confusion))
             self.client.log_artifacts(self.run_id, tmp)
+        if self.cfg is not None and self.cfg.log_model and result.weights:
+            log_model(self.client, self.run_id, self.cfg, self.config_hash, result.weights, result.best_epoch)
         self.finished_ok = True
+
+
+# ---------------------------------------------------------------- what a run saw and what it tested
+DATASET_CONTEXT = {"train": "training", "validation": "validation", "test": "testing"}
+
+
+def log_datasets(c: MlflowClient, run_id: str, cfg: Config, data_fingerprint: str) -> None:
+    """The three splits as MLflow dataset inputs (the UI's Datasets column): digest = the data fingerprint,
+    source = the data folder; the name carries the split and its size (MLflow keeps one record per name
+    and digest, so a capped training set must not share the full one's name)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from . import data
+
+    sizes = data.split_sizes(cfg)
+    source = json.dumps({"uri": str(Path(cfg.data_dir).resolve())})
+    schema = json.dumps({"images": "uint8 (28, 28), one row per time step", "labels": "int64 0-9"})
+    inputs = []
+    for split, n in sizes.items():
+        profile = {"num_rows": n, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
+                   "source_split": "t10k" if split == "test" else "train"}
+        ds = Dataset(name=f"mnist-{split}-{n}", digest=data_fingerprint, source_type="local", source=source,
+                     schema=schema, profile=json.dumps(profile))
+        inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", DATASET_CONTEXT[split])]))
+    c.log_inputs(run_id, datasets=inputs)
+
+
+def log_model(c: MlflowClient, run_id: str, cfg: Config, config_hash: str, weights: bytes, step: int = 0) -> str:
+    """The tested weights as an MLflow LoggedModel (the Models tab) linked to the run as its output.
+
+    Written with the client, not the fluent `mlflow.pytorch.log_model` (that one files the model under the
+    process's active experiment and tracking URI, not the run's). Format: pickle of the `nn.Module`, so
+    `mlflow.pytorch.load_model` gives back the exact module and `evaluate` recomputes bit for bit; the
+    `pt2` export would fix the batch size from its example and reload as an ExportedProgram instead.
+    """
+    import io
+    import logging
+
+    import mlflow.pytorch
+    import torch
+    from mlflow.entities import LoggedModelOutput
+
+    from . import model as model_mod
+
+    net = model_mod.build(cfg)
+    net.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
+    net.eval()
+    exp_id = c.get_run(run_id).info.experiment_id
+    params = {k: str(v) for k, v in cfg.to_dict().items() if k not in ("data_dir",)}
+    lm = c.create_logged_model(exp_id, name="model", source_run_id=run_id, params=params,
+                               tags={"config_hash": config_hash}, model_type="pytorch")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            logger = logging.getLogger("mlflow.pytorch")
+            level, logger.level = logger.level, logging.ERROR  # the pickle caution, once per model: we chose it
+            try:
+                mlflow.pytorch.save_model(net, f"{tmp}/model", serialization_format="pickle",
+                                          pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            finally:
+                logger.setLevel(level)
+            (Path(tmp) / "model" / "config.toml").write_text(cfg.to_toml())
+            c.log_model_artifacts(lm.model_id, f"{tmp}/model")
+    except BaseException:
+        c.finalize_logged_model(lm.model_id, "FAILED")
+        raise
+    c.finalize_logged_model(lm.model_id, "READY")
+    c.log_outputs(run_id, [LoggedModelOutput(lm.model_id, step)])
+    c.set_tag(run_id, "model_id", lm.model_id)
+    return lm.model_id
+
+
+def logged_model_dir(c: MlflowClient, run_id: str, dst: str | Path) -> Path | None:
+    """Download the run's logged model (tag `model_id`) into dst; None when the run has none."""
+    model_id = c.get_run(run_id).data.tags.get("model_id")
+    if not model_id:
+        return None
+    import mlflow.artifacts
+
+    location = c.get_logged_model(model_id).artifact_location
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst)))
 
 
 def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,
@@ -126,12 +218,14 @@ def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str
                 **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id)
+    rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id,
+                    cfg, config_hash)
     try:
         params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
                   "config_hash": config_hash, "data_fingerprint": data_fingerprint}
         c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
+        log_datasets(c, rec.run_id, cfg, data_fingerprint)
     except BaseException as e:
         end_on_error(c, rec.run_id, e)
         raise
@@ -230,6 +324,34 @@ def search(experiment: str, filter_string: str = "", statuses=None, c: MlflowCli
 
 def metric_history(run_id: str, key: str, c: MlflowClient | None = None) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in (c or client()).get_metric_history(run_id, key)]
+
+
+def latest_parent(roles=("grid", "study"), grid: str | None = None, c: MlflowClient | None = None):
+    """The newest grid or study parent run in the whole store, of the named grid if given (None: none)."""
+    c = c or client()
+    exps = [e.experiment_id for e in c.search_experiments()]
+    if not exps:
+        return None
+    shown = ", ".join(f"'{r}'" for r in roles)
+    flt = f"tags.`lstm_mnist.role` IN ({shown})" + (f" and tags.grid_name = '{grid}'" if grid else "")
+    runs = c.search_runs(exps, flt, order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def get_run(c: MlflowClient, run_id: str):
+    """The run, or a one-line error naming the store that does not hold it."""
+    try:
+        return c.get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"no run {run_id!r} in the tracking store {tracking_uri()}; copy the id from `make ui` "
+                            "or set MLFLOW_TRACKING_URI to the store that holds it") from None
+
+
+def log_tables(run_id: str, frames: dict, artifact_dir: str = "report/tables", c: MlflowClient | None = None) -> None:
+    """Tables as MLflow table artifacts (JSON the UI's artifact view shows as a table)."""
+    c = c or client()
+    for name, df in frames.items():
+        c.log_table(run_id, data=df, artifact_file=f"{artifact_dir}/{name}.json")
 
 
 def download(run_id: str, path: str, dst: str | Path, c: MlflowClient | None = None) -> Path:

@@ -37,6 +37,7 @@ class Result:
     confusion: list[list[int]]      # test confusion matrix, rows = true class
     per_class: dict = field(default_factory=dict)  # class -> precision/recall/f1/support on test
     device_name: str = "cpu"
+    weights: bytes = b""            # the tested state_dict (torch.save, CPU tensors): plain bytes cross processes
 
     @property
     def epochs_trained(self) -> int:
@@ -57,6 +58,14 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
     return f"cpu ({model}, {torch.get_num_threads()} threads)" if model else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def threads_of(name: str) -> int | None:
+    """The thread count a CPU `device_name` records ("cpu (..., 2 threads)"); None for a GPU or no count."""
+    import re
+
+    m = re.search(r"(\d+) threads\)$", name)
+    return int(m.group(1)) if name.startswith("cpu") and m else None
 
 
 def _cpuinfo() -> list[str]:
@@ -214,11 +223,35 @@ def fit(cfg: Config, dataset: data_mod.MNIST | None = None, on_epoch: OnEpoch | 
         raise Diverged("no epoch finished with a finite validation loss")
 
     lit.net.load_state_dict(lit.best_state)  # the protocol: test the best-val_loss weights, once
-    _interruptible(trainer.test, trainer, lit, dataloaders=test, verbose=False)
-    confusion = lit.test_metrics.confmat.compute().cpu()
-    return Result(test=lit.test_metrics.compute("test"), history=report.history, best_epoch=lit.best_epoch,
+    test_metrics, confusion = _test(lit, trainer, test)
+    return Result(test=test_metrics, history=report.history, best_epoch=lit.best_epoch,
                   confusion=confusion.tolist(), per_class=per_class_report(confusion),
-                  device_name=device_name(device))
+                  device_name=device_name(device), weights=state_bytes(lit.net))
+
+
+def _test(lit: LitClassifier, trainer: L.Trainer, test: data_mod.Batches) -> tuple[dict, torch.Tensor]:
+    _interruptible(trainer.test, trainer, lit, dataloaders=test, verbose=False)
+    return lit.test_metrics.compute("test"), lit.test_metrics.confmat.compute().cpu()
+
+
+def state_bytes(net: torch.nn.Module) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def evaluate(cfg: Config, net: torch.nn.Module, dataset: data_mod.MNIST | None = None) -> dict:
+    """The test metrics of given weights, computed exactly as `fit` computes them (same batches, same code)."""
+    quiet_lightning()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg)
+    dataset = dataset or data_mod.load(cfg, device)
+    test = data_mod.Batches(dataset.test_x, dataset.test_y, cfg, cfg.eval_batch_size)
+    lit = LitClassifier(cfg, net)
+    return _test(lit, make_trainer(cfg, device, []), test)[0]
 
 
 def _interruptible(method, trainer: L.Trainer, *args, **kwargs) -> None:

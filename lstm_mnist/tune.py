@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from . import config, data, runner, track, workers
-from .config import ConfigError
+from .config import ConfigError, UserError
 
 OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
 PRUNERS = ("median", "hyperband", "none")
@@ -355,14 +355,13 @@ def work(path: str, storage_url: str | None, total: int, timeout: float | None, 
 def _worker_main(*args) -> None:
     """A worker process: user mistakes are one line and exit 2 (the parent reports the exit code once);
     Ctrl-C reaches every worker, so each exits 130 quietly and the parent says it was interrupted."""
-    from .cli import _usage_errors
 
     workers.die_with_parent()
     try:
         work(*args)
     except KeyboardInterrupt:
         sys.exit(130)
-    except _usage_errors() as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
 
@@ -385,7 +384,6 @@ def run_workers(path: str, storage_url: str | None, total: int, timeout: float |
         raise
     bad = [f"worker {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
     if bad:
-        from .cli import UserError  # cli imports tune
 
         raise UserError(f"{'; '.join(bad)} (see the error lines above); rerun the same command to continue")
 

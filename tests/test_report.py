@@ -138,8 +138,10 @@ def test_report_writes_every_file_with_numbers_from_the_store(messy_grid):
     assert "![delta_test_f1](delta_test_f1.png)" in md
     assert r"\toprule" in (out / "report.tex").read_text()
 
-    logged = {a.path for a in g.c.list_artifacts(latest, "report")}
+    logged = {a.path for a in g.c.list_artifacts(latest, "report") if not a.is_dir}
     assert logged == {f"report/{n}" for n in FILES}
+    tables = {a.path for a in g.c.list_artifacts(latest, "report/tables")}  # also as MLflow tables
+    assert tables == {f"report/tables/{n}.json" for n in ("arms", "paired_comparisons", "what_each_enhancement_is_worth")}
     assert not g.c.list_artifacts(first, "report")
 
 
@@ -160,7 +162,7 @@ def test_markdown_and_latex_rendering():
     df = pd.DataFrame({"arm": ["full_x"], "Δ test_f1": ["+0.0012"], "p": ["<0.001"]})
     assert tables.markdown(df) == "| arm | Δ test_f1 | p |\n| --- | ---: | ---: |\n| full_x | +0.0012 | <0.001 |\n"
     tex = tables.latex(df, "50% ± 1", "tab:x")
-    assert r"\begin{tabular}{lrr}" in tex and r"full\_x & +0.0012 & $<$0.001 \\" in tex
+    assert r"\begin{tabular}{lrr}" in tex and r"full\_x & +0.0012 & $<$0.001 \tabularnewline" in tex
     assert r"\caption{50\% $\pm$ 1}" in tex and r"$\Delta$ test\_f1" in tex
 
 

@@ -16,7 +16,8 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from lstm_mnist import cli, grid, tune
+from lstm_mnist import grid, tune
+from lstm_mnist import config
 from lstm_mnist.config import ConfigError
 
 from .conftest import REPO, run_cli
@@ -86,7 +87,7 @@ def test_a_changed_objective_under_the_same_study_name_is_a_one_line_error(tmp_p
 
 def test_a_worker_error_is_one_line_per_worker_then_one_user_error(tmp_path, capfd):
     missing = str(tmp_path / "missing.toml")  # each worker reads the study file itself
-    with pytest.raises(cli.UserError, match=r"worker 0 exited with code 2; worker 1 exited with code 2 \(") as err:
+    with pytest.raises(config.UserError, match=r"worker 0 exited with code 2; worker 1 exited with code 2 \(") as err:
         tune.run_workers(missing, None, 1, None, 2, "no-parent-run")
     assert "\n" not in str(err.value)
     stderr = capfd.readouterr().err
@@ -102,7 +103,7 @@ def test_missing_data_with_workers_is_one_line_from_the_main_process(project):
 
 def test_the_study_run_ends_failed_on_an_error_and_killed_on_ctrl_c(project, monkeypatch):
     path = write_study(project, "ends", LR)
-    for raised, status in ((cli.UserError("worker 1 exited with code 2"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
+    for raised, status in ((config.UserError("worker 1 exited with code 2"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
         def boom(*args, raised=raised):
             raise raised
         monkeypatch.setattr(tune, "run_workers", boom)

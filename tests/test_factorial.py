@@ -1,0 +1,222 @@
+"""Fractional factorial designs and their analysis: the generator table, effects against an independent
+least-squares fit (statsmodels), recovery of known effects, missing runs, and the report on a fake store."""
+import itertools
+import re
+import shutil
+import subprocess
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param
+
+from lstm_mnist import effects, effects_report, fractional, report
+from lstm_mnist.config import FLAGS, ConfigError
+
+from .conftest import run_cli
+
+SEVEN = ("bidirectional", "dropout", "early_stopping", "width", "adamw", "augmentation", "readout")
+# factorial.md's table: design -> (resolution, contains baseline), and the 2FI chains it lists.
+TABLE = {(6, 1): (6, True), (6, 2): (4, True), (6, 3): (3, False), (7, 3): (4, True)}
+CHAINS = {(6, 2): "AB=CE AC=BE AD=EF AE=BC=DF AF=DE BD=CF BF=CD",
+          (7, 3): "AB=CE=FG AC=BE=DG AD=CG=EF AE=BC=DF AF=BG=DE AG=BF=CD BD=CF=EG"}
+
+
+def _chains(d: fractional.Design) -> set[frozenset]:
+    return {frozenset(fractional.spell(w) for w in c) for c in d.interaction_chains()}
+
+
+@pytest.mark.parametrize("k,p", sorted(fractional.GENERATORS))
+def test_every_generator_gives_its_resolution_and_a_proper_fraction(k, p):
+    d = fractional.Design(tuple(fractional.LETTERS[:k]), fractional.GENERATORS[(k, p)])
+    m = np.array(d.matrix)
+    assert m.shape == (2 ** (k - p), k) and len({tuple(r) for r in m}) == d.runs  # distinct runs
+    assert (m.sum(axis=0) == 0).all() and (m.T @ m == d.runs * np.eye(k)).all()   # balanced, orthogonal
+    for w in d.defining_relation:  # every defining word's column is constant +1 on the fraction
+        assert (np.prod(m[:, [d.letters.index(ch) for ch in w]], axis=1) == 1).all()
+    res = d.resolution
+    # no main effect aliased with another; at resolution >= IV none with a 2FI either
+    for a, b in itertools.combinations(d.letters, 2):
+        assert frozenset({a, b}) not in set(d.defining_relation)
+    if res >= 4:
+        assert all(len(w) >= 4 for w in d.defining_relation)
+        assert all(not al for _, al in d.main_effects())
+    assert d.contains(frozenset(d.factors))  # positive generators: the full arm is in every fraction
+    assert len(d.classes) == d.runs - 1
+    if (k, p) in TABLE:
+        assert (res, d.contains(frozenset())) == TABLE[(k, p)]
+    if (k, p) in CHAINS:
+        assert _chains(d) == {frozenset(c.split("=")) for c in CHAINS[(k, p)].split()}
+
+
+def test_choose_by_resolution_runs_or_full():
+    assert fractional.choose(SEVEN, resolution=4).generators == ("ABC", "BCD", "ACD")
+    assert fractional.choose(SEVEN[:6], resolution=5).title == "2^(6-1)"
+    assert fractional.choose(SEVEN[:6], runs=16).generators == ("ABC", "BCD")
+    assert fractional.choose(SEVEN[:3]).runs == 8 and fractional.choose(SEVEN[:3]).resolution is None
+    for kw, msg in [({"resolution": 3}, "no 2-factor fraction"), ({"runs": 2}, "a 2-factor design has 4 runs")]:
+        with pytest.raises(ConfigError, match=msg):
+            fractional.choose(SEVEN[:2], **kw)
+    with pytest.raises(ConfigError, match="8 factors: a two-level design here takes 2 to 7"):
+        fractional.choose(SEVEN + ("x",))
+
+
+def _synthetic(d, seeds, truth, pair=None, noise=0.004, seed=0):
+    """A linear model over the design (main effects `truth`, one 2FI `pair`), seed offsets, seeded noise."""
+    rng = np.random.default_rng(seed)
+    obs = []
+    for s in seeds:
+        for row in d.matrix:
+            y = 0.9 + 0.002 * s + sum(t / 2 * x for t, x in zip(truth, row)) + rng.normal(0, noise)
+            if pair:
+                y += pair[2] / 2 * row[pair[0]] * row[pair[1]]
+            obs.append((s, row, y))
+    return obs
+
+
+def _statsmodels(d, obs):
+    smf = pytest.importorskip("statsmodels.formula.api")
+    ts = effects.terms(d)
+    rows = [{"seed": s, "y": y, **{f"t{j}": float(np.prod([lv[c] for c in t.columns])) for j, t in enumerate(ts)}}
+            for s, lv, y in obs]
+    return smf.ols("y ~ C(seed) + " + " + ".join(f"t{j}" for j in range(len(ts))), pd.DataFrame(rows)).fit()
+
+
+@pytest.mark.parametrize("runs,seeds,drop", [(16, (0, 1, 2), 0), (32, (3, 7), 0), (16, (0, 1, 2), 3)])
+def test_blocked_fit_agrees_with_statsmodels(runs, seeds, drop):
+    d = fractional.choose(SEVEN, runs=runs)
+    obs = _synthetic(d, seeds, [0.02, 0.001, 0, 0.01, 0.05, -0.003, 0.0], pair=(0, 6, 0.004))
+    obs = obs[drop:]  # missing runs: least squares on what is there
+    a = effects.analyze(d, obs, seeds)
+    fit = _statsmodels(d, obs)
+    assert a.method == effects.OLS and a.df == fit.df_resid
+    if not drop:
+        assert a.df == (d.runs - 1) * (len(seeds) - 1)
+    for j, e in enumerate(a.effects):
+        assert e.estimate == pytest.approx(2 * fit.params[f"t{j}"], abs=1e-9)
+        assert e.se == pytest.approx(2 * fit.bse[f"t{j}"], abs=1e-9)
+        assert e.p == pytest.approx(fit.pvalues[f"t{j}"], abs=1e-9)
+        assert e.affected == bool(drop)
+    assert len(a.missing) == drop
+
+
+def test_known_effects_are_recovered_within_their_cis():
+    d = fractional.choose(SEVEN, resolution=4)
+    truth = [0.02, 0.0, 0.0, 0.01, 0.05, -0.004, 0.0]
+    a = effects.analyze(d, _synthetic(d, (0, 1, 2), truth, pair=(0, 6, 0.012)), (0, 1, 2))
+    for e, t in zip(a.family("main"), truth):
+        assert e.ci_lo <= t <= e.ci_hi, e.term.name
+    active = {e.term.name for e in a.family("main") if e.p_holm < 0.05}
+    assert active == {"bidirectional", "width", "adamw", "augmentation"}
+    chain = next(e for e in a.family("2fi") if e.term.name.startswith("bidirectional:readout"))
+    assert chain.term.name == "bidirectional:readout = dropout:augmentation = early_stopping:width"
+    assert chain.ci_lo <= 0.012 <= chain.ci_hi and chain.p_holm < 0.05
+
+
+def test_one_seed_uses_lenth():
+    d = fractional.choose(SEVEN, resolution=4)
+    a = effects.analyze(d, _synthetic(d, (0,), [0.05, 0, 0, 0.03, 0, 0, 0], noise=0.002), (0,))
+    assert a.method == effects.LENTH and a.df == pytest.approx(5.0)
+    c = np.array([e.estimate for e in a.effects])
+    s0 = 1.5 * np.median(np.abs(c))
+    pse = 1.5 * np.median(np.abs(c)[np.abs(c) < 2.5 * s0])
+    assert a.sigma == pytest.approx(pse) and all(e.se == pytest.approx(pse) for e in a.effects)
+    assert effects.lenth_multipliers(7) == pytest.approx((3.76, 9.01), abs=0.005)
+    assert effects.lenth_multipliers(15) == pytest.approx((2.57, 5.22), abs=0.005)
+    assert effects.lenth_multipliers(31) == pytest.approx((2.22, 4.22), abs=0.005)
+    big = {e.term.name for e in a.family("main") if e.p_holm < 0.05}
+    assert big == {"bidirectional", "width"}
+
+
+def test_half_normal_points_are_sorted_quantiles():
+    d = fractional.choose(SEVEN, resolution=4)
+    a = effects.analyze(d, _synthetic(d, (0, 1), [0.05, 0, 0, 0.03, 0, 0, 0]), (0, 1))
+    pts = effects.half_normal(a.effects)
+    assert len(pts) == 15 and [p[2] for p in pts] == sorted(p[2] for p in pts)
+    assert pts[0][1] == pytest.approx(0.0418, abs=1e-3) and pts[-1][0] == "bidirectional"
+
+
+# ---------------------------------------------------------------- the report on a fake factorial grid
+EXP, GRID = "lstm-mnist-factorial", "factorial-test"
+
+
+def _fake_factorial(project, seeds=(0, 1), skip=()):
+    """The 2^(6-2) fraction's runs with the runner's tags and a known linear response (no training)."""
+    d = fractional.choose(tuple(FLAGS), runs=16)
+    c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    exp = c.create_experiment(EXP, artifact_location=(project / "mlruns" / "artifacts").as_uri())
+    tags = {"lstm_mnist.role": "grid", "grid_name": GRID, "grid_file": f"experiments/{GRID}.toml",
+            "factorial_factors": ",".join(d.factors), "factorial_generators": ",".join(d.generators),
+            "command": f"python -m lstm_mnist ablate experiments/{GRID}.toml --workers 2", "git_commit": "abc1234567",
+            "git_dirty": "false", "machine": "Linux x86_64, 2 CPU cores (test), no GPU"}
+    parent = c.create_run(exp, tags=tags, run_name=GRID).info.run_id
+    c.log_metric(parent, "wall_time_s", 600.0)
+    c.set_terminated(parent, "FINISHED")
+    obs = _synthetic(d, seeds, [0.004, 0.0, 0.002, 0.0, -0.001, 0.03], noise=0.0005)
+    for s, row, y in obs:
+        on = [f for f, x in zip(d.factors, row) if x > 0]
+        arm = "full" if len(on) == 6 else "+".join(["baseline", *on])
+        if (arm, s) in skip:
+            continue
+        rt = {"arm": arm, "design": "factorial", "designs": "factorial", "seed": str(s), "grid_name": GRID,
+              "config_hash": f"{arm}-{s}", "mlflow.parentRunId": parent}
+        rid = c.create_run(exp, tags=rt, run_name=f"{arm}-s{s}").info.run_id
+        c.log_batch(rid, metrics=[Metric("test_f1", y, 0, 0), Metric("test_acc", y, 0, 0),
+                                  Metric("test_loss", 1 - y, 0, 0), Metric("val_f1", y, 0, 0)],
+                    params=[Param(f, str(f in on)) for f in FLAGS] + [Param("seed", str(s))])
+        c.set_terminated(rid, "FINISHED")
+    return d, obs
+
+
+def test_report_of_a_factorial_grid(project):
+    d, obs = _fake_factorial(project)
+    proc = run_cli("report", "--experiment", EXP, cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    out = project / "reports" / GRID
+    main = pd.read_csv(out / "main_effects.csv").set_index("term")
+    expect = effects.analyze(d, obs, (0, 1))
+    for e in expect.family("main"):
+        assert main.loc[e.term.name, "estimate"] == pytest.approx(e.estimate, abs=1e-12)
+        assert main.loc[e.term.name, "p_holm"] == pytest.approx(e.p_holm, abs=1e-12)
+    assert main.loc["adamw", "df"] == 15 and main.loc["adamw", "method"] == effects.OLS
+    inter = pd.read_csv(out / "interactions.csv")
+    assert len(inter) == 7  # AE = BC = DF, named in letter order:
+    assert "bidirectional:augmentation = dropout:width = early_stopping:adamw" in set(inter["term"])
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[2].startswith("Trained by `python -m lstm_mnist ablate experiments/factorial-test.toml "
+                                         "--workers 2` at commit `abc1234567` on Linux x86_64, 2 CPU cores (test), "
+                                         "no GPU, grid wall time 10.0 min.")
+    assert "## Factorial main effects (test_f1, 2^(6-2) resolution IV)" in md and "Paired comparisons" not in md
+    assert "residual degrees of freedom" in md and (out / "half_normal_test_f1.png").stat().st_size > 0
+
+
+def test_missing_runs_are_named_and_marked(project):
+    _fake_factorial(project, skip={("baseline", 1)})
+    r = report.build(report.load(EXP, GRID), "test_f1")
+    assert r.factorial.missing_arms == ["baseline (seed 1)"]
+    shown = effects_report.show(r.factorial, "main")
+    assert shown["flag"].str.endswith("†").all()
+    assert any("† missing runs" in n for n in report.notes(r))
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed (Debian: texlive-latex-recommended)")
+def test_latex_tables_compile_and_fit_the_page(project, tmp_path):
+    """Every table of a factorial report and of a wide grid report compiles in a minimal article with booktabs
+    and no box is wider than the text (pdflatex says "Overfull \\hbox" when one is)."""
+    _fake_factorial(project)
+    r = report.build(report.load(EXP, GRID), "test_f1")
+    wide = pd.DataFrame({"arm": ["baseline+bidirectional+dropout+early_stopping+adamw†"] * 3,
+                         "design": ["factorial"] * 3, "flags on": ["all but width, augmentation + final_states readout"] * 3,
+                         **{f"column {i} mean ± sd": ["0.9876 ± 0.0012"] * 3 for i in range(8)}})
+    from lstm_mnist import tables
+
+    body = report.latex_doc(r) + tables.latex(wide, "a wide table", "tab:wide")
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
+    (tmp_path / "t.tex").write_text(doc)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    assert proc.returncode == 0, log[-2000:]
+    assert not re.findall(r"Overfull \\hbox", log), [l for l in log.splitlines() if "Overfull" in l]
+    assert "(part 1 of" in body  # the wide table was split rather than squeezed

@@ -1,0 +1,151 @@
+"""MLflow the way its users expect: dataset inputs, the tested weights as a LoggedModel, `evaluate` re-verifying
+a run from them, experiments tagged for the runs view, `ui`'s link, artifacts beside their store."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+import torch
+
+from lstm_mnist import ui
+
+from .conftest import QUICK, REPO, run_cli, write_mnist
+
+
+def _client(project):
+    return mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+
+
+def _one_run(project, *args):
+    proc = run_cli("run", "experiments/full.toml", *QUICK, *args, cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    c = _client(project)
+    exp = c.get_experiment_by_name("lstm-mnist")
+    return c, exp, c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
+
+
+def test_a_run_records_its_datasets_and_its_tested_weights(project):
+    c, exp, run = _one_run(project, "train_samples=300")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"mnist-train-300", "mnist-validation-120", "mnist-test-200"}
+    fp = run.data.tags["data_fingerprint"]
+    assert all(d.dataset.digest == fp and d.dataset.source_type == "local" for d in inputs.values())
+    assert {d.tags[0].value for d in inputs.values()} == {"training", "validation", "testing"}
+    model_id = run.data.tags["model_id"]
+    assert [o.model_id for o in run.outputs.model_outputs] == [model_id]
+    lm = c.get_logged_model(model_id)
+    assert lm.source_run_id == run.info.run_id and str(lm.status) in ("READY", "LoggedModelStatus.READY")
+    assert lm.experiment_id == exp.experiment_id and lm.params["bidirectional"] == "True"
+    # one call loads it back (MLflow's own loader), and it is the module that was tested
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlruns/mlflow.db")
+    try:
+        net = mlflow.pytorch.load_model(f"models:/{model_id}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert net(torch.zeros(2, 28, 28)).shape == (2, 10)
+    assert (project / "mlruns" / "artifacts").is_dir() and not (project / "mlruns" / "0").exists()
+
+
+def test_log_model_false_records_no_weights_and_keeps_the_identity(project):
+    c, _, run = _one_run(project, "log_model=false")
+    assert "model_id" not in run.data.tags and not run.outputs.model_outputs
+    proc = run_cli("run", "experiments/full.toml", *QUICK, cwd=project)  # the same identity: skipped
+    assert "already FINISHED" in proc.stdout
+    proc = run_cli("evaluate", run.info.run_id, cwd=project)
+    assert proc.returncode == 2 and "has no logged weights" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_evaluate_agrees_to_the_last_digit_and_catches_damage(project, tmp_path):
+    c, exp, run = _one_run(project)
+    rid = run.info.run_id
+    proc = run_cli("evaluate", rid, cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run {rid}: agree, exact (same device)" in proc.stdout
+    recorded = run.data.metrics["test_f1"]
+    assert re.search(rf"test_f1\s+{recorded:.17g}\s+{recorded:.17g}\s+\+0", proc.stdout), proc.stdout
+
+    weights = next((project / "mlruns" / "artifacts").rglob("model.pth"))
+    net = torch.load(weights, weights_only=False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(net, weights)  # other weights: recomputed metrics differ
+    proc = run_cli("evaluate", rid, cwd=project)
+    assert proc.returncode == 1 and "DIFFER:" in proc.stdout and "Traceback" not in proc.stderr
+
+    weights.write_bytes(b"not a torch file")  # damaged: cannot load
+    proc = run_cli("evaluate", rid, cwd=project)
+    assert proc.returncode == 2 and "its logged weights do not load" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+    other = write_mnist(tmp_path / "other", n_train=500)  # other data: a different fingerprint
+    proc = run_cli("evaluate", rid, cwd=project, env={"LSTM_MNIST_DATA": str(other)})
+    assert proc.returncode == 2 and f"run {rid} was trained on data" in proc.stderr
+
+    proc = run_cli("evaluate", "0123456789abcdef", cwd=project)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no run '0123456789abcdef'")
+
+
+def test_a_sqlite_store_elsewhere_keeps_its_artifacts_beside_it(project, tmp_path):
+    store = tmp_path / "elsewhere" / "store.db"
+    store.parent.mkdir()
+    proc = run_cli("run", *QUICK, "max_epochs=1", cwd=project, env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+    assert proc.returncode == 0, proc.stderr
+    assert list((store.parent / "artifacts").rglob("config.toml")) and list((store.parent / "artifacts").rglob("MLmodel"))
+    assert not (project / "mlruns" / "0").exists() and not list((project / "mlruns").rglob("config.toml"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_prints_the_runs_table_link_and_serves_the_store(project):
+    c, exp, _ = _one_run(project, "max_epochs=1")
+    old = c.create_experiment("made-by-hand")  # an experiment without the tag gets it from `ui`
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ui", "--port", str(port)], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        head = [proc.stdout.readline() for _ in range(2)]
+        assert head[1].strip() == (f"open http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs"
+                                   "?workflowType=machine_learning")
+        for _ in range(120):
+            try:
+                assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the UI did not answer within a minute")
+        assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_runs_link_shape():
+    assert ui.runs_link("http://h:1/", "7") == "http://h:1/#/experiments/7/runs?workflowType=machine_learning"
+
+
+def test_report_tables_are_logged_as_mlflow_tables(project):
+    """`make report` logs each shown table with log_table (JSON under report/tables/ on the grid's parent)."""
+    from .test_factorial import EXP, GRID, _fake_factorial
+
+    _fake_factorial(project)
+    proc = run_cli("report", "--experiment", EXP, cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    c = _client(project)
+    parent = c.search_runs([c.get_experiment_by_name(EXP).experiment_id], f"tags.grid_name = '{GRID}' and "
+                           "tags.`lstm_mnist.role` = 'grid'")[0]
+    names = {a.path for a in c.list_artifacts(parent.info.run_id, "report/tables")}
+    assert names == {f"report/tables/{n}.json" for n in ("arms", "factorial_main_effects",
+                                                         "factorial_two-factor_interactions")}

@@ -1,0 +1,147 @@
+"""The private MPS daemon, against a stand-in `nvidia-cuda-mps-control` that records every call: started
+with its own pipe and log folders, stopped and cleaned up however the block ends, never touching the
+GPU's compute mode."""
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from lstm_mnist import mps
+from lstm_mnist.config import ConfigError
+
+STANDIN = """#!{python}
+# Stand-in for nvidia-cuda-mps-control: records argv, stdin and the MPS variables, one JSON line a call.
+import json, os, sys
+from pathlib import Path
+argv = sys.argv[1:]
+stdin = "" if "-d" in argv else sys.stdin.read()
+keys = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
+with open(os.environ["MPS_STANDIN_LOG"], "a") as f:
+    f.write(json.dumps({{"argv": argv, "stdin": stdin, "env": {{k: os.environ.get(k) for k in keys}}}}) + "\\n")
+if "-d" in argv and {comes_up}:
+    Path(os.environ["CUDA_MPS_PIPE_DIRECTORY"], "control").touch()
+    Path(os.environ["CUDA_MPS_LOG_DIRECTORY"], "control.log").write_text("daemon started\\n")
+if "-d" in argv and {fails}:
+    print("An instance of this daemon is already running", file=sys.stderr)
+    sys.exit(1)
+"""
+SMI = """#!/bin/sh
+echo "$@" >> "{log}"
+"""
+
+
+def standin(folder: Path, monkeypatch, comes_up: bool = True, fails: bool = False) -> Path:
+    """Put a recording `nvidia-cuda-mps-control` (and a recording `nvidia-smi`) first on PATH; returns the
+    log of the stand-in's calls."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = folder / "mps-calls.jsonl"
+    _executable(bin_dir / mps.CONTROL, STANDIN.format(python=sys.executable, comes_up=comes_up, fails=fails))
+    _executable(bin_dir / "nvidia-smi", SMI.format(log=folder / "nvidia-smi-calls.txt"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("MPS_STANDIN_LOG", str(log))
+    return log
+
+
+def calls(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _executable(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """An environment with the MPS variables set by the user, to check they come back as they were."""
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", "/users/own/pipe")
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+
+
+def _check_started_and_stopped(log: Path, root: Path) -> None:
+    started, stopped = calls(log)
+    want_env = {"CUDA_MPS_PIPE_DIRECTORY": str(root / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(root / "log")}
+    assert started == {"argv": ["-d"], "stdin": "", "env": want_env}
+    assert stopped == {"argv": [], "stdin": "quit\n", "env": want_env}
+    assert not root.exists()
+    assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == "/users/own/pipe"
+    assert "CUDA_MPS_LOG_DIRECTORY" not in os.environ
+
+
+def test_daemon_starts_with_private_folders_and_stops_on_normal_exit(tmp_path, monkeypatch, clean_env):
+    log = standin(tmp_path, monkeypatch)
+    with mps.daemon(True) as root:
+        assert (root / "pipe" / "control").exists() and (root / "log").is_dir()
+        assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == str(root / "pipe")  # what spawned workers inherit
+        assert os.environ["CUDA_MPS_LOG_DIRECTORY"] == str(root / "log")
+        assert len(calls(log)) == 1
+    _check_started_and_stopped(log, root)
+
+
+def test_daemon_stops_when_the_block_raises(tmp_path, monkeypatch, clean_env):
+    log = standin(tmp_path, monkeypatch)
+    with pytest.raises(ZeroDivisionError):
+        with mps.daemon(True) as root:
+            1 / 0
+    _check_started_and_stopped(log, root)
+
+
+def test_daemon_stops_on_ctrl_c(tmp_path, monkeypatch, clean_env):
+    log = standin(tmp_path, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        with mps.daemon(True) as root:
+            raise KeyboardInterrupt
+    _check_started_and_stopped(log, root)
+
+
+def test_disabled_does_nothing(tmp_path, monkeypatch, clean_env):
+    log = standin(tmp_path, monkeypatch)
+    with mps.daemon(False) as root:
+        assert root is None
+    assert calls(log) == [] and os.environ["CUDA_MPS_PIPE_DIRECTORY"] == "/users/own/pipe"
+
+
+def test_missing_binary_is_a_one_line_error(tmp_path, monkeypatch, clean_env):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(mps.MPSError, match="nvidia-cuda-mps-control not found on PATH.*without --mps") as e:
+        with mps.daemon(True):
+            pytest.fail("the block must not run")
+    assert "\n" not in str(e.value) and isinstance(e.value, ConfigError)
+    assert not mps.available()
+    with pytest.raises(mps.MPSError):
+        mps.require()
+
+
+def test_daemon_that_never_comes_up_is_an_error_and_cleaned_up(tmp_path, monkeypatch, clean_env):
+    log = standin(tmp_path, monkeypatch, comes_up=False)
+    with pytest.raises(mps.MPSError, match="did not come up within 0.3 s.*without --mps") as e:
+        with mps.daemon(True, timeout_s=0.3):
+            pytest.fail("the block must not run")
+    assert "\n" not in str(e.value)
+    started, stopped = calls(log)
+    assert started["argv"] == ["-d"] and stopped["stdin"] == "quit\n"  # told to quit in case it came up late
+    root = Path(started["env"]["CUDA_MPS_PIPE_DIRECTORY"]).parent
+    assert not root.exists() and os.environ["CUDA_MPS_PIPE_DIRECTORY"] == "/users/own/pipe"
+
+
+def test_daemon_that_refuses_to_start_names_its_reason(tmp_path, monkeypatch, clean_env):
+    standin(tmp_path, monkeypatch, comes_up=False, fails=True)
+    with pytest.raises(mps.MPSError, match=r"-d failed \(exit code 1: An instance of this daemon is already running\)"):
+        with mps.daemon(True, timeout_s=2):
+            pytest.fail("the block must not run")
+
+
+def test_compute_mode_is_never_touched(tmp_path, monkeypatch, clean_env):
+    log = standin(tmp_path, monkeypatch)
+    with mps.daemon(True):
+        pass
+    with pytest.raises(ZeroDivisionError):
+        with mps.daemon(True):
+            1 / 0
+    assert not (tmp_path / "nvidia-smi-calls.txt").exists()  # nvidia-smi (and so `-c`) never ran
+    assert all(c["argv"] in (["-d"], []) for c in calls(log))
+    assert "nvidia-smi" not in Path(mps.__file__).read_text()  # and no other way to set `-c` there
