@@ -8,6 +8,7 @@ PORT ?= 5000
 STUDY ?= studies/full.toml
 TRIALS ?=
 WORKERS ?= 1
+MPS ?=
 STORAGE ?=
 # MNIST: LSTM_MNIST_DATA when set; else the verified copy beside a development checkout; else data/
 # (where torchvision downloads it on a machine with internet).
@@ -40,12 +41,16 @@ bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop ->
 .PHONY: ablation
 # EXP defaults to full.toml for `run`; the grid's own default applies unless EXP is given on the command line.
 ABLATION = $(if $(filter command line,$(origin EXP)),$(EXP),experiments/ablation.toml)
-ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2] [ARGS="--dry-run"]
-	$(PY) -m lstm_mnist ablate $(ABLATION) --workers $(WORKERS) $(ARGS)
+ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2|auto] [MPS=1] [ARGS="--dry-run"]
+	$(PY) -m lstm_mnist ablate $(ABLATION) --workers $(WORKERS) $(if $(MPS),--mps) $(ARGS)
 
 tune: install  ## Optuna study: make tune STUDY=studies/quick.toml TRIALS=8 WORKERS=2 [STORAGE=postgresql://...]
-	$(PY) -m lstm_mnist tune $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --workers $(WORKERS) \
+	$(PY) -m lstm_mnist tune $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --workers $(WORKERS) $(if $(MPS),--mps) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(ARGS)
+
+.PHONY: gpu-check
+gpu-check: install  ## measure this GPU (epoch time, workers per GPU, MPS) -> reports/gpu-check.json [MPS=1]
+	$(PY) -m lstm_mnist gpu-check $(if $(MPS),--mps) $(ARGS)
 
 .PHONY: report
 report: install  ## results tables + figures of the latest ablation grid -> reports/<grid>/ (ARGS="--grid NAME --metric test_f1")

@@ -113,7 +113,7 @@ def table(jobs: list[Job]) -> str:
 
 # ---------------------------------------------------------------- the whole command
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
-         force: bool = False, out=say) -> int:
+         force: bool = False, out=say, pin: bool = True) -> int:
     """Plan, then train what is not done; 0 when every cell of the share ended FINISHED, else 1."""
     study = grid.load(path)
     jobs = plan(study, shard, force)
@@ -134,10 +134,10 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
         f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})")
     tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
-    return _execute(study, todo, n_workers, tally, out)
+    return _execute(study, todo, n_workers, tally, out, pin)
 
 
-def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out) -> int:
+def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, pin: bool = True) -> int:
     c = track.client()
     for j in todo:
         for run_id in j.stale_ids:
@@ -148,7 +148,10 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
     status = track.KILLED  # unless the loop ends or raises: Ctrl-C
     try:
         with writer.progress:
-            (_serial if n_workers == 1 else _parallel)(todo, n_workers, writer)
+            if n_workers == 1:
+                _serial(todo, writer)
+            else:
+                _parallel(todo, n_workers, writer, pin)
         status = track.FAILED if tally.failed else track.FINISHED
     except Exception:
         status = track.FAILED
@@ -186,10 +189,10 @@ class Writer:
         self.study, self.parent, self.c, self.tally, self.progress = study, parent, c, tally, progress
         self.open_runs: dict[str, track.RunRecord] = {}   # cell name -> its open run (owner-tagged by open_run)
 
-    def open(self, job: Job) -> None:
+    def open(self, job: Job, where: dict | None = None) -> None:
+        tags = {**grid.tags(self.study, job.cell), **(where or {})}
         self.open_runs[job.cell.name] = track.open_run(job.cfg, job.config_hash, data.fingerprint(job.cfg.data_dir),
-                                                       job.cell.name, self.parent, grid.tags(self.study, job.cell),
-                                                       self.c)
+                                                       job.cell.name, self.parent, tags, self.c)
         self.progress.started(job)
 
     def epoch(self, job: Job, epoch: int, record: dict) -> None:
@@ -227,7 +230,7 @@ def worker_config(job: Job, index: int, n_workers: int) -> Config:
     return config.build({**job.cfg.to_dict(), **extra})
 
 
-def _serial(todo: list[Job], n_workers: int, writer: Writer) -> None:
+def _serial(todo: list[Job], writer: Writer) -> None:
     """One cell at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
     from . import train
 
@@ -245,9 +248,9 @@ def _serial(todo: list[Job], n_workers: int, writer: Writer) -> None:
 class Pool:
     """N worker processes, each with its own inbox; all report to one outbox read by this process."""
 
-    def __init__(self, n_workers: int):
+    def __init__(self, n_workers: int, pin: bool = True):
         self.ctx = mp.get_context("spawn")  # fork would copy CUDA state and MLflow's connections into children
-        self.n, self.outbox, self.procs = n_workers, self.ctx.Queue(), {}
+        self.n, self.pin, self.outbox, self.procs = n_workers, pin, self.ctx.Queue(), {}
         for i in range(n_workers):
             self.spawn(i)
 
@@ -255,7 +258,7 @@ class Pool:
         if i in self.procs:  # replacing a dead worker: nobody will read its old inbox
             self.procs[i][1].cancel_join_thread()
         inbox = self.ctx.Queue()
-        proc = self.ctx.Process(target=_worker, args=(i, self.n, inbox, self.outbox), daemon=True,
+        proc = self.ctx.Process(target=_worker, args=(i, self.n, inbox, self.outbox, self.pin), daemon=True,
                                 name=f"lstm-mnist-worker-{i}")
         proc.start()
         self.procs[i] = (proc, inbox)
@@ -275,10 +278,10 @@ class Pool:
         self.outbox.close()
 
 
-def _parallel(todo: list[Job], n_workers: int, writer: Writer) -> None:
+def _parallel(todo: list[Job], n_workers: int, writer: Writer, pin: bool = True) -> None:
     """N cells at once in worker processes; this process hands out cells and writes what they report."""
     track.share_sqlite_store()  # WAL: a reader such as `mlflow ui` cannot block this (the one) writer into a timeout
-    pool = Pool(n_workers)
+    pool = Pool(n_workers, pin)
     pending, busy = deque(todo), {}   # busy: worker index -> (job, start time)
     try:
         while pending or busy:
@@ -292,7 +295,8 @@ def _parallel(todo: list[Job], n_workers: int, writer: Writer) -> None:
 
 
 def _hand_out(job: Job, i: int, pool: Pool, writer: Writer) -> tuple[Job, float]:
-    writer.open(job)
+    cores = workers.share_text(workers.cpu_share(i, pool.n)) if pool.pin else "unpinned"
+    writer.open(job, {"worker": str(i), "cpu_affinity": cores})
     pool.procs[i][1].put((job.cell.name, worker_config(job, i, pool.n).to_dict()))
     return job, time.perf_counter()
 
@@ -322,7 +326,7 @@ def _reap(pool: Pool, busy: dict, writer: Writer, respawn: bool) -> None:
             pool.spawn(i)
 
 
-def _worker(index: int, n_workers: int, inbox, outbox) -> None:
+def _worker(index: int, n_workers: int, inbox, outbox, pin: bool = True) -> None:
     """A worker process: train each config it is handed, report epochs and the result; never touch MLflow."""
     import signal
 
@@ -330,6 +334,8 @@ def _worker(index: int, n_workers: int, inbox, outbox) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it kills us
     workers.die_with_parent()
+    if pin:
+        workers.pin(index, n_workers)  # its own cores: N workers' threads do not fight over the same ones
     while True:  # until killed (Pool.kill): every message names its cell, so a stale one can be told apart
         name, values = inbox.get()
         t0 = time.perf_counter()  # the cell's own time, without this process's start-up

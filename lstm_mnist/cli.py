@@ -48,19 +48,43 @@ def cmd_report(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from . import tune
+    from . import mps, tune
 
-    tune.main(args.file, trials=args.trials, n_workers=args.workers, storage_url=args.storage, timeout=args.timeout)
+    n = _workers(args.workers, args.mps)
+    with mps.daemon(args.mps):
+        tune.main(args.file, trials=args.trials, n_workers=n, storage_url=args.storage, timeout=args.timeout)
     return 0
 
 
 def cmd_ablate(args) -> int:
-    from . import ablate, grid
+    from . import ablate, grid, mps
 
-    if args.workers < 1:
-        raise UserError(f"--workers {args.workers}: give at least 1")
+    n = _workers(args.workers, args.mps)
     shard = grid.parse_shard(args.shard) if args.shard else None
-    return ablate.main(args.file, args.workers, shard, dry_run=args.dry_run, force=args.force)
+    if args.dry_run:
+        return ablate.main(args.file, n, shard, dry_run=True, force=args.force)
+    with mps.daemon(args.mps):
+        return ablate.main(args.file, n, shard, force=args.force, pin=not args.no_pin)
+
+
+def cmd_gpu_check(args) -> int:
+    from . import gpu_check, mps
+
+    counts = tuple(int(x) for x in args.workers.split(",")) if args.workers else None
+    kwargs = {"workers": counts} if counts else {}
+    with mps.daemon(args.mps):
+        gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, **kwargs)
+    return 0
+
+
+def _workers(text: str, mps: bool = False) -> int:
+    """`--workers N` or `--workers auto` (what gpu-check last recommended for this GPU, else a stated rule)."""
+    from . import workers
+
+    n, rule = workers.from_arg(text, mps=mps)
+    if text.strip().lower() == "auto":
+        print(f"--workers auto: {n} ({rule})", flush=True)
+    return n
 
 
 def cmd_evaluate(args) -> int:
@@ -108,7 +132,10 @@ def parser() -> argparse.ArgumentParser:
                        "Cells whose config_hash already has a FINISHED run are skipped, so a rerun resumes.")
     a.add_argument("file", help="grid file (TOML), e.g. experiments/ablation.toml")
     a.add_argument("--dry-run", action="store_true", help="print the cells (arm, design, seed, hash, done/todo); train nothing")
-    a.add_argument("--workers", type=int, default=1, help="cells trained at once, each in its own process (default 1)")
+    a.add_argument("--workers", default="1", help="cells trained at once, each in its own process pinned to its own "
+                   "CPU cores (default 1); auto: what `gpu-check` recommended for this GPU, else 4 per GPU (CPU: cores)")
+    a.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
+    a.add_argument("--no-pin", action="store_true", help="do not pin workers to their own CPU cores")
     a.add_argument("--shard", metavar="K/N", help="train only this machine's share K of N (deterministic)")
     a.add_argument("--force", action="store_true", help="train cells again even if FINISHED (or RUNNING elsewhere)")
     a.set_defaults(func=cmd_ablate)
@@ -119,7 +146,8 @@ def parser() -> argparse.ArgumentParser:
                        "Rerunning continues the study up to --trials COMPLETE+PRUNED trials.")
     t.add_argument("file", help="study file, e.g. studies/quick.toml")
     t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")
-    t.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (and the GPUs)")
+    t.add_argument("--workers", default="1", help="worker processes sharing the study (and the GPUs); or auto")
+    t.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
     t.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/optuna "
                    "(default: a journal file next to the study file)")
     t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")
@@ -133,6 +161,16 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--metric", default="test_f1", help="metric compared and ranked (default test_f1)")
     rp.add_argument("--out", help="output folder (default reports/<grid>)")
     rp.set_defaults(func=cmd_report)
+
+    g = sub.add_parser("gpu-check", help="measure this GPU: epoch time, harness vs bare loop, grid throughput per "
+                       "number of workers, the recommended WORKERS -> reports/gpu-check.json",
+                       description="Needs only torch, lightning and torchmetrics (no MLflow, no Optuna). On a CPU it "
+                       "runs a small smoke version and says it is not a GPU figure.")
+    g.add_argument("--out", default="reports/gpu-check.json", help="where to write the JSON figures")
+    g.add_argument("--mps", action="store_true", help="also measure the workers under a private NVIDIA MPS daemon")
+    g.add_argument("--workers", help="worker counts to try, e.g. 1,2,4,8 (default: chosen for the device)")
+    g.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
+    g.set_defaults(func=cmd_gpu_check)
 
     ev = sub.add_parser("evaluate", help="re-verify a run: recompute its test metrics from its logged weights",
                         description="Load RUN_ID's logged weights and config, recompute the test metrics on the same "

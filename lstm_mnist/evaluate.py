@@ -7,6 +7,7 @@ device (a GPU run checked on a CPU) may flip a few of the 10,000 predictions: TO
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class Check:
 
 
 def check(run_id: str, data_dir: str | None = None, device: str | None = None) -> Check:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the output is the comparison
     c = track.client()
     run = track.get_run(c, run_id)
     recorded = {k: run.data.metrics[k] for k in METRICS if k in run.data.metrics}

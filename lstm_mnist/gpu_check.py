@@ -49,13 +49,15 @@ def parse_worker_counts(text: str) -> tuple[int, ...]:
 def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 4, 8),
          seconds: float | None = None, data_dir: str | None = None) -> dict:
     """Measure, recommend, project; print a summary and write the figures as JSON to `out`."""
-    on_gpu = torch.cuda.device_count() > 0  # no CUDA context yet: MPS must meet the workers' first
+    t0 = time.monotonic()
+    on_gpu = torch.cuda.device_count() > 0  # no CUDA context here until the curves are done: MPS comes first
     counts = _counts(workers, on_gpu)
     warmup, batches, rounds, slice_warmup, slice_s = GPU_BUDGET if on_gpu else CPU_BUDGET
     slice_s = seconds or slice_s
     if mps:
         mps_daemon.require()  # a missing binary fails now, not after the first curve
     extra = {"data_dir": data_dir} if data_dir else {}
+    data.fingerprint(full_config(extra).data_dir)  # missing or corrupt data: one line now, not N failed workers
     device = "cuda:0" if on_gpu else "cpu"
     cells = _cells(extra, device)
     train.quiet_lightning()
@@ -65,16 +67,18 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
     if mps:
         with mps_daemon.daemon(True):
             curves["mps"] = _curve(cells, counts, slice_s, slice_warmup)
+    _say(on_gpu, f"full model in this process: {rounds} round(s) of harness and bare loop, a validation pass")
+    single = single_process(extra, warmup, batches, rounds)
     result = {"note": SMOKE if not on_gpu else "GPU figures", "cpu_smoke": not on_gpu,
               "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "gpu": environment(on_gpu), "machine": machine(), "torch": torch.__version__,
-              **single_process(extra, warmup, batches, rounds),
+              "gpu": environment(on_gpu), "machine": machine(), "torch": torch.__version__, **single,
               "grid": {"cells_from": CELLS_FROM, "device": device, "slice_s": slice_s,
                        "warmup_steps": slice_warmup, "curves": curves}}
     result["recommended"] = {name: recommend(points) for name, points in curves.items()}
     ratio = result["full_model"]["val_s"] / result["full_model"]["train_s"]
     result["projections"] = {name: {path: project(path, rec["steps_per_s"], ratio) for path in PROJECTED}
                              for name, rec in result["recommended"].items() if rec}
+    result["wall_s"] = time.monotonic() - t0
     print(summary(result))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
@@ -211,8 +215,8 @@ def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
 def summary(r: dict) -> str:
     g, f, t = r["gpu"], r["full_model"], r["throughput"]
     lines = [SMOKE] if r["cpu_smoke"] else []
-    lines.append(f"GPU: {g['name'] or 'none'} (x{g['count']}), driver {g['driver'] or 'n/a'}, CUDA "
-                 f"{g['cuda'] or 'n/a'}, cuDNN {g['cudnn'] or 'n/a'}, MPS {'available' if g['mps_available'] else 'not found'}")
+    lines.append(f"GPU: {g['name'] or 'none'} (x{g['count']}), driver {g['driver'] or 'n/a'}, CUDA {g['cuda'] or 'n/a'}, "
+                 f"cuDNN {g['cudnn'] or 'n/a'}, MPS {'available' if g['mps_available'] else 'not found'}")
     lines.append(f"machine: {r['machine']}")
     lines.append(f"full model epoch: {f['epoch_s']:.1f} s = {EPOCH_STEPS} steps x {f['step_s'] * 1000:.1f} ms "
                  f"+ validation of {VAL_IMAGES:,} images {f['val_s']:.1f} s")
@@ -236,6 +240,7 @@ def summary(r: dict) -> str:
             lines.append(f"  {path}: {p['cells']} cells, {p['steps']:,} steps -> {p['train_h']:.1f} h training, "
                          f"{p['with_val_h']:.1f} h with validation")
     lines.append(f"  ({UPPER_BOUND})")
+    lines.append(f"gpu-check took {r['wall_s']:.0f} s")
     if r["cpu_smoke"]:
         lines.append(SMOKE)
     return "\n".join(lines)

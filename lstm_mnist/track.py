@@ -56,7 +56,47 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 def client() -> MlflowClient:
     # An explicit URI, not mlflow.set_tracking_uri(): that one also sets MLFLOW_TRACKING_URI for the process.
-    return MlflowClient(tracking_uri=tracking_uri())
+    uri = tracking_uri()
+    _ready(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+STORE_LOCK_WAIT_S = 120.0  # creating and migrating a SQLite store takes ~2 s; a holder that dies frees the lock
+
+
+@functools.cache
+def _ready(uri: str) -> None:
+    """Open (create, migrate) a SQLite store once per process, under a file lock beside its database.
+
+    MLflow's schema creation and migrations are not safe when two processes open a fresh store at the same
+    instant (seen here: a CircularDependencyError traceback, and a store left half-migrated with
+    `_alembic_tmp_*` tables that every later command failed on). Serialized, the first process creates
+    the store and the others find it ready. Servers and other databases migrate on their own side."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        deadline = time.monotonic() + STORE_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"{db}: another process has held the store's lock ({lock.name}) for "
+                                        f"{STORE_LOCK_WAIT_S:.0f} s; end it, or remove the lock file if no process "
+                                        "uses the store") from None
+                time.sleep(0.05)
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except MlflowException as e:
+            raise TrackingError(f"{db}: the MLflow store cannot be opened ({str(e).splitlines()[0][:200]}); "
+                                "point MLFLOW_TRACKING_URI at a healthy store or move this one aside") from None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None:
@@ -332,10 +372,11 @@ def latest_parent(roles=("grid", "study"), grid: str | None = None, c: MlflowCli
     exps = [e.experiment_id for e in c.search_experiments()]
     if not exps:
         return None
-    shown = ", ".join(f"'{r}'" for r in roles)
-    flt = f"tags.`lstm_mnist.role` IN ({shown})" + (f" and tags.grid_name = '{grid}'" if grid else "")
-    runs = c.search_runs(exps, flt, order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
+    found = []
+    for role in roles:  # one search per role: tag filters take `=`, not `IN`
+        flt = f"tags.`lstm_mnist.role` = '{role}'" + (f" and tags.grid_name = '{grid}'" if grid else "")
+        found += c.search_runs(exps, flt, order_by=["attributes.start_time DESC"], max_results=1)
+    return max(found, key=lambda r: r.info.start_time) if found else None
 
 
 def get_run(c: MlflowClient, run_id: str):

@@ -206,7 +206,8 @@ class Objective:
         params = suggest(trial, self.study)
         cfg = trial_config(self.study, params, self.placement)
         tags = {"study_name": self.study.name, "trial_number": trial.number, "trial_state": "RUNNING",
-                "lstm_mnist.role": "trial", "trial_params": json.dumps(params)}
+                "lstm_mnist.role": "trial", "trial_params": json.dumps(params),
+                "cpu_affinity": workers.share_text(sorted(os.sched_getaffinity(0)))}
         # force: identical params in two trials are two trials; the study's storage is what resumes.
         out = runner.execute(cfg, run_name=f"{self.study.name}-t{trial.number}", parent_run_id=self.parent_run_id,
                              tags=tags, force=True, catch=True, stop_on=(optuna.TrialPruned,),
@@ -357,6 +358,8 @@ def _worker_main(*args) -> None:
     Ctrl-C reaches every worker, so each exits 130 quietly and the parent says it was interrupted."""
 
     workers.die_with_parent()
+    index, n_workers = args[4], args[5]
+    workers.pin(index, n_workers)  # its own share of the cores, as the grid's workers
     try:
         work(*args)
     except KeyboardInterrupt:

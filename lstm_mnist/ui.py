@@ -21,14 +21,16 @@ def runs_link(base: str, experiment_id: str) -> str:
 
 
 def latest_experiment(c, name: str | None = None) -> str | None:
-    """The id of the named experiment, else of the one holding the newest grid or study parent run."""
+    """The id of the named experiment, else of the one holding the newest grid or study parent run, else of
+    the newest run."""
     if name:
         return track.experiment_id(c, name, create=False)
     latest = track.latest_parent(c=c)
     if latest:
         return latest.info.experiment_id
-    exps = c.search_experiments()
-    return exps[0].experiment_id if exps else None
+    exps = [e.experiment_id for e in c.search_experiments()]
+    runs = c.search_runs(exps, order_by=["attributes.start_time DESC"], max_results=1) if exps else []
+    return runs[0].info.experiment_id if runs else None  # no grid yet: the newest run's experiment
 
 
 def tag_experiments(c) -> None:

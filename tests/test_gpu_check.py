@@ -1,0 +1,96 @@
+"""gpu-check: its CPU smoke run end to end on tiny data (every step, marked as not a GPU figure), the knee
+rule, the grid projections, and that it loads neither MLflow nor Optuna."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lstm_mnist import gpu_check
+from lstm_mnist.config import ConfigError
+
+from .conftest import REPO
+from .test_mps import calls, standin
+
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU smoke mode")
+
+
+@cpu_only
+def test_cpu_smoke_run_end_to_end(project, capsys):
+    figures = gpu_check.main(out="reports/g.json", workers=(1, 2, 4, 8), seconds=1.0)
+    printed = capsys.readouterr().out
+    assert json.loads((project / "reports" / "g.json").read_text()) == figures
+    assert figures["cpu_smoke"] is True and figures["note"] == gpu_check.SMOKE
+    assert printed.splitlines()[0].endswith(f"[{gpu_check.SMOKE}]") and printed.count(gpu_check.SMOKE) >= 3
+    gpu = figures["gpu"]
+    assert gpu["name"] is None and gpu["count"] == 0 and set(gpu) >= {"driver", "cuda", "cudnn", "mps_available"}
+    full = figures["full_model"]
+    assert full["train_s"] == pytest.approx(full["step_s"] * 750) and full["epoch_s"] > full["train_s"] > 0
+    assert full["val_s"] > 0 and full["val_images_timed"] == 120  # tiny data: 120 images timed, scaled to 12,000
+    t = figures["throughput"]
+    assert t["harness_over_bare"] == pytest.approx(t["harness_samples_per_s"] / t["bare_samples_per_s"])
+    points = figures["grid"]["curves"]["plain"]
+    assert [p["workers"] for p in points] == [1, 2]  # a CPU smoke run measures 1 and 2 workers only
+    assert all(p["steps"] > 0 and p["steps_per_s"] > 0 for p in points), points
+    two = points[1]["per_worker"]
+    assert [w["arm"] for w in two] == ["full-s0", "baseline-s0"]  # worker i trains the grid's cell i
+    assert two[0]["cores"] != two[1]["cores"] or len(os.sched_getaffinity(0)) == 1
+    assert two[0]["steps_per_s"] + two[1]["steps_per_s"] == pytest.approx(points[1]["steps_per_s"])
+    rec = figures["recommended"]["plain"]
+    assert rec["workers"] in (1, 2) and rec["rule"] == gpu_check.RULE
+    ablation = figures["projections"]["plain"]["experiments/ablation.toml"]
+    assert ablation["cells"] == 42 and ablation["steps"] == 42 * 35 * 750 and "upper bound" in ablation["bound"]
+    assert figures["projections"]["plain"]["experiments/factorial.toml"]["cells"] == 48
+    assert "recommended WORKERS=" in printed and "wrote reports/g.json" in printed
+
+
+@cpu_only
+def test_cpu_smoke_run_under_mps(project, monkeypatch):
+    log = standin(project, monkeypatch)
+    figures = gpu_check.main(out="g.json", mps=True, workers=(1,), seconds=0.5)
+    assert set(figures["grid"]["curves"]) == {"plain", "mps"} and set(figures["projections"]) == {"plain", "mps"}
+    assert figures["grid"]["curves"]["mps"][0]["steps"] > 0
+    assert [c["argv"] for c in calls(log)] == [["-d"], []]  # started once, told to quit once
+
+
+def test_mps_without_the_binary_fails_before_measuring(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="nvidia-cuda-mps-control not found"):
+        gpu_check.main(out="g.json", mps=True)
+    assert not (project / "g.json").exists()
+
+
+def test_knee_is_the_fewest_workers_within_90_percent_of_the_best():
+    points = [{"workers": 1, "steps_per_s": 50.0}, {"workers": 2, "steps_per_s": 95.0},
+              {"workers": 4, "steps_per_s": 180.0}, {"workers": 8, "steps_per_s": 190.0},
+              {"workers": 16, "error": "worker 3 failed: OutOfMemoryError"}]
+    rec = gpu_check.recommend(points)
+    assert rec == {"workers": 4, "steps_per_s": 180.0, "best_steps_per_s": 190.0, "rule": gpu_check.RULE}
+    assert gpu_check.recommend([{"workers": 1, "error": "x"}]) is None
+
+
+def test_projection_is_an_upper_bound_in_steps(project):
+    p = gpu_check.project("experiments/ablation-quick.toml", steps_per_s=10.0, val_ratio=0.5)
+    quick = gpu_check.grid.load("experiments/ablation-quick.toml")
+    budget = quick.budget
+    per_cell = budget["max_epochs"] * -(-budget["train_samples"] // 64)
+    assert p["cells"] == 28 and p["steps"] == 28 * per_cell
+    assert p["train_h"] == pytest.approx(p["steps"] / 10 / 3600)
+    assert p["with_val_h"] == pytest.approx(1.5 * p["train_h"])
+
+
+def test_worker_counts_argument():
+    assert gpu_check.parse_worker_counts("8,1, 2,4") == (1, 2, 4, 8)
+    for bad in ("", "0", "1,x", "2;4"):
+        with pytest.raises(ConfigError, match="--workers"):
+            gpu_check.parse_worker_counts(bad)
+
+
+def test_imports_neither_mlflow_nor_optuna():
+    code = ("import sys, lstm_mnist.gpu_check; "
+            "assert 'mlflow' not in sys.modules and 'optuna' not in sys.modules, "
+            "[m for m in sys.modules if m.startswith(('mlflow', 'optuna'))]")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
