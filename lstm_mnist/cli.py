@@ -52,7 +52,8 @@ def cmd_tune(args) -> int:
 
     n = _workers(args.workers, args.mps)
     with mps.daemon(args.mps):
-        tune.main(args.file, trials=args.trials, n_workers=n, storage_url=args.storage, timeout=args.timeout)
+        tune.main(args.file, trials=args.trials, n_workers=n, storage_url=args.storage, timeout=args.timeout,
+                  pin=not args.no_pin)
     return 0
 
 
@@ -68,12 +69,10 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_gpu_check(args) -> int:
-    from . import gpu_check, mps
+    from . import gpu_check  # imports neither MLflow nor Optuna: runs on a bare GPU box
 
-    counts = tuple(int(x) for x in args.workers.split(",")) if args.workers else None
-    kwargs = {"workers": counts} if counts else {}
-    with mps.daemon(args.mps):
-        gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, **kwargs)
+    kwargs = {"workers": gpu_check.parse_worker_counts(args.workers)} if args.workers else {}
+    gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, **kwargs)  # --mps: measured with and without
     return 0
 
 
@@ -148,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")
     t.add_argument("--workers", default="1", help="worker processes sharing the study (and the GPUs); or auto")
     t.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
+    t.add_argument("--no-pin", action="store_true", help="do not pin workers to their own CPU cores")
     t.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/optuna "
                    "(default: a journal file next to the study file)")
     t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")

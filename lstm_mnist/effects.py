@@ -37,11 +37,16 @@ class Term:
     name: str             # "width" | "bidirectional:readout = dropout:augmentation = early_stopping:width"
     letters: str          # "D" | "AG = BF = CD"
     columns: tuple        # factor indices whose product is the column (the chain's leading word)
+    factor: str = ""      # a main effect's factor (its name also lists its 2FI aliases at resolution III)
 
 
 def terms(d: Design) -> list[Term]:
-    """Main effects in letter order, then the 2FI chains, then the higher-order classes."""
-    out = [Term("main", f, d.letters[i], (i,)) for i, f in enumerate(d.factors)]
+    """Main effects in letter order (with their two-factor aliases below resolution IV), then the 2FI
+    chains, then the higher-order classes."""
+    out = []
+    for i, (w, aliases) in enumerate(d.main_effects()):
+        out.append(Term("main", " = ".join([d.factors[i], *map(d.name, aliases)]),
+                        " = ".join([d.letters[i], *map(spell, aliases)]), (i,), d.factors[i]))
     for chain in d.interaction_chains():
         out.append(Term("2fi", d.chain_name(chain), " = ".join(spell(w) for w in chain), _cols(d, chain[0])))
     for cls in d.classes:
@@ -79,6 +84,7 @@ class Analysis:
     effects: list[Effect]  # every term, in `terms` order
     missing: list = field(default_factory=list)  # (seed, levels) of the design's runs that are absent
     sme: float = NAN      # Lenth's simultaneous margin of error (NaN for OLS)
+    outside: int = 0      # runs left out: their settings are not a run of this fraction
 
     def family(self, kind: str) -> list[Effect]:
         return [e for e in self.effects if e.term.kind == kind]
@@ -87,7 +93,10 @@ class Analysis:
 def analyze(d: Design, observations: Sequence[tuple[int, Sequence[int], float]], seeds: Sequence[int] = ()) -> Analysis:
     """Effects from (seed, ±1 levels in the design's factor order, response) observations. `seeds` are the
     seeds the grid attempted (a seed with no run at all is reported missing)."""
+    rows = set(d.matrix)
     obs = [(s, tuple(int(x) for x in lv), float(y)) for s, lv, y in observations if np.isfinite(y)]
+    outside = sum(lv not in rows for _, lv, _ in obs)  # a run of another fraction (the grid file changed)
+    obs = [o for o in obs if o[1] in rows]
     present = sorted({s for s, _, _ in obs})
     if not present:
         raise ValueError("no observations to analyze")
@@ -106,14 +115,14 @@ def analyze(d: Design, observations: Sequence[tuple[int, Sequence[int], float]],
     coef = dict(zip(kept, beta[nb:]))
     inv = {j: xtx_inv[nb + i, nb:] for i, j in enumerate(kept)}
     df = len(y) - X.shape[1]
-    affected = {j: bool(missing) and not _orthogonal(inv[j], i, len(y)) for i, j in enumerate(kept)}
+    affected = {j: not _orthogonal(inv[j], i, len(y)) for i, j in enumerate(kept)}
     if len(present) >= 2 and df > 0:
         rss = float(np.sum((y - X @ beta) ** 2))
         sigma = math.sqrt(rss / df)
         effects = [_ols_effect(t, coef.get(j), inv.get(j), kept.index(j) if j in kept else None, sigma, df,
                                affected.get(j, False)) for j, t in enumerate(all_terms)]
-        return _holm(Analysis(OLS, len(y), present, df, sigma, effects, missing))
-    return _lenth(all_terms, coef, affected, len(y), present, missing, df)
+        return _holm(Analysis(OLS, len(y), present, df, sigma, effects, missing, outside=outside))
+    return _lenth(all_terms, coef, affected, len(y), present, missing, outside)
 
 
 def _estimable(blocks: np.ndarray, columns: np.ndarray) -> list[int]:
@@ -164,7 +173,7 @@ def lenth_multipliers(m: int) -> tuple[float, float]:
     return float(sps.t.ppf(0.975, d)), float(sps.t.ppf((1 + 0.95 ** (1 / m)) / 2, d))
 
 
-def _lenth(all_terms, coef, affected, n, present, missing, df_left) -> Analysis:
+def _lenth(all_terms, coef, affected, n, present, missing, outside) -> Analysis:
     """One seed (or no residual degrees of freedom): Lenth's PSE over every estimated contrast."""
     est = {j: 2 * b for j, b in coef.items()}
     m = len(est)
@@ -176,7 +185,7 @@ def _lenth(all_terms, coef, affected, n, present, missing, df_left) -> Analysis:
             effects.append(Effect(t, NAN, NAN, NAN, NAN, NAN, NAN, note="not estimable (missing runs)"))
         else:
             effects.append(_effect(t, est[j], pse, m / 3, affected.get(j, False)))
-    a = Analysis(LENTH, n, present, m / 3, pse, effects, missing, sme=sme * pse)
+    a = Analysis(LENTH, n, present, m / 3, pse, effects, missing, sme=sme * pse, outside=outside)
     return _holm(a)
 
 

@@ -34,7 +34,7 @@ class Factorial:
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def main_effect(self, flag: str) -> effects.Effect | None:
-        return next((e for e in self.analysis.family("main") if e.term.name == flag), None)
+        return next((e for e in self.analysis.family("main") if e.term.factor == flag), None)
 
 
 def design_of(parent_tags: dict) -> fractional.Design | None:
@@ -99,7 +99,8 @@ def notes(f: Factorial) -> list[str]:
         error = (f"error variance from the {a.method} fit (seed as a block, every estimable contrast in the "
                  f"model): σ̂ = {a.sigma:.4g} on {a.df:g} residual degrees of freedom")
     else:
-        error = (f"one seed, so no residual degrees of freedom: standard errors are Lenth's pseudo standard "
+        why = "one seed" if len(a.seeds) == 1 else f"{len(a.seeds)} seeds but too few runs"
+        error = (f"{why}, so no residual degrees of freedom: standard errors are Lenth's pseudo standard "
                  f"error (PSE = {a.sigma:.4g}) over the {len(a.effects) - sum(np.isnan(e.estimate) for e in a.effects)} "
                  f"contrasts, t reference with {a.df:.3g} degrees of freedom; simultaneous margin {a.sme:.4g}")
     out = [f"Factorial design {d.title} ({d.resolution_text}, {d.runs} runs per seed"
@@ -111,6 +112,12 @@ def notes(f: Factorial) -> list[str]:
     if d.p:
         out.append("Each interaction row is a whole alias chain: the design estimates the sum of its members, "
                    "not each one.")
+    if d.resolution is not None and d.resolution < 4:
+        out.append(f"Resolution {fractional.ROMAN[d.resolution]}: each main effect is aliased with the two-factor "
+                   "interactions named beside it (its row estimates their sum); a screening design.")
+    if a.outside:
+        out.append(f"{a.outside} FINISHED run{'s' * (a.outside > 1)} of this grid are not runs of this fraction "
+                   "(the grid file changed) and were left out of the effects.")
     if f.missing_arms:
         out.append(f"† missing runs ({'; '.join(f.missing_arms)}): the effects were fitted by least squares on the "
                    "runs that are there; rows marked † are no longer orthogonal to the others and lean on the model.")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import config, data, track, train
 from .config import UserError
@@ -45,8 +44,8 @@ def check(run_id: str, data_dir: str | None = None, device: str | None = None) -
         raise UserError(f"run {run_id} has no test metrics ({run.info.status}): only FINISHED runs can be re-verified")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(c, run, tmp, data_dir, device)
-        _same_data(run, cfg)
-        net = _weights(c, run_id, tmp)
+    _same_data(run, cfg)
+    net = track.load_logged_model(c, run_id)
     recomputed = {k: float(v) for k, v in train.evaluate(cfg, net).items() if k in METRICS}
     here = train.device_name(train.resolve_device(cfg))
     return Check(run_id, recorded, recomputed, here == run.data.tags.get("device_name"))
@@ -73,20 +72,6 @@ def _same_data(run, cfg: config.Config) -> None:
     if want != have:
         raise UserError(f"run {run.info.run_id} was trained on data {want} but {cfg.data_dir} holds {have}: point "
                         "LSTM_MNIST_DATA (or --data-dir) at the data it was trained on")
-
-
-def _weights(c, run_id: str, tmp: str):
-    import mlflow.pytorch
-
-    folder = track.logged_model_dir(c, run_id, Path(tmp) / "model")
-    if folder is None:
-        raise UserError(f"run {run_id} has no logged weights (trained with log_model=false, or before models "
-                        "were logged); rerun it with --force to log them")
-    try:
-        return mlflow.pytorch.load_model(str(folder), map_location="cpu")
-    except Exception as e:
-        raise UserError(f"run {run_id}: its logged weights do not load ({type(e).__name__}: {str(e)[:200]}); "
-                        "the model files in the store are damaged") from None
 
 
 def lines(ch: Check) -> list[str]:

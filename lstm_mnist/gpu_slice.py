@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import time
+import warnings
 
 import lightning as L
 import torch
@@ -55,7 +56,13 @@ class _Slice(L.Callback):
             trainer.should_stop = True
 
 
-def _worker(index: int, n_workers: int, values: dict, arm: str, seconds: float, warmup: int, go, results) -> None:
+def quiet() -> None:
+    """Lightning's notes that do not apply to a throughput run (no validation loop, on purpose)."""
+    train.quiet_lightning()
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+
+
+def _worker(index: int, n_workers: int, values: dict, cell: str, seconds: float, warmup: int, go, results) -> None:
     """One worker process: pin, load, train the cell until the slice ends, report its steps."""
     import signal
 
@@ -63,7 +70,7 @@ def _worker(index: int, n_workers: int, values: dict, arm: str, seconds: float, 
     workers.die_with_parent()
     share = workers.pin(index, n_workers)
     try:
-        train.quiet_lightning()
+        quiet()
         cfg = config.build(values)
         device = train.resolve_device(cfg)
         ds = data.load(cfg, device)
@@ -79,19 +86,19 @@ def _worker(index: int, n_workers: int, values: dict, arm: str, seconds: float, 
         results.put(("failed", index, f"{type(e).__name__}: {e}"))
         return
     elapsed = clock.t_end - clock.t0
-    results.put(("done", index, {"worker": index, "arm": arm, "cores": workers.share_text(share),
+    results.put(("done", index, {"worker": index, "cell": cell, "cores": workers.share_text(share),
                                  "steps": clock.steps, "seconds": elapsed, "steps_per_s": clock.steps / elapsed}))
 
 
 def point(cells: list[tuple[str, dict]], n_workers: int, seconds: float, warmup: int) -> dict:
-    """Throughput of `n_workers` workers at once; worker i trains cells[i mod len(cells)] (arm, values).
+    """Throughput of `n_workers` workers at once; worker i trains cells[i mod len(cells)] (name, values).
     A point that fails (a worker crashes, runs out of memory) says so instead of a number."""
     ctx = mp.get_context("spawn")  # fresh processes: no forked CUDA state, and MPS applies at their CUDA start
     go, results = ctx.Event(), ctx.Queue()
     procs = []
     for i in range(n_workers):
-        arm, values = cells[i % len(cells)]
-        procs.append(ctx.Process(target=_worker, args=(i, n_workers, values, arm, seconds, warmup, go, results),
+        name, values = cells[i % len(cells)]
+        procs.append(ctx.Process(target=_worker, args=(i, n_workers, values, name, seconds, warmup, go, results),
                                  daemon=True, name=f"lstm-mnist-gpu-check-{i}"))
         procs[-1].start()
     try:

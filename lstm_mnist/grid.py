@@ -208,7 +208,8 @@ def expand(s: Study) -> list[Cell]:
 
 def values(s: Study, cell: Cell) -> dict:
     """The cell's config values: defaults < base file < [budget] < the cell's flags, seed and experiment."""
-    return {**s.base, **s.budget, **cell.overrides(s.flags), "seed": cell.seed, "experiment": s.experiment}
+    return {**s.base, **s.budget, **cell.overrides((*s.flags, *s.factorial)), "seed": cell.seed,
+            "experiment": s.experiment}
 
 
 def tags(s: Study, cell: Cell) -> dict:

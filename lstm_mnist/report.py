@@ -77,7 +77,8 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     runs = pd.DataFrame([_row(r) for r in finished])
     runs, dupes = _latest_only(runs)
     dropped["duplicate"] += dupes
-    wall = sum(p.data.metrics.get("wall_time_s", 0.0) for p in parents)
+    # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
+    wall = sum(v for p in parents for _, v in track.metric_history(p.info.run_id, "wall_time_s"))
     return Grid(experiment, name, latest.info.run_id, len(parents), runs, seeds, dropped, dict(latest.data.tags), wall)
 
 
@@ -92,7 +93,8 @@ def _row(run) -> dict:
     row = {"run_id": run.info.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
            "flag": tags.get("flag") or _flag_from_arm(arm), "seed": _seed(run),
            "config_hash": tags.get("config_hash", run.info.run_id), "start_time": run.info.start_time,
-           "parent_run_id": tags.get("mlflow.parentRunId", "")}
+           "parent_run_id": tags.get("mlflow.parentRunId", ""), "git_commit": tags.get("git_commit", ""),
+           "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", "")}
     row.update({f: params.get(f) == "True" for f in FLAGS})
     row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
     row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})
@@ -395,11 +397,13 @@ def header(r: Report) -> str:
 
 def provenance(r: Report) -> str:
     """Where the numbers come from: the grid's command, commit, machine and wall time, and this report's."""
-    t = r.grid.parent_tags
-    code = t.get("git_commit", "")
-    dirty = " (uncommitted changes)" if t.get("git_dirty") == "true" else ""
-    grid = (f"Trained by `{t.get('command') or 'python -m lstm_mnist ablate ' + t.get('grid_file', '')}` at commit "
-            f"`{code[:10] or 'unknown'}`{dirty} on {t.get('machine') or 'an unrecorded machine'}, "
+    t, runs = r.grid.parent_tags, r.grid.runs
+    commits = sorted({c[:10] for c in runs.get("git_commit", pd.Series(dtype=str)) if c}) or [t.get("git_commit", "")[:10]]
+    dirty = " (uncommitted changes)" if (runs.get("git_dirty", pd.Series(dtype=str)) == "true").any() else ""
+    machines = sorted({m for m in runs.get("machine", pd.Series(dtype=str)) if m}) or [t.get("machine", "")]
+    grid = (f"Trained by `{t.get('command') or 'python -m lstm_mnist ablate ' + t.get('grid_file', '')}` (the last "
+            f"invocation) at commit{'s' * (len(commits) > 1)} {', '.join(f'`{c}`' for c in commits if c) or 'unknown'}"
+            f"{dirty} on {'; '.join(m for m in machines if m) or 'an unrecorded machine'}, "
             f"grid wall time {r.grid.wall_time_s / 60:.1f} min.")
     mine = track.provenance()
     again = " (uncommitted changes)" if mine.get("git_dirty") == "true" else ""
@@ -469,6 +473,6 @@ def make(experiment: str | None, grid: str | None, metric: str, out: str | None)
     r = build(load(experiment or latest_grid_experiment(grid), grid), metric)
     paths = write(r, Path(out or Path("reports") / r.grid.name))
     track.log_files(r.grid.parent_id, paths, "report")
-    track.log_tables(r.grid.parent_id, {title.split(" (")[0].lower().replace(" ", "_"): table
-                                        for title, _, table in r.shown()})
+    track.log_tables(r.grid.parent_id, {f"{label.removeprefix('tab:')}_{r.metric}": table
+                                        for _, label, table in r.shown()})
     return r, paths

@@ -165,9 +165,12 @@ class RunRecord:
             (Path(tmp) / "per_class.json").write_text(json.dumps(result.per_class, indent=1))
             (Path(tmp) / "confusion_matrix.json").write_text(json.dumps(result.confusion))
             self.client.log_artifacts(self.run_id, tmp)
+        self.finished_ok = True  # tested and recorded: the weights below are a convenience, not the result
         if self.cfg is not None and self.cfg.log_model and result.weights:
-            log_model(self.client, self.run_id, self.cfg, self.config_hash, result.weights, result.best_epoch)
-        self.finished_ok = True
+            try:
+                log_model(self.client, self.run_id, self.cfg, self.config_hash, result.weights, result.best_epoch)
+            except Exception as e:  # a full disk or an unreachable store: the run keeps its FINISHED result
+                self.client.set_tag(self.run_id, "model_error", f"{type(e).__name__}: {e}"[:5000])
 
 
 # ---------------------------------------------------------------- what a run saw and what it tested
@@ -239,15 +242,29 @@ def log_model(c: MlflowClient, run_id: str, cfg: Config, config_hash: str, weigh
     return lm.model_id
 
 
-def logged_model_dir(c: MlflowClient, run_id: str, dst: str | Path) -> Path | None:
-    """Download the run's logged model (tag `model_id`) into dst; None when the run has none."""
+class NoModel(TrackingError):
+    """The run has no logged weights."""
+
+
+def load_logged_model(c: MlflowClient, run_id: str):
+    """The `nn.Module` the run logged (tag `model_id`), on the CPU. NoModel when it has none; a
+    TrackingError when its files do not load (damaged)."""
+    import mlflow.artifacts
+    import mlflow.pytorch
+
     model_id = c.get_run(run_id).data.tags.get("model_id")
     if not model_id:
-        return None
-    import mlflow.artifacts
-
-    location = c.get_logged_model(model_id).artifact_location
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst)))
+        raise NoModel(f"run {run_id} has no logged weights (trained with log_model=false, or before models were "
+                      "logged); rerun it with --force to log them")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            location = c.get_logged_model(model_id).artifact_location
+            folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp)
+            return mlflow.pytorch.load_model(folder, map_location="cpu")
+        except Exception as e:  # unpickling damaged bytes can raise almost anything
+            raise TrackingError(f"run {run_id}: its logged weights (model {model_id}) do not load "
+                                f"({type(e).__name__}: {str(e)[:200]}); the model files in the store are "
+                                "damaged") from None
 
 
 def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,
@@ -389,10 +406,21 @@ def get_run(c: MlflowClient, run_id: str):
 
 
 def log_tables(run_id: str, frames: dict, artifact_dir: str = "report/tables", c: MlflowClient | None = None) -> None:
-    """Tables as MLflow table artifacts (JSON the UI's artifact view shows as a table)."""
+    """Tables as MLflow table artifacts: the JSON `log_table` writes (orient "split"), listed in the run's
+    `mlflow.loggedArtifacts` tag so the UI shows them as tables. Written here rather than with `log_table`,
+    which appends to an existing file: a second `make report` would double every table."""
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
     c = c or client()
-    for name, df in frames.items():
-        c.log_table(run_id, data=df, artifact_file=f"{artifact_dir}/{name}.json")
+    listed = json.loads(c.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, df in frames.items():
+            path = Path(tmp) / f"{name}.json"
+            df.to_json(path, orient="split", index=False)
+            c.log_artifact(run_id, str(path), artifact_dir)
+            entry = {"path": f"{artifact_dir}/{name}.json", "type": "table"}
+            listed += [entry] if entry not in listed else []
+    c.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(listed))
 
 
 def download(run_id: str, path: str, dst: str | Path, c: MlflowClient | None = None) -> Path:

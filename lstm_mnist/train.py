@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from . import data as data_mod
 from . import model as model_mod
-from .config import Config
+from .config import Config, ConfigError
 
 N_CLASSES = 10
 OnEpoch = Callable[[int, dict], None]
@@ -48,7 +48,7 @@ def resolve_device(cfg: Config) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={cfg.device}: no CUDA GPU is visible; use device=auto or device=cpu")
+        raise ConfigError(f"device={cfg.device}: no CUDA GPU is visible; use device=auto or device=cpu")
     return torch.device(cfg.device)
 
 
@@ -181,7 +181,8 @@ class _EpochReport(L.Callback):
 
 def quiet_lightning() -> None:
     """Lightning's start-up chatter and loader hints do not apply to in-memory device batches."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
+                 "lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|LeafSpec|"
                             "_pytree|isinstance.*treespec).*")

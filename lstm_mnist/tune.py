@@ -207,7 +207,7 @@ class Objective:
         cfg = trial_config(self.study, params, self.placement)
         tags = {"study_name": self.study.name, "trial_number": trial.number, "trial_state": "RUNNING",
                 "lstm_mnist.role": "trial", "trial_params": json.dumps(params),
-                "cpu_affinity": workers.share_text(sorted(os.sched_getaffinity(0)))}
+                "cpu_affinity": workers.share_text(workers.affinity())}
         # force: identical params in two trials are two trials; the study's storage is what resumes.
         out = runner.execute(cfg, run_name=f"{self.study.name}-t{trial.number}", parent_run_id=self.parent_run_id,
                              tags=tags, force=True, catch=True, stop_on=(optuna.TrialPruned,),
@@ -358,10 +358,11 @@ def _worker_main(*args) -> None:
     Ctrl-C reaches every worker, so each exits 130 quietly and the parent says it was interrupted."""
 
     workers.die_with_parent()
-    index, n_workers = args[4], args[5]
-    workers.pin(index, n_workers)  # its own share of the cores, as the grid's workers
+    index, n_workers, pin = args[4], args[5], args[7]
+    if pin:
+        workers.pin(index, n_workers)  # its own share of the cores, as the grid's workers
     try:
-        work(*args)
+        work(*args[:7])
     except KeyboardInterrupt:
         sys.exit(130)
     except UserError as e:
@@ -370,12 +371,12 @@ def _worker_main(*args) -> None:
 
 
 def run_workers(path: str, storage_url: str | None, total: int, timeout: float | None, n_workers: int,
-                parent_run_id: str) -> None:
+                parent_run_id: str, pin: bool = True) -> None:
     if n_workers == 1:
         work(path, storage_url, total, timeout, 0, 1, parent_run_id)
         return
     ctx = multiprocessing.get_context("spawn")  # no forked torch/sqlite/journal state in the children
-    procs = [ctx.Process(target=_worker_main, args=(path, storage_url, total, timeout, i, n_workers, parent_run_id))
+    procs = [ctx.Process(target=_worker_main, args=(path, storage_url, total, timeout, i, n_workers, parent_run_id, pin))
              for i in range(n_workers)]
     for p in procs:
         p.start()
@@ -387,7 +388,6 @@ def run_workers(path: str, storage_url: str | None, total: int, timeout: float |
         raise
     bad = [f"worker {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
     if bad:
-
         raise UserError(f"{'; '.join(bad)} (see the error lines above); rerun the same command to continue")
 
 
@@ -406,7 +406,7 @@ def _stop_workers(procs: list, grace_s: float = 30) -> None:
 
 # ---------------------------------------------------------------- the whole study
 def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: str | None = None,
-         timeout: float | None = None) -> dict:
+         timeout: float | None = None, pin: bool = True) -> dict:
     """Run (or continue) a study to `trials` COMPLETE+PRUNED trials; returns the summary it prints."""
     if n_workers < 1 or (trials is not None and trials < 1):
         raise ConfigError(f"--workers {n_workers} --trials {trials}: both must be at least 1")
@@ -425,7 +425,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
           f"{f'; failed {len(stale)} left RUNNING by a dead process and queued them again' if stale else ''}; "
           f"{n_workers} worker(s); storage {_shown_storage(study_def, storage_url)}; MLflow run {parent}", flush=True)
     try:
-        run_workers(str(path), storage_url, total, timeout, n_workers, parent)
+        run_workers(str(path), storage_url, total, timeout, n_workers, parent, pin)
     except BaseException as e:
         # Interrupted: KILLED, like an interrupted run; anything else (e.g. a worker's error) FAILED.
         track.end_run(parent, track.KILLED if isinstance(e, (KeyboardInterrupt, SystemExit)) else track.FAILED)

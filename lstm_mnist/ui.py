@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 from . import track
+from .config import UserError
 
 
 def runs_link(base: str, experiment_id: str) -> str:
@@ -24,7 +25,11 @@ def latest_experiment(c, name: str | None = None) -> str | None:
     """The id of the named experiment, else of the one holding the newest grid or study parent run, else of
     the newest run."""
     if name:
-        return track.experiment_id(c, name, create=False)
+        found = track.experiment_id(c, name, create=False)
+        if found is None:
+            raise UserError(f"--experiment {name!r}: no such experiment in {track.tracking_uri()}; "
+                            f"there: {', '.join(sorted(e.name for e in c.search_experiments()))}")
+        return found
     latest = track.latest_parent(c=c)
     if latest:
         return latest.info.experiment_id

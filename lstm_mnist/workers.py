@@ -69,6 +69,14 @@ def pin(index: int, n_workers: int) -> list[int]:
     return share
 
 
+def affinity() -> list[int]:
+    """The cores this process runs on now (after pin()); [] where the OS cannot say."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return []
+
+
 def share_text(cores: list[int]) -> str:
     """A core share for a run tag, in Linux's cpulist style: [0, 1, 2, 3] -> "0-3", [0, 2] -> "0,2"."""
     if not cores:

@@ -220,3 +220,40 @@ def test_latex_tables_compile_and_fit_the_page(project, tmp_path):
     assert proc.returncode == 0, log[-2000:]
     assert not re.findall(r"Overfull \\hbox", log), [l for l in log.splitlines() if "Overfull" in l]
     assert "(part 1 of" in body  # the wide table was split rather than squeezed
+
+
+def test_runs_outside_the_fraction_are_left_out_and_counted():
+    d = fractional.choose(tuple(FLAGS), runs=16)
+    obs = _synthetic(d, (0, 1), [0.01, 0, 0, 0, 0, 0.02])
+    stray = (0, (1, 1, 1, 1, 1, -1), 0.5)  # a run of another fraction: not a row of this one
+    assert stray[1] not in set(d.matrix)
+    a, clean = effects.analyze(d, obs + [stray], (0, 1)), effects.analyze(d, obs, (0, 1))
+    assert a.outside == 1 and a.df == clean.df == 15
+    assert [e.estimate for e in a.effects] == [e.estimate for e in clean.effects]
+    assert not any(e.affected for e in a.effects)
+
+
+def test_resolution_three_main_effects_name_their_aliases():
+    d = fractional.choose(tuple(FLAGS), runs=8)  # 2^(6-3): D = AB, E = AC, F = BC
+    main = [t for t in effects.terms(d) if t.kind == "main"]
+    assert main[0].name == "bidirectional = dropout:early_stopping = width:augmentation"
+    assert main[0].letters == "A = BD = CE" and main[0].factor == "bidirectional"
+    a = effects.analyze(d, _synthetic(d, (0, 1), [0.01, 0, 0, 0, 0, 0.02]), (0, 1))
+    f = effects_report.Factorial(d, a, [], "test_f1")
+    assert f.main_effect("adamw").term.factor == "adamw"
+    assert any("Resolution III" in n for n in effects_report.notes(f))
+
+
+def test_wall_time_is_summed_over_invocations_and_tables_are_not_appended(project):
+    _fake_factorial(project)
+    c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    parent = c.search_runs([c.get_experiment_by_name(EXP).experiment_id], "tags.`lstm_mnist.role` = 'grid'")[0]
+    c.log_metric(parent.info.run_id, "wall_time_s", 300.0)  # a second invocation (a resume) of the same grid
+    for _ in range(2):  # reporting twice must not double the logged tables
+        assert run_cli("report", cwd=project).returncode == 0
+    md = (project / "reports" / GRID / "report.md").read_text()
+    assert "grid wall time 15.0 min." in md
+    local = c.download_artifacts(parent.info.run_id, "report/tables/main-effects_test_f1.json", str(project))
+    import json
+
+    assert len(json.loads(open(local).read())["data"]) == 6

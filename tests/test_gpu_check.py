@@ -35,7 +35,7 @@ def test_cpu_smoke_run_end_to_end(project, capsys):
     assert [p["workers"] for p in points] == [1, 2]  # a CPU smoke run measures 1 and 2 workers only
     assert all(p["steps"] > 0 and p["steps_per_s"] > 0 for p in points), points
     two = points[1]["per_worker"]
-    assert [w["arm"] for w in two] == ["full-s0", "baseline-s0"]  # worker i trains the grid's cell i
+    assert [w["cell"] for w in two] == ["full-s0", "full-s1"]  # one arm, worker i on seed i
     assert two[0]["cores"] != two[1]["cores"] or len(os.sched_getaffinity(0)) == 1
     assert two[0]["steps_per_s"] + two[1]["steps_per_s"] == pytest.approx(points[1]["steps_per_s"])
     rec = figures["recommended"]["plain"]

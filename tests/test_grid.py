@@ -93,6 +93,14 @@ def test_fractional_factorial_cells_are_the_fraction_and_share_full_with_leave_o
     assert "baseline+bidirectional+adamw+readout" in arms  # names list the factors on in the grid's order
 
 
+def test_a_factor_missing_from_flags_still_sets_its_value_over_the_base(tmp_path):
+    (tmp_path / "b.toml").write_text('readout = "final_states"\n')
+    s = _study(tmp_path, 'base = "b.toml"\ndesigns = ["factorial"]\nflags = ["width"]\n'
+                         'factorial = ["width", "readout"]\nseeds = [0]')
+    readouts = {c.arm: grid.values(s, c)["readout"] for c in grid.expand(s)}
+    assert readouts["baseline"] == "last" and readouts["baseline+readout"] == "final_states"
+
+
 def test_fraction_by_runs_and_bad_requests_are_one_line_errors(tmp_path):
     six = '["bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"]'
     s = _study(tmp_path, f'designs = ["factorial"]\nflags = {six}\nfactorial = {six}\nruns_per_seed = 8\nseeds = [0]')

@@ -1,5 +1,6 @@
 """MLflow the way its users expect: dataset inputs, the tested weights as a LoggedModel, `evaluate` re-verifying
 a run from them, experiments tagged for the runs view, `ui`'s link, artifacts beside their store."""
+import json
 import os
 import re
 import socket
@@ -147,5 +148,6 @@ def test_report_tables_are_logged_as_mlflow_tables(project):
     parent = c.search_runs([c.get_experiment_by_name(EXP).experiment_id], f"tags.grid_name = '{GRID}' and "
                            "tags.`lstm_mnist.role` = 'grid'")[0]
     names = {a.path for a in c.list_artifacts(parent.info.run_id, "report/tables")}
-    assert names == {f"report/tables/{n}.json" for n in ("arms", "factorial_main_effects",
-                                                         "factorial_two-factor_interactions")}
+    assert names == {f"report/tables/{n}_test_f1.json" for n in ("arms", "main-effects", "interactions")}
+    tags = json.loads(parent.data.tags["mlflow.loggedArtifacts"])
+    assert {t["path"] for t in tags} == names and {t["type"] for t in tags} == {"table"}

@@ -141,7 +141,7 @@ def test_report_writes_every_file_with_numbers_from_the_store(messy_grid):
     logged = {a.path for a in g.c.list_artifacts(latest, "report") if not a.is_dir}
     assert logged == {f"report/{n}" for n in FILES}
     tables = {a.path for a in g.c.list_artifacts(latest, "report/tables")}  # also as MLflow tables
-    assert tables == {f"report/tables/{n}.json" for n in ("arms", "paired_comparisons", "what_each_enhancement_is_worth")}
+    assert tables == {f"report/tables/{n}_test_f1.json" for n in ("arms", "paired", "worth")}
     assert not g.c.list_artifacts(first, "report")
 
 
