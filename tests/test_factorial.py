@@ -185,8 +185,8 @@ def test_report_of_a_factorial_grid(project):
     assert "bidirectional:augmentation = dropout:width = early_stopping:adamw" in set(inter["term"])
     md = (out / "report.md").read_text()
     assert md.splitlines()[2].startswith("Trained by `python -m lstm_mnist ablate experiments/factorial-test.toml "
-                                         "--workers 2` at commit `abc1234567` on Linux x86_64, 2 CPU cores (test), "
-                                         "no GPU, grid wall time 10.0 min.")
+                                         "--workers 2` (the last invocation) at commit `abc1234567` on Linux x86_64, "
+                                         "2 CPU cores (test), no GPU, grid wall time 10.0 min.")
     assert "## Factorial main effects (test_f1, 2^(6-2) resolution IV)" in md and "Paired comparisons" not in md
     assert "residual degrees of freedom" in md and (out / "half_normal_test_f1.png").stat().st_size > 0
 

@@ -82,7 +82,7 @@ def test_evaluate_agrees_to_the_last_digit_and_catches_damage(project, tmp_path)
 
     weights.write_bytes(b"not a torch file")  # damaged: cannot load
     proc = run_cli("evaluate", rid, cwd=project)
-    assert proc.returncode == 2 and "its logged weights do not load" in proc.stderr
+    assert proc.returncode == 2 and re.search(r"its logged weights \(model m-\w+\) do not load", proc.stderr)
     assert proc.stderr.count("\n") == 1
 
     other = write_mnist(tmp_path / "other", n_train=500)  # other data: a different fingerprint
