@@ -70,8 +70,9 @@ def half_normal_png(points: list[tuple[str, float, float]], metric: str, design:
     q = [p[1] for p in points]
     v = [p[2] for p in points]
     ax.scatter(q, v, color="tab:blue", zorder=3)
-    for label, x, y in points:
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 2), fontsize=7)
+    for i, (label, x, y) in enumerate(points):  # small effects crowd the origin: alternate above and below
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 3 if i % 2 else -9), fontsize=7,
+                    rotation=20 if i < len(points) - 4 else 0)
     if points:
         half = points[: max(1, len(points) // 2)]
         slope = sum(y for _, _, y in half) / max(sum(x for _, x, _ in half), 1e-12)

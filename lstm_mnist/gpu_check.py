@@ -30,6 +30,8 @@ KNEE = 0.9
 RULE = f"smallest worker count whose throughput is >= {KNEE:.0%} of the best measured"
 EPOCH_STEPS = math.ceil(48000 / 64)   # the full protocol's training epoch: 750 steps of 64 images
 VAL_IMAGES = 12000
+# The project's own experiment files, wherever the command runs from (a plain checkout on a GPU box).
+ROOT = Path(__file__).resolve().parent.parent
 CELLS_FROM = "experiments/ablation.toml"
 # The arm every worker trains (its cells cycle over the seeds): one arm for every worker count, so the curve
 # measures concurrency alone. Cycling over all arms would not: `baseline` runs ~8x more steps/s than `full`
@@ -128,7 +130,7 @@ def _driver() -> str | None:
 # ---------------------------------------------------------------- one process: epoch time, harness vs bare
 def full_config(extra: dict) -> config.Config:
     """The full model as the grid's `full` arm trains it: all six flags, readout final_states, batch 64."""
-    values = {**config.read_toml("experiments/full.toml"), **{f: True for f in config.FLAGS},
+    values = {**config.read_toml(ROOT / "experiments/full.toml"), **{f: True for f in config.FLAGS},
               "readout": "final_states", "batch_size": 64}
     return config.build({**values, **extra})
 
@@ -173,7 +175,7 @@ def validation_s(cfg: config.Config, ds: data.MNIST, device: torch.device) -> fl
 def _cells(extra: dict, device: str) -> list[tuple[str, dict]]:
     """(cell name, config values) of the ablation grid's ARM cells, on one device: worker i trains cell
     i mod their number."""
-    study = grid.load(CELLS_FROM)
+    study = grid.load(ROOT / CELLS_FROM)
     out = []
     for cell in (c for c in grid.expand(study) if c.arm == ARM):
         values = {**grid.values(study, cell), **extra, "device": device}
@@ -209,7 +211,7 @@ def recommend(points: list[dict]) -> dict | None:
 def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
     """A grid's wall time at `steps_per_s`: every cell's max_epochs x ceil(train images / batch) steps (an
     upper bound), and the same with validation passes at the full model's val/train time ratio."""
-    study = grid.load(path)
+    study = grid.load(ROOT / path)
     cells = grid.expand(study)
     steps = 0
     for cell in cells:
