@@ -208,5 +208,5 @@ def half_normal(effects: Sequence[Effect]) -> list[tuple[str, float, float]]:
     """(label, half-normal quantile, |effect|) for the Daniel plot, smallest first: Phi^-1(0.5 + 0.5(i - 0.5)/m)."""
     known = sorted((e for e in effects if np.isfinite(e.estimate)), key=lambda e: abs(e.estimate))
     m = len(known)
-    return [(e.term.name.split(" = ")[0] + (" = ..." if " = " in e.term.name else ""),
-             float(sps.norm.ppf(0.5 + 0.5 * (i - 0.5) / m)), abs(e.estimate)) for i, e in enumerate(known, 1)]
+    return [(e.term.letters.split(" = ")[0], float(sps.norm.ppf(0.5 + 0.5 * (i - 0.5) / m)), abs(e.estimate))
+            for i, e in enumerate(known, 1)]  # labelled by letters (A, AG, ...): the plot carries the key

@@ -126,7 +126,8 @@ def notes(f: Factorial) -> list[str]:
 
 def half_normal_png(f: Factorial, out: Path) -> Path:
     points = effects.half_normal(f.analysis.effects)
-    return figures.half_normal_png(points, f.metric, f.design.title, out / f"half_normal_{f.metric}.png")
+    key = ", ".join(f"{ch} = {x}" for ch, x in zip(f.design.letters, f.design.factors))
+    return figures.half_normal_png(points, f.metric, f.design.title, out / f"half_normal_{f.metric}.png", key)
 
 
 def worth_columns(f: Factorial | None, flags: list[str]) -> dict[str, list[float]]:

@@ -62,7 +62,8 @@ def curves_png(curves: dict[str, tuple[list[int], list[float]]], ylabel: str, pa
     return _save(fig, path)
 
 
-def half_normal_png(points: list[tuple[str, float, float]], metric: str, design: str, path: str | Path) -> Path:
+def half_normal_png(points: list[tuple[str, float, float]], metric: str, design: str, path: str | Path,
+                    key: str = "") -> Path:
     """Daniel's half-normal plot: |effect| against its half-normal quantile, every contrast labelled.
     Inactive effects fall on a line through the origin; active ones stand above it (the line's slope is
     the median-based scale of the smaller half, drawn for reference)."""
@@ -71,8 +72,10 @@ def half_normal_png(points: list[tuple[str, float, float]], metric: str, design:
     v = [p[2] for p in points]
     ax.scatter(q, v, color="tab:blue", zorder=3)
     for i, (label, x, y) in enumerate(points):  # small effects crowd the origin: alternate above and below
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 3 if i % 2 else -9), fontsize=7,
-                    rotation=20 if i < len(points) - 4 else 0)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)
+    if key:  # the letters' factors; an interaction is labelled by its chain's first word (see the table)
+        ax.text(0.02, 0.88, key.replace(", ", "\n"), transform=ax.transAxes, ha="left", va="top", fontsize=7,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "grey"})
     if points:
         half = points[: max(1, len(points) // 2)]
         slope = sum(y for _, _, y in half) / max(sum(x for _, x, _ in half), 1e-12)

@@ -134,7 +134,7 @@ def test_half_normal_points_are_sorted_quantiles():
     a = effects.analyze(d, _synthetic(d, (0, 1), [0.05, 0, 0, 0.03, 0, 0, 0]), (0, 1))
     pts = effects.half_normal(a.effects)
     assert len(pts) == 15 and [p[2] for p in pts] == sorted(p[2] for p in pts)
-    assert pts[0][1] == pytest.approx(0.0418, abs=1e-3) and pts[-1][0] == "bidirectional"
+    assert pts[0][1] == pytest.approx(0.0418, abs=1e-3) and pts[-1][0] == "A"
 
 
 # ---------------------------------------------------------------- the report on a fake factorial grid
