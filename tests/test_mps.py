@@ -145,3 +145,55 @@ def test_compute_mode_is_never_touched(tmp_path, monkeypatch, clean_env):
     assert not (tmp_path / "nvidia-smi-calls.txt").exists()  # nvidia-smi (and so `-c`) never ran
     assert all(c["argv"] in (["-d"], []) for c in calls(log))
     assert "nvidia-smi" not in Path(mps.__file__).read_text()  # and no other way to set `-c` there
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat_file.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c(project, tmp_path, monkeypatch):
+    """`ablate --mps --workers 2` end to end with the stand-in: a worker SIGKILLed mid-cell fails its cell
+    only; Ctrl-C then ends the grid, and the daemon is told to quit and its folders are gone."""
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import REPO
+
+    log = standin(tmp_path, monkeypatch)
+    (project / "g.toml").write_text('designs = ["add_one_in"]\nflags = ["dropout", "width", "adamw"]\nseeds = [0, 1]\n'
+                                    '[budget]\nmax_epochs = 2000\nbatch_size = 32\neval_batch_size = 256\n')
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "g.toml", "--workers", "2", "--mps"],
+                            cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len([c for c in _children(proc.pid) if "spawn" in Path(f"/proc/{c}/cmdline").read_text()]) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "the workers did not start"
+            time.sleep(0.5)
+        daemon_dirs = [c["env"]["CUDA_MPS_PIPE_DIRECTORY"] for c in calls(log) if c["argv"] == ["-d"]]
+        assert len(daemon_dirs) == 1 and Path(daemon_dirs[0]).is_dir()
+        time.sleep(8)  # both workers are training their first cell
+        worker = sorted(c for c in _children(proc.pid) if "spawn" in Path(f"/proc/{c}/cmdline").read_text())[0]
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(6)  # the grid notices, fails that cell, replaces the worker and goes on
+        assert proc.poll() is None, proc.stdout.read()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "worker process died (exit code -9)" in out and "Traceback" not in out
+    recorded = calls(log)
+    assert recorded[0]["argv"] == ["-d"] and recorded[-1]["stdin"].strip() == "quit"
+    assert not Path(daemon_dirs[0]).exists()
