@@ -55,12 +55,12 @@ def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
         raise ReportError(f"no ablation grid runs in MLflow experiment {experiment!r} at {track.tracking_uri()}; "
                           "run `make ablation` first (or pass --experiment)")
     names = {p.data.tags.get("grid_name", "") for p in parents}
-    name = grid or max(parents, key=lambda p: p.info.start_time).data.tags.get("grid_name")
+    name = grid or max(parents, key=track.last_invoked).data.tags.get("grid_name")
     mine = [p for p in parents if p.data.tags.get("grid_name") == name]
     if not mine:
         raise ReportError(f"no grid named {grid!r} in experiment {experiment!r}; grids there: "
                           f"{', '.join(sorted(n for n in names if n))}")
-    return name, max(mine, key=lambda p: p.info.start_time), mine
+    return name, max(mine, key=track.last_invoked), mine
 
 
 def load(experiment: str, grid: str | None = None) -> Grid:

@@ -344,6 +344,7 @@ def parent_run(experiment: str, role: str, name: str, tags: dict, c: MlflowClien
     when a rerun continues it, so one grid or study has one parent; created the first time."""
     c = c or client()
     key = f"{role}_name"
+    tags = {**tags, "last_invoked_ms": str(int(time.time() * 1000))}  # a reopened parent keeps its start_time
     found = search(experiment, f"tags.{key} = '{name}' and tags.`lstm_mnist.role` = '{role}'", c=c)
     if not found:
         return start_parent(experiment, name, tags={**tags, key: name, "lstm_mnist.role": role}, c=c)
@@ -351,6 +352,12 @@ def parent_run(experiment: str, role: str, name: str, tags: dict, c: MlflowClien
     c.update_run(run_id, status=RUNNING)
     set_tags(run_id, tags, c)
     return run_id
+
+
+def last_invoked(run) -> int:
+    """When a grid's or study's parent run was last started or reopened (ms); its start time for older runs."""
+    tag = run.data.tags.get("last_invoked_ms", "")
+    return max(run.info.start_time, int(tag)) if tag.isdigit() else run.info.start_time
 
 
 def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, tags: dict | None = None,
@@ -392,8 +399,8 @@ def latest_parent(roles=("grid", "study"), grid: str | None = None, c: MlflowCli
     found = []
     for role in roles:  # one search per role: tag filters take `=`, not `IN`
         flt = f"tags.`lstm_mnist.role` = '{role}'" + (f" and tags.grid_name = '{grid}'" if grid else "")
-        found += c.search_runs(exps, flt, order_by=["attributes.start_time DESC"], max_results=1)
-    return max(found, key=lambda r: r.info.start_time) if found else None
+        found += c.search_runs(exps, flt, max_results=1000)
+    return max(found, key=last_invoked) if found else None
 
 
 def get_run(c: MlflowClient, run_id: str):

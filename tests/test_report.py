@@ -183,3 +183,16 @@ def test_an_arm_two_designs_share_is_compared_in_both():
     assert comp.loc["baseline+adamw", "diff_mean"] == pytest.approx(0.98 - 0.90 + 0.001 * (3 - 2))
     assert comp.loc["full-adamw", "diff_mean"] == pytest.approx(0.99 - 0.91 + 0.001 * (1 - 4))
     assert set(comp.index) == {"full-dropout", "full-adamw", "baseline+dropout", "baseline+adamw"}
+
+
+def test_the_latest_grid_is_the_one_run_last_even_when_it_was_created_first(messy_grid):
+    """A resumed grid reopens its old parent run: `make report` must pick it, not a grid created since."""
+    g, first, latest = messy_grid
+    newer = g.parent("another-grid")
+    g.child(newer, "another-grid", "full", 1, 0.99)
+    assert report.find_grid(EXP, None)[0] == "another-grid"
+    import time
+
+    g.c.set_tag(first, "last_invoked_ms", str(int(time.time() * 1000) + 10_000))  # GRID resumed just now
+    name, parent, _ = report.find_grid(EXP, None)
+    assert name == GRID and parent.info.run_id == first
