@@ -106,6 +106,14 @@ def _stem(path: str) -> str:
     return Path(path).stem
 
 
+def _worker_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--workers N|auto, --mps and --no-pin: the same for `ablate` and `tune`."""
+    p.add_argument("--workers", default="1", help=f"{what}; auto: what `gpu-check` recommended for this GPU, else "
+                   "4 per GPU (CPU: one per core)")
+    p.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin workers to their own CPU cores")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lstm_mnist", description="LSTM-on-MNIST ablation harness")
     sub = p.add_subparsers(dest="command", required=True)
@@ -131,10 +139,7 @@ def parser() -> argparse.ArgumentParser:
                        "Cells whose config_hash already has a FINISHED run are skipped, so a rerun resumes.")
     a.add_argument("file", help="grid file (TOML), e.g. experiments/ablation.toml")
     a.add_argument("--dry-run", action="store_true", help="print the cells (arm, design, seed, hash, done/todo); train nothing")
-    a.add_argument("--workers", default="1", help="cells trained at once, each in its own process pinned to its own "
-                   "CPU cores (default 1); auto: what `gpu-check` recommended for this GPU, else 4 per GPU (CPU: cores)")
-    a.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
-    a.add_argument("--no-pin", action="store_true", help="do not pin workers to their own CPU cores")
+    _worker_options(a, "cells trained at once, each in its own process pinned to its own CPU cores (default 1)")
     a.add_argument("--shard", metavar="K/N", help="train only this machine's share K of N (deterministic)")
     a.add_argument("--force", action="store_true", help="train cells again even if FINISHED (or RUNNING elsewhere)")
     a.set_defaults(func=cmd_ablate)
@@ -145,9 +150,7 @@ def parser() -> argparse.ArgumentParser:
                        "Rerunning continues the study up to --trials COMPLETE+PRUNED trials.")
     t.add_argument("file", help="study file, e.g. studies/quick.toml")
     t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")
-    t.add_argument("--workers", default="1", help="worker processes sharing the study (and the GPUs); or auto")
-    t.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
-    t.add_argument("--no-pin", action="store_true", help="do not pin workers to their own CPU cores")
+    _worker_options(t, "worker processes sharing the study (and the GPUs), each pinned to its own CPU cores")
     t.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/optuna "
                    "(default: a journal file next to the study file)")
     t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")

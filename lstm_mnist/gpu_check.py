@@ -129,7 +129,7 @@ def _driver() -> str | None:
 
 # ---------------------------------------------------------------- one process: epoch time, harness vs bare
 def full_config(extra: dict) -> config.Config:
-    """The full model as the grid's `full` arm trains it: all six flags, readout final_states, batch 64."""
+    """The full model at its costliest: all six flags, readout final_states (both directions' states), batch 64."""
     values = {**config.read_toml(ROOT / "experiments/full.toml"), **{f: True for f in config.FLAGS},
               "readout": "final_states", "batch_size": 64}
     return config.build({**values, **extra})

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from . import data as data_mod
 from . import model as model_mod
+from . import workers
 from .config import Config, ConfigError
 
 N_CLASSES = 10
@@ -56,7 +57,7 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model and torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    model = workers.cpu_model()
     return f"cpu ({model}, {torch.get_num_threads()} threads)" if model else f"cpu ({torch.get_num_threads()} threads)"
 
 
@@ -66,14 +67,6 @@ def threads_of(name: str) -> int | None:
 
     m = re.search(r"(\d+) threads\)$", name)
     return int(m.group(1)) if name.startswith("cpu") and m else None
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.read().splitlines()
-    except OSError:
-        return []
 
 
 class _EvalMetrics(torch.nn.Module):

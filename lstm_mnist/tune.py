@@ -353,16 +353,15 @@ def work(path: str, storage_url: str | None, total: int, timeout: float | None, 
         failures += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > before
 
 
-def _worker_main(*args) -> None:
+def _worker_main(path: str, storage_url: str | None, total: int, timeout: float | None, index: int,
+                 n_workers: int, parent_run_id: str, pin: bool) -> None:
     """A worker process: user mistakes are one line and exit 2 (the parent reports the exit code once);
     Ctrl-C reaches every worker, so each exits 130 quietly and the parent says it was interrupted."""
-
     workers.die_with_parent()
-    index, n_workers, pin = args[4], args[5], args[7]
     if pin:
         workers.pin(index, n_workers)  # its own share of the cores, as the grid's workers
     try:
-        work(*args[:7])
+        work(path, storage_url, total, timeout, index, n_workers, parent_run_id)
     except KeyboardInterrupt:
         sys.exit(130)
     except UserError as e:

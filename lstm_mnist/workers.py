@@ -2,6 +2,7 @@
 each pinned to its own share of the CPU cores. The settings are config keys outside the run identity."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -31,10 +32,7 @@ def _visible_cores() -> list[int]:
     same shares as its parent did."""
     if _unpinned is not None:
         return list(_unpinned)
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
+    return affinity() or list(range(os.cpu_count() or 1))
 
 
 def _cores() -> int:
@@ -132,16 +130,23 @@ def from_arg(text: str, report: str | Path = "reports/gpu-check.json", mps: bool
     return int(text), "given on the command line"
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC ..."), "" where the OS does not say."""
+    import platform
+
+    try:
+        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
 def machine() -> str:
     """What this machine is, in one line: OS, architecture, CPU model and count, and its GPUs if any."""
     import platform
 
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:
-        model = platform.processor()
+    model = cpu_model()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return (f"{platform.system()} {platform.machine()}, {_cores()} CPU cores{f' ({model})' if model else ''}"
             + (f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU"))
