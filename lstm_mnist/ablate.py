@@ -1,21 +1,23 @@
 """Run an ablation grid (`python -m lstm_mnist ablate FILE`): resumable, failure-isolated, parallel.
 
 One writer: this process is the only one that writes to MLflow. Worker processes (`--workers N`) only
-train and send each epoch's record and the final result back over a queue, so MLflow's SQLite store
-never sees two writers ("database is locked" cannot happen) and a worker never holds a half-written run.
+train and send each epoch's record and the final result back over a pipe of their own, so MLflow's
+SQLite store never sees two writers and a worker never holds a half-written run.
 A cell is skipped when its config_hash already has a FINISHED run in the experiment; a RUNNING run whose
 owner process (tags owner_host, owner_pid) is dead is marked FAILED ("stale: process died") and rerun.
+Before a cell is trained it is claimed (claims.py): any number of `ablate` processes on the same grid and
+store (two terminals, several machines against one tracking server and one --storage) train each cell
+once, and share one parent run.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import queue
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 
-from . import config, data, grid, track, workers
+from . import claims, config, data, grid, track, workers
 from .config import Config
 
 QUICK_FILE = "experiments/ablation-quick.toml"
@@ -44,6 +46,7 @@ class Tally:
     skipped: int = 0
     finished: int = 0
     failed: list = field(default_factory=list)   # (cell name, reason)
+    elsewhere: list = field(default_factory=list)  # cells another invocation claimed (it trains them)
     t0: float = field(default_factory=time.perf_counter)
 
     def metrics(self) -> dict:
@@ -113,8 +116,9 @@ def table(jobs: list[Job]) -> str:
 
 # ---------------------------------------------------------------- the whole command
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
-         force: bool = False, out=say, pin: bool = True) -> int:
-    """Plan, then train what is not done; 0 when every cell of the share ended FINISHED, else 1."""
+         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None) -> int:
+    """Plan, then train what is not done; 0 when no cell of the share failed (cells another process
+    claimed are that process's to finish), else 1."""
     study = grid.load(path)
     jobs = plan(study, shard, force)
     if dry_run:
@@ -134,18 +138,31 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
         f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})")
     tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
-    return _execute(study, todo, n_workers, tally, out, pin)
+    return _execute(study, todo, n_workers, tally, out, pin, storage_url)
 
 
-def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, pin: bool = True) -> int:
+def open_claims(study: grid.Study, storage_url: str | None = None) -> claims.Claims:
+    """The grid's claims: a journal file beside the tracking store (one machine), or the RDB at --storage
+    (several machines against one tracking server)."""
+    storage = claims.open_storage(storage_url, track.local_dir() / "claims.journal")
+    return claims.Claims(storage, f"grid {study.experiment}/{study.name}")
+
+
+def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, pin: bool = True,
+             storage_url: str | None = None) -> int:
     c = track.client()
+    grid_claims = open_claims(study, storage_url)
+    grid_claims.reap()
     for j in todo:
         for run_id in j.stale_ids:
             track.mark_failed(c, run_id, "stale: process died")
     tags = {**parent_tags(study), "command": workers.invocation(), "workers": str(n_workers), **track.provenance()}
-    parent = track.parent_run(study.experiment, "grid", study.name, tags, c)
-    writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out))
+    parent, made = grid_claims.once("parent", lambda: track.parent_run(study.experiment, "grid", study.name, tags, c))
+    if not made:  # created by another invocation (now, or an earlier one): continue it
+        track.reopen(parent, tags, c)
+    writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out), grid_claims)
     status = track.KILLED  # unless the loop ends or raises: Ctrl-C
+    grid_claims.start_heartbeat()
     try:
         with writer.progress:
             if n_workers == 1:
@@ -157,8 +174,13 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
         status = track.FAILED
         raise
     finally:
+        grid_claims.stop_heartbeat()
         writer.kill_open()
-        track.end_run(parent, status, tally.metrics(), c=c)
+        grid_claims.release_all()
+        try:
+            track.end_run(parent, status, tally.metrics(), c=c)
+        except Exception as e:  # the store is away: a later start reopens the parent anyway
+            out(f"the grid's parent run {parent} stays RUNNING until the next start ({type(e).__name__})")
         out(summary(study, tally, status))
     return 1 if tally.failed else 0
 
@@ -177,23 +199,51 @@ def summary(study: grid.Study, tally: Tally, status: str) -> str:
     m = tally.metrics()
     head = (f"{study.name} {'interrupted' if status == track.KILLED else 'done'}: "
             f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, {tally.skipped} already), "
-            f"{len(tally.failed)} failed, {m['wall_time_s']:.0f}s")
+            f"{len(tally.failed)} failed, {len(tally.elsewhere)} left to another process, {m['wall_time_s']:.0f}s")
     return "\n".join([head, *(f"  FAILED {name}: {reason}" for name, reason in tally.failed)])
 
 
 # ---------------------------------------------------------------- the one writer
 class Writer:
-    """Opens, fills and closes the child runs; every MLflow write of a grid goes through here."""
+    """Claims, opens, fills and closes the child runs; every MLflow write of a grid goes through here.
+    The client is `track.client()`'s: a store outage blocks the call (bounded by --store-wait), so epochs
+    reported meanwhile wait in the workers' pipes and are written once the store is back."""
 
-    def __init__(self, study: grid.Study, parent: str, c, tally: Tally, progress: "Progress"):
+    def __init__(self, study: grid.Study, parent: str, c, tally: Tally, progress: "Progress",
+                 grid_claims: claims.Claims | None = None):
         self.study, self.parent, self.c, self.tally, self.progress = study, parent, c, tally, progress
+        self.claims = grid_claims
         self.open_runs: dict[str, track.RunRecord] = {}   # cell name -> its open run (owner-tagged by open_run)
+        self.held: dict[str, claims.Claim] = {}           # cell name -> this process's claim on it
 
-    def open(self, job: Job, where: dict | None = None) -> None:
+    def claim(self, job: Job) -> bool:
+        """Whether this process trains the cell: no other invocation holds it or finished it meanwhile."""
+        if self.claims is None:
+            return True
+        got = self.claims.take(job.config_hash)
+        if isinstance(got, str):
+            self.tally.elsewhere.append(job.cell.name)
+            self.progress.line(f"skip {job.cell.name}: {got}")
+            return False
+        self.held[job.cell.name] = got
+        return True
+
+    def open(self, job: Job, where: dict | None = None) -> bool:
+        """Open the cell's run; False (the cell failed, with its one-line reason) when it cannot be written."""
         tags = {**grid.tags(self.study, job.cell), **(where or {})}
-        self.open_runs[job.cell.name] = track.open_run(job.cfg, job.config_hash, data.fingerprint(job.cfg.data_dir),
-                                                       job.cell.name, self.parent, tags, self.c)
+        try:
+            self.open_runs[job.cell.name] = track.open_run(job.cfg, job.config_hash,
+                                                           data.fingerprint(job.cfg.data_dir), job.cell.name,
+                                                           self.parent, tags, self.c)
+        except track.StoreDown:
+            raise
+        except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
+            self._settle(job, done=False)
+            self.tally.failed.append((job.cell.name, f"could not open its run: {_one_line(e)}"))
+            self.progress.failed(job, self.tally.failed[-1][1], 0.0)
+            return False
         self.progress.started(job)
+        return True
 
     def epoch(self, job: Job, epoch: int, record: dict) -> None:
         self.open_runs[job.cell.name].log_epoch(epoch, record)
@@ -203,24 +253,41 @@ class Writer:
         try:
             rec.log_result(result)
             track.end_run(rec.run_id, track.FINISHED, c=self.c)
+        except track.StoreDown:
+            raise
         except Exception as e:  # a figure, disk or store error fails this cell alone, never the grid
-            self.failed(job, f"could not record result: {type(e).__name__}: {e}", seconds)
+            self.failed(job, f"could not record result: {_one_line(e)}", seconds)
             return
         del self.open_runs[job.cell.name]
+        self._settle(job, done=True, run_id=rec.run_id)
         self.tally.finished += 1
         self.progress.finished(job, result.test.get("test_f1", float("nan")), seconds, result.device_name)
 
     def failed(self, job: Job, reason: str, seconds: float) -> None:
         track.mark_failed(self.c, self.open_runs[job.cell.name].run_id, reason)
         del self.open_runs[job.cell.name]  # only once ended: if that raised, kill_open still closes it
+        self._settle(job, done=False)
         self.tally.failed.append((job.cell.name, reason))
         self.progress.failed(job, reason, seconds)
 
+    def _settle(self, job: Job, done: bool, **attrs) -> None:
+        claim = self.held.pop(job.cell.name, None)
+        if claim is not None:
+            self.claims.release(claim, done, **attrs)
+
     def kill_open(self) -> None:
-        """Runs still open when the grid stops (Ctrl-C, a crash here) end KILLED, never left RUNNING."""
+        """Runs still open when the grid stops (Ctrl-C, a crash here) end KILLED, never left RUNNING; when the
+        store itself is away they stay RUNNING, and the next start's stale-run rule closes them."""
         for rec in self.open_runs.values():
-            track.mark_failed(self.c, rec.run_id, "interrupted", track.KILLED)
+            try:
+                track.mark_failed(self.c, rec.run_id, "interrupted", track.KILLED)
+            except Exception:
+                break
         self.open_runs.clear()
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
 
 
 # ---------------------------------------------------------------- executing cells
@@ -235,47 +302,89 @@ def _serial(todo: list[Job], writer: Writer) -> None:
     from . import train
 
     for job in todo:
-        writer.open(job)
+        if not writer.claim(job) or not writer.open(job):
+            continue
         t0 = time.perf_counter()
         try:
             result = train.fit(worker_config(job, 0, 1), on_epoch=lambda e, r: writer.epoch(job, e, r))
+        except track.StoreDown:
+            raise
         except Exception as e:
             writer.failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
             continue
         writer.finished(job, result, time.perf_counter() - t0)
 
 
+@dataclass
+class Worker:
+    proc: mp.Process
+    inbox: Connection    # this process's sending end of the worker's inbox pipe
+    outbox: Connection   # this process's receiving end of the worker's outbox pipe
+
+
 class Pool:
-    """N worker processes, each with its own inbox; all report to one outbox read by this process."""
+    """N worker processes, each with two pipes of its own: an inbox of cells and an outbox of reports.
+
+    Nothing is shared between workers, so a worker killed at any instant (even halfway through writing a
+    report) cannot block the others: this process holds only the read end of each outbox, and a dead
+    worker's outbox reads as end-of-file, a half-written message included. Every wait here has a timeout."""
 
     def __init__(self, n_workers: int, pin: bool = True):
         self.ctx = mp.get_context("spawn")  # fork would copy CUDA state and MLflow's connections into children
-        self.n, self.pin, self.outbox, self.procs = n_workers, pin, self.ctx.Queue(), {}
+        self.n, self.pin, self.procs = n_workers, pin, {}
         for i in range(n_workers):
             self.spawn(i)
 
     def spawn(self, i: int) -> None:
-        if i in self.procs:  # replacing a dead worker: nobody will read its old inbox
-            self.procs[i][1].cancel_join_thread()
-        inbox = self.ctx.Queue()
-        proc = self.ctx.Process(target=_worker, args=(i, self.n, inbox, self.outbox, self.pin), daemon=True,
+        if i in self.procs:  # replacing a dead worker
+            self._close(self.procs.pop(i))
+        in_read, in_write = self.ctx.Pipe(duplex=False)
+        out_read, out_write = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=_worker, args=(i, self.n, in_read, out_write, self.pin), daemon=True,
                                 name=f"lstm-mnist-worker-{i}")
         proc.start()
-        self.procs[i] = (proc, inbox)
+        in_read.close()   # the child's ends, now held by the child alone: when it dies, its outbox reads EOF
+        out_write.close()
+        self.procs[i] = Worker(proc, in_write, out_read)
+
+    def send(self, i: int, message) -> bool:
+        """Hand a worker its cell; False when the worker is already gone."""
+        try:
+            self.procs[i].inbox.send(message)
+            return True
+        except OSError:  # BrokenPipeError: it died
+            return False
+
+    def receive(self, timeout: float) -> list[tuple[int, tuple | None]]:
+        """Reports that arrive within `timeout` s: (worker index, message), or (index, None) for a worker whose
+        outbox ended (it died, maybe mid-message)."""
+        ends = {w.outbox: i for i, w in self.procs.items() if not w.outbox.closed}
+        got = []
+        for end in wait(list(ends), timeout):
+            try:
+                got.append((ends[end], end.recv()))
+            except (EOFError, OSError):
+                end.close()
+                got.append((ends[end], None))
+        return got
 
     def dead(self) -> list[tuple[int, int]]:
-        return [(i, p.exitcode) for i, (p, _) in self.procs.items() if p.exitcode is not None]
+        return [(i, w.proc.exitcode) for i, w in self.procs.items() if w.proc.exitcode is not None]
 
     def kill(self) -> None:
         """The end of every grid, finished or not: workers hold no MLflow state, so killing one loses only its
         current cell (and a graceful stop would gain nothing)."""
-        for proc, inbox in self.procs.values():
-            proc.kill()
-            inbox.cancel_join_thread()  # nobody will read what is left in its inbox
-            inbox.close()
-        for proc, _ in self.procs.values():
-            proc.join(timeout=5)  # reap them: no zombies left behind for the rest of this process
-        self.outbox.close()
+        for w in self.procs.values():
+            w.proc.kill()
+        for w in self.procs.values():
+            self._close(w)
+
+    @staticmethod
+    def _close(w: Worker) -> None:
+        w.proc.kill()
+        w.proc.join(timeout=5)  # reap it: no zombie left behind for the rest of this process
+        w.inbox.close()
+        w.outbox.close()
 
 
 def _parallel(todo: list[Job], n_workers: int, writer: Writer, pin: bool = True) -> None:
@@ -286,26 +395,33 @@ def _parallel(todo: list[Job], n_workers: int, writer: Writer, pin: bool = True)
     try:
         while pending or busy:
             for i in sorted(set(pool.procs) - set(busy)):
-                if pending:
-                    busy[i] = _hand_out(pending.popleft(), i, pool, writer)
-            _receive(pool, busy, writer)
+                job = _next(pending, writer, i, pool)
+                if job:
+                    pool.send(i, (job.cell.name, worker_config(job, i, pool.n).to_dict()))  # a dead one: _reap
+                    busy[i] = job, time.perf_counter()
+            if not busy:
+                continue  # nothing could be opened this turn: the next turn takes the next cells
+            for i, message in pool.receive(timeout=1.0):
+                _receive(i, message, busy, writer)
             _reap(pool, busy, writer, respawn=bool(pending))  # every turn: chatty workers must not hide a dead one
     finally:
         pool.kill()
 
 
-def _hand_out(job: Job, i: int, pool: Pool, writer: Writer) -> tuple[Job, float]:
+def _next(pending: deque, writer: Writer, i: int, pool: Pool) -> Job | None:
+    """The next cell worker i trains: claimed by this process, its run open."""
     cores = workers.share_text(workers.cpu_share(i, pool.n)) if pool.pin else "unpinned"
-    writer.open(job, {"worker": str(i), "cpu_affinity": cores})
-    pool.procs[i][1].put((job.cell.name, worker_config(job, i, pool.n).to_dict()))
-    return job, time.perf_counter()
+    while pending:
+        job = pending.popleft()
+        if writer.claim(job) and writer.open(job, {"worker": str(i), "cpu_affinity": cores}):
+            return job
+    return None
 
 
-def _receive(pool: Pool, busy: dict, writer: Writer) -> None:
-    try:
-        kind, i, name, *payload = pool.outbox.get(timeout=1.0)
-    except queue.Empty:
-        return
+def _receive(i: int, message: tuple | None, busy: dict, writer: Writer) -> None:
+    if message is None:
+        return  # its outbox ended: _reap fails its cell once the process has exited
+    kind, _, name, *payload = message
     if i not in busy or busy[i][0].cell.name != name:
         return  # late word from a worker that died (its cell already failed), maybe since replaced
     job, _ = busy[i]
@@ -324,9 +440,11 @@ def _reap(pool: Pool, busy: dict, writer: Writer, respawn: bool) -> None:
             writer.failed(job, f"worker process died (exit code {code})", time.perf_counter() - t0)
         if respawn:
             pool.spawn(i)
+        else:
+            Pool._close(pool.procs.pop(i))
 
 
-def _worker(index: int, n_workers: int, inbox, outbox, pin: bool = True) -> None:
+def _worker(index: int, n_workers: int, inbox: Connection, outbox: Connection, pin: bool = True) -> None:
     """A worker process: train each config it is handed, report epochs and the result; never touch MLflow."""
     import signal
 
@@ -336,15 +454,20 @@ def _worker(index: int, n_workers: int, inbox, outbox, pin: bool = True) -> None
     workers.die_with_parent()
     if pin:
         workers.pin(index, n_workers)  # its own cores: N workers' threads do not fight over the same ones
-    while True:  # until killed (Pool.kill): every message names its cell, so a stale one can be told apart
-        name, values = inbox.get()
-        t0 = time.perf_counter()  # the cell's own time, without this process's start-up
-        try:
-            result = train.fit(config.build(values), on_epoch=lambda e, r: outbox.put(("epoch", index, name, e, r)))
-        except Exception as e:
-            outbox.put(("failed", index, name, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
-            continue
-        outbox.put(("done", index, name, result, time.perf_counter() - t0))
+    try:
+        while True:  # until killed (Pool.kill), or the main process is gone (end of file on the inbox)
+            name, values = inbox.recv()
+            t0 = time.perf_counter()  # the cell's own time, without this process's start-up
+            try:
+                result = train.fit(config.build(values), on_epoch=lambda e, r: outbox.send(("epoch", index, name, e, r)))
+            except (EOFError, OSError):
+                raise
+            except Exception as e:
+                outbox.send(("failed", index, name, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
+                continue
+            outbox.send(("done", index, name, result, time.perf_counter() - t0))
+    except (EOFError, OSError):  # the main process is gone: nobody to report to
+        return
 
 
 # ---------------------------------------------------------------- progress

@@ -50,7 +50,10 @@ def cmd_report(args) -> int:
 def cmd_tune(args) -> int:
     from . import mps, tune
 
+    from . import track
+
     n = _workers(args.workers, args.mps)
+    track.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
         tune.main(args.file, trials=args.trials, n_workers=n, storage_url=args.storage, timeout=args.timeout,
                   pin=not args.no_pin)
@@ -64,8 +67,9 @@ def cmd_ablate(args) -> int:
     shard = grid.parse_shard(args.shard) if args.shard else None
     if args.dry_run:
         return ablate.main(args.file, n, shard, dry_run=True, force=args.force)
+    ablate.track.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
-        return ablate.main(args.file, n, shard, force=args.force, pin=not args.no_pin)
+        return ablate.main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage)
 
 
 def cmd_gpu_check(args) -> int:
@@ -106,12 +110,26 @@ def _stem(path: str) -> str:
     return Path(path).stem
 
 
-def _worker_options(p: argparse.ArgumentParser, what: str) -> None:
-    """--workers N|auto, --mps and --no-pin: the same for `ablate` and `tune`."""
+def _worker_options(p: argparse.ArgumentParser, what: str, storage: str) -> None:
+    """--workers N|auto, --mps, --no-pin, --storage and --store-wait: the same for `ablate` and `tune`."""
     p.add_argument("--workers", default="1", help=f"{what}; auto: what `gpu-check` recommended for this GPU, else "
                    "4 per GPU (CPU: one per core)")
     p.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
     p.add_argument("--no-pin", action="store_true", help="do not pin workers to their own CPU cores")
+    p.add_argument("--storage", help=f"Optuna RDB URL, e.g. postgresql://user@host/optuna (default: {storage})")
+    p.add_argument("--store-wait", type=_seconds, default=600.0, metavar="SECONDS",
+                   help="how long a tracking-store outage (server down, database locked or read-only) is waited "
+                   "out with backoff before the command stops; a rerun resumes (default 600)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0, e.g. 600")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -139,7 +157,8 @@ def parser() -> argparse.ArgumentParser:
                        "Cells whose config_hash already has a FINISHED run are skipped, so a rerun resumes.")
     a.add_argument("file", help="grid file (TOML), e.g. experiments/ablation.toml")
     a.add_argument("--dry-run", action="store_true", help="print the cells (arm, design, seed, hash, done/todo); train nothing")
-    _worker_options(a, "cells trained at once, each in its own process pinned to its own CPU cores (default 1)")
+    _worker_options(a, "cells trained at once, each in its own process pinned to its own CPU cores (default 1)",
+                    "claims.journal beside the tracking store; give one RDB to every machine of a grid")
     a.add_argument("--shard", metavar="K/N", help="train only this machine's share K of N (deterministic)")
     a.add_argument("--force", action="store_true", help="train cells again even if FINISHED (or RUNNING elsewhere)")
     a.set_defaults(func=cmd_ablate)
@@ -150,9 +169,8 @@ def parser() -> argparse.ArgumentParser:
                        "Rerunning continues the study up to --trials COMPLETE+PRUNED trials.")
     t.add_argument("file", help="study file, e.g. studies/quick.toml")
     t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")
-    _worker_options(t, "worker processes sharing the study (and the GPUs), each pinned to its own CPU cores")
-    t.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/optuna "
-                   "(default: a journal file next to the study file)")
+    _worker_options(t, "worker processes sharing the study (and the GPUs), each pinned to its own CPU cores",
+                    "a journal file next to the study file")
     t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")
     t.set_defaults(func=cmd_tune)
 

@@ -55,10 +55,118 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def client() -> MlflowClient:
+    """The store's client, its calls made to wait out an outage (see `Patient`)."""
     # An explicit URI, not mlflow.set_tracking_uri(): that one also sets MLFLOW_TRACKING_URI for the process.
     uri = tracking_uri()
     _ready(uri)
-    return MlflowClient(tracking_uri=uri)
+    for key, value in HTTP_DEFAULTS.items():  # a server: our bounded backoff retries, not MLflow's ~4 min hidden in a call
+        os.environ.setdefault(key, value)
+    return Patient(MlflowClient(tracking_uri=uri), uri)
+
+
+def local_dir() -> Path:
+    """The folder of this project's local files beside the store: the SQLite database's folder, else ./mlruns."""
+    root = artifact_root()
+    return root.parent if root else STORE_DIR.resolve()
+
+
+# ---------------------------------------------------------------- store outages
+class StoreDown(TrackingError):
+    """The tracking store stayed unreachable (or locked, or read-only) past the wait limit."""
+
+
+STORE_WAIT_S = 600.0   # an outage longer than this stops a grid or study (--store-wait)
+FIRST_CONTACT_S = 15.0  # a store never reached by this process: a wrong URI should not wait ten minutes
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# What a store that is down, restarting, locked or read-only says (MLflow wraps them in MlflowException).
+UNREACHABLE = ("Connection refused", "Max retries exceeded", "Failed to establish a new connection",
+               "Connection aborted", "Connection reset", "RemoteDisconnected", "Read timed out",
+               "error code 502", "error code 503", "error code 504", "database is locked",
+               "readonly database", "unable to open database file", "disk I/O error")
+_store_wait = {"s": STORE_WAIT_S, "reached": False}
+
+
+def set_store_wait(seconds: float) -> None:
+    """How long one outage may last before a command stops (its workers inherit it)."""
+    _store_wait["s"] = seconds
+    os.environ["LSTM_MNIST_STORE_WAIT_S"] = str(seconds)
+
+
+def store_wait() -> float:
+    return float(os.environ.get("LSTM_MNIST_STORE_WAIT_S", _store_wait["s"]))
+
+
+def unreachable(e: BaseException) -> str | None:
+    """The short reason when `e` says the store cannot be reached or written right now; None otherwise."""
+    text = f"{e}"
+    found = next((n for n in UNREACHABLE if n in text), None)
+    if found is None and type(e).__module__.startswith(("requests", "urllib3")):
+        found = type(e).__name__
+    return found
+
+
+class Patient:
+    """An MlflowClient whose every call waits out a store outage: retried with a bounded exponential
+    backoff (1 s, doubling to 30 s) while the error says the store is unreachable, locked or read-only, and
+    StoreDown once one outage has lasted `store_wait()` seconds. Nothing is dropped meanwhile: the caller
+    blocks, so a grid's epochs wait in its workers' pipes and are written when the store is back.
+    Creating a run is made idempotent (a request lost after the server committed it is not a second run)."""
+
+    def __init__(self, c: MlflowClient, uri: str):
+        self._c, self._uri = c, uri
+
+    def __getattr__(self, name):
+        attr = getattr(self._c, name)
+        if not callable(attr):
+            return attr
+        if name == "create_run":
+            return self._create_run
+        return functools.partial(self._retry, attr)
+
+    def _retry(self, fn, *args, **kwargs):
+        started, delay = None, 1.0
+        while True:
+            try:
+                out = fn(*args, **kwargs)
+            except Exception as e:
+                reason = unreachable(e)
+                if reason is None:
+                    raise
+                now = time.monotonic()
+                limit = store_wait() if _store_wait["reached"] else min(store_wait(), FIRST_CONTACT_S)
+                if started is None:
+                    started = now
+                    print(f"tracking store {self._shown()} unreachable ({reason}); retrying for up to {limit:.0f} s "
+                          "(--store-wait)", flush=True)
+                if now - started >= limit:
+                    raise StoreDown(f"the tracking store {self._shown()} has been unreachable for {now - started:.0f} s "
+                                    f"({reason}); what was recorded is kept: run the same command again once it is "
+                                    "back (open runs are closed then by the stale-run rule)") from None
+                time.sleep(min(delay, max(0.1, started + limit - now)))
+                delay = min(2 * delay, 30.0)
+                continue
+            if started is not None:
+                print(f"tracking store {self._shown()} back after {time.monotonic() - started:.0f} s", flush=True)
+            _store_wait["reached"] = True
+            return out
+
+    def _create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
+        import uuid
+
+        key = uuid.uuid4().hex
+        tags, tries = {**(tags or {}), "lstm_mnist.create_id": key}, []
+
+        def create():
+            if tries:  # a retry: the lost attempt may have been committed
+                found = self._c.search_runs([experiment_id], f"tags.`lstm_mnist.create_id` = '{key}'", max_results=1)
+                if found:
+                    return found[0]
+            tries.append(1)
+            return self._c.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name)
+        return self._retry(create)
+
+    def _shown(self) -> str:
+        return self._uri.removeprefix("sqlite:///")
 
 
 STORE_LOCK_WAIT_S = 120.0  # creating and migrating a SQLite store takes ~2 s; a holder that dies frees the lock
@@ -341,16 +449,22 @@ def start_parent(experiment: str, run_name: str, tags: dict | None = None, param
 
 def parent_run(experiment: str, role: str, name: str, tags: dict, c: MlflowClient | None = None) -> str:
     """The parent run of a grid or study (role) called `name` (tag `<role>_name`): reopened (RUNNING again)
-    when a rerun continues it, so one grid or study has one parent; created the first time."""
+    when a rerun continues it, so one grid or study has one parent; created the first time. Concurrent
+    starts call this under a claim (claims.Claims.once), so only one of them can create it."""
     c = c or client()
     key = f"{role}_name"
-    tags = {**tags, "last_invoked_ms": str(int(time.time() * 1000))}  # a reopened parent keeps its start_time
     found = search(experiment, f"tags.{key} = '{name}' and tags.`lstm_mnist.role` = '{role}'", c=c)
     if not found:
+        tags = {**tags, "last_invoked_ms": str(int(time.time() * 1000))}
         return start_parent(experiment, name, tags={**tags, key: name, "lstm_mnist.role": role}, c=c)
-    run_id = found[0].info.run_id  # search returns newest first
+    return reopen(found[0].info.run_id, tags, c)  # search returns newest first
+
+
+def reopen(run_id: str, tags: dict, c: MlflowClient | None = None) -> str:
+    """A parent run continued by another invocation: RUNNING again, its tags brought up to date."""
+    c = c or client()
     c.update_run(run_id, status=RUNNING)
-    set_tags(run_id, tags, c)
+    set_tags(run_id, {**tags, "last_invoked_ms": str(int(time.time() * 1000))}, c)  # start_time stays the first
     return run_id
 
 
@@ -483,20 +597,32 @@ def log_text(run_id: str, text: str, artifact_file: str, c: MlflowClient | None 
     (c or client()).log_text(run_id, text, artifact_file)
 
 
-def close_trial_runs(experiment: str, study_name: str, states: dict[int, str],
-                     c: MlflowClient | None = None) -> int:
-    """Trial runs still RUNNING in MLflow whose Optuna trial has ended (its worker process died, so Optuna
-    failed it): end them KILLED, tagged with the trial's state. Returns how many were closed."""
+# What a trial's MLflow run ends as, for each final Optuna state.
+TRIAL_RUN_STATUS = {"COMPLETE": (FINISHED,), "PRUNED": (KILLED,), "FAIL": (FAILED, KILLED)}
+
+
+def settle_trial_runs(experiment: str, study_name: str, states: dict[int, str],
+                      c: MlflowClient | None = None) -> int:
+    """Make every trial's MLflow run agree with Optuna: tag `trial_state` = the trial's state, and a run status
+    that state allows. A trial whose worker died (RUNNING in MLflow, or FINISHED just before the worker died
+    and Optuna never heard) ends KILLED with the reason in `error`. Returns how many runs were changed."""
     c = c or client()
     flt = f"tags.study_name = '{study_name}' and tags.`lstm_mnist.role` = 'trial'"
-    closed = 0
-    for r in search(experiment, flt, statuses=(RUNNING,), c=c):
-        state = states.get(int(r.data.tags.get("trial_number", -1)), "RUNNING")
-        if state != "RUNNING":
-            c.log_batch(r.info.run_id, tags=[RunTag("trial_state", state), RunTag("error", "its worker process died")])
-            c.set_terminated(r.info.run_id, KILLED)
-            closed += 1
-    return closed
+    changed = 0
+    for r in search(experiment, flt, c=c):
+        state = states.get(int(r.data.tags.get("trial_number", -1)))
+        if state not in TRIAL_RUN_STATUS:  # still RUNNING (a live worker), or not this study's trial
+            continue
+        tags = {"trial_state": state} if r.data.tags.get("trial_state") != state else {}
+        wrong = r.info.status not in TRIAL_RUN_STATUS[state]
+        if wrong:
+            tags["error"] = "its worker process died (killed) before the trial ended"
+        if tags:
+            c.log_batch(r.info.run_id, tags=_tags(tags))
+            changed += 1
+        if wrong:
+            c.set_terminated(r.info.run_id, TRIAL_RUN_STATUS[state][-1])
+    return changed
 
 
 # ---- grid

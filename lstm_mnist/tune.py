@@ -11,18 +11,17 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import socket
+from multiprocessing.connection import wait
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from . import config, data, runner, track, workers
+from . import claims, config, data, runner, track, workers
 from .config import ConfigError, UserError
 
 OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
@@ -34,9 +33,7 @@ STUDY_KEYS = {"study_name", "experiment", "base", "trials", "objective", "sample
 NOT_SEARCHABLE = {"seed": "seeds are replicates, never tuned", "split_seed": "the split is fixed",
                   **{f: "flags are ablated, not tuned" for f in config.FLAGS},
                   **{k: "it does not change the result" for k in config.NOT_IDENTITY}}
-RETRIES = 2          # a trial whose process died is queued again at most this often
-STALE_NO_PID_S = 120  # a RUNNING trial that never recorded its process is stale after this long
-HEARTBEAT_S = 60     # RDB storages: a trial silent for 2 heartbeats is failed (and retried) by Optuna
+RETRIES = claims.RETRIES  # a trial whose process died is queued again at most this often
 
 
 @dataclass(frozen=True)
@@ -195,14 +192,26 @@ class TrialFailed(RuntimeError):
     """Training raised (e.g. the loss diverged): the trial is FAIL and the study goes on."""
 
 
+class Surplus(RuntimeError):
+    """The study already holds its total of trials ahead of this one: this trial is not run."""
+
+
 class Objective:
     """Train one trial as a child MLflow run; report each epoch's validation metric to the pruner."""
 
-    def __init__(self, study: Study, parent_run_id: str, placement: dict, label: str):
+    def __init__(self, study: Study, parent_run_id: str, placement: dict, label: str, total: int):
         self.study, self.parent_run_id, self.placement, self.label = study, parent_run_id, placement, label
+        self.total = total
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("process", workers.process_stamp(os.getpid()))  # lets a later start spot a dead worker
+        # No overshoot: two workers can both see total-1 trials and each start one. Trial numbers order the
+        # starts, so only the trials within the first `total` live ones (lower numbers) run.
+        ahead = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                 TrialState.RUNNING))
+        if sum(t.number < trial.number for t in ahead) >= self.total:
+            trial.set_user_attr("surplus", True)
+            raise Surplus(f"trial {trial.number}: the study already has {self.total} trials")
         params = suggest(trial, self.study)
         cfg = trial_config(self.study, params, self.placement)
         tags = {"study_name": self.study.name, "trial_number": trial.number, "trial_state": "RUNNING",
@@ -244,19 +253,13 @@ def _short(v) -> str:
 
 
 # ---------------------------------------------------------------- storage, stale trials, counting
-def open_study(study: Study, storage_url: str | None = None, seed_offset: int = 0) -> optuna.Study:
+def open_study(study: Study, storage_url: str | None = None, seed_offset: int = 0,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Create or load the study: journal file next to the study file, or the RDB at `storage_url`.
     Worker i samples with sampler_seed + i: the same seed in every worker proposes the same points."""
-    # ERROR: each trial prints its own line; at WARNING Optuna adds a traceback under every FAIL line.
-    # open_study is where both `main` and every worker start, so this covers them all.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if storage_url:
-        storage = _rdb_storage(storage_url)
-    else:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        storage = JournalStorage(JournalFileBackend(str(study.journal)))
+    # open_storage sets Optuna's log level to ERROR: each trial prints its own line; at WARNING Optuna adds a
+    # traceback under every FAIL line. open_study is where both `main` and every worker start.
+    storage = storage or claims.open_storage(storage_url, study.journal)
     seed = study.sampler_seed + seed_offset
     sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=study.sampler_startup_trials)
                if study.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
@@ -271,31 +274,6 @@ def open_study(study: Study, storage_url: str | None = None, seed_offset: int = 
     return opened
 
 
-def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    """Heartbeats let any worker (on any machine) fail and re-queue a trial whose worker went silent."""
-    import sqlalchemy.exc
-
-    try:
-        return optuna.storages.RDBStorage(
-            rdb_url(url), heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError) as e:
-        reason = str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]
-        raise ConfigError(f"--storage {_hide_password(url)}: cannot open it as an Optuna RDB storage ({reason})") from None
-
-
-def rdb_url(url: str) -> str:
-    """SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg (3) driver; this project installs psycopg2."""
-    from importlib.util import find_spec
-
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    if u.drivername == "postgresql" and find_spec("psycopg") is None and find_spec("psycopg2") is not None:
-        u = u.set(drivername="postgresql+psycopg2")
-    return u.render_as_string(hide_password=False)
-
-
 def _pruner(study: Study) -> optuna.pruners.BasePruner:
     if study.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=study.pruner_startup_trials,
@@ -303,14 +281,6 @@ def _pruner(study: Study) -> optuna.pruners.BasePruner:
     if study.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=trial_config(study, {}).max_epochs)
     return optuna.pruners.NopPruner()
-
-
-def _is_stale(t: optuna.trial.FrozenTrial) -> bool:
-    stamp = t.user_attrs.get("process")
-    if stamp is None:  # died between taking the trial and recording its process
-        return (datetime.now() - t.datetime_start).total_seconds() > STALE_NO_PID_S
-    host, pid, _ = stamp.split(":")
-    return host == socket.gethostname() and workers.process_stamp(int(pid)) != stamp
 
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
@@ -321,7 +291,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     """
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _is_stale(t):
+        if not claims.is_stale(t):
             continue
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         retries = t.user_attrs.get("retries", 0)
@@ -337,6 +307,11 @@ def counted(study: optuna.Study) -> int:
                                                         TrialState.RUNNING)))
 
 
+def failed(study: optuna.Study) -> int:
+    """FAIL trials that were run (a surplus trial was never run: it is not a failure)."""
+    return sum(not t.user_attrs.get("surplus") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+
 # ---------------------------------------------------------------- workers
 def work(path: str, storage_url: str | None, total: int, timeout: float | None, index: int, n_workers: int,
          parent_run_id: str) -> None:
@@ -344,13 +319,13 @@ def work(path: str, storage_url: str | None, total: int, timeout: float | None, 
     study_def = load_study_file(path)
     study = open_study(study_def, storage_url, seed_offset=index)
     label = f"[worker {index}] " if n_workers > 1 else ""
-    objective = Objective(study_def, parent_run_id, workers.settings(index, n_workers), label)
+    objective = Objective(study_def, parent_run_id, workers.settings(index, n_workers), label, total)
     deadline = time.monotonic() + timeout if timeout else float("inf")
     failures = 0
     while counted(study) < total and failures < total and time.monotonic() < deadline:
-        before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
-        failures += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > before
+        before = failed(study)
+        study.optimize(objective, n_trials=1, catch=(TrialFailed, Surplus))
+        failures += failed(study) > before
 
 
 def _worker_main(path: str, storage_url: str | None, total: int, timeout: float | None, index: int,
@@ -370,24 +345,42 @@ def _worker_main(path: str, storage_url: str | None, total: int, timeout: float 
 
 
 def run_workers(path: str, storage_url: str | None, total: int, timeout: float | None, n_workers: int,
-                parent_run_id: str, pin: bool = True) -> None:
+                parent_run_id: str, pin: bool = True, study: optuna.Study | None = None) -> None:
+    """The workers, watched: one killed (a signal, the OOM killer) has its trial failed and queued again at
+    once (`fail_stale_trials`) and is replaced while the study still lacks trials, so a kill costs one trial's
+    time, not the total. A worker that stops on a user error (exit 2) is reported, not replaced."""
     if n_workers == 1:
         work(path, storage_url, total, timeout, 0, 1, parent_run_id)
         return
     ctx = multiprocessing.get_context("spawn")  # no forked torch/sqlite/journal state in the children
-    procs = [ctx.Process(target=_worker_main, args=(path, storage_url, total, timeout, i, n_workers, parent_run_id, pin))
-             for i in range(n_workers)]
-    for p in procs:
+
+    def start(i):
+        p = ctx.Process(target=_worker_main, args=(path, storage_url, total, timeout, i, n_workers, parent_run_id, pin))
         p.start()
+        return p
+
+    procs, bad, replaced = {i: start(i) for i in range(n_workers)}, [], 0
     try:
-        for p in procs:
-            p.join()
+        while procs:
+            wait([p.sentinel for p in procs.values()], timeout=5.0)
+            for i, p in [(i, p) for i, p in procs.items() if p.exitcode is not None]:
+                del procs[i]
+                if p.exitcode == 0:
+                    continue
+                if p.exitcode > 0:  # it said why on stderr
+                    bad.append(f"worker {i} exited with code {p.exitcode}")
+                    continue
+                requeued = fail_stale_trials(study) if study is not None else []
+                print(f"worker {i} was killed (signal {-p.exitcode}); trial(s) {requeued or 'none'} failed and queued "
+                      "again", flush=True)
+                if study is not None and counted(study) < total and replaced < total:
+                    replaced += 1
+                    procs[i] = start(i)
     except KeyboardInterrupt:
-        _stop_workers(procs)
+        _stop_workers(list(procs.values()))
         raise
-    bad = [f"worker {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
     if bad:
-        raise UserError(f"{'; '.join(bad)} (see the error lines above); rerun the same command to continue")
+        raise UserError(f"{'; '.join(sorted(bad))} (see the error lines above); rerun the same command to continue")
 
 
 def _stop_workers(procs: list, grace_s: float = 30) -> None:
@@ -412,45 +405,43 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     study_def = load_study_file(path)
     total = trials or study_def.trials
     data.fingerprint(trial_config(study_def, {}).data_dir)  # missing data: one line here, not one per worker
-    study = open_study(study_def, storage_url)  # created here, before any worker races to create it
+    storage = claims.open_storage(storage_url, study_def.journal)
+    study = open_study(study_def, storage_url, storage=storage)  # created here, before any worker races to create it
     stale = fail_stale_trials(study)
     track.share_sqlite_store()
-    parent = track.parent_run(study_def.experiment, "study", study_def.name, tags={
-        "storage": _shown_storage(study_def, storage_url), "objective": study_def.objective,
-        "direction": study_def.direction, "trials_requested": total, "study_file": str(path),
-        "space": json.dumps(study_def.space)})
+    tags = {"storage": _shown_storage(study_def, storage_url), "objective": study_def.objective,
+            "direction": study_def.direction, "trials_requested": total, "study_file": str(path),
+            "space": json.dumps(study_def.space)}
+    # One parent run however many `tune` processes start at once: created under a claim in the same storage.
+    once = claims.Claims(storage, f"{study_def.name}.parent-run")
+    parent, made = once.once("parent", lambda: track.parent_run(study_def.experiment, "study", study_def.name, tags))
+    if not made:
+        track.reopen(parent, tags)
     done = counted(study)
     print(f"study {study_def.name}: {done} of {total} trials done or running"
           f"{f'; failed {len(stale)} left RUNNING by a dead process and queued them again' if stale else ''}; "
           f"{n_workers} worker(s); storage {_shown_storage(study_def, storage_url)}; MLflow run {parent}", flush=True)
     try:
-        run_workers(str(path), storage_url, total, timeout, n_workers, parent, pin)
+        run_workers(str(path), storage_url, total, timeout, n_workers, parent, pin, study)
     except BaseException as e:
         # Interrupted: KILLED, like an interrupted run; anything else (e.g. a worker's error) FAILED.
-        track.end_run(parent, track.KILLED if isinstance(e, (KeyboardInterrupt, SystemExit)) else track.FAILED)
+        try:
+            track.end_run(parent, track.KILLED if isinstance(e, (KeyboardInterrupt, SystemExit)) else track.FAILED)
+        except Exception:  # the store itself is away: the next start reopens the parent
+            pass
         raise
     return finish(study, study_def, parent)
 
 
 def _shown_storage(study: Study, url: str | None) -> str:
-    return _hide_password(url) if url else str(study.journal)
-
-
-def _hide_password(url: str) -> str:
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url.rpartition("@")[2]  # not a URL SQLAlchemy can read: show no credentials at all
+    return claims.hide_password(url) if url else str(study.journal)
 
 
 def finish(study: optuna.Study, study_def: Study, parent: str) -> dict:
     """Record the counts and the best trial on the study's run and export the best trial."""
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     states = {t.number: t.state.name for t in trials}
-    track.close_trial_runs(study_def.experiment, study_def.name, states)
+    track.settle_trial_runs(study_def.experiment, study_def.name, states)
     summary = {s.lower(): sum(1 for v in states.values() if v == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
     metrics, tags = {f"n_{k}": v for k, v in summary.items()}, {}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -16,7 +16,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from lstm_mnist import grid, tune
+from lstm_mnist import claims, grid, tune
 from lstm_mnist import config
 from lstm_mnist.config import ConfigError
 
@@ -254,7 +254,7 @@ def test_two_workers_share_a_study_on_postgresql(project, postgres):
     path = write_study(project, "pg", LR)
     proc = run_cli("tune", str(path), "--trials", "3", "--workers", "2", "--storage", postgres, cwd=project)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    trials = optuna.load_study(study_name="pg", storage=tune.rdb_url(postgres)).get_trials(deepcopy=False)
+    trials = optuna.load_study(study_name="pg", storage=claims.rdb_url(postgres)).get_trials(deepcopy=False)
     _assert_shared_study(project, proc, "pg", 3, trials)
     assert not (project / "studies" / "pg.journal").exists()
     assert "postgresql://postgres@127.0.0.1" in proc.stdout

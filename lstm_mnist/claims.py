@@ -1,0 +1,245 @@
+"""Optuna storages (a journal file, or an RDB such as PostgreSQL) and atomic claims over them.
+
+A claim makes one process, among any number started on the same store, do a piece of work: train a grid
+cell (key: its config_hash) or create a grid's or a study's parent run (key: "parent"). MLflow's API has no
+atomic operation a claim could rest on (two processes that each create a run and then search can each see
+only their own). Optuna's storages have one: a WAITING trial turns RUNNING for exactly one caller of
+`set_trial_state_values` (the journal file decides by the order of its file-locked log, an RDB by a row
+lock). So a key is offered as a WAITING trial of a claims study (user attr `claim` = the key) and taken by
+turning that trial RUNNING.
+
+Two processes may offer the same key at once (two WAITING trials). The rule that keeps one winner: a
+process may take only the lowest-numbered unfinished trial of a key. When it takes trial T, every lower
+trial of the key was finished (COMPLETE or FAIL, states that never run again) when it read them, and the
+only racer for T itself loses the WAITING -> RUNNING flip; a higher trial is never taken while T is
+unfinished. A trial whose process died is failed (`reap`: a dead pid on this host; on an RDB also Optuna's
+heartbeat, for other machines), so its key can be offered and taken again.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from . import workers
+from .config import ConfigError, UserError
+
+HEARTBEAT_S = 60      # RDB storages: a trial silent for 2 heartbeats is failed by Optuna (other machines too)
+RETRIES = 2           # a study trial whose process died is queued again at most this often
+STALE_NO_PID_S = 120  # a RUNNING trial that never recorded its process is stale after this long
+ONCE_WAIT_S = 120.0   # how long a process waits for another to create a parent run
+
+
+class ClaimError(UserError):
+    """A claim could not be settled; one line says why."""
+
+
+# ---------------------------------------------------------------- storages
+def open_storage(url: str | None, journal: Path) -> optuna.storages.BaseStorage:
+    """The RDB at `url` (with heartbeats), else a journal file (one machine, or a shared file system)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url:
+        return _rdb_storage(url)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Heartbeats let any process (on any machine) fail and re-queue a trial whose process went silent."""
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(
+            rdb_url(url), heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError) as e:
+        reason = str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]
+        raise ConfigError(f"--storage {hide_password(url)}: cannot open it as an Optuna RDB storage ({reason})") from None
+
+
+def rdb_url(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg (3) driver; this project installs psycopg2."""
+    from importlib.util import find_spec
+
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.drivername == "postgresql" and find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+        u = u.set(drivername="postgresql+psycopg2")
+    return u.render_as_string(hide_password=False)
+
+
+def hide_password(url: str) -> str:
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url.rpartition("@")[2]  # not a URL SQLAlchemy can read: show no credentials at all
+
+
+# ---------------------------------------------------------------- trials' owners
+def stamp_trial(storage, trial_id: int) -> None:
+    """Record this process on a trial it runs, so a later start can tell when the process is gone."""
+    storage.set_trial_user_attr(trial_id, "process", workers.process_stamp(os.getpid()))
+
+
+def is_stale(t: optuna.trial.FrozenTrial) -> bool:
+    """A RUNNING trial whose process on this host is gone (another host's is Optuna's heartbeat's to judge)."""
+    stamp = t.user_attrs.get("process")
+    if stamp is None:  # died between taking the trial and recording its process
+        return (datetime.now() - t.datetime_start).total_seconds() > STALE_NO_PID_S
+    host, pid, _ = stamp.split(":")
+    return host == socket.gethostname() and workers.process_stamp(int(pid)) != stamp
+
+
+def holder(t: optuna.trial.FrozenTrial) -> str:
+    host, _, rest = str(t.user_attrs.get("process", "?:?:?")).partition(":")
+    return f"process {rest.partition(':')[0]} on {host}"
+
+
+# ---------------------------------------------------------------- claims
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    trial_id: int
+    number: int
+
+
+class Claims:
+    """The claims of one grid (or one study's parent run): a study in an Optuna storage."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, name: str):
+        self.storage, self.name = storage, name
+        self.study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+        self.study_id = storage.get_study_id_from_name(name)
+        self.since = datetime.now()  # COMPLETE before this was seen by the caller's own plan (MLflow decides)
+        self.held: dict[int, Claim] = {}
+        self._beat = None
+
+    def _trials(self, key: str) -> list[optuna.trial.FrozenTrial]:
+        return sorted((t for t in self.storage.get_all_trials(self.study_id, deepcopy=False)
+                       if t.user_attrs.get("claim") == key), key=lambda t: t.number)
+
+    def take(self, key: str) -> Claim | str:
+        """The claim on `key`, or one line saying who has it (held by another process, or done since start)."""
+        for _ in range(10):  # each turn either offers, takes, or saw another process win a flip
+            trials = self._trials(key)
+            done = [t for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete >= self.since]
+            if done:
+                return f"finished meanwhile by {holder(done[0])}"
+            live = [t for t in trials if not t.state.is_finished()]
+            if not live:
+                self.study.enqueue_trial({}, user_attrs={"claim": key})
+                continue
+            t = live[0]
+            if t.state == TrialState.RUNNING:
+                if not is_stale(t):
+                    return f"claimed by {holder(t)}"
+                self._fail(t)
+                continue
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+            if self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                stamp_trial(self.storage, trial_id)
+                if isinstance(self.storage, optuna.storages.RDBStorage):
+                    self.storage.record_heartbeat(trial_id)  # from now on Optuna can tell when we go silent
+                claim = self.held[trial_id] = Claim(key, trial_id, t.number)
+                return claim
+        return "claimed by another process (it won every race for it)"
+
+    def release(self, claim: Claim, done: bool, **attrs) -> None:
+        """Done: the key's work is recorded (COMPLETE). Not done: FAIL, so the key can be taken again."""
+        for k, v in attrs.items():
+            self.storage.set_trial_user_attr(claim.trial_id, k, v)
+        state = TrialState.COMPLETE if done else TrialState.FAIL
+        self.storage.set_trial_state_values(claim.trial_id, state, [0.0] if done else None)
+        self.held.pop(claim.trial_id, None)
+
+    def release_all(self) -> None:
+        """Every claim still held (Ctrl-C, a store outage): FAIL, so the next start takes those keys again."""
+        for claim in list(self.held.values()):
+            try:
+                self.release(claim, done=False)
+            except Exception:  # the storage itself is failing: the dead-process rule frees them later
+                pass
+
+    def _fail(self, t: optuna.trial.FrozenTrial) -> None:
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+        try:
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except RuntimeError:  # another process failed or finished it first (UpdateFinishedTrialError)
+            pass
+
+    def reap(self) -> int:
+        """Fail the claims left RUNNING by dead processes; returns how many."""
+        if isinstance(self.storage, optuna.storages.RDBStorage):
+            optuna.storages.fail_stale_trials(self.study)  # heartbeats: processes on other machines
+        stale = [t for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                 if is_stale(t)]
+        for t in stale:
+            self._fail(t)
+        return len(stale)
+
+    def once(self, key: str, make: Callable[[], str], wait_s: float = ONCE_WAIT_S) -> tuple[str, bool]:
+        """`make()` run by exactly one process for this key; every caller gets its value. Returns (value, made
+        here). A value made by an earlier invocation (its trial COMPLETE) is returned as it is."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            done = [t for t in self._trials(key) if t.state == TrialState.COMPLETE and "value" in t.user_attrs]
+            if done:
+                return done[-1].user_attrs["value"], False
+            got = self._take_any_age(key)
+            if isinstance(got, Claim):
+                try:
+                    value = make()
+                except BaseException:
+                    self.release(got, done=False)
+                    raise
+                self.release(got, done=True, value=value)
+                return value, True
+            time.sleep(0.2)  # another process is making it
+        raise ClaimError(f"{self.name}: another process has been creating {key!r} for {wait_s:.0f} s without "
+                         "finishing; if it is stuck, stop it and run this command again")
+
+    def _take_any_age(self, key: str) -> Claim | str:
+        since, self.since = self.since, datetime.min  # a value is made once, ever: any COMPLETE counts
+        try:
+            return self.take(key)
+        finally:
+            self.since = since
+
+    # ---- heartbeats (RDB storages): a process on another machine can tell our claims are alive
+    def start_heartbeat(self) -> None:
+        if not isinstance(self.storage, optuna.storages.RDBStorage) or self._beat:
+            return
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(HEARTBEAT_S / 2):
+                for trial_id in list(self.held):
+                    try:
+                        self.storage.record_heartbeat(trial_id)
+                    except Exception:  # the database is away: Optuna's grace period covers a short outage
+                        pass
+
+        thread = threading.Thread(target=beat, name="claims-heartbeat", daemon=True)
+        thread.start()
+        self._beat = stop
+
+    def stop_heartbeat(self) -> None:
+        if self._beat:
+            self._beat.set()
+            self._beat = None
