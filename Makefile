@@ -35,6 +35,11 @@ run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epo
 test: install  ## the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q $(ARGS)
 
+.PHONY: chaos
+chaos: install  ## fault scenarios only (kills, duplicate starts, server outage, read-only artifacts) -> reports/chaos.jsonl
+	mkdir -p reports && rm -f reports/chaos.jsonl
+	CHAOS_REPORT=reports/chaos.jsonl $(PY) -m pytest -q -m chaos $(ARGS)
+
 bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop -> reports/bench.json
 	$(PY) -m lstm_mnist bench $(ARGS)
 

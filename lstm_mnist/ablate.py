@@ -15,6 +15,7 @@ import multiprocessing as mp
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing.connection import Connection, wait
 
 from . import claims, config, data, grid, track, workers
@@ -120,6 +121,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     """Plan, then train what is not done; 0 when no cell of the share failed (cells another process
     claimed are that process's to finish), else 1."""
     study = grid.load(path)
+    planned = datetime.now()  # before the store is read: a cell finished elsewhere after this is skipped
     jobs = plan(study, shard, force)
     if dry_run:
         fraction = grid.design(study)
@@ -138,26 +140,27 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
         f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})")
     tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
-    return _execute(study, todo, n_workers, tally, out, pin, storage_url)
+    return _execute(study, todo, n_workers, tally, out, pin, open_claims(study, storage_url, planned))
 
 
-def open_claims(study: grid.Study, storage_url: str | None = None) -> claims.Claims:
+def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
     """The grid's claims: a journal file beside the tracking store (one machine), or the RDB at --storage
     (several machines against one tracking server)."""
     storage = claims.open_storage(storage_url, track.local_dir() / "claims.journal")
-    return claims.Claims(storage, f"grid {study.experiment}/{study.name}")
+    return claims.Claims(storage, f"grid {study.experiment}/{study.name}", since)
 
 
 def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, pin: bool = True,
-             storage_url: str | None = None) -> int:
+             grid_claims: claims.Claims | None = None) -> int:
     c = track.client()
-    grid_claims = open_claims(study, storage_url)
+    grid_claims = grid_claims or open_claims(study)
     grid_claims.reap()
     for j in todo:
         for run_id in j.stale_ids:
             track.mark_failed(c, run_id, "stale: process died")
     tags = {**parent_tags(study), "command": workers.invocation(), "workers": str(n_workers), **track.provenance()}
-    parent, made = grid_claims.once("parent", lambda: track.parent_run(study.experiment, "grid", study.name, tags, c))
+    parent, made = grid_claims.once("parent", lambda: track.parent_run(study.experiment, "grid", study.name, tags, c),
+                                    valid=lambda run_id: track.exists(run_id, c))
     if not made:  # created by another invocation (now, or an earlier one): continue it
         track.reopen(parent, tags, c)
     writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out), grid_claims)

@@ -122,11 +122,14 @@ class Claim:
 class Claims:
     """The claims of one grid (or one study's parent run): a study in an Optuna storage."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, name: str):
+    def __init__(self, storage: optuna.storages.BaseStorage, name: str, since: datetime | None = None):
+        """`since`: when the caller read the record (MLflow) to plan its work. A key COMPLETE before then was
+        judged by that read (its run may since have been deleted: trained again); one COMPLETE after it was
+        finished meanwhile by another process (skipped)."""
         self.storage, self.name = storage, name
         self.study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
         self.study_id = storage.get_study_id_from_name(name)
-        self.since = datetime.now()  # COMPLETE before this was seen by the caller's own plan (MLflow decides)
+        self.since = since or datetime.now()
         self.held: dict[int, Claim] = {}
         self._beat = None
 
@@ -138,7 +141,9 @@ class Claims:
         """The claim on `key`, or one line saying who has it (held by another process, or done since start)."""
         for _ in range(10):  # each turn either offers, takes, or saw another process win a flip
             trials = self._trials(key)
-            done = [t for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete >= self.since]
+            retired = self._retired()
+            done = [t for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete >= self.since
+                    and t.number not in retired]
             if done:
                 return f"finished meanwhile by {holder(done[0])}"
             live = [t for t in trials if not t.state.is_finished()]
@@ -152,7 +157,11 @@ class Claims:
                 self._fail(t)
                 continue
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
-            if self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+            try:
+                won = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+            except optuna.exceptions.UpdateFinishedTrialError:  # taken and finished by another since we read it
+                continue
+            if won:
                 stamp_trial(self.storage, trial_id)
                 if isinstance(self.storage, optuna.storages.RDBStorage):
                     self.storage.record_heartbeat(trial_id)  # from now on Optuna can tell when we go silent
@@ -162,11 +171,14 @@ class Claims:
 
     def release(self, claim: Claim, done: bool, **attrs) -> None:
         """Done: the key's work is recorded (COMPLETE). Not done: FAIL, so the key can be taken again."""
-        for k, v in attrs.items():
-            self.storage.set_trial_user_attr(claim.trial_id, k, v)
-        state = TrialState.COMPLETE if done else TrialState.FAIL
-        self.storage.set_trial_state_values(claim.trial_id, state, [0.0] if done else None)
         self.held.pop(claim.trial_id, None)
+        try:
+            for k, v in attrs.items():
+                self.storage.set_trial_user_attr(claim.trial_id, k, v)
+            state = TrialState.COMPLETE if done else TrialState.FAIL
+            self.storage.set_trial_state_values(claim.trial_id, state, [0.0] if done else None)
+        except optuna.exceptions.UpdateFinishedTrialError:  # judged dead (a heartbeat missed) and failed already
+            pass
 
     def release_all(self) -> None:
         """Every claim still held (Ctrl-C, a store outage): FAIL, so the next start takes those keys again."""
@@ -180,7 +192,7 @@ class Claims:
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
         try:
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except RuntimeError:  # another process failed or finished it first (UpdateFinishedTrialError)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed or finished it first
             pass
 
     def reap(self) -> int:
@@ -193,14 +205,21 @@ class Claims:
             self._fail(t)
         return len(stale)
 
-    def once(self, key: str, make: Callable[[], str], wait_s: float = ONCE_WAIT_S) -> tuple[str, bool]:
+    def once(self, key: str, make: Callable[[], str], valid: Callable[[str], bool] = lambda v: True,
+             wait_s: float = ONCE_WAIT_S) -> tuple[str, bool]:
         """`make()` run by exactly one process for this key; every caller gets its value. Returns (value, made
-        here). A value made by an earlier invocation (its trial COMPLETE) is returned as it is."""
+        here). A value made by an earlier invocation (its trial COMPLETE) is returned as it is while `valid`
+        (e.g. the parent run still exists: a store replaced beside its claims journal needs a new one)."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            done = [t for t in self._trials(key) if t.state == TrialState.COMPLETE and "value" in t.user_attrs]
-            if done:
+            retired = self._retired()
+            done = [t for t in self._trials(key) if t.state == TrialState.COMPLETE and "value" in t.user_attrs
+                    and t.number not in retired]
+            if done and valid(done[-1].user_attrs["value"]):
                 return done[-1].user_attrs["value"], False
+            if done:  # retire it (a finished trial cannot change: the study records it); then make a new one
+                self.storage.set_study_user_attr(self.study_id, f"retired {done[-1].number}", True)
+                continue
             got = self._take_any_age(key)
             if isinstance(got, Claim):
                 try:
@@ -213,6 +232,9 @@ class Claims:
             time.sleep(0.2)  # another process is making it
         raise ClaimError(f"{self.name}: another process has been creating {key!r} for {wait_s:.0f} s without "
                          "finishing; if it is stuck, stop it and run this command again")
+
+    def _retired(self) -> set[int]:
+        return {int(k.split()[1]) for k in self.storage.get_study_user_attrs(self.study_id) if k.startswith("retired ")}
 
     def _take_any_age(self, key: str) -> Claim | str:
         since, self.since = self.since, datetime.min  # a value is made once, ever: any COMPLETE counts

@@ -59,7 +59,7 @@ def client() -> MlflowClient:
     # An explicit URI, not mlflow.set_tracking_uri(): that one also sets MLFLOW_TRACKING_URI for the process.
     uri = tracking_uri()
     _ready(uri)
-    for key, value in HTTP_DEFAULTS.items():  # a server: our bounded backoff retries, not MLflow's ~4 min hidden in a call
+    for key, value in SERVER_DEFAULTS.items():
         os.environ.setdefault(key, value)
     return Patient(MlflowClient(tracking_uri=uri), uri)
 
@@ -77,7 +77,10 @@ class StoreDown(TrackingError):
 
 STORE_WAIT_S = 600.0   # an outage longer than this stops a grid or study (--store-wait)
 FIRST_CONTACT_S = 15.0  # a store never reached by this process: a wrong URI should not wait ten minutes
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# Against a server: our backoff retries (not MLflow's ~4 min hidden inside one call), and no "View run at"
+# link printed for every ended run (the grid prints its own line per cell). A user's own settings win.
+SERVER_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 # What a store that is down, restarting, locked or read-only says (MLflow wraps them in MlflowException).
 UNREACHABLE = ("Connection refused", "Max retries exceeded", "Failed to establish a new connection",
                "Connection aborted", "Connection reset", "RemoteDisconnected", "Read timed out",
@@ -134,12 +137,16 @@ class Patient:
                     raise
                 now = time.monotonic()
                 limit = store_wait() if _store_wait["reached"] else min(store_wait(), FIRST_CONTACT_S)
-                if started is None:
+                if _store_wait.get("down"):  # already given up on: the command's last writes try once
+                    limit = 0.0
+                if started is None and limit > 0:
                     started = now
                     print(f"tracking store {self._shown()} unreachable ({reason}); retrying for up to {limit:.0f} s "
                           "(--store-wait)", flush=True)
-                if now - started >= limit:
-                    raise StoreDown(f"the tracking store {self._shown()} has been unreachable for {now - started:.0f} s "
+                waited = now - started if started is not None else 0.0
+                if started is None or waited >= limit:
+                    _store_wait["down"] = True
+                    raise StoreDown(f"the tracking store {self._shown()} has been unreachable for {waited:.0f} s "
                                     f"({reason}); what was recorded is kept: run the same command again once it is "
                                     "back (open runs are closed then by the stale-run rule)") from None
                 time.sleep(min(delay, max(0.1, started + limit - now)))
@@ -147,7 +154,7 @@ class Patient:
                 continue
             if started is not None:
                 print(f"tracking store {self._shown()} back after {time.monotonic() - started:.0f} s", flush=True)
-            _store_wait["reached"] = True
+            _store_wait["reached"], _store_wait["down"] = True, False
             return out
 
     def _create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
@@ -466,6 +473,16 @@ def reopen(run_id: str, tags: dict, c: MlflowClient | None = None) -> str:
     c.update_run(run_id, status=RUNNING)
     set_tags(run_id, {**tags, "last_invoked_ms": str(int(time.time() * 1000))}, c)  # start_time stays the first
     return run_id
+
+
+def exists(run_id: str, c: MlflowClient | None = None) -> bool:
+    """Whether the store holds this run, not deleted (a claims journal may outlive the store it was beside)."""
+    try:
+        return (c or client()).get_run(run_id).info.lifecycle_stage != "deleted"
+    except MlflowException as e:
+        if unreachable(e):
+            raise
+        return False
 
 
 def last_invoked(run) -> int:

@@ -414,7 +414,8 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
             "space": json.dumps(study_def.space)}
     # One parent run however many `tune` processes start at once: created under a claim in the same storage.
     once = claims.Claims(storage, f"{study_def.name}.parent-run")
-    parent, made = once.once("parent", lambda: track.parent_run(study_def.experiment, "study", study_def.name, tags))
+    parent, made = once.once("parent", lambda: track.parent_run(study_def.experiment, "study", study_def.name, tags),
+                             valid=track.exists)
     if not made:
         track.reopen(parent, tags)
     done = counted(study)

@@ -89,3 +89,13 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) 
 
 # Small, fast budget for runs on the tiny data.
 QUICK = ["max_epochs=2", "batch_size=32", "eval_batch_size=256", "num_threads=1"]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The chaos suite's figures, one line per scenario, when any scenario ran."""
+    from .chaos_tools import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("chaos figures")
+        for entry in FIGURES:
+            terminalreporter.write_line(" ".join(f"{k}={v}" for k, v in entry.items()))

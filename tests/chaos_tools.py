@@ -1,0 +1,204 @@
+"""Tools of the chaos suite (tests/test_chaos.py): the CLI as a live process, its process tree, signals,
+the invariants read back from MLflow, and the per-scenario figures the suite prints."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+
+from .conftest import REPO
+
+FIGURES: list[dict] = []  # one entry per scenario, printed by conftest's terminal summary
+
+
+def record(scenario: str, **figures) -> dict:
+    entry = {"scenario": scenario, **figures}
+    FIGURES.append(entry)
+    out = os.environ.get("CHAOS_REPORT")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    return entry
+
+
+class Cli:
+    """`python -m lstm_mnist ...` started in the background; its output collected line by line."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "lstm_mnist", *args], cwd=cwd, env=full_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.err: list[str] = []
+        self.seen_pids: set[int] = {self.proc.pid}
+        self._readers = [threading.Thread(target=self._read, args=(s, d), daemon=True)
+                         for s, d in ((self.proc.stdout, self.lines), (self.proc.stderr, self.err))]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _read(stream, into: list) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def count(self, pattern: str) -> int:
+        return sum(bool(re.search(pattern, line)) for line in self.lines)
+
+    def wait_for(self, pattern: str, n: int = 1, timeout: float = 120) -> bool:
+        """Until `pattern` has appeared n times in stdout (True), or the process ended / time ran out (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.seen_pids |= set(descendants(self.pid))
+            if self.count(pattern) >= n:
+                return True
+            if not self.running():
+                time.sleep(0.2)  # the last lines may still be in the reader
+                return self.count(pattern) >= n
+            time.sleep(0.05)
+        return False
+
+    def workers(self) -> list[int]:
+        """Its worker processes (not multiprocessing's resource tracker, which is no worker)."""
+        kids = descendants(self.pid)
+        self.seen_pids |= set(kids)
+        return [p for p in kids if "spawn_main" in _cmdline(p)]
+
+    def kill(self) -> None:
+        self.seen_pids |= set(descendants(self.pid))
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def finish(self, timeout: float = 300) -> int:
+        self.proc.wait(timeout=timeout)
+        for t in self._readers:
+            t.join(timeout=10)
+        return self.proc.returncode
+
+    @property
+    def stdout(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.err)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below `pid` (its workers, and theirs)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields and fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        frontier += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def left_behind(pids: set[int], grace_s: float = 10.0) -> list[int]:
+    """Processes of a scenario still alive after a short grace (a killed main's workers die with it)."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        living = [p for p in pids if alive(p)]
+        if not living:
+            return []
+        time.sleep(0.2)
+    return living
+
+
+# ---------------------------------------------------------------- what the store says
+def runs(uri: str, experiment: str) -> list:
+    c = mlflow.MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    return c.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def cell_figures(all_runs: list, expected_hashes: set[str]) -> dict:
+    """FINISHED, duplicates (hashes with more than one FINISHED run, or trained by two invocations), lost
+    (expected hashes without a FINISHED run) and runs left RUNNING, over a grid's child runs."""
+    children = [r for r in all_runs if r.data.tags.get("lstm_mnist.role") not in ("grid", "study")]
+    finished = Counter(r.data.tags["config_hash"] for r in children if r.info.status == "FINISHED")
+    return {"expected": len(expected_hashes), "finished": sum(finished.values()),
+            "duplicates": sum(n - 1 for n in finished.values() if n > 1),
+            "lost": len(expected_hashes - set(finished)),
+            "left_running": sum(r.info.status == "RUNNING" for r in all_runs),
+            "parents": sum(r.data.tags.get("lstm_mnist.role") == "grid" for r in all_runs)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on loopback over a SQLite file, with artifacts served through it; kill and restart."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90) -> None:
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{self.folder}/server.db", "--artifacts-destination", str(self.folder / "server-artifacts"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("mlflow server did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its worker processes, at once
+            self.proc.wait(timeout=30)
