@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
 
-from . import claims, config, data, grid, track, workers
+from . import claims, config, data, grid, outages, track, workers
 from .config import Config
 
 QUICK_FILE = "experiments/ablation-quick.toml"
@@ -238,7 +238,7 @@ class Writer:
             self.open_runs[job.cell.name] = track.open_run(job.cfg, job.config_hash,
                                                            data.fingerprint(job.cfg.data_dir), job.cell.name,
                                                            self.parent, tags, self.c)
-        except track.StoreDown:
+        except outages.StoreDown:
             raise
         except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
             self._settle(job, done=False)
@@ -256,7 +256,7 @@ class Writer:
         try:
             rec.log_result(result)
             track.end_run(rec.run_id, track.FINISHED, c=self.c)
-        except track.StoreDown:
+        except outages.StoreDown:
             raise
         except Exception as e:  # a figure, disk or store error fails this cell alone, never the grid
             self.failed(job, f"could not record result: {_one_line(e)}", seconds)
@@ -310,7 +310,7 @@ def _serial(todo: list[Job], writer: Writer) -> None:
         t0 = time.perf_counter()
         try:
             result = train.fit(worker_config(job, 0, 1), on_epoch=lambda e, r: writer.epoch(job, e, r))
-        except track.StoreDown:
+        except outages.StoreDown:
             raise
         except Exception as e:
             writer.failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)

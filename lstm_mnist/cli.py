@@ -50,10 +50,10 @@ def cmd_report(args) -> int:
 def cmd_tune(args) -> int:
     from . import mps, tune
 
-    from . import track
+    from . import outages
 
     n = _workers(args.workers, args.mps)
-    track.set_store_wait(args.store_wait)
+    outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
         tune.main(args.file, trials=args.trials, n_workers=n, storage_url=args.storage, timeout=args.timeout,
                   pin=not args.no_pin)
@@ -67,7 +67,7 @@ def cmd_ablate(args) -> int:
     shard = grid.parse_shard(args.shard) if args.shard else None
     if args.dry_run:
         return ablate.main(args.file, n, shard, dry_run=True, force=args.force)
-    ablate.track.set_store_wait(args.store_wait)
+    ablate.outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
         return ablate.main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage)
 

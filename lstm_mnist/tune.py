@@ -14,7 +14,6 @@ import os
 from multiprocessing.connection import wait
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 

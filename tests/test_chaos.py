@@ -5,7 +5,6 @@ behind). Kill times come from a fixed seed, so a failure reproduces. Each scenar
 end, and `make chaos` also writes them to reports/chaos.jsonl."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -275,3 +274,26 @@ def test_artifact_folder_made_read_only_mid_grid(chaos):
                      **cell_figures(runs(local(chaos), "chaos"), hashes()), wall_s=round(time.monotonic() - t0, 1))
     assert len(kept) == len(before) >= 2, figures
     check(figures)
+
+
+def test_two_tune_processes_at_once_share_one_parent_and_stop_at_the_total(project):
+    """Two terminals start the same study at one instant: one MLflow parent run, exactly N trials between them
+    (no overshoot: a trial beyond the total is ended before it trains)."""
+    t0, total = time.monotonic(), 3
+    path = write_study(project, "twice", LR, epochs=1, pruner="none")
+    a, b = (Cli("tune", str(path), "--trials", str(total), cwd=project) for _ in range(2))
+    codes = a.finish(), b.finish()
+    no_traceback(a, b)
+    assert codes == (0, 0), (a.stderr, b.stderr)
+    storage = JournalStorage(JournalFileBackend(str(project / "studies" / "twice.journal")))
+    trials = optuna.load_study(study_name="twice", storage=storage).get_trials(deepcopy=False)
+    counted = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    all_runs = runs(local(project), "lstm-mnist-tune")
+    figures = record("two tune processes at once", kills=0, expected=total, complete_or_pruned=counted,
+                     surplus=sum(bool(t.user_attrs.get("surplus")) for t in trials),
+                     trial_runs=sum(r.data.tags.get("lstm_mnist.role") == "trial" for r in all_runs),
+                     parents=sum(r.data.tags.get("lstm_mnist.role") == "study" for r in all_runs),
+                     left_running=sum(r.info.status == "RUNNING" for r in all_runs),
+                     wall_s=round(time.monotonic() - t0, 1))
+    assert counted == total == figures["trial_runs"] and figures["parents"] == 1, figures
+    assert figures["left_running"] == 0, figures

@@ -1,4 +1,4 @@
-"""Claims (lstm_mnist/claims.py): one winner per key across processes; store outages (track.Patient)."""
+"""Claims (lstm_mnist/claims.py): one winner per key across processes; store outages (outages.Patient)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from lstm_mnist import claims, track
+from mlflow.exceptions import MlflowException
+
+from lstm_mnist import claims, outages
 
 from .conftest import REPO
 
@@ -105,13 +107,13 @@ class Flaky:
     def log_batch(self, run_id, metrics=()):
         self.calls += 1
         if self.calls <= self.n:
-            raise track.MlflowException(self.message)
+            raise MlflowException(self.message)
         return "ok"
 
     def create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
         self.calls += 1
         self.tags = tags
-        raise track.MlflowException("Max retries exceeded")
+        raise MlflowException("Max retries exceeded")
 
     def search_runs(self, *args, **kwargs):
         return ["found"]  # the lost create was committed after all
@@ -125,30 +127,30 @@ class Broken:
 @pytest.fixture
 def patient(monkeypatch):
     """No real sleeping; a store already reached once (so the full wait applies); state restored after."""
-    monkeypatch.setattr(track.time, "sleep", lambda s: None)
-    monkeypatch.setitem(track._store_wait, "reached", True)
-    monkeypatch.setitem(track._store_wait, "down", False)
+    monkeypatch.setattr(outages.time, "sleep", lambda s: None)
+    monkeypatch.setitem(outages._store_wait, "reached", True)
+    monkeypatch.setitem(outages._store_wait, "down", False)
     monkeypatch.delenv("LSTM_MNIST_STORE_WAIT_S", raising=False)
 
 
 def test_an_outage_is_waited_out_and_a_long_one_is_one_line(monkeypatch, capsys, patient):
     flaky = Flaky(3)
-    assert track.Patient(flaky, "http://h:5000").log_batch("r") == "ok" and flaky.calls == 4
+    assert outages.Patient(flaky, "http://h:5000").log_batch("r") == "ok" and flaky.calls == 4
     out = capsys.readouterr().out
     assert "unreachable (Connection refused)" in out and "back after" in out
 
     clock = iter(range(0, 10_000, 100))
-    monkeypatch.setattr(track.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(outages.time, "monotonic", lambda: next(clock))
     monkeypatch.setenv("LSTM_MNIST_STORE_WAIT_S", "250")
-    with pytest.raises(track.StoreDown, match=r"unreachable for \d+ s \(Connection refused\).*run the same command"):
-        track.Patient(Flaky(99), "http://h:5000").log_batch("r")
+    with pytest.raises(outages.StoreDown, match=r"unreachable for \d+ s \(Connection refused\).*run the same command"):
+        outages.Patient(Flaky(99), "http://h:5000").log_batch("r")
     with pytest.raises(ValueError):  # not an outage: raised at once
-        track.Patient(Broken(), "u").log_batch("r")
+        outages.Patient(Broken(), "u").log_batch("r")
 
 
 def test_a_retried_create_finds_the_run_the_lost_attempt_made(patient):
     flaky = Flaky(0)
-    assert track.Patient(flaky, "u").create_run("1", tags={"a": "b"}) == "found"
+    assert outages.Patient(flaky, "u").create_run("1", tags={"a": "b"}) == "found"
     assert flaky.calls == 1 and "lstm_mnist.create_id" in flaky.tags
 
 
@@ -159,7 +161,7 @@ def test_a_retried_create_finds_the_run_the_lost_attempt_made(patient):
     ("RESOURCE_DOES_NOT_EXIST: Run 'x' not found", None),
 ])
 def test_what_counts_as_an_outage(message, reason):
-    assert track.unreachable(track.MlflowException(message)) == reason
+    assert outages.unreachable(MlflowException(message)) == reason
 
 
 def test_a_value_made_once_is_remade_when_it_is_no_longer_valid(tmp_path):

@@ -258,3 +258,16 @@ def test_two_workers_share_a_study_on_postgresql(project, postgres):
     _assert_shared_study(project, proc, "pg", 3, trials)
     assert not (project / "studies" / "pg.journal").exists()
     assert "postgresql://postgres@127.0.0.1" in proc.stdout
+
+
+def test_a_trial_beyond_the_total_is_ended_before_it_trains(project):
+    """Two workers each saw total-1 trials and each started one: the higher-numbered one is surplus."""
+    study_def = tune.load_study_file(write_study(project, "over", LR))
+    study = tune.open_study(study_def)
+    study.ask(), study.ask()  # two trials RUNNING ahead of ours (other workers)
+    ours = study.ask()
+    objective = tune.Objective(study_def, parent_run_id="unused", placement={}, label="", total=2)
+    with pytest.raises(tune.Surplus, match="already has 2 trials"):
+        objective(ours)
+    assert study.trials[ours.number].user_attrs["surplus"] is True
+    assert tune.track.search(study_def.experiment) == []  # it opened no MLflow run
