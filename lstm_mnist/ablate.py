@@ -48,10 +48,12 @@ class Tally:
     finished: int = 0
     failed: list = field(default_factory=list)   # (cell name, reason)
     elsewhere: list = field(default_factory=list)  # cells another invocation claimed (it trains them)
+    done_in_store: int | None = None  # FINISHED cells in the store at the end, other invocations' included
     t0: float = field(default_factory=time.perf_counter)
 
     def metrics(self) -> dict:
-        return {"cells_total": self.total, "cells_done": self.skipped + self.finished, "cells_skipped": self.skipped,
+        done = self.skipped + self.finished if self.done_in_store is None else self.done_in_store
+        return {"cells_total": self.total, "cells_done": done, "cells_skipped": self.skipped,
                 "cells_failed": len(self.failed), "wall_time_s": time.perf_counter() - self.t0}
 
 
@@ -140,7 +142,8 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
         f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})")
     tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
-    return _execute(study, todo, n_workers, tally, out, pin, open_claims(study, storage_url, planned))
+    grid_claims = open_claims(study, storage_url, planned)
+    return _execute(study, todo, n_workers, tally, out, pin, grid_claims, {j.config_hash for j in jobs})
 
 
 def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
@@ -151,7 +154,7 @@ def open_claims(study: grid.Study, storage_url: str | None = None, since: dateti
 
 
 def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, pin: bool = True,
-             grid_claims: claims.Claims | None = None) -> int:
+             grid_claims: claims.Claims | None = None, share: set[str] = frozenset()) -> int:
     c = track.client()
     grid_claims = grid_claims or open_claims(study)
     grid_claims.reap()
@@ -181,11 +184,21 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
         writer.kill_open()
         grid_claims.release_all()
         try:
-            track.end_run(parent, status, tally.metrics(), c=c)
+            if tally.elsewhere:  # another invocation trained some: count what the store holds now
+                tally.done_in_store = _finished_in_store(study, share, c)
+            metrics = tally.metrics()
+            done = int(metrics.pop("cells_done"))  # logged at step = the count itself: when two invocations end
+            track.log_metric(parent, "cells_done", done, step=done, c=c)  # together, MLflow shows the largest
+            track.end_run(parent, status, metrics, c=c)
         except Exception as e:  # the store is away: a later start reopens the parent anyway
             out(f"the grid's parent run {parent} stays RUNNING until the next start ({type(e).__name__})")
         out(summary(study, tally, status))
     return 1 if tally.failed else 0
+
+
+def _finished_in_store(study: grid.Study, share: set[str], c) -> int:
+    runs = track.search(study.experiment, f"tags.grid_name = '{study.name}'", statuses=(track.FINISHED,), c=c)
+    return len({r.data.tags.get("config_hash") for r in runs} & share)
 
 
 def parent_tags(study: grid.Study) -> dict:

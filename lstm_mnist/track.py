@@ -395,6 +395,10 @@ def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, ta
     c.set_terminated(run_id, status)
 
 
+def log_metric(run_id: str, key: str, value: float, step: int = 0, c: MlflowClient | None = None) -> None:
+    (c or client()).log_batch(run_id, metrics=[Metric(key, float(value), int(time.time() * 1000), step)])
+
+
 def search(experiment: str, filter_string: str = "", statuses=None, c: MlflowClient | None = None) -> list:
     """Every run of an experiment matching an MLflow filter (paged), optionally only some statuses."""
     c = c or client()

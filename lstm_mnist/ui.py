@@ -7,6 +7,7 @@ training (`mlflow.experimentKind`, read by newer UIs), and serves the store with
 """
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -62,6 +63,8 @@ def main(port: int = 5000, host: str = "127.0.0.1", experiment: str | None = Non
     print(f"MLflow UI for {uri}\nopen {link}\n(the runs table of the latest grid's experiment; Ctrl-C stops the UI)",
           flush=True)
     proc = subprocess.Popen(cmd)
+    # `kill` (SIGTERM) stops the UI as Ctrl-C does: the server goes with it, not left running on the port.
+    signal.signal(signal.SIGTERM, _interrupt)
     if open_browser:
         threading.Thread(target=_open_when_up, args=(base, link), daemon=True).start()
     try:
@@ -70,6 +73,10 @@ def main(port: int = 5000, host: str = "127.0.0.1", experiment: str | None = Non
         proc.terminate()
         proc.wait(timeout=10)
         return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _open_when_up(base: str, link: str, limit_s: float = 60.0) -> None:

@@ -125,6 +125,8 @@ def test_two_ablate_processes_at_once_on_a_fresh_store(chaos):
                      **cell_figures(all_runs, hashes()), wall_s=round(time.monotonic() - t0, 1))
     check(figures)
     assert figures["trained_twice"] == 0 and sum(trained) == 12 and figures["parents"] == 1, figures
+    (parent,) = [r for r in all_runs if r.data.tags.get("lstm_mnist.role") == "grid"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["cells_done"] == 12  # the later one counted all
 
 
 # ---------------------------------------------------------------- the tracking server goes away

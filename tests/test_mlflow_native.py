@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -129,8 +130,21 @@ def test_ui_prints_the_runs_table_link_and_serves_the_store(project):
             pytest.fail("the UI did not answer within a minute")
         assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
     finally:
+        server = [p for p in Path("/proc").iterdir() if p.name.isdigit() and f"--port\0{port}".encode()
+                  in (p / "cmdline").read_bytes()] if Path("/proc").is_dir() else []
         proc.terminate()
         proc.wait(timeout=30)
+    deadline = time.monotonic() + 20  # `kill` of `ui` stops its MLflow server too: nothing left on the port
+    while any(map(_running, server)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_running, server))
+
+
+def _running(proc_dir: Path) -> bool:
+    try:
+        return bool((proc_dir / "cmdline").read_bytes())  # a zombie's is empty
+    except OSError:
+        return False
 
 
 def test_runs_link_shape():
