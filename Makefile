@@ -38,7 +38,7 @@ test: install  ## the test suite (CPU, a few minutes)
 .PHONY: chaos
 chaos: install  ## fault scenarios only (kills, duplicate starts, server outage, read-only artifacts) -> reports/chaos.jsonl
 	mkdir -p reports && rm -f reports/chaos.jsonl
-	CHAOS_REPORT=reports/chaos.jsonl $(PY) -m pytest -q -m chaos $(ARGS)
+	CHAOS_REPORT=$(CURDIR)/reports/chaos.jsonl $(PY) -m pytest -q -m chaos $(ARGS)
 
 bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop -> reports/bench.json
 	$(PY) -m lstm_mnist bench $(ARGS)

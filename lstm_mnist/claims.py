@@ -56,17 +56,29 @@ def open_storage(url: str | None, journal: Path) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(journal)))
 
 
-def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    """Heartbeats let any process (on any machine) fail and re-queue a trial whose process went silent."""
+def _rdb_storage(url: str, attempts: int = 6) -> optuna.storages.RDBStorage:
+    """Heartbeats let any process (on any machine) fail and re-queue a trial whose process went silent.
+
+    Optuna creates a fresh database's tables with no lock: machines starting together on it collide
+    ("relation "studies" already exists", seen in tests/test_claims.py). The loser tries again and finds the
+    tables made."""
     import sqlalchemy.exc
 
-    try:
-        return optuna.storages.RDBStorage(
-            rdb_url(url), heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError) as e:
-        reason = str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]
-        raise ConfigError(f"--storage {hide_password(url)}: cannot open it as an Optuna RDB storage ({reason})") from None
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                rdb_url(url), heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+        except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError) as e:
+            if attempt + 1 == attempts or not any(w in str(e) for w in ("already exists", "duplicate key")):
+                raise ConfigError(f"--storage {hide_password(url)}: cannot create Optuna's tables "
+                                  f"({str(e.orig).strip().splitlines()[0]})") from None
+            time.sleep(0.5 * (attempt + 1))
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError) as e:
+            reason = str(e.orig if getattr(e, "orig", None) else e).strip().splitlines()[0]
+            raise ConfigError(f"--storage {hide_password(url)}: cannot open it as an Optuna RDB storage "
+                              f"({reason})") from None
+    raise AssertionError("unreachable")  # every attempt returns or raises
 
 
 def rdb_url(url: str) -> str:

@@ -19,15 +19,16 @@ import mlflow
 from .conftest import REPO
 
 FIGURES: list[dict] = []  # one entry per scenario, printed by conftest's terminal summary
+# Where `make chaos` wants them (JSON lines), resolved now: the scenarios run in folders of their own.
+REPORT = Path(os.environ["CHAOS_REPORT"]).resolve() if os.environ.get("CHAOS_REPORT") else None
 
 
 def record(scenario: str, **figures) -> dict:
     entry = {"scenario": scenario, **figures}
     FIGURES.append(entry)
-    out = os.environ.get("CHAOS_REPORT")
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a") as f:
+    if REPORT:
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        with open(REPORT, "a") as f:
             f.write(json.dumps(entry) + "\n")
     return entry
 

@@ -87,6 +87,14 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def ctrl_c_able() -> None:
+    """Popen(preexec_fn=...) for a CLI a test will Ctrl-C: a suite started in the background (`make test &`,
+    nohup) runs with SIGINT ignored, which every child inherits and Python then keeps ignoring."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # Small, fast budget for runs on the tiny data.
 QUICK = ["max_epochs=2", "batch_size=32", "eval_batch_size=256", "num_threads=1"]
 

@@ -14,14 +14,16 @@ from mlflow.exceptions import MlflowException
 from lstm_mnist import claims, outages
 
 from .conftest import REPO
+from .test_tune import postgres  # noqa: F401 (the fixture)
 
 RACE = """
 import json, sys, time, uuid
 from datetime import datetime
 from pathlib import Path
 from lstm_mnist import claims
-journal, start, keys, planned = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-c = claims.Claims(claims.open_storage(None, journal), "race", since=datetime.fromtimestamp(planned))
+where, start, keys, planned = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+storage = claims.open_storage(where if "://" in where else None, Path(where))
+c = claims.Claims(storage, "race", since=datetime.fromtimestamp(planned))
 while time.time() < start:
     time.sleep(0.001)
 parent, made = c.once("parent", lambda: uuid.uuid4().hex)
@@ -35,14 +37,13 @@ print(json.dumps({"won": won, "parent": parent, "made": made}))
 """
 
 
-def test_processes_racing_for_the_same_keys_each_win_distinct_ones(tmp_path):
-    """Six processes start at one instant and take the same 40 keys: each key is won exactly once, and the
-    parent value is made by one of them and seen by all."""
+def _race(where: str, n: int = 6, keys: int = 40) -> None:
+    """n processes start at one instant and take the same keys: each key is won exactly once, and the parent
+    value is made by one of them and seen by all."""
     planned = time.time()  # every process read the record (found nothing done) before any started
-    start, n, keys = planned + 4, 6, 40
+    start = planned + 4
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path / "c.journal"), str(start), str(keys),
-                               str(planned)],
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, where, str(start), str(keys), str(planned)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
     results = []
     for p in procs:
@@ -52,6 +53,15 @@ def test_processes_racing_for_the_same_keys_each_win_distinct_ones(tmp_path):
     won = sorted(k for r in results for k in r["won"])
     assert won == list(range(keys))  # every key once: none twice, none lost
     assert len({r["parent"] for r in results}) == 1 and sum(r["made"] for r in results) == 1
+
+
+def test_processes_racing_for_the_same_keys_each_win_distinct_ones(tmp_path):
+    _race(str(tmp_path / "c.journal"))
+
+
+def test_the_same_race_on_postgresql(postgres):
+    """Several machines: the claims in an RDB (a row lock decides each WAITING -> RUNNING flip)."""
+    _race(postgres, n=4, keys=20)
 
 
 def _claims(tmp_path, name="g") -> claims.Claims:

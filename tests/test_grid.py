@@ -17,7 +17,7 @@ import pytest
 from lstm_mnist import ablate, config, grid
 from lstm_mnist.config import ConfigError
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, ctrl_c_able, run_cli
 
 # Two flags over one seed: full, baseline, full-dropout, full-adamw, baseline+dropout, baseline+adamw.
 TINY_GRID = """
@@ -224,7 +224,7 @@ def test_ctrl_c_ends_the_open_cells_and_the_parent_killed(tiny_grid):
     (tiny_grid / "experiments" / "tiny-grid.toml").write_text(TINY_GRID.replace("max_epochs = 1", "max_epochs = 200"))
     proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "experiments/tiny-grid.toml", "--workers", "2"],
                             cwd=tiny_grid, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_able)
     started = 0
     for line in proc.stdout:  # both workers have a cell: interrupt mid-training
         started += line.startswith("start")
