@@ -230,7 +230,6 @@ class Writer:
         self.study, self.parent, self.c, self.tally, self.progress = study, parent, c, tally, progress
         self.claims = grid_claims
         self.open_runs: dict[str, track.RunRecord] = {}   # cell name -> its open run (owner-tagged by open_run)
-        self.held: dict[str, claims.Claim] = {}           # cell name -> this process's claim on it
 
     def claim(self, job: Job) -> bool:
         """Whether this process trains the cell: no other invocation holds it or finished it meanwhile."""
@@ -241,7 +240,6 @@ class Writer:
             self.tally.elsewhere.append(job.cell.name)
             self.progress.line(f"skip {job.cell.name}: {got}")
             return False
-        self.held[job.cell.name] = got
         return True
 
     def open(self, job: Job, where: dict | None = None) -> bool:
@@ -287,9 +285,8 @@ class Writer:
         self.progress.failed(job, reason, seconds)
 
     def _settle(self, job: Job, done: bool, **attrs) -> None:
-        claim = self.held.pop(job.cell.name, None)
-        if claim is not None:
-            self.claims.release(claim, done, **attrs)
+        if self.claims is not None:
+            self.claims.settle(job.config_hash, done, **attrs)
 
     def kill_open(self) -> None:
         """Runs still open when the grid stops (Ctrl-C, a crash here) end KILLED, never left RUNNING; when the

@@ -142,7 +142,7 @@ class Claims:
         self.study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
         self.study_id = storage.get_study_id_from_name(name)
         self.since = since or datetime.now()
-        self.held: dict[int, Claim] = {}
+        self.held: dict[str, Claim] = {}  # key -> this process's claim on it
         self._beat = None
 
     def _trials(self, key: str) -> list[optuna.trial.FrozenTrial]:
@@ -177,13 +177,13 @@ class Claims:
                 stamp_trial(self.storage, trial_id)
                 if isinstance(self.storage, optuna.storages.RDBStorage):
                     self.storage.record_heartbeat(trial_id)  # from now on Optuna can tell when we go silent
-                claim = self.held[trial_id] = Claim(key, trial_id, t.number)
+                claim = self.held[key] = Claim(key, trial_id, t.number)
                 return claim
         return "claimed by another process (it won every race for it)"
 
     def release(self, claim: Claim, done: bool, **attrs) -> None:
         """Done: the key's work is recorded (COMPLETE). Not done: FAIL, so the key can be taken again."""
-        self.held.pop(claim.trial_id, None)
+        self.held.pop(claim.key, None)
         try:
             for k, v in attrs.items():
                 self.storage.set_trial_user_attr(claim.trial_id, k, v)
@@ -191,6 +191,12 @@ class Claims:
             self.storage.set_trial_state_values(claim.trial_id, state, [0.0] if done else None)
         except optuna.exceptions.UpdateFinishedTrialError:  # judged dead (a heartbeat missed) and failed already
             pass
+
+    def settle(self, key: str, done: bool, **attrs) -> None:
+        """Release this process's claim on `key`, if it holds one (see `release`)."""
+        claim = self.held.get(key)
+        if claim is not None:
+            self.release(claim, done, **attrs)
 
     def release_all(self) -> None:
         """Every claim still held (Ctrl-C, a store outage): FAIL, so the next start takes those keys again."""
@@ -263,7 +269,7 @@ class Claims:
 
         def beat():
             while not stop.wait(HEARTBEAT_S / 2):
-                for trial_id in list(self.held):
+                for trial_id in [c.trial_id for c in list(self.held.values())]:
                     try:
                         self.storage.record_heartbeat(trial_id)
                     except Exception:  # the database is away: Optuna's grace period covers a short outage

@@ -48,9 +48,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from . import mps, tune
-
-    from . import outages
+    from . import mps, outages, tune
 
     n = _workers(args.workers, args.mps)
     outages.set_store_wait(args.store_wait)
@@ -61,13 +59,13 @@ def cmd_tune(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from . import ablate, grid, mps
+    from . import ablate, grid, mps, outages
 
     n = _workers(args.workers, args.mps)
     shard = grid.parse_shard(args.shard) if args.shard else None
     if args.dry_run:
         return ablate.main(args.file, n, shard, dry_run=True, force=args.force)
-    ablate.outages.set_store_wait(args.store_wait)
+    outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
         return ablate.main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage)
 

@@ -29,17 +29,16 @@ UNREACHABLE = ("Connection refused", "Max retries exceeded", "Failed to establis
                "Connection aborted", "Connection reset", "RemoteDisconnected", "Read timed out",
                "error code 502", "error code 503", "error code 504", "database is locked",
                "readonly database", "unable to open database file", "disk I/O error")
-_store_wait = {"s": STORE_WAIT_S, "reached": False}
+_contact = {"reached": False, "down": False}  # this process and the store: reached once; given up on
 
 
 def set_store_wait(seconds: float) -> None:
-    """How long one outage may last before a command stops (its workers inherit it)."""
-    _store_wait["s"] = seconds
+    """How long one outage may last before a command stops (in the environment: its workers inherit it)."""
     os.environ["LSTM_MNIST_STORE_WAIT_S"] = str(seconds)
 
 
 def store_wait() -> float:
-    return float(os.environ.get("LSTM_MNIST_STORE_WAIT_S", _store_wait["s"]))
+    return float(os.environ.get("LSTM_MNIST_STORE_WAIT_S", STORE_WAIT_S))
 
 
 def unreachable(e: BaseException) -> str | None:
@@ -79,8 +78,8 @@ class Patient:
                 if reason is None:
                     raise
                 now = time.monotonic()
-                limit = store_wait() if _store_wait["reached"] else min(store_wait(), FIRST_CONTACT_S)
-                if _store_wait.get("down"):  # already given up on: the command's last writes try once
+                limit = store_wait() if _contact["reached"] else min(store_wait(), FIRST_CONTACT_S)
+                if _contact["down"]:  # already given up on: the command's last writes try once
                     limit = 0.0
                 if started is None and limit > 0:
                     started = now
@@ -88,7 +87,7 @@ class Patient:
                           "(--store-wait)", flush=True)
                 waited = now - started if started is not None else 0.0
                 if started is None or waited >= limit:
-                    _store_wait["down"] = True
+                    _contact["down"] = True
                     raise StoreDown(f"the tracking store {self._shown()} has been unreachable for {waited:.0f} s "
                                     f"({reason}); what was recorded is kept: run the same command again once it is "
                                     "back (open runs are closed then by the stale-run rule)") from None
@@ -97,7 +96,7 @@ class Patient:
                 continue
             if started is not None:
                 print(f"tracking store {self._shown()} back after {time.monotonic() - started:.0f} s", flush=True)
-            _store_wait["reached"], _store_wait["down"] = True, False
+            _contact["reached"], _contact["down"] = True, False
             return out
 
     def _create_run(self, experiment_id, start_time=None, tags=None, run_name=None):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from multiprocessing.connection import wait
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import optuna

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import mlflow
 
-from .conftest import REPO
+from .conftest import REPO, free_port
 
 FIGURES: list[dict] = []  # one entry per scenario, printed by conftest's terminal summary
 # Where `make chaos` wants them (JSON lines), resolved now: the scenarios run in folders of their own.
@@ -166,12 +165,6 @@ def cell_figures(all_runs: list, expected_hashes: set[str]) -> dict:
             "lost": len(expected_hashes - set(finished)),
             "left_running": sum(r.info.status == "RUNNING" for r in all_runs),
             "parents": sum(r.data.tags.get("lstm_mnist.role") == "grid" for r in all_runs)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

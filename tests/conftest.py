@@ -95,6 +95,24 @@ def ctrl_c_able() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# A grid [budget] that trains a tiny LSTM in a second or two per cell on the tiny data.
+TINY_BUDGET = """batch_size = 32
+eval_batch_size = 256
+hidden_on = 16
+hidden_off = 16
+layers_on = 1
+num_threads = 1
+"""
+
 # Small, fast budget for runs on the tiny data.
 QUICK = ["max_epochs=2", "batch_size=32", "eval_batch_size=256", "num_threads=1"]
 

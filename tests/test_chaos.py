@@ -23,31 +23,22 @@ from optuna.trial import TrialState
 from lstm_mnist import ablate, grid
 
 from .chaos_tools import Cli, Server, cell_figures, left_behind, record, runs
+from .conftest import TINY_BUDGET
 from .test_tune import LR, write_study
 
 SEED = int(os.environ.get("CHAOS_SEED", "20261129"))
 pytestmark = pytest.mark.chaos
 
-# Two flags over two seeds: 6 arms x 2 = 12 cells of a few seconds each.
-CHAOS_GRID = """
-experiment = "chaos"
-flags = ["dropout", "adamw"]
-seeds = {seeds}
-[budget]
-max_epochs = 3
-batch_size = 32
-eval_batch_size = 256
-hidden_on = 16
-hidden_off = 16
-layers_on = 1
-num_threads = 1
-"""
+def chaos_grid(seeds: str) -> str:
+    """Two flags: 6 arms per seed, cells of a few seconds each."""
+    return f'experiment = "chaos"\nflags = ["dropout", "adamw"]\nseeds = {seeds}\n[budget]\nmax_epochs = 3\n{TINY_BUDGET}'
+
 GRID = "experiments/chaos.toml"
 
 
 @pytest.fixture
 def chaos(project) -> Path:
-    (project / GRID).write_text(CHAOS_GRID.format(seeds="[0, 1]"))
+    (project / GRID).write_text(chaos_grid("[0, 1]"))
     return project
 
 
@@ -135,7 +126,7 @@ def test_tracking_server_killed_and_restarted_mid_grid(chaos, tmp_path, _store_t
     outage shorter than the limit in the middle of it is waited out (epochs wait in the workers' pipes)."""
     rng, t0 = random.Random(SEED + 1), time.monotonic()
     path = "experiments/chaos-one-seed.toml"
-    (chaos / path).write_text(CHAOS_GRID.format(seeds="[0]"))
+    (chaos / path).write_text(chaos_grid("[0]"))
     server = Server(tmp_path)
     shutil.copy(_store_template, tmp_path / "server.db")  # migrated already: the server starts sooner
     server.start()

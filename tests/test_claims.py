@@ -138,8 +138,8 @@ class Broken:
 def patient(monkeypatch):
     """No real sleeping; a store already reached once (so the full wait applies); state restored after."""
     monkeypatch.setattr(outages.time, "sleep", lambda s: None)
-    monkeypatch.setitem(outages._store_wait, "reached", True)
-    monkeypatch.setitem(outages._store_wait, "down", False)
+    monkeypatch.setitem(outages._contact, "reached", True)
+    monkeypatch.setitem(outages._contact, "down", False)
     monkeypatch.delenv("LSTM_MNIST_STORE_WAIT_S", raising=False)
 
 

@@ -4,7 +4,6 @@ import re
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,22 +16,17 @@ import pytest
 from lstm_mnist import ablate, config, grid
 from lstm_mnist.config import ConfigError
 
-from .conftest import REPO, ctrl_c_able, run_cli
+from .chaos_tools import Server
+from .conftest import REPO, TINY_BUDGET, ctrl_c_able, run_cli
 
 # Two flags over one seed: full, baseline, full-dropout, full-adamw, baseline+dropout, baseline+adamw.
-TINY_GRID = """
+TINY_GRID = f"""
 experiment = "grid-test"
 flags = ["dropout", "adamw"]
 seeds = [0]
 [budget]
 max_epochs = 1
-batch_size = 32
-eval_batch_size = 256
-hidden_on = 16
-hidden_off = 16
-layers_on = 1
-num_threads = 1
-"""
+{TINY_BUDGET}"""
 TINY_ARMS = {"full", "baseline", "full-dropout", "full-adamw", "baseline+dropout", "baseline+adamw"}
 
 
@@ -305,12 +299,6 @@ def test_two_workers_record_every_cell_once(two_workers):
     assert all(len(c.get_metric_history(r.info.run_id, "val_loss")) == 1 for r in children)  # epochs came through
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> dict:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -319,15 +307,12 @@ def _post(url: str, body: dict) -> dict:
 
 def test_mlflow_server_shows_the_parent_with_its_children(two_workers, tmp_path):
     folder, _ = two_workers
-    db = tmp_path / "copy.db"
-    shutil.copy(folder / "mlruns" / "mlflow.db", db)
-    port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    shutil.copy(folder / "mlruns" / "mlflow.db", tmp_path / "server.db")
+    server = Server(tmp_path)
+    server.start()
     try:
-        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
-        exp_id = _wait_for(lambda: _get_experiment(base))
+        base = f"{server.uri}/api/2.0/mlflow"
+        exp_id = _get_experiment(base)
         parents = _post(f"{base}/runs/search", {"experiment_ids": [exp_id],
                                                 "filter": "tags.`lstm_mnist.role` = 'grid'"})["runs"]
         (parent,) = parents
@@ -336,22 +321,10 @@ def test_mlflow_server_shows_the_parent_with_its_children(two_workers, tmp_path)
         arms = {t["value"] for r in children for t in r["data"]["tags"] if t["key"] == "arm"}
         assert parent["info"]["run_name"] == "tiny-grid" and arms == TINY_ARMS
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own worker processes too
-        server.wait(timeout=30)
+        server.kill()
 
 
 def _get_experiment(base: str) -> str:
     with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=grid-test", timeout=5) as r:
         return json.loads(r.read())["experiment"]["experiment_id"]
 
-
-def _wait_for(fn, timeout: float = 90.0):
-    """Call fn until it stops raising connection errors (the server is starting), within a bound."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return fn()
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)

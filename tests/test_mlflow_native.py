@@ -3,7 +3,6 @@ a run from them, experiments tagged for the runs view, `ui`'s link, artifacts be
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import torch
 
 from lstm_mnist import ui
 
-from .conftest import QUICK, REPO, run_cli, write_mnist
+from .conftest import QUICK, REPO, free_port, run_cli, write_mnist
 
 
 def _client(project):
@@ -103,16 +102,10 @@ def test_a_sqlite_store_elsewhere_keeps_its_artifacts_beside_it(project, tmp_pat
     assert not (project / "mlruns" / "0").exists() and not list((project / "mlruns").rglob("config.toml"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ui_prints_the_runs_table_link_and_serves_the_store(project):
     c, exp, _ = _one_run(project, "max_epochs=1")
     old = c.create_experiment("made-by-hand")  # an experiment without the tag gets it from `ui`
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ui", "--port", str(port)], cwd=project,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})

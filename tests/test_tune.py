@@ -3,7 +3,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from lstm_mnist import claims, grid, tune
 from lstm_mnist import config
 from lstm_mnist.config import ConfigError
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, free_port, run_cli
 
 TINY_FIXED = "max_epochs = {epochs}\nbatch_size = 32\neval_batch_size = 256\nnum_threads = 1\nadamw = true\n"
 
@@ -221,12 +220,6 @@ def _as_postgres(cmd: list) -> list:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def postgres():
     """A throwaway PostgreSQL server on loopback, in a temp folder; stopped at the end."""
@@ -236,7 +229,7 @@ def postgres():
     folder = Path(tempfile.mkdtemp(prefix="lstm-mnist-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     run = lambda *cmd: subprocess.run(_as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]), check=True,  # noqa: E731
                                       capture_output=True, timeout=120)
     run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust")
