@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
 
-from . import claims, config, data, grid, outages, track, workers
+from . import claims, config, data, grid, membership, outages, track, workers
 from .config import Config
 
 QUICK_FILE = "experiments/ablation-quick.toml"
@@ -38,6 +38,8 @@ class Job:
     note: str = ""
     stale_ids: list = field(default_factory=list)
     pinned: frozenset = frozenset()  # keys the study's base file or [budget] sets (workers leave them alone)
+    fingerprint: str = ""        # the data's fingerprint (part of the identity)
+    older: bool = False          # not done, but trained under another protocol version (so trained again)
 
 
 @dataclass
@@ -58,23 +60,32 @@ class Tally:
 
 
 # ---------------------------------------------------------------- planning
-def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = False) -> list[Job]:
-    """Every cell of this machine's share, with its identity and its state in the store."""
+def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = False,
+         every: list[Job] | None = None) -> list[Job]:
+    """Every cell of this machine's share, with its identity and its state in the store. `every`, when
+    given, receives every cell of the grid (all shards): the plan recorded on the parent run."""
     jobs = [_job(study, cell) for cell in grid.expand(study)]
+    if every is not None:
+        every.extend(jobs)
     if shard:
         mine = grid.shard([j.config_hash for j in jobs], *shard)
         jobs = [j for j in jobs if j.config_hash in mine]
-    runs = {}
+    runs, older = {}, set()
     for r in track.search(study.experiment):
-        runs.setdefault(r.data.tags.get("config_hash"), []).append(r)
+        tags = r.data.tags
+        runs.setdefault(tags.get("config_hash"), []).append(r)
+        if r.info.status == track.FINISHED and tags.get("protocol_version", "0") != str(config.PROTOCOL_VERSION):
+            older.add(tags.get("settings_key") or tags.get("config_hash"))  # before the tag: the old identity
     for j in jobs:
         _classify(j, runs.get(j.config_hash, []), force)
+        j.older = j.state != "done" and j.cfg.settings_key(j.fingerprint) in older
     return jobs
 
 
 def _job(study: grid.Study, cell: grid.Cell) -> Job:
     cfg = config.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
-    return Job(cell, cfg, cfg.identity(data.fingerprint(cfg.data_dir)), pinned=frozenset({*study.base, *study.budget}))
+    fp = data.fingerprint(cfg.data_dir)
+    return Job(cell, cfg, cfg.identity(fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp)
 
 
 def _classify(job: Job, runs: list, force: bool) -> None:
@@ -90,6 +101,13 @@ def _classify(job: Job, runs: list, force: bool) -> None:
             where = r.data.tags.get("owner_host", "an unknown process")
             job.state, job.note = "elsewhere", f"RUNNING on {where} (run {r.info.run_id}); not touched"
             return
+
+
+def plan_record(jobs: list[Job]) -> dict:
+    """The grid's plan as the parent run records it (plan.json): the report's members are exactly these cells."""
+    cells = [{"cell": j.cell.name, "arm": j.cell.arm, "seed": j.cell.seed, "design": j.cell.design,
+              "designs": ",".join(j.cell.designs), "flag": j.cell.flag, "config_hash": j.config_hash} for j in jobs]
+    return {"protocol_version": config.PROTOCOL_VERSION, "cells": cells}
 
 
 def cost(cfg: Config) -> float:
@@ -114,6 +132,10 @@ def table(jobs: list[Job]) -> str:
         rows.append(f"{j.cell.arm:<{w}} {j.cell.design:<14} {j.cell.seed:>4}  {j.config_hash:<16}  {state}")
     n_done = sum(j.state == "done" for j in jobs)
     rows.append(f"{len(jobs)} cells: {n_done} done, {len(jobs) - n_done} not done")
+    n_older = sum(j.older for j in jobs)
+    if n_older:
+        rows.append(f"{n_older} of the cells not done were trained under another protocol version (the code changed "
+                    f"what a run computes; this is version {config.PROTOCOL_VERSION}): they are trained again")
     return "\n".join(rows)
 
 
@@ -124,7 +146,8 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     claimed are that process's to finish), else 1."""
     study = grid.load(path)
     planned = datetime.now()  # before the store is read: a cell finished elsewhere after this is skipped
-    jobs = plan(study, shard, force)
+    every: list[Job] = []
+    jobs = plan(study, shard, force, every)
     if dry_run:
         fraction = grid.design(study)
         if fraction:
@@ -136,14 +159,19 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     for j in jobs:
         if j.state == "elsewhere":
             out(f"{j.cell.name}: {j.note}")
-    if not todo:
-        out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
-        return 0
-    out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
-        f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})")
     tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
     grid_claims = open_claims(study, storage_url, planned)
-    return _execute(study, todo, n_workers, tally, out, pin, grid_claims, {j.config_hash for j in jobs})
+    if not todo:  # the plan is still this grid's latest: the report reads its members from it
+        out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
+        c = track.client()
+        parent = open_parent(study, n_workers, grid_claims, every, c)
+        track.end_run(parent, track.FINISHED, tally.metrics(), c=c)
+        return 0
+    older = sum(j.older for j in todo)
+    out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
+        f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})"
+        + (f"; {older} of them trained before under another protocol version" if older else ""))
+    return _execute(study, todo, n_workers, tally, out, pin, grid_claims, {j.config_hash for j in jobs}, every)
 
 
 def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
@@ -153,19 +181,27 @@ def open_claims(study: grid.Study, storage_url: str | None = None, since: dateti
     return claims.Claims(storage, f"grid {study.experiment}/{study.name}", since)
 
 
+def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, every: list[Job], c) -> str:
+    """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan."""
+    tags = {**parent_tags(study), "command": workers.invocation(), "workers": str(n_workers), **track.provenance()}
+    parent, made = grid_claims.once("parent", lambda: track.parent_run(study.experiment, "grid", study.name, tags, c),
+                                    valid=lambda run_id: track.exists(run_id, c))
+    if not made:  # created by another invocation (now, or an earlier one): continue it
+        track.reopen(parent, tags, c)
+    track.log_dict(parent, plan_record(every), membership.PLAN_FILE, c)
+    return parent
+
+
 def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, pin: bool = True,
-             grid_claims: claims.Claims | None = None, share: set[str] = frozenset()) -> int:
+             grid_claims: claims.Claims | None = None, share: set[str] = frozenset(),
+             every: list[Job] | None = None) -> int:
     c = track.client()
     grid_claims = grid_claims or open_claims(study)
     grid_claims.reap()
     for j in todo:
         for run_id in j.stale_ids:
             track.mark_failed(c, run_id, "stale: process died")
-    tags = {**parent_tags(study), "command": workers.invocation(), "workers": str(n_workers), **track.provenance()}
-    parent, made = grid_claims.once("parent", lambda: track.parent_run(study.experiment, "grid", study.name, tags, c),
-                                    valid=lambda run_id: track.exists(run_id, c))
-    if not made:  # created by another invocation (now, or an earlier one): continue it
-        track.reopen(parent, tags, c)
+    parent = open_parent(study, n_workers, grid_claims, every if every is not None else todo, c)
     writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out), grid_claims)
     status = track.KILLED  # unless the loop ends or raises: Ctrl-C
     grid_claims.start_heartbeat()
@@ -197,7 +233,8 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
 
 
 def _finished_in_store(study: grid.Study, share: set[str], c) -> int:
-    runs = track.search(study.experiment, f"tags.grid_name = '{study.name}'", statuses=(track.FINISHED,), c=c)
+    """Planned cells with a FINISHED run in the experiment, whichever grid trained them (resume's rule)."""
+    runs = track.search(study.experiment, statuses=(track.FINISHED,), c=c)
     return len({r.data.tags.get("config_hash") for r in runs} & share)
 
 
@@ -542,7 +579,7 @@ class Progress:
         self.estimated = True
         total = seconds * self.total / self.n_workers
         msg = f"estimate: about {_duration(total)} for the {self.total} cells to train (first cell {seconds:.0f} s)"
-        if device == "cpu" and total > 3600:
+        if device.startswith("cpu") and total > 3600:  # "cpu (model, N threads)"
             msg += f"; on this CPU try {QUICK_FILE} (same designs, small budget)"
         self.line(msg)
 

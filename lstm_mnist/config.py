@@ -18,7 +18,27 @@ FLAGS = ("bidirectional", "dropout", "width", "early_stopping", "augmentation", 
 READOUTS = ("last", "final_states")
 DEVICES = ("auto", "cpu", "cuda")
 # Fields that say where things go or how they execute, not what is computed: outside the run identity.
+# Thread count and device change the last digits of a result (float summation order), not the protocol.
 NOT_IDENTITY = frozenset({"data_dir", "experiment", "device", "num_threads", "log_model"})
+# The protocol version: part of every run's identity. Bump it with any change that alters what a run
+# computes (training, data, model, metrics), so runs from before the change are trained again rather than
+# reused as done. tests/test_config.py pins the identity of a known config: a change there is deliberate.
+# 1: the version itself entered the identity (runs from before it count as version 0).
+PROTOCOL_VERSION = 1
+# Keys no search may touch, with the reason: what the ablation compares (the flags and `readout`), the
+# replicates (`seed`), the protocol every arm shares (split, normalization, the data), and where or how a
+# run executes. One list for `tune`'s [space] and for what a tuned ablation's arm may search.
+NEVER_SEARCHED = {
+    "seed": "seeds are replicates, never tuned",
+    **{f: "flags are what the ablation compares, never tuned" for f in FLAGS},
+    "readout": "readout is a factor of the ablation, never tuned",
+    "val_fraction": "the validation split is part of the protocol: every trial must be scored on the same split",
+    "split_seed": "the validation split is part of the protocol: every trial must be scored on the same split",
+    "norm_mean": "normalization is part of the protocol, fixed for every run",
+    "norm_std": "normalization is part of the protocol, fixed for every run",
+    "train_samples": "the training set is part of the protocol, fixed for every run",
+    **{k: "it says where or how a run executes, not what it computes" for k in sorted(NOT_IDENTITY)},
+}
 
 
 class UserError(RuntimeError):
@@ -109,12 +129,21 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def identity(self, data_fingerprint: str) -> str:
-        """The run's identity: a hash of everything that decides its result, and the data it saw."""
+    def identity(self, data_fingerprint: str, protocol: int | None = None) -> str:
+        """The run's identity: a hash of everything that decides its result, the data it saw and the protocol
+        version of the code. `protocol=0` gives the identity runs had before the version was part of it."""
         keys = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
         keys["data_fingerprint"] = data_fingerprint
+        protocol = PROTOCOL_VERSION if protocol is None else protocol
+        if protocol:
+            keys["protocol_version"] = protocol
         blob = json.dumps(keys, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def settings_key(self, data_fingerprint: str) -> str:
+        """The identity without the protocol version: equal for the same config trained under any version
+        (a run's tag `settings_key`; for runs from before it, their config_hash)."""
+        return self.identity(data_fingerprint, protocol=0)
 
     def to_toml(self) -> str:
         return "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.to_dict().items())

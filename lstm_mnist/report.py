@@ -1,8 +1,8 @@
 """The results report of an ablation grid: tables with CIs and paired tests, and figures, from MLflow.
 
-Everything is derived from the tracking store (never edited by hand): the grid's FINISHED child runs,
-gathered by the tag `grid_name` (a grid's cells may sit under several parent runs), one run per
-config hash and per (arm, seed), the latest winning. Every
+Everything is derived from the tracking store (never edited by hand): the grid's members are the cells of
+its latest plan, each the FINISHED run with its config_hash in the experiment (membership.py), so the
+report means exactly its grid; runs outside the plan and missing cells are named in the header. Every
 comparison is "with the flag − without it", paired by seed, so a positive Δ means the flag raised
 the metric in both designs:
   leave-one-out  full − full-<flag>          (what removing the flag from the full model costs)
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import effects_report, figures, stats, tables, track, workers
+from . import effects_report, figures, membership, stats, tables, track, workers
 from .config import FLAGS, UserError
 
 GRID_ROLE = "tags.`lstm_mnist.role` = 'grid'"
@@ -45,6 +45,10 @@ class Grid:
     dropped: Counter        # why runs were left out: status, duplicate
     parent_tags: dict = field(default_factory=dict)  # the latest parent's tags: grid file, command, design, provenance
     wall_time_s: float = 0.0  # summed over the grid's parent runs (each invocation records its own)
+    outside: list = field(default_factory=list)     # FINISHED runs tagged with the grid but not in its plan
+    missing: list = field(default_factory=list)     # planned cells without a FINISHED run
+    mismatched: list = field(default_factory=list)  # runs left out: settings other than the grid's common ones
+    planned: bool = True    # False: no plan recorded (a grid from before plans), members by tag
 
 
 # ---------------------------------------------------------------- reading the store
@@ -64,22 +68,32 @@ def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
 
 
 def load(experiment: str, grid: str | None = None) -> Grid:
+    """The grid's members (membership.py: by the latest invocation's plan), as report rows."""
     name, latest, parents = find_grid(experiment, grid)
-    children = [r for r in track.search(experiment, f"tags.grid_name = '{name}'")
-                if r.data.tags.get("lstm_mnist.role") != "grid"]
-    seeds = sorted({_seed(r) for r in children})
-    finished = [r for r in children if r.info.status == track.FINISHED]
-    dropped = Counter(r.info.status for r in children if r.info.status != track.FINISHED)
-    if not finished:
-        runs = f"{len(children)} child run{'s' * (len(children) != 1)}: {_counts(dropped) or 'none'}"
-        raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({runs}); "
+    plan = membership.read_plan(latest.info.run_id)
+    m = membership.by_plan(experiment, name, plan) if plan else membership.by_tag(experiment, name)
+    if not m.runs:
+        left = _counts(m.dropped) or "none"
+        raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
-    runs = pd.DataFrame([_row(r) for r in finished])
-    runs, dupes = _latest_only(runs)
-    dropped["duplicate"] += dupes
+    rows = [{**_row(r), **_planned(m.cells.get(r.info.run_id))} for r in m.runs]
+    rows, mismatched = membership.agreeing(rows)
+    runs = pd.DataFrame(rows)
+    if not m.planned:
+        runs, dupes = _latest_only(runs)
+        m.dropped["duplicate"] += dupes
     # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
     wall = sum(v for p in parents for _, v in track.metric_history(p.info.run_id, "wall_time_s"))
-    return Grid(experiment, name, latest.info.run_id, len(parents), runs, seeds, dropped, dict(latest.data.tags), wall)
+    return Grid(experiment, name, latest.info.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.data.tags),
+                wall, m.outside, m.missing, mismatched, m.planned)
+
+
+def _planned(cell: dict | None) -> dict:
+    """The plan's word on a member's arm, seed and designs (a run may have been trained under another grid)."""
+    if not cell:
+        return {}
+    return {"arm": cell["arm"], "seed": int(cell["seed"]), "design": cell["design"],
+            "designs": cell["designs"] or cell["design"], "flag": cell["flag"] or _flag_from_arm(cell["arm"])}
 
 
 def _seed(run) -> int:
@@ -100,6 +114,7 @@ def _row(run) -> dict:
     row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})
     row.update({k: v for k, v in metrics.items() if k not in row})
     row["train_time_s"] = _train_time(run)
+    row["settings"] = membership.settings(run)
     return row
 
 
@@ -173,13 +188,19 @@ def _design_order(df: pd.DataFrame) -> pd.DataFrame:
     return key.sort_values(["_d", "_f", "arm"]).drop(columns=["_d", "_f"]).reset_index(drop=True)
 
 
+COSTS = {"epochs_trained": "epochs", "train_time_s": "time"}  # what a flag costs, beside what it is worth
+
+
 def comparisons(g: Grid, metric: str) -> pd.DataFrame:
-    """Each leave-one-out / add-one-in arm against its reference, paired by seed; Holm within each design."""
+    """Each leave-one-out / add-one-in arm against its reference, paired by seed; Holm within each design.
+    Beside the metric's Δ: the paired Δ of epochs trained and training time (what the flag costs)."""
     scored = g.runs.dropna(subset=[metric])  # a run without the metric cannot be paired
-    by_arm = {arm: dict(zip(r["seed"], r[metric])) for arm, r in scored.groupby("arm")}
+    by_arm = {m: {arm: dict(zip(r["seed"], r[m])) for arm, r in scored.groupby("arm")} if m in scored else {}
+              for m in (metric, *COSTS)}
     rows = [_compare(arm, design, flag, by_arm, metric) for design in REFERENCE for arm, flag in members(g, design)]
     df = pd.DataFrame(rows, columns=["design", "flag", "arm", "recorded_arm", "reference", "metric", "n_pairs",
-                                     "diff_mean", "diff_ci_lo", "diff_ci_hi", "p", "p_holm", "d_z", "note"])
+                                     "diff_mean", "diff_ci_lo", "diff_ci_hi", "p", "p_holm", "d_z", "note",
+                                     "epochs_diff_mean", "time_diff_mean"])
     for design, idx in df.groupby("design").groups.items():
         df.loc[idx, "p_holm"] = stats.holm(df.loc[idx, "p"].tolist())
     return _design_order(df)
@@ -209,37 +230,50 @@ def _on(run: pd.Series) -> set[str]:
 
 def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str) -> dict:
     ref = REFERENCE[design]
-    pair = (by_arm.get(ref, {}), by_arm.get(recorded, {}))
-    # "with the flag" first: `full` has it in leave-one-out, `baseline+<flag>` has it in add-one-in.
-    r = stats.paired(*pair) if design == "leave_one_out" else stats.paired(*reversed(pair))
-    note = r.reason if ref in by_arm else f"no FINISHED {ref!r} runs"
+
+    def paired(m: str) -> stats.Paired:
+        pair = (by_arm[m].get(ref, {}), by_arm[m].get(recorded, {}))
+        # "with the flag" first: `full` has it in leave-one-out, `baseline+<flag>` has it in add-one-in.
+        return stats.paired(*pair) if design == "leave_one_out" else stats.paired(*reversed(pair))
+
+    r = paired(metric)
+    note = r.reason if ref in by_arm[metric] else f"no FINISHED {ref!r} runs"
     arm = f"full-{flag}" if design == "leave_one_out" else f"baseline+{flag}"
     return {"design": design, "flag": flag, "arm": arm, "recorded_arm": recorded, "reference": ref,
             "metric": metric, "n_pairs": r.n,
             "diff_mean": r.mean_diff, "diff_ci_lo": r.ci_lo, "diff_ci_hi": r.ci_hi, "p": r.p, "p_holm": np.nan,
-            "d_z": r.d_z, "note": note}
+            "d_z": r.d_z, "note": note, **{f"{short}_diff_mean": paired(m).mean_diff for m, short in COSTS.items()}}
 
 
-def worth(comp: pd.DataFrame, metric: str, factorial: effects_report.Factorial | None = None) -> pd.DataFrame:
+def worth(comp: pd.DataFrame, metric: str, factorial: effects_report.Factorial | None = None,
+          costs: dict | None = None) -> pd.DataFrame:
     """One row per flag: leave-one-out cost, add-one-in gain and (when the grid has one) the factorial main
-    effect side by side, ranked by their mean."""
+    effect side by side, ranked by their mean; then what the flag costs: Δ epochs trained and Δ training
+    time per design (`costs`: the factorial fits of epochs_trained and train_time_s, when there is one)."""
     rows = []
-    for flag in sorted(set(comp["flag"]) - {""}, key=_flag_rank):
+    flags = set(comp["flag"]) | set(factorial.design.factors if factorial else ())
+    for flag in sorted(flags - {""}, key=_flag_rank):
         row = {"flag": flag}
         for design, short in (("leave_one_out", "loo"), ("add_one_in", "aoi")):
             hit = comp[(comp["flag"] == flag) & (comp["design"] == design)]
             c = hit.iloc[0] if len(hit) else pd.Series(dtype=object)
-            for k in ("diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note"):
+            for k in (*WORTH_KEYS, *(f"{x}_diff_mean" for x in COSTS.values())):
                 row[f"{short}_{k}"] = c.get(k, np.nan)
         row.update({k: v[0] for k, v in effects_report.worth_columns(factorial, [flag]).items()})
+        for m, x in COSTS.items():
+            e = (costs or {}).get(m)
+            row[f"ff_{x}_diff_mean"] = e.main_effect(flag).estimate if e and e.main_effect(flag) else np.nan
         views = [v for v in (row["loo_diff_mean"], row["aoi_diff_mean"], row["ff_diff_mean"]) if pd.notna(v)]
         row["mean_diff"] = float(np.mean(views)) if views else np.nan  # the designs present
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["flag"] + [f"{s}_{k}" for s in ("loo", "aoi") for k in (
-        "diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note")]
-        + ["ff_diff_mean", "ff_diff_ci_lo", "ff_diff_ci_hi", "ff_p_holm", "mean_diff"])
+    cost_cols = [f"{d}_{x}_diff_mean" for d in ("loo", "aoi", "ff") for x in COSTS.values()]
+    df = pd.DataFrame(rows, columns=["flag"] + [f"{s}_{k}" for s in ("loo", "aoi") for k in WORTH_KEYS]
+                      + ["ff_diff_mean", "ff_diff_ci_lo", "ff_diff_ci_hi", "ff_p_holm", "mean_diff"] + cost_cols)
     df = df.sort_values("mean_diff", ascending=lower_is_better(metric), na_position="last")
     return df.assign(rank=range(1, len(df) + 1))[["rank", *df.columns]].reset_index(drop=True)
+
+
+WORTH_KEYS = ("diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note")
 
 
 def lower_is_better(metric: str) -> bool:
@@ -291,7 +325,8 @@ def show_comparisons(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
         f"Δ {metric}": [_num(x, d, True) for x in comp["diff_mean"]],
         "95% CI": [_ci(lo, hi, d, True) for lo, hi in zip(comp["diff_ci_lo"], comp["diff_ci_hi"])],
         # The reason replaces the number where there is none (too few seeds, identical differences).
-        "p": [note or _p(p) for p, note in zip(comp["p"], comp["note"])],
+        "p": [_p(p) + (f" ({note})" if note else "") if pd.notna(p) else note or "–"
+              for p, note in zip(comp["p"], comp["note"])],
         "p (Holm)": [_p(p) for p in comp["p_holm"]], "d_z": [_num(x, 2) for x in comp["d_z"]]})
 
 
@@ -310,6 +345,11 @@ def show_worth(w: pd.DataFrame, metric: str) -> pd.DataFrame:
         out["factorial main effect [95% CI]"] = cell("ff")
         out["FF p (Holm)"] = [_p(p) for p in w["ff_p_holm"]]
     out["mean Δ"] = [_num(x, d, True) for x in w["mean_diff"]]
+    present = [p for p in ("loo", "aoi", "ff") if w[f"{p}_diff_mean"].notna().any()]
+    names = "/".join({"loo": "LOO", "aoi": "AOI", "ff": "FF"}[p] for p in present)
+    for x, label, digits in (("epochs", "Δ epochs", 1), ("time", "Δ train time (s)", 0)):
+        out[f"{label} {names}"] = [" / ".join(_num(row[f"{p}_{x}_diff_mean"], digits, True) for p in present)
+                                   for _, row in w.iterrows()]
     return out
 
 
@@ -365,9 +405,11 @@ class Report:
         m = self.metric
         out = [("Arms", "tab:arms", show_arms(self.arms, m))]
         if len(self.comparisons):
-            out += [(f"Paired comparisons ({m}, with − without the flag, by seed)", "tab:paired",
-                     show_comparisons(self.comparisons, m)),
-                    (f"What each enhancement is worth ({m})", "tab:worth", show_worth(self.worth, m))]
+            out.append((f"Paired comparisons ({m}, with − without the flag, by seed)", "tab:paired",
+                        show_comparisons(self.comparisons, m)))
+        if len(self.worth):
+            out.append((f"What each enhancement is worth ({m}), and what it costs", "tab:worth",
+                        show_worth(self.worth, m)))
         if self.factorial:
             f = self.factorial
             out += [(f"Factorial main effects ({m}, {f.design.title} {f.design.resolution_text})", "tab:main-effects",
@@ -384,15 +426,25 @@ def build(g: Grid, metric: str) -> Report:
     arms = arm_table(g, metric)
     comp = comparisons(g, metric)
     factorial = effects_report.build(g.runs, g.seeds, g.parent_tags, metric)
-    return Report(g, metric, arms, comp, worth(comp, metric, factorial), factorial)
+    costs = {m: effects_report.build(g.runs, g.seeds, g.parent_tags, m) for m in COSTS} if factorial else {}
+    return Report(g, metric, arms, comp, worth(comp, metric, factorial, costs), factorial)
 
 
 def header(r: Report) -> str:
     g = r.grid
     left_out = _counts(g.dropped)
     parents = f" ({g.parents} parent runs)" if g.parents > 1 else ""
-    return (f"Grid `{g.name}` in MLflow experiment `{g.experiment}`{parents}: {len(g.runs)} FINISHED runs over "
-            f"{len(r.arms)} arms, seeds {', '.join(map(str, g.seeds))}{f'; left out: {left_out}' if left_out else ''}.")
+    whose = "the cells of its latest plan" if g.planned else "gathered by the tag grid_name: no plan recorded"
+    parts = [f"Grid `{g.name}` in MLflow experiment `{g.experiment}`{parents}: {len(g.runs)} FINISHED runs over "
+             f"{len(r.arms)} arms ({whose}), seeds {', '.join(map(str, g.seeds))}"]
+    for what, names in (("missing (planned, no FINISHED run)", g.missing),
+                        ("outside the plan (tagged with the grid, not members)", g.outside),
+                        ("left out for settings other than the grid's", g.mismatched)):
+        if names:
+            parts.append(f"{what}: {len(names)} ({', '.join(names)})")
+    if left_out:
+        parts.append(f"not counted: {left_out}")
+    return "; ".join(parts) + "."
 
 
 def provenance(r: Report) -> str:
@@ -418,8 +470,21 @@ def notes(r: Report) -> list[str]:
     if len(r.comparisons):
         out.append("Δ = with − without the flag on the same seed (leave-one-out: full − full-<flag>; add-one-in: "
                    "baseline+<flag> − baseline). 95% CIs are t-intervals over seeds; p is the two-sided paired "
-                   "t-test, Holm-adjusted within each design; d_z = mean / sd of the paired differences.")
+                   "t-test, Holm-adjusted within each design (a comparison whose per-seed differences are all "
+                   "equal has p = 0 when they are non-zero, 1 when zero); d_z = mean / sd of the paired differences.")
+    if len(r.worth):
+        out.append("Δ epochs and Δ train time: the same with − without difference for the epochs trained and the "
+                   "summed epoch time (per design: leave-one-out / add-one-in / factorial main effect).")
+    if "early_stopping" in set(r.worth.get("flag", ())):
+        out.append(EARLY_STOPPING_NOTE)
     return out + (effects_report.notes(r.factorial) if r.factorial else [])
+
+
+EARLY_STOPPING_NOTE = (
+    "Early stopping: every run is tested on its best-val_loss weights, so a run without early stopping already "
+    "gets checkpoint selection; early stopping changes the tested weights only when val_loss would have improved "
+    "again more than `patience` epochs after its best, so its effect on the metric is near zero by construction "
+    "and its real effect is the compute it saves (its Δ epochs and Δ train time).")
 
 
 def markdown_doc(r: Report, figure_files: list[Path]) -> str:

@@ -48,7 +48,7 @@ class Paired:
     mean_diff: float
     ci_lo: float
     ci_hi: float
-    p: float               # two-sided paired t-test
+    p: float               # two-sided paired t-test (0 or 1 when every difference is the same: see paired)
     d_z: float             # Cohen's d_z = mean(diff) / sd(diff)
     reason: str = ""       # why p / d_z / CI are NaN ("" when they are numbers)
 
@@ -80,13 +80,15 @@ def paired(treated: Mapping[int, float], control: Mapping[int, float]) -> Paired
     if len(d) < 2:
         return Paired(len(d), mean(d), NAN, NAN, NAN, NAN, TOO_FEW)
     lo, hi = ci95(d)
-    if std(d) == 0:  # every seed moved by exactly the same amount: no t statistic exists
-        return Paired(len(d), mean(d), lo, hi, NAN, NAN, NO_SPREAD)
+    if std(d) == 0:  # every seed moved by exactly the same amount: no t statistic exists, but the evidence
+        # does: identical non-zero differences are the limit t -> inf (p = 0), identical zeros t = 0 (p = 1).
+        return Paired(len(d), mean(d), lo, hi, 0.0 if mean(d) != 0 else 1.0, NAN, NO_SPREAD)
     return Paired(len(d), mean(d), lo, hi, paired_t_p(d), cohen_dz(d))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values for one family; NaNs stay NaN and do not count in the family.
+    """Holm–Bonferroni adjusted p-values for one family; NaNs (no test: too few seeds) stay NaN and are not
+    in the family. A comparison with identical differences has a defined p (see `paired`), so it counts.
 
     The k-th smallest of m p-values becomes max over j ≤ k of min(1, (m − j + 1) · p_(j)).
     """

@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from . import outages, workers
+from . import config, outages, workers
 from .config import Config, UserError
 
 STORE_DIR = Path("mlruns")
@@ -280,8 +280,9 @@ def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str
              tags: dict, c: MlflowClient) -> RunRecord:
     """Create a run with its tags, every config value as a param, and config.toml. `run` closes it after
     training in this process; the grid's main process (the only writer) closes it when a worker reports."""
-    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint, **provenance(), **owner_tags(),
-                **tags}
+    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint,
+                "protocol_version": str(config.PROTOCOL_VERSION), "settings_key": cfg.settings_key(data_fingerprint),
+                **provenance(), **owner_tags(), **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id,
@@ -510,6 +511,11 @@ def _tags(tags: dict) -> list[RunTag]:
 
 def log_text(run_id: str, text: str, artifact_file: str, c: MlflowClient | None = None) -> None:
     (c or client()).log_text(run_id, text, artifact_file)
+
+
+def log_dict(run_id: str, value: dict, artifact_file: str, c: MlflowClient | None = None) -> None:
+    """A JSON artifact, rewritten in place when the file exists (a grid's plan, on each invocation)."""
+    log_text(run_id, json.dumps(value, indent=1), artifact_file, c)
 
 
 # What a trial's MLflow run ends as, for each final Optuna state.

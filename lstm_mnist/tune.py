@@ -28,10 +28,6 @@ PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 STUDY_KEYS = {"study_name", "experiment", "base", "trials", "objective", "sampler", "sampler_seed",
               "sampler_startup_trials", "pruner", "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "space"}
-# Seeds are data (replicates), flags are what the ablation compares, the rest is where/how a run executes.
-NOT_SEARCHABLE = {"seed": "seeds are replicates, never tuned", "split_seed": "the split is fixed",
-                  **{f: "flags are ablated, not tuned" for f in config.FLAGS},
-                  **{k: "it does not change the result" for k in config.NOT_IDENTITY}}
 RETRIES = claims.RETRIES  # a trial whose process died is queued again at most this often
 
 
@@ -106,8 +102,9 @@ def _start_values(path: Path, raw: dict) -> dict:
 def _check_dist(key: str, dist, start: dict) -> None:
     if key not in config.FIELDS:
         raise ConfigError(f"[space] {key}: unknown config key; known keys are {', '.join(config.FIELDS)}")
-    if key in NOT_SEARCHABLE:
-        raise ConfigError(f"[space] {key}: not searchable ({NOT_SEARCHABLE[key]})")
+    if key in config.NEVER_SEARCHED:
+        raise ConfigError(f"[space] {key}: never searched ({config.NEVER_SEARCHED[key]}); set it in [fixed] or the "
+                          "base file instead")
     if not isinstance(dist, dict):
         raise ConfigError(f"[space] {key}: write it as {{type=\"float\", low=..., high=...}} or "
                           f"{{type=\"categorical\", choices=[...]}}")

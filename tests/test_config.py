@@ -80,3 +80,21 @@ def test_cli_prints_one_line_and_exits_2(capsys, argv, expected):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+
+
+def test_the_identity_of_a_known_config_is_pinned():
+    """A change here must be deliberate: bump config.PROTOCOL_VERSION when what a run computes changes."""
+    cfg = Config(bidirectional=True, dropout=True, seed=3, max_epochs=5)
+    assert config.PROTOCOL_VERSION == 1
+    assert cfg.identity("0123456789abcdef") == "51595cc6d95edc3c"
+    assert cfg.settings_key("0123456789abcdef") == cfg.identity("0123456789abcdef", protocol=0)
+    assert cfg.identity("fp", protocol=2) != cfg.identity("fp")
+    # thread count and device change the last digits, not the protocol: outside the identity
+    assert cfg.identity("fp") == Config(**{**cfg.to_dict(), "num_threads": 7, "device": "cpu"}).identity("fp")
+
+
+def test_protocol_keys_are_never_searched():
+    for key in ("val_fraction", "split_seed", "norm_mean", "norm_std", "data_dir", "train_samples", "readout",
+                "seed", *config.FLAGS):
+        assert key in config.NEVER_SEARCHED, key
+    assert set(config.NEVER_SEARCHED) <= set(config.FIELDS)

@@ -149,7 +149,7 @@ def test_progress_estimates_the_grid_and_points_a_cpu_user_to_the_quick_file():
     lines = []
     progress = ablate.Progress(total=42, n_workers=2, out=lines.append)
     job = ablate.Job(grid.Cell("full", "reference", "", 0, frozenset()), config.Config(), "0" * 16)
-    progress.finished(job, 0.9912, 300.0, "cpu")
+    progress.finished(job, 0.9912, 300.0, "cpu (AMD EPYC 7B13, 1 thread)")  # as train reports it
     progress.finished(job, 0.9913, 300.0, "cpu")  # the estimate comes once
     assert lines[0].startswith("[1/42] full") and "test_f1 0.9912  300s" in lines[0]
     assert lines[1].startswith("estimate: about 1.8 h for the 42 cells") and ablate.QUICK_FILE in lines[1]

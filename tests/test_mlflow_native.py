@@ -155,6 +155,6 @@ def test_report_tables_are_logged_as_mlflow_tables(project):
     parent = c.search_runs([c.get_experiment_by_name(EXP).experiment_id], f"tags.grid_name = '{GRID}' and "
                            "tags.`lstm_mnist.role` = 'grid'")[0]
     names = {a.path for a in c.list_artifacts(parent.info.run_id, "report/tables")}
-    assert names == {f"report/tables/{n}_test_f1.json" for n in ("arms", "main-effects", "interactions")}
+    assert names == {f"report/tables/{n}_test_f1.json" for n in ("arms", "worth", "main-effects", "interactions")}
     tags = json.loads(parent.data.tags["mlflow.loggedArtifacts"])
     assert {t["path"] for t in tags} == names and {t["type"] for t in tags} == {"table"}

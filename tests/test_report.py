@@ -131,7 +131,8 @@ def test_report_writes_every_file_with_numbers_from_the_store(messy_grid):
 
     md = (out / "report.md").read_text()
     assert md.startswith(f"# Ablation report: {GRID}\n")
-    assert "(2 parent runs): 16 FINISHED runs over 6 arms, seeds 1, 2, 3; left out: 1 FAILED, 1 duplicate." in md
+    assert ("(2 parent runs): 16 FINISHED runs over 6 arms (gathered by the tag grid_name: no plan recorded), "
+            "seeds 1, 2, 3; not counted: 1 FAILED, 1 duplicate." in md)
     assert "| arm | design | flags on | n | test F1 mean ± sd | 95% CI |" in md
     assert f"| full | reference | all six | 3 | {np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} |" in md
     assert "| baseline+adamw† | add_one_in | adamw | 1 |" in md and "too few seeds" in md
@@ -196,3 +197,16 @@ def test_the_latest_grid_is_the_one_run_last_even_when_it_was_created_first(mess
     g.c.set_tag(first, "last_invoked_ms", str(int(time.time() * 1000) + 10_000))  # GRID resumed just now
     name, parent, _ = report.find_grid(EXP, None)
     assert name == GRID and parent.info.run_id == first
+
+
+def test_a_run_whose_settings_differ_from_the_grids_is_named_and_never_paired(messy_grid):
+    """A grid from before plans, where one run trained on another budget: left out of every table, named."""
+    g, first, latest = messy_grid
+    g.child(latest, GRID, "full", 4, 0.99)
+    odd = g.child(latest, GRID, "full-dropout", 4, 0.5)
+    g.c.log_param(odd, "max_epochs", "2")
+    r = report.build(report.load(EXP, GRID), "test_f1")
+    assert odd not in set(r.grid.runs["run_id"])
+    assert r.grid.mismatched == ["full-dropout-s4: max_epochs=2 (the grid's: None)"]
+    assert "left out for settings other than the grid's: 1 (full-dropout-s4: max_epochs=2" in report.header(r)
+    assert r.comparisons.set_index("arm").loc["full-dropout", "n_pairs"] == 3  # seeds 1-3; seed 4 not paired

@@ -55,8 +55,10 @@ def test_paired_with_too_few_seeds_or_no_spread_gives_a_reason():
     assert one.n == 1 and one.reason == stats.TOO_FEW and one.mean_diff == pytest.approx(0.05)
     assert all(math.isnan(v) for v in (one.p, one.d_z, one.ci_lo, one.ci_hi))
     flat = stats.paired({1: 1.0, 2: 2.0}, {1: 0.5, 2: 1.5})
-    assert flat.reason == stats.NO_SPREAD and math.isnan(flat.p) and math.isnan(flat.d_z)
+    assert flat.reason == stats.NO_SPREAD and math.isnan(flat.d_z)
     assert flat.mean_diff == 0.5 and (flat.ci_lo, flat.ci_hi) == (0.5, 0.5)
+    # identical non-zero differences: the strongest evidence, p = 0; identical zeros: no evidence, p = 1
+    assert flat.p == 0.0 and stats.paired({1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0}).p == 1.0
 
 
 def test_holm_by_hand():
@@ -69,3 +71,16 @@ def test_holm_leaves_nan_out_of_the_family():
     out = stats.holm([0.01, float("nan"), 0.04])
     assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.04)
     assert stats.holm([]) == []
+
+
+@pytest.mark.parametrize("diffs", [
+    [[0.01, 0.012, 0.009], [0.002, -0.001, 0.003], [-0.004, 0.001, 0.0], [0.003, 0.006, 0.0]],   # no ties
+    [[0.01, 0.012, 0.009], [0.002, 0.002, 0.002], [-0.004, 0.001, 0.0], [0.0, 0.0, 0.0]],       # zero spread
+    [[0.002, 0.002, 0.002], [0.005, 0.005, 0.005], [0.0, 0.0, 0.0]],                             # only zero spread
+])
+def test_holm_of_paired_comparisons_matches_statsmodels_with_zero_spread_rows_in_the_family(diffs):
+    from statsmodels.stats.multitest import multipletests
+
+    ps = [stats.paired(dict(enumerate(d)), {i: 0.0 for i in range(len(d))}).p for d in diffs]
+    assert not any(math.isnan(p) for p in ps)  # every comparison counts in the family
+    assert stats.holm(ps) == pytest.approx(multipletests(ps, method="holm")[1].tolist(), abs=1e-12)

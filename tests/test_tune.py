@@ -53,7 +53,10 @@ def mlflow_runs(project: Path, experiment: str = "lstm-mnist-tune") -> list:
     ('hidden_on = {type = "float", low = 16.0, high = 64.0}', "", "does not match the config field, which is int"),
     ('dropout_rate = {type = "float", low = 0.0, high = 1.5}', "", "out of range"),
     ('seed = {type = "int", low = 0, high = 9}', "", "seeds are replicates"),
-    ('dropout = {type = "categorical", choices = [true, false]}', "", "flags are ablated"),
+    ('dropout = {type = "categorical", choices = [true, false]}', "", "flags are what the ablation compares"),
+    ('val_fraction = {type = "float", low = 0.1, high = 0.3}', "", "every trial must be scored on the same split"),
+    ('norm_std = {type = "float", low = 0.2, high = 0.4}', "", "normalization is part of the protocol"),
+    ('readout = {type = "categorical", choices = ["last", "final_states"]}', "", "readout is a factor of the ablation"),
     ('batch_size = {type = "categorical", choices = []}', "", "non-empty list"),
     ('batch_size = {type = "uniform", low = 1, high = 2}', "", "allowed are float, int, categorical"),
     (LR, 'objective = "test_f1"', "the test set is never used"),
@@ -68,8 +71,10 @@ def test_a_bad_study_file_is_a_one_line_error(tmp_path, space, extra, message):
     assert "\n" not in str(err.value) and str(err.value).startswith(str(path))
 
 
-def test_bad_study_via_cli_is_one_line_exit_2(project):
-    path = write_study(project, "bad", 'adamw_lr = {type = "float", low = 0.1, high = 0.01}')
+@pytest.mark.parametrize("space", ['adamw_lr = {type = "float", low = 0.1, high = 0.01}',
+                                   'val_fraction = {type = "float", low = 0.1, high = 0.3}'])
+def test_bad_study_via_cli_is_one_line_exit_2(project, space):
+    path = write_study(project, "bad", space)
     proc = run_cli("tune", str(path), cwd=project)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
 
