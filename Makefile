@@ -10,6 +10,7 @@ TRIALS ?=
 WORKERS ?= 1
 MPS ?=
 STORAGE ?=
+TEST_PROCS ?= 4
 # MNIST: LSTM_MNIST_DATA when set; else the verified copy beside a development checkout; else data/
 # (where torchvision downloads it on a machine with internet).
 SHARED_MNIST := $(abspath $(CURDIR)/../shared/mnist)
@@ -27,13 +28,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install the project (torch from this machine's disk)
+install: $(VENV)/.installed  ## create .venv and install the project and its test tools
 
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
 
-test: install  ## the test suite (CPU, a few minutes)
-	$(PY) -m pytest -q $(ARGS)
+test: install  ## the test suite (CPU, a few minutes; independent tests run in parallel)
+	$(PY) -m pytest -q -n $(TEST_PROCS) $(ARGS)
+
+.PHONY: test-fast
+test-fast: install  ## the tests that start no subprocess (the edit loop, under a minute)
+	$(PY) -m pytest -q -m "not subprocess" $(ARGS)
+
+.PHONY: docs
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed  ## build the documentation site into site/ (mkdocs build --strict: broken links fail)
+	$(VENV)/bin/mkdocs build --strict $(ARGS)
 
 .PHONY: chaos
 chaos: install  ## fault scenarios only (kills, duplicate starts, server outage, read-only artifacts) -> reports/chaos.jsonl

@@ -1,2 +1,11 @@
-"""lstm-mnist: an ablation harness for an LSTM-on-MNIST classifier (flags, grid, Optuna, MLflow, report)."""
+"""lstm-mnist: an ablation harness for an LSTM-on-MNIST classifier (flags, grids, Optuna, MLflow, report).
+
+The packages, bottom to top (each imports only from those below it):
+  config.py   the one frozen config, its identity and UserError        machine/   this host: processes, cores
+  analysis/   pure statistics, designs, tables, figures                training/  one run: data, model, train
+  tracking/   MLflow (the only package importing it)                   claims/    atomic claims in Optuna storages
+  runs/       one recorded run                                         grids/     ablation grids
+  tuning/     Optuna studies        report/  the results report        gpu/       GPU measurement, MPS
+  cli.py      the command line
+"""
 __version__ = "0.1.0"

@@ -11,7 +11,8 @@ from .config import UserError
 
 
 def cmd_run(args) -> int:
-    from . import config, runner
+    from . import config
+    from .runs import runner
 
     cfg = config.load(args.file, args.overrides)
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
@@ -31,24 +32,26 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .training import bench
 
     bench.main(batches=args.batches, warmup=args.warmup, rounds=args.rounds, out=args.out, data_dir=args.data_dir)
     return 0
 
 
 def cmd_report(args) -> int:
-    from . import report
+    from .report import make, render
 
-    r, paths = report.make(args.experiment, args.grid, args.metric, args.out)
-    print(report.terminal(r))
+    r, paths = make.make(args.experiment, args.grid, args.metric, args.out)
+    print(render.terminal(r))
     print(f"wrote {len(paths)} files to {paths[0].parent}/ and logged them on MLflow run {r.grid.parent_id} "
           f"(the grid's latest parent) under report/")
     return 0
 
 
 def cmd_tune(args) -> int:
-    from . import mps, outages, tune
+    from .gpu import mps
+    from .tracking import outages
+    from .tuning import tune
 
     n = _workers(args.workers, args.mps)
     outages.set_store_wait(args.store_wait)
@@ -59,7 +62,9 @@ def cmd_tune(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from . import ablate, grid, mps, outages
+    from .gpu import mps
+    from .grids import ablate, grid
+    from .tracking import outages
 
     n = _workers(args.workers, args.mps)
     shard = grid.parse_shard(args.shard) if args.shard else None
@@ -71,7 +76,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_gpu_check(args) -> int:
-    from . import gpu_check  # imports neither MLflow nor Optuna: runs on a bare GPU box
+    from .gpu import check as gpu_check  # imports neither MLflow nor Optuna: runs on a bare GPU box
 
     kwargs = {"workers": gpu_check.parse_worker_counts(args.workers)} if args.workers else {}
     gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, **kwargs)  # --mps: measured with and without
@@ -80,16 +85,16 @@ def cmd_gpu_check(args) -> int:
 
 def _workers(text: str, mps: bool = False) -> int:
     """`--workers N` or `--workers auto` (what gpu-check last recommended for this GPU, else a stated rule)."""
-    from . import workers
+    from .machine import cores
 
-    n, rule = workers.from_arg(text, mps=mps)
+    n, rule = cores.from_arg(text, mps=mps)
     if text.strip().lower() == "auto":
         print(f"--workers auto: {n} ({rule})", flush=True)
     return n
 
 
 def cmd_evaluate(args) -> int:
-    from . import evaluate
+    from .runs import evaluate
 
     ch = evaluate.check(args.run_id, data_dir=args.data_dir, device=args.device)
     print("\n".join(evaluate.lines(ch)))
@@ -97,7 +102,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from . import ui
+    from .tracking import ui
 
     return ui.main(port=args.port, host=args.host, experiment=args.experiment, open_browser=args.open)
 

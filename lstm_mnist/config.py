@@ -234,6 +234,19 @@ def parse_file(path: str | Path, parse, what: str, known) -> object:
         raise ConfigError(f"{p}: {e}") from None
 
 
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def check_name(what: str, name: str, fix: str) -> str:
+    """A grid or study name goes into MLflow filter strings (`tags.grid_name = '...'`), where a quote or a
+    backslash would change the query: letters, digits, '.', '_' and '-' only, refused at load time."""
+    odd = sorted(set(name) - NAME_CHARS)
+    if not name or odd:
+        raise ConfigError(f"{what} {name!r}: use only letters, digits, '.', '_' and '-' (MLflow filter strings treat "
+                          f"{''.join(odd) or 'an empty name'!r} specially); {fix}")
+    return name
+
+
 def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:

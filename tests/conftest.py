@@ -77,6 +77,7 @@ def project(tmp_path, monkeypatch, tiny_data, _store_template) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("LSTM_MNIST_DATA", str(tiny_data))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("LSTM_MNIST_LEASE_DIR", str(tmp_path / "lease"))  # this test's invocations divide the cores
     return tmp_path
 
 
@@ -125,3 +126,28 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("chaos figures")
         for entry in FIGURES:
             terminalreporter.write_line(" ".join(f"{k}={v}" for k, v in entry.items()))
+
+
+@pytest.fixture(autouse=True)
+def _the_subprocess_marker_is_true(request, monkeypatch):
+    """`make test-fast` leaves out the tests marked `subprocess`, so the mark must be true: a test without it
+    that starts a process (the CLI, a worker, a server) fails here, naming the command. git (read for the
+    runs' provenance) does not count."""
+    if request.node.get_closest_marker("subprocess"):
+        return
+    import multiprocessing.process
+
+    real_popen = subprocess.Popen.__init__
+
+    def popen(self, args, *a, **kw):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        if Path(str(argv[0])).name != "git":
+            pytest.fail(f"{request.node.nodeid} starts a process ({' '.join(map(str, argv))[:120]}): mark it "
+                        "@pytest.mark.subprocess", pytrace=False)
+        real_popen(self, args, *a, **kw)
+
+    def start(self):
+        pytest.fail(f"{request.node.nodeid} starts a worker process: mark it @pytest.mark.subprocess", pytrace=False)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)

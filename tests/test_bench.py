@@ -1,9 +1,11 @@
 """`bench` runs all three pipelines and writes its figures (speed targets are checked by `make bench`)."""
+import pytest
 import json
 
 from .conftest import run_cli
 
 
+@pytest.mark.subprocess
 def test_bench_smoke_writes_json(project):
     proc = run_cli("bench", "--batches", "3", "--warmup", "1", "--rounds", "1", "--out", "b.json", cwd=project)
     assert proc.returncode == 0, proc.stderr

@@ -20,14 +20,14 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from lstm_mnist import ablate, grid
+from lstm_mnist.grids import grid, plan
 
 from .chaos_tools import Cli, Server, cell_figures, left_behind, record, runs
 from .conftest import TINY_BUDGET
 from .test_tune import LR, write_study
 
 SEED = int(os.environ.get("CHAOS_SEED", "20261129"))
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.subprocess]
 
 def chaos_grid(seeds: str) -> str:
     """Two flags: 6 arms per seed, cells of a few seconds each."""
@@ -44,7 +44,7 @@ def chaos(project) -> Path:
 
 def hashes(path: str = GRID) -> set[str]:
     study = grid.load(path)
-    return {ablate._job(study, cell).config_hash for cell in grid.expand(study)}
+    return {plan._job(study, cell).config_hash for cell in grid.expand(study)}
 
 
 def local(folder: Path) -> str:

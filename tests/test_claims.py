@@ -11,7 +11,8 @@ import pytest
 
 from mlflow.exceptions import MlflowException
 
-from lstm_mnist import claims, outages
+from lstm_mnist import claims
+from lstm_mnist.tracking import outages
 
 from .conftest import REPO
 from .test_tune import postgres  # noqa: F401 (the fixture)
@@ -26,7 +27,7 @@ storage = claims.open_storage(where if "://" in where else None, Path(where))
 c = claims.Claims(storage, "race", since=datetime.fromtimestamp(planned))
 while time.time() < start:
     time.sleep(0.001)
-parent, made = c.once("parent", lambda: uuid.uuid4().hex)
+parent, made = claims.once(c, "parent", lambda: uuid.uuid4().hex)
 won = []
 for k in range(keys):
     got = c.take(f"cell-{k}")
@@ -55,10 +56,12 @@ def _race(where: str, n: int = 6, keys: int = 40) -> None:
     assert len({r["parent"] for r in results}) == 1 and sum(r["made"] for r in results) == 1
 
 
+@pytest.mark.subprocess
 def test_processes_racing_for_the_same_keys_each_win_distinct_ones(tmp_path):
     _race(str(tmp_path / "c.journal"))
 
 
+@pytest.mark.subprocess
 def test_the_same_race_on_postgresql(postgres):
     """Several machines: the claims in an RDB (a row lock decides each WAITING -> RUNNING flip)."""
     _race(postgres, n=4, keys=20)
@@ -81,13 +84,14 @@ def test_two_offers_of_one_key_still_have_one_winner(tmp_path):
     assert isinstance(again, claims.Claim) and again.number == 1
 
 
+@pytest.mark.subprocess
 def test_a_claim_of_a_dead_process_is_freed(tmp_path):
     a = _claims(tmp_path)
     got = a.take("k")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    from lstm_mnist import workers
+    from lstm_mnist.machine import host
 
-    host = workers.process_stamp(os.getpid()).split(":")[0]
+    host = host.process_stamp(os.getpid()).split(":")[0]
     a.storage.set_trial_user_attr(got.trial_id, "process", f"{host}:{dead.stdout.strip()}:1")
     b = _claims(tmp_path)
     assert b.reap() == 1
@@ -177,7 +181,7 @@ def test_what_counts_as_an_outage(message, reason):
 def test_a_value_made_once_is_remade_when_it_is_no_longer_valid(tmp_path):
     """The parent run recorded in the claims journal was in a store since replaced: a new one is made."""
     a = _claims(tmp_path)
-    assert a.once("parent", lambda: "run-1") == ("run-1", True)
-    assert _claims(tmp_path).once("parent", lambda: "never") == ("run-1", False)
-    assert _claims(tmp_path).once("parent", lambda: "run-2", valid=lambda v: v != "run-1") == ("run-2", True)
-    assert _claims(tmp_path).once("parent", lambda: "never") == ("run-2", False)
+    assert claims.once(a, "parent", lambda: "run-1") == ("run-1", True)
+    assert claims.once(_claims(tmp_path), "parent", lambda: "never") == ("run-1", False)
+    assert claims.once(_claims(tmp_path), "parent", lambda: "run-2", valid=lambda v: v != "run-1") == ("run-2", True)
+    assert claims.once(_claims(tmp_path), "parent", lambda: "never") == ("run-2", False)

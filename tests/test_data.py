@@ -5,9 +5,9 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from lstm_mnist import data
+from lstm_mnist.training import data
 from lstm_mnist.config import Config
-from lstm_mnist.data import DataError
+from lstm_mnist.training.data import DataError
 
 from .conftest import NAMES, REAL_DATA, write_mnist
 
@@ -82,7 +82,7 @@ def test_warp_parameters_are_per_sample(tiny_data):
 
 
 def test_only_training_batches_are_augmented(tiny_data, monkeypatch):
-    from lstm_mnist import train
+    from lstm_mnist.training import train
 
     sizes = []
     real = data.affine_warp

@@ -5,7 +5,10 @@ Grid files (those with `designs`) are expanded in full, and one of their cells t
 import optuna
 import pytest
 
-from lstm_mnist import config, grid, train, tune
+from lstm_mnist import config
+from lstm_mnist.grids import grid
+from lstm_mnist.training import train
+from lstm_mnist.tuning import study as study_file
 
 from .conftest import REPO
 
@@ -38,9 +41,9 @@ STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
 
 @pytest.mark.parametrize("path", STUDY_FILES, ids=lambda p: p.name)
 def test_study_file_loads_and_one_trial_runs_one_short_epoch(path, tiny_data):
-    study = tune.load_study_file(path)
+    study = study_file.load_study_file(path)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    cfg = tune.trial_config(study, tune.suggest(trial, study))
+    cfg = study_file.trial_config(study, study_file.suggest(trial, study))
     cfg = config.build({**cfg.to_dict(), "max_epochs": 1, "train_samples": 64, "data_dir": str(tiny_data),
                         "num_threads": 1})
     result = train.fit(cfg)

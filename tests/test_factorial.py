@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 
-from lstm_mnist import effects, effects_report, fractional, report
+from lstm_mnist.analysis import effects, fractional
+from lstm_mnist.report import compare, factorial, gather, render
 from lstm_mnist.config import FLAGS, ConfigError
 
 from .conftest import run_cli
@@ -169,6 +170,7 @@ def _fake_factorial(project, seeds=(0, 1), skip=()):
     return d, obs
 
 
+@pytest.mark.subprocess
 def test_report_of_a_factorial_grid(project):
     d, obs = _fake_factorial(project)
     proc = run_cli("report", "--experiment", EXP, cwd=project)
@@ -193,25 +195,26 @@ def test_report_of_a_factorial_grid(project):
 
 def test_missing_runs_are_named_and_marked(project):
     _fake_factorial(project, skip={("baseline", 1)})
-    r = report.build(report.load(EXP, GRID), "test_f1")
+    r = compare.build(gather.load(EXP, GRID), "test_f1")
     assert r.factorial.missing_arms == ["baseline (seed 1)"]
-    shown = effects_report.show(r.factorial, "main")
+    shown = factorial.show(r.factorial, "main")
     assert shown["flag"].str.endswith("†").all()
-    assert any("† missing runs" in n for n in report.notes(r))
+    assert any("† missing runs" in n for n in render.notes(r))
 
 
+@pytest.mark.subprocess  # pdflatex
 @pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed (Debian: texlive-latex-recommended)")
 def test_latex_tables_compile_and_fit_the_page(project, tmp_path):
     """Every table of a factorial report and of a wide grid report compiles in a minimal article with booktabs
     and no box is wider than the text (pdflatex says "Overfull \\hbox" when one is)."""
     _fake_factorial(project)
-    r = report.build(report.load(EXP, GRID), "test_f1")
+    r = compare.build(gather.load(EXP, GRID), "test_f1")
     wide = pd.DataFrame({"arm": ["baseline+bidirectional+dropout+early_stopping+adamw†"] * 3,
                          "design": ["factorial"] * 3, "flags on": ["all but width, augmentation + final_states readout"] * 3,
                          **{f"column {i} mean ± sd": ["0.9876 ± 0.0012"] * 3 for i in range(8)}})
-    from lstm_mnist import tables
+    from lstm_mnist.analysis import tables
 
-    body = report.latex_doc(r) + tables.latex(wide, "a wide table", "tab:wide")
+    body = render.latex_doc(r) + tables.latex(wide, "a wide table", "tab:wide")
     doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
     (tmp_path / "t.tex").write_text(doc)
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
@@ -239,11 +242,12 @@ def test_resolution_three_main_effects_name_their_aliases():
     assert main[0].name == "bidirectional = dropout:early_stopping = width:augmentation"
     assert main[0].letters == "A = BD = CE" and main[0].factor == "bidirectional"
     a = effects.analyze(d, _synthetic(d, (0, 1), [0.01, 0, 0, 0, 0, 0.02]), (0, 1))
-    f = effects_report.Factorial(d, a, [], "test_f1")
+    f = factorial.Factorial(d, a, [], "test_f1")
     assert f.main_effect("adamw").term.factor == "adamw"
-    assert any("Resolution III" in n for n in effects_report.notes(f))
+    assert any("Resolution III" in n for n in factorial.notes(f))
 
 
+@pytest.mark.subprocess
 def test_wall_time_is_summed_over_invocations_and_tables_are_not_appended(project):
     _fake_factorial(project)
     c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from lstm_mnist import gpu_check
+from lstm_mnist.gpu import check as gpu_check
 from lstm_mnist.config import ConfigError
 
 from .conftest import REPO
@@ -17,6 +17,7 @@ from .test_mps import calls, standin
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU smoke mode")
 
 
+@pytest.mark.subprocess
 @cpu_only
 def test_cpu_smoke_run_end_to_end(project, capsys):
     figures = gpu_check.main(out="reports/g.json", workers=(1, 2, 4, 8), seconds=1.0)
@@ -46,6 +47,7 @@ def test_cpu_smoke_run_end_to_end(project, capsys):
     assert "recommended WORKERS=" in printed and "wrote reports/g.json" in printed
 
 
+@pytest.mark.subprocess
 @cpu_only
 def test_cpu_smoke_run_under_mps(project, monkeypatch):
     log = standin(project, monkeypatch)
@@ -88,8 +90,9 @@ def test_worker_counts_argument():
             gpu_check.parse_worker_counts(bad)
 
 
+@pytest.mark.subprocess
 def test_imports_neither_mlflow_nor_optuna():
-    code = ("import sys, lstm_mnist.gpu_check; "
+    code = ("import sys, lstm_mnist.gpu.check; "
             "assert 'mlflow' not in sys.modules and 'optuna' not in sys.modules, "
             "[m for m in sys.modules if m.startswith(('mlflow', 'optuna'))]")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -13,7 +13,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from lstm_mnist import ablate, config, grid
+from lstm_mnist import config
+from lstm_mnist.grids import ablate, grid, plan, writer
+from lstm_mnist.grids.progress import QUICK_FILE, Progress
+from lstm_mnist.tracking import groups, records, store
 from lstm_mnist.config import ConfigError
 
 from .chaos_tools import Server
@@ -147,12 +150,12 @@ def test_shards_split_the_cells_exactly_once_and_deterministically():
 
 def test_progress_estimates_the_grid_and_points_a_cpu_user_to_the_quick_file():
     lines = []
-    progress = ablate.Progress(total=42, n_workers=2, out=lines.append)
-    job = ablate.Job(grid.Cell("full", "reference", "", 0, frozenset()), config.Config(), "0" * 16)
+    progress = Progress(total=42, n_workers=2, out=lines.append)
+    job = plan.Job(grid.Cell("full", "reference", "", 0, frozenset()), config.Config(), "0" * 16)
     progress.finished(job, 0.9912, 300.0, "cpu (AMD EPYC 7B13, 1 thread)")  # as train reports it
     progress.finished(job, 0.9913, 300.0, "cpu")  # the estimate comes once
     assert lines[0].startswith("[1/42] full") and "test_f1 0.9912  300s" in lines[0]
-    assert lines[1].startswith("estimate: about 1.8 h for the 42 cells") and ablate.QUICK_FILE in lines[1]
+    assert lines[1].startswith("estimate: about 1.8 h for the 42 cells") and QUICK_FILE in lines[1]
     assert len(lines) == 3
 
 
@@ -179,13 +182,14 @@ def _kill_after_first_cell(folder: Path) -> str:
     return "".join(seen)
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, capsys):
     out = _kill_after_first_cell(tiny_grid)
     assert "[1/6]" in out
     before = _children(_runs(tiny_grid))
     assert [r.info.status for r in before].count("FINISHED") == 1 and "RUNNING" in [r.info.status for r in before]
 
-    dry = ablate.table(ablate.plan(grid.load("experiments/tiny-grid.toml")))  # in-process: no startup cost
+    dry = plan.table(plan.plan(grid.load("experiments/tiny-grid.toml")))  # in-process: no startup cost
     assert "6 cells: 1 done, 5 not done" in dry and "todo (left RUNNING by a dead process)" in dry
 
     again = run_cli("ablate", "experiments/tiny-grid.toml", cwd=tiny_grid)
@@ -214,6 +218,7 @@ def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, 
     assert len(_runs(tiny_grid)) == len(runs)
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_ends_the_open_cells_and_the_parent_killed(tiny_grid):
     (tiny_grid / "experiments" / "tiny-grid.toml").write_text(TINY_GRID.replace("max_epochs = 1", "max_epochs = 200"))
     proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "experiments/tiny-grid.toml", "--workers", "2"],
@@ -253,20 +258,21 @@ def test_a_result_that_cannot_be_recorded_fails_its_cell_alone(tiny_grid, monkey
     def disk_full(self, result):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(ablate.track.RunRecord, "log_result", disk_full)
+    monkeypatch.setattr(records.RunRecord, "log_result", disk_full)
     study = grid.load("experiments/tiny-grid.toml")
-    job = ablate.plan(study)[0]
-    c, lines, tally = ablate.track.client(), [], ablate.Tally(total=1)
-    parent = ablate.track.parent_run(study.experiment, "grid", study.name, {}, c)
-    writer = ablate.Writer(study, parent, c, tally, ablate.Progress(1, 1, out=lines.append))
-    writer.open(job)
-    writer.finished(job, None, 1.0)  # no training needed: recording is what fails
-    assert not writer.open_runs and tally.finished == 0 and tally.failed[0][0] == job.cell.name
+    job = plan.plan(study)[0]
+    c, lines, tally = store.client(), [], writer.Tally(total=1)
+    parent = groups.parent_run(study.experiment, "grid", study.name, {}, c)
+    w = writer.Writer(study, parent, c, tally, Progress(1, 1, out=lines.append))
+    w.open(job)
+    w.finished(job, None, 1.0)  # no training needed: recording is what fails
+    assert not w.open_runs and tally.finished == 0 and tally.failed[0][0] == job.cell.name
     (run,) = _children(_runs(tiny_grid))
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "could not record result: OSError: No space left on device"
 
 
+@pytest.mark.subprocess
 def test_bad_grid_file_via_cli_is_one_line_exit_2(tiny_grid):
     (tiny_grid / "experiments" / "bad.toml").write_text('flags = ["wings"]\n')
     proc = run_cli("ablate", "experiments/bad.toml", cwd=tiny_grid)
@@ -288,6 +294,7 @@ def two_workers(tmp_path_factory, tiny_data, _store_template):
     return folder, proc
 
 
+@pytest.mark.subprocess  # its module fixture runs the CLI
 def test_two_workers_record_every_cell_once(two_workers):
     folder, proc = two_workers
     assert proc.returncode == 0, proc.stderr
@@ -305,6 +312,7 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
+@pytest.mark.subprocess
 def test_mlflow_server_shows_the_parent_with_its_children(two_workers, tmp_path):
     folder, _ = two_workers
     shutil.copy(folder / "mlruns" / "mlflow.db", tmp_path / "server.db")
@@ -328,3 +336,43 @@ def _get_experiment(base: str) -> str:
     with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=grid-test", timeout=5) as r:
         return json.loads(r.read())["experiment"]["experiment_id"]
 
+
+
+def _stops_mid_report(index, inbox, outbox):
+    """A worker that begins a report, then is stopped (SIGSTOP) halfway through writing it."""
+    import os
+    import signal
+    import struct
+
+    inbox.recv()
+    os.write(outbox.fileno(), struct.pack("!i", 1 << 20) + b"x" * 100)  # a 1 MB message's header and first bytes
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+@pytest.mark.subprocess
+def test_a_worker_stopped_halfway_through_a_report_is_given_up_within_the_bound(monkeypatch):
+    from lstm_mnist.grids import pool
+
+    monkeypatch.setattr(pool, "MESSAGE_S", 2.0)
+    workers = pool.Pool(1, pin=False, target=_stops_mid_report)
+    try:
+        workers.send(0, ("cell", {}, []))
+        t0 = time.monotonic()
+        got = []
+        while not got and time.monotonic() - t0 < 60:
+            got = workers.receive(timeout=1.0)
+        assert got == [(0, None)] and time.monotonic() - t0 < 30  # bounded: MESSAGE_S, then the kill's EOF
+        assert "stopped halfway through a report" in workers.lost[0]
+        workers.procs[0].proc.join(timeout=10)
+        assert workers.dead() == [(0, -9)]  # its cell fails alone (pool._reap), a new worker takes the next
+    finally:
+        workers.kill()
+
+
+@pytest.mark.parametrize("stem", ["it's", 'say"hi', "back\\slash"])
+def test_a_grid_name_that_mlflow_filters_would_misread_is_refused_at_load(tmp_path, stem):
+    path = tmp_path / f"{stem}.toml"
+    path.write_text("seeds = [0]\n")
+    with pytest.raises(ConfigError, match="use only letters, digits") as e:
+        grid.load(path)
+    assert "rename the grid file" in str(e.value) and "\n" not in str(e.value)

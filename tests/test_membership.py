@@ -1,12 +1,14 @@
 """A report means exactly its grid: members by the recorded plan, never mixed budgets (end to end on tiny data,
-in-process: `ablate.main` and `report.make` as the CLI calls them, without a process start per step)."""
+in-process: `ablate.main` and `make.make` as the CLI calls them, without a process start per step)."""
 import json
 
 import mlflow
 import pandas as pd
 import pytest
 
-from lstm_mnist import ablate, config, membership, report
+from lstm_mnist import config
+from lstm_mnist.grids import ablate
+from lstm_mnist.report import gather, make, members, render
 
 from .conftest import TINY_BUDGET
 
@@ -44,18 +46,18 @@ def test_a_copy_with_a_third_seed_reuses_the_shared_seeds_in_training_and_in_its
     assert "g3: 12 cells, 8 already FINISHED, 4 to train" in lines[0]
     assert len(_finished(project)) == 12  # the shared seeds were not trained again
 
-    r, _ = report.make("members", "g3", "test_f1", str(project / "out"))
+    r, _ = make.make("members", "g3", "test_f1", str(project / "out"))
     arms = r.arms.set_index("arm")
     assert set(arms.index) == ARMS and (arms["n_seeds"] == 3).all() and (arms["missing_seeds"] == "").all()
     assert set(r.comparisons["n_pairs"]) == {3}
-    head = report.header(r)
+    head = render.header(r)
     assert "12 FINISHED runs over 4 arms (the cells of its latest plan), seeds 0, 1, 2." in head
     assert "outside the plan" not in head and "missing" not in head
-    plan = membership.read_plan(_parent(project, "g3").info.run_id)
+    plan = members.read_plan(_parent(project, "g3").info.run_id)
     assert len(plan["cells"]) == 12 and plan["protocol_version"] == config.PROTOCOL_VERSION
     assert _parent(project, "g3").data.metrics["cells_done"] == 12
     # the original grid's report is its own plan: 2 seeds, none of g3's third
-    assert set(report.load("members", "g").runs["seed"]) == {0, 1}
+    assert set(gather.load("members", "g").runs["seed"]) == {0, 1}
 
 
 def test_a_budget_edit_then_a_partial_rerun_names_runs_outside_the_plan_and_never_mixes_budgets(project):
@@ -67,11 +69,11 @@ def test_a_budget_edit_then_a_partial_rerun_names_runs_outside_the_plan_and_neve
     new = [r for r in _finished(project) if r.data.params["max_epochs"] == "2"]
     assert 0 < len(new) < 8
 
-    r, _ = report.make("members", "g", "test_f1", str(project / "out"))
+    r, _ = make.make("members", "g", "test_f1", str(project / "out"))
     assert set(r.grid.runs["run_id"]) == {x.info.run_id for x in new}  # members: the new budget's runs only
     assert len(r.grid.outside) == 8 and len(r.grid.missing) == 8 - len(new)
-    head = report.header(r)
-    assert f"outside the plan (tagged with the grid, not members): 8 (" in head
+    head = render.header(r)
+    assert "outside the plan (tagged with the grid, not members): 8 (" in head
     assert f"missing (planned, no FINISHED run): {8 - len(new)} (" in head
     for name in r.grid.missing:
         assert name in head
@@ -82,14 +84,14 @@ def test_runs_whose_settings_differ_from_the_grids_are_named_and_left_out():
     rows = [{"arm": a, "seed": s, "settings": json.dumps({"max_epochs": "35", "batch_size": "64"})}
             for a in ("full", "full-dropout") for s in (0, 1)]
     rows[3] = {**rows[3], "settings": json.dumps({"max_epochs": "2", "batch_size": "64"})}
-    kept, odd = membership.agreeing(rows)
+    kept, odd = members.agreeing(rows)
     assert len(kept) == 3 and odd == ["full-dropout-s1: max_epochs=2 (the grid's: 35)"]
 
 
 def test_the_worth_table_shows_what_each_flag_costs_beside_its_worth(project):
     (project / "experiments" / "g.toml").write_text(GRID.replace('["dropout"]', '["dropout", "early_stopping"]'))
     assert ablate.main("experiments/g.toml", out=lambda _: None) == 0
-    r, paths = report.make("members", "g", "test_f1", str(project / "out"))
+    r, paths = make.make("members", "g", "test_f1", str(project / "out"))
     w = r.worth.set_index("flag")
     comp = r.comparisons.set_index(["design", "flag"])
     runs = r.grid.runs.set_index(["arm", "seed"])
@@ -98,10 +100,10 @@ def test_the_worth_table_shows_what_each_flag_costs_beside_its_worth(project):
     assert comp.loc[("leave_one_out", "dropout"), "time_diff_mean"] == pytest.approx(by_hand)
     assert w.loc["dropout", "loo_time_diff_mean"] == pytest.approx(by_hand)
     assert w.loc["early_stopping", "aoi_epochs_diff_mean"] == 0  # one epoch: nothing to stop
-    shown = report.show_worth(r.worth, "test_f1")
+    shown = render.show_worth(r.worth, "test_f1")
     assert {"Δ epochs LOO/AOI", "Δ train time (s) LOO/AOI"} <= set(shown.columns)
     md = (project / "out" / "report.md").read_text()
-    assert report.EARLY_STOPPING_NOTE in md and "and what it costs" in md
+    assert render.EARLY_STOPPING_NOTE in md and "and what it costs" in md
 
 
 def test_the_dry_run_counts_cells_trained_under_another_protocol_version(project, monkeypatch):

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 import torch
 
-from lstm_mnist import ui
+from lstm_mnist.tracking import ui
 
 from .conftest import QUICK, REPO, free_port, run_cli, write_mnist
 
@@ -30,6 +30,7 @@ def _one_run(project, *args):
     return c, exp, c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
 
 
+@pytest.mark.subprocess
 def test_a_run_records_its_datasets_and_its_tested_weights(project):
     c, exp, run = _one_run(project, "train_samples=300")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -53,6 +54,7 @@ def test_a_run_records_its_datasets_and_its_tested_weights(project):
     assert (project / "mlruns" / "artifacts").is_dir() and not (project / "mlruns" / "0").exists()
 
 
+@pytest.mark.subprocess
 def test_log_model_false_records_no_weights_and_keeps_the_identity(project):
     c, _, run = _one_run(project, "log_model=false")
     assert "model_id" not in run.data.tags and not run.outputs.model_outputs
@@ -62,6 +64,7 @@ def test_log_model_false_records_no_weights_and_keeps_the_identity(project):
     assert proc.returncode == 2 and "has no logged weights" in proc.stderr and proc.stderr.count("\n") == 1
 
 
+@pytest.mark.subprocess
 def test_evaluate_agrees_to_the_last_digit_and_catches_damage(project, tmp_path):
     c, exp, run = _one_run(project)
     rid = run.info.run_id
@@ -93,6 +96,7 @@ def test_evaluate_agrees_to_the_last_digit_and_catches_damage(project, tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no run '0123456789abcdef'")
 
 
+@pytest.mark.subprocess
 def test_a_sqlite_store_elsewhere_keeps_its_artifacts_beside_it(project, tmp_path):
     store = tmp_path / "elsewhere" / "store.db"
     store.parent.mkdir()
@@ -102,6 +106,7 @@ def test_a_sqlite_store_elsewhere_keeps_its_artifacts_beside_it(project, tmp_pat
     assert not (project / "mlruns" / "0").exists() and not list((project / "mlruns").rglob("config.toml"))
 
 
+@pytest.mark.subprocess
 def test_ui_prints_the_runs_table_link_and_serves_the_store(project):
     c, exp, _ = _one_run(project, "max_epochs=1")
     old = c.create_experiment("made-by-hand")  # an experiment without the tag gets it from `ui`
@@ -144,6 +149,7 @@ def test_runs_link_shape():
     assert ui.runs_link("http://h:1/", "7") == "http://h:1/#/experiments/7/runs?workflowType=machine_learning"
 
 
+@pytest.mark.subprocess
 def test_report_tables_are_logged_as_mlflow_tables(project):
     """`make report` logs each shown table with log_table (JSON under report/tables/ on the grid's parent)."""
     from .test_factorial import EXP, GRID, _fake_factorial

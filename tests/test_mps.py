@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lstm_mnist import mps
+from lstm_mnist.gpu import mps
 from lstm_mnist.config import ConfigError
 
 STANDIN = """#!{python}
@@ -72,6 +72,7 @@ def _check_started_and_stopped(log: Path, root: Path) -> None:
     assert "CUDA_MPS_LOG_DIRECTORY" not in os.environ
 
 
+@pytest.mark.subprocess
 def test_daemon_starts_with_private_folders_and_stops_on_normal_exit(tmp_path, monkeypatch, clean_env):
     log = standin(tmp_path, monkeypatch)
     with mps.daemon(True) as root:
@@ -82,6 +83,7 @@ def test_daemon_starts_with_private_folders_and_stops_on_normal_exit(tmp_path, m
     _check_started_and_stopped(log, root)
 
 
+@pytest.mark.subprocess
 def test_daemon_stops_when_the_block_raises(tmp_path, monkeypatch, clean_env):
     log = standin(tmp_path, monkeypatch)
     with pytest.raises(ZeroDivisionError):
@@ -90,6 +92,7 @@ def test_daemon_stops_when_the_block_raises(tmp_path, monkeypatch, clean_env):
     _check_started_and_stopped(log, root)
 
 
+@pytest.mark.subprocess
 def test_daemon_stops_on_ctrl_c(tmp_path, monkeypatch, clean_env):
     log = standin(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
@@ -116,6 +119,7 @@ def test_missing_binary_is_a_one_line_error(tmp_path, monkeypatch, clean_env):
         mps.require()
 
 
+@pytest.mark.subprocess
 def test_daemon_that_never_comes_up_is_an_error_and_cleaned_up(tmp_path, monkeypatch, clean_env):
     log = standin(tmp_path, monkeypatch, comes_up=False)
     with pytest.raises(mps.MPSError, match="did not come up within 0.3 s.*without --mps") as e:
@@ -128,6 +132,7 @@ def test_daemon_that_never_comes_up_is_an_error_and_cleaned_up(tmp_path, monkeyp
     assert not root.exists() and os.environ["CUDA_MPS_PIPE_DIRECTORY"] == "/users/own/pipe"
 
 
+@pytest.mark.subprocess
 def test_daemon_that_refuses_to_start_names_its_reason(tmp_path, monkeypatch, clean_env):
     standin(tmp_path, monkeypatch, comes_up=False, fails=True)
     with pytest.raises(mps.MPSError, match=r"-d failed \(exit code 1: An instance of this daemon is already running\)"):
@@ -135,6 +140,7 @@ def test_daemon_that_refuses_to_start_names_its_reason(tmp_path, monkeypatch, cl
             pytest.fail("the block must not run")
 
 
+@pytest.mark.subprocess
 def test_compute_mode_is_never_touched(tmp_path, monkeypatch, clean_env):
     log = standin(tmp_path, monkeypatch)
     with mps.daemon(True):
@@ -159,6 +165,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c(project, tmp_path, monkeypatch):
     """`ablate --mps --workers 2` end to end with the stand-in: a worker SIGKILLed mid-cell fails its cell

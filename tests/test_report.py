@@ -14,7 +14,8 @@ import pytest
 from mlflow.entities import Metric, Param
 from scipy import stats as sps
 
-from lstm_mnist import report, tables
+from lstm_mnist.analysis import tables
+from lstm_mnist.report import compare, gather, render
 from lstm_mnist.config import FLAGS
 
 from .conftest import run_cli
@@ -98,6 +99,7 @@ def _from_store(g: FakeGrid, arm: str) -> dict[int, float]:
     return {int(r.data.tags["seed"]): r.data.metrics["test_f1"] for r in runs}
 
 
+@pytest.mark.subprocess
 def test_report_writes_every_file_with_numbers_from_the_store(messy_grid):
     g, first, latest = messy_grid
     proc = run_cli("report", cwd=g.tmp)
@@ -146,6 +148,7 @@ def test_report_writes_every_file_with_numbers_from_the_store(messy_grid):
     assert not g.c.list_artifacts(first, "report")
 
 
+@pytest.mark.subprocess
 def test_report_without_runs_is_one_line_exit_2(project):
     proc = run_cli("report", "--experiment", "nothing-here", cwd=project)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no ablation grid runs in MLflow experiment")
@@ -153,10 +156,10 @@ def test_report_without_runs_is_one_line_exit_2(project):
 
 
 def test_unknown_grid_or_metric_names_what_is_there(messy_grid):
-    with pytest.raises(report.ReportError, match="no grid named 'nope'.*grids there: ablation-old, ablation-test"):
-        report.load(EXP, "nope")
-    with pytest.raises(report.ReportError, match="metric 'val_f2' is not recorded.*test_f1"):
-        report.build(report.load(EXP, GRID), "val_f2")
+    with pytest.raises(gather.ReportError, match="no grid named 'nope'.*grids there: ablation-old, ablation-test"):
+        gather.load(EXP, "nope")
+    with pytest.raises(gather.ReportError, match="metric 'val_f2' is not recorded.*test_f1"):
+        compare.build(gather.load(EXP, GRID), "val_f2")
 
 
 def test_markdown_and_latex_rendering():
@@ -178,8 +181,8 @@ def test_an_arm_two_designs_share_is_compared_in_both():
                 ("full", "reference", {"dropout", "adamw"}, 0.99), ("baseline", "reference", set(), 0.90),
                 ("full-dropout", "leave_one_out,add_one_in", {"adamw"}, 0.98),
                 ("full-adamw", "leave_one_out,add_one_in", {"dropout"}, 0.91)])]
-    grid = report.Grid(EXP, GRID, "parent", 1, pd.DataFrame(rows), [0, 1, 2], Counter())
-    comp = report.comparisons(grid, "test_f1").set_index("arm")
+    grid = gather.Grid(EXP, GRID, "parent", 1, pd.DataFrame(rows), [0, 1, 2], Counter())
+    comp = compare.comparisons(grid, "test_f1").set_index("arm")
     assert comp.loc["baseline+adamw", "recorded_arm"] == "full-dropout"
     assert comp.loc["baseline+adamw", "diff_mean"] == pytest.approx(0.98 - 0.90 + 0.001 * (3 - 2))
     assert comp.loc["full-adamw", "diff_mean"] == pytest.approx(0.99 - 0.91 + 0.001 * (1 - 4))
@@ -191,11 +194,11 @@ def test_the_latest_grid_is_the_one_run_last_even_when_it_was_created_first(mess
     g, first, latest = messy_grid
     newer = g.parent("another-grid")
     g.child(newer, "another-grid", "full", 1, 0.99)
-    assert report.find_grid(EXP, None)[0] == "another-grid"
+    assert gather.find_grid(EXP, None)[0] == "another-grid"
     import time
 
     g.c.set_tag(first, "last_invoked_ms", str(int(time.time() * 1000) + 10_000))  # GRID resumed just now
-    name, parent, _ = report.find_grid(EXP, None)
+    name, parent, _ = gather.find_grid(EXP, None)
     assert name == GRID and parent.info.run_id == first
 
 
@@ -205,8 +208,17 @@ def test_a_run_whose_settings_differ_from_the_grids_is_named_and_never_paired(me
     g.child(latest, GRID, "full", 4, 0.99)
     odd = g.child(latest, GRID, "full-dropout", 4, 0.5)
     g.c.log_param(odd, "max_epochs", "2")
-    r = report.build(report.load(EXP, GRID), "test_f1")
+    r = compare.build(gather.load(EXP, GRID), "test_f1")
     assert odd not in set(r.grid.runs["run_id"])
     assert r.grid.mismatched == ["full-dropout-s4: max_epochs=2 (the grid's: None)"]
-    assert "left out for settings other than the grid's: 1 (full-dropout-s4: max_epochs=2" in report.header(r)
+    assert "left out for settings other than the grid's: 1 (full-dropout-s4: max_epochs=2" in render.header(r)
     assert r.comparisons.set_index("arm").loc["full-dropout", "n_pairs"] == 3  # seeds 1-3; seed 4 not paired
+
+
+def test_a_grid_name_with_a_quote_is_a_one_line_error_not_a_broken_filter(project):
+    from lstm_mnist.config import ConfigError
+    from lstm_mnist.report import make
+
+    with pytest.raises(ConfigError, match="--grid \"it's\": use only letters, digits") as e:
+        make.make(None, "it's", "test_f1", None)
+    assert "\n" not in str(e.value)

@@ -3,7 +3,10 @@ import mlflow
 import pytest
 import torch
 
-from lstm_mnist import config, model, runner, track, train
+from lstm_mnist import config
+from lstm_mnist.runs import runner
+from lstm_mnist.tracking import records, store
+from lstm_mnist.training import model, train
 from lstm_mnist.config import Config
 
 from .conftest import QUICK, run_cli
@@ -49,6 +52,7 @@ def test_diverging_loss_stops_the_run(tiny_data):
         train.fit(cfg)
 
 
+@pytest.mark.subprocess
 def test_cli_run_is_recorded_in_mlflow_with_everything(project):
     proc = run_cli("run", "experiments/full.toml", *QUICK, "seed=1", cwd=project)
     assert proc.returncode == 0, proc.stderr
@@ -84,12 +88,13 @@ def test_a_run_that_raises_is_marked_failed_with_the_error(project, monkeypatch)
         runner.execute(cfg, run_name="boom")
     out = runner.execute(cfg, run_name="boom", catch=True)
     assert out.status == "FAILED" and "out of cheese" in out.error
-    c = track.client()
+    c = store.client()
     runs = c.search_runs([c.get_experiment_by_name("lstm-mnist").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
     assert runs[0].data.tags["error"] == "RuntimeError: out of cheese"
 
 
+@pytest.mark.subprocess
 def test_missing_data_via_cli_is_one_line_exit_2(project, tmp_path):
     proc = run_cli("run", "experiments/baseline.toml", f"data_dir={tmp_path}/nowhere", cwd=project,
                    env={"LSTM_MNIST_OFFLINE": "1"})
@@ -97,18 +102,19 @@ def test_missing_data_via_cli_is_one_line_exit_2(project, tmp_path):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_owner_alive_tells_a_dead_process_from_a_live_one():
     import subprocess
 
-    from lstm_mnist import workers
+    from lstm_mnist.machine import host
 
     child = subprocess.Popen(["sleep", "30"])
-    host, pid, start = workers.process_stamp(child.pid).split(":")
+    host, pid, start = host.process_stamp(child.pid).split(":")
     tags = {"owner_host": host, "owner_pid": pid, "owner_start": start}
-    assert track.owner_alive(tags) is True
-    assert track.owner_alive({**tags, "owner_start": str(int(start) + 1)}) is False  # the pid was reused
-    assert track.owner_alive({**tags, "owner_host": "elsewhere"}) is None  # not ours to judge
+    assert records.owner_alive(tags) is True
+    assert records.owner_alive({**tags, "owner_start": str(int(start) + 1)}) is False  # the pid was reused
+    assert records.owner_alive({**tags, "owner_host": "elsewhere"}) is None  # not ours to judge
     child.kill()
     child.wait()
-    assert track.owner_alive(tags) is False
-    assert track.owner_alive(track.owner_tags()) is False  # this process has opened no run of an earlier life
+    assert records.owner_alive(tags) is False
+    assert records.owner_alive(records.owner_tags()) is False  # this process has opened no run of an earlier life

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lstm_mnist import stats
+from lstm_mnist.analysis import stats
 
 
 def test_mean_std_ci_by_hand():

@@ -4,18 +4,21 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import REPO
 
 OPEN = """
 import sys, time
-from lstm_mnist import track
+from lstm_mnist.tracking import store
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # every process starts at the same instant
-c = track.client()
-track.experiment_id(c, "race")
+c = store.client()
+store.experiment_id(c, "race")
 print(len(c.search_experiments()))
 """
 
 
+@pytest.mark.subprocess
 def test_many_processes_open_a_fresh_store_at_once(tmp_path):
     db = tmp_path / "fresh" / "mlflow.db"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
@@ -31,3 +34,31 @@ def test_many_processes_open_a_fresh_store_at_once(tmp_path):
         experiments = con.execute("select name from experiments where name = 'race'").fetchall()
     assert not [t for t in tables if t.startswith("_alembic_tmp")] and len(versions) == 1
     assert len(experiments) == 1  # one experiment, whoever created it
+
+
+def test_the_newest_grid_is_found_among_more_parents_than_one_search_page(project, monkeypatch):
+    """A store with more grid parents than one search returns (PAGE, 1,000 in MLflow): every page is read."""
+    import mlflow
+
+    from lstm_mnist.tracking import query
+
+    monkeypatch.setattr(query, "PAGE", 4)  # 11 parents over 3 pages, as 2,750 would be over 1,000
+    c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    exp = c.create_experiment("many")
+    for i in range(11):
+        tags = {"lstm_mnist.role": "grid", "grid_name": f"g{i}", "last_invoked_ms": str(2_000_000_000_000 + i)}
+        c.create_run(exp, start_time=1_700_000_000_000 - i, tags=tags)  # the newest invocation started first
+    assert query.latest_parent(("grid",)).data.tags["grid_name"] == "g10"
+    assert len(query.search("many")) == 11
+
+
+def test_a_reopened_parent_gets_the_provenance_of_the_latest_invocation(project, monkeypatch):
+    from lstm_mnist.tracking import groups, store
+
+    parent = groups.parent_run("exp", "grid", "g", {"command": "first"})
+    first = store.client().get_run(parent).data.tags["git_commit"]
+    monkeypatch.setattr(groups, "provenance", lambda: {"git_commit": "later-commit", "machine": "another machine"})
+    groups.reopen(parent, {"command": "second"})
+    tags = store.client().get_run(parent).data.tags
+    assert first != "later-commit" and tags["git_commit"] == "later-commit" and tags["machine"] == "another machine"
+    assert tags["command"] == "second"

@@ -15,8 +15,12 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from lstm_mnist import claims, grid, tune
-from lstm_mnist import config
+from lstm_mnist import claims, config
+from lstm_mnist.grids import grid
+from lstm_mnist.tracking import query
+from lstm_mnist.tuning import objective as trial_objective
+from lstm_mnist.tuning import study as study_file
+from lstm_mnist.tuning import tune
 from lstm_mnist.config import ConfigError
 
 from .conftest import REPO, free_port, run_cli
@@ -67,10 +71,11 @@ def test_a_bad_study_file_is_a_one_line_error(tmp_path, space, extra, message):
     path = tmp_path / "bad.toml"
     path.write_text(f"{extra}\n[space]\n{space}\n")
     with pytest.raises(ConfigError, match=message) as err:
-        tune.load_study_file(path)
+        study_file.load_study_file(path)
     assert "\n" not in str(err.value) and str(err.value).startswith(str(path))
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("space", ['adamw_lr = {type = "float", low = 0.1, high = 0.01}',
                                    'val_fraction = {type = "float", low = 0.1, high = 0.3}'])
 def test_bad_study_via_cli_is_one_line_exit_2(project, space):
@@ -81,14 +86,15 @@ def test_bad_study_via_cli_is_one_line_exit_2(project, space):
 
 def test_a_changed_objective_under_the_same_study_name_is_a_one_line_error(tmp_path):
     path = write_study(tmp_path, "flip", LR, extra='objective = "val_f1"')
-    tune.open_study(tune.load_study_file(path))
+    trial_objective.open_study(study_file.load_study_file(path))
     path.write_text(path.read_text().replace('objective = "val_f1"', 'objective = "val_loss"'))
     with pytest.raises(ConfigError, match="stored .* with direction maximize, but objective=val_loss needs minimize; "
                                           "give this study a new study_name") as err:
-        tune.open_study(tune.load_study_file(path))
+        trial_objective.open_study(study_file.load_study_file(path))
     assert "\n" not in str(err.value) and "'flip'" in str(err.value)
 
 
+@pytest.mark.subprocess
 def test_a_worker_error_is_one_line_per_worker_then_one_user_error(tmp_path, capfd):
     missing = str(tmp_path / "missing.toml")  # each worker reads the study file itself
     with pytest.raises(config.UserError, match=r"worker 0 exited with code 2; worker 1 exited with code 2 \(") as err:
@@ -98,6 +104,7 @@ def test_a_worker_error_is_one_line_per_worker_then_one_user_error(tmp_path, cap
     assert "Traceback" not in stderr and stderr.count("error: ") == 2, stderr
 
 
+@pytest.mark.subprocess
 def test_missing_data_with_workers_is_one_line_from_the_main_process(project):
     path = write_study(project, "nodata", LR)
     proc = run_cli("tune", str(path), "--workers", "2", cwd=project, env={"LSTM_MNIST_DATA": str(project / "none")})
@@ -117,9 +124,10 @@ def test_the_study_run_ends_failed_on_an_error_and_killed_on_ctrl_c(project, mon
         assert latest.data.tags["lstm_mnist.role"] == "study" and latest.info.status == status
 
 
+@pytest.mark.subprocess
 def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project):
     path = write_study(project, "prune", LR)
-    study = tune.open_study(tune.load_study_file(path))
+    study = trial_objective.open_study(study_file.load_study_file(path))
     for lr in (1e-2, 1e-2, 1e-7):  # two good trials set the median; a learning rate of 1e-7 learns nothing
         study.enqueue_trial({"adamw_lr": lr})
     summary = tune.main(str(path), trials=3)
@@ -156,6 +164,7 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
     assert dry.returncode == 0 and "4 cells: 0 done" in dry.stdout, dry.stderr
 
 
+@pytest.mark.subprocess
 def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(project):
     path = write_study(project, "resume", LR, epochs=3, pruner="none")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -208,6 +217,7 @@ def _assert_shared_study(project: Path, proc, name: str, total: int, trials: lis
     assert all(r.info.status in ("FINISHED", "KILLED") for r in children)
 
 
+@pytest.mark.subprocess
 def test_two_workers_share_one_study(project):
     path = write_study(project, "pair", LR + '\nbatch_size = {type = "categorical", choices = [32, 64]}')
     proc = run_cli("tune", str(path), "--trials", "4", "--workers", "2", cwd=project)
@@ -248,6 +258,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.subprocess
 def test_two_workers_share_a_study_on_postgresql(project, postgres):
     path = write_study(project, "pg", LR)
     proc = run_cli("tune", str(path), "--trials", "3", "--workers", "2", "--storage", postgres, cwd=project)
@@ -260,12 +271,19 @@ def test_two_workers_share_a_study_on_postgresql(project, postgres):
 
 def test_a_trial_beyond_the_total_is_ended_before_it_trains(project):
     """Two workers each saw total-1 trials and each started one: the higher-numbered one is surplus."""
-    study_def = tune.load_study_file(write_study(project, "over", LR))
-    study = tune.open_study(study_def)
+    study_def = study_file.load_study_file(write_study(project, "over", LR))
+    study = trial_objective.open_study(study_def)
     study.ask(), study.ask()  # two trials RUNNING ahead of ours (other workers)
     ours = study.ask()
-    objective = tune.Objective(study_def, parent_run_id="unused", placement={}, label="", total=2)
-    with pytest.raises(tune.Surplus, match="already has 2 trials"):
+    objective = trial_objective.Objective(study_def, parent_run_id="unused", placement={}, label="", total=2)
+    with pytest.raises(trial_objective.Surplus, match="already has 2 trials"):
         objective(ours)
     assert study.trials[ours.number].user_attrs["surplus"] is True
-    assert tune.track.search(study_def.experiment) == []  # it opened no MLflow run
+    assert query.search(study_def.experiment) == []  # it opened no MLflow run
+
+
+def test_a_study_name_with_a_quote_is_refused_at_load(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(f'study_name = "it\'s"\n[space]\n{LR}\n')
+    with pytest.raises(ConfigError, match="study_name \"it's\": use only letters, digits"):
+        study_file.load_study_file(path)

@@ -1,0 +1,260 @@
+"""`python -m lstm_mnist gpu-check`: what one GPU does with this harness, and how many cells to train at once.
+
+In a few minutes it records the GPU and its software (driver, CUDA, cuDNN, whether MPS is there), the
+full model's epoch time, the harness against a bare loop, and the grid throughput of 1, 2, 4, 8 pinned
+worker processes training real cells of experiments/ablation.toml (optionally again under a private MPS
+daemon). It recommends WORKERS = the knee of that curve and projects the wall time of the ablation and
+factorial grids. On a machine without CUDA it runs a smoke version of the same steps, marked as such.
+Imports neither MLflow nor Optuna: it must run on a bare GPU box in seconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .. import config
+from ..grids import grid
+from ..machine import host
+from ..training import bench, data, model, train
+from . import slices as gpu_slice
+from . import mps as mps_daemon
+from ..config import ConfigError
+
+SMOKE = "CPU smoke run: not a GPU figure"
+KNEE = 0.9
+RULE = f"smallest worker count whose throughput is >= {KNEE:.0%} of the best measured"
+EPOCH_STEPS = math.ceil(48000 / 64)   # the full protocol's training epoch: 750 steps of 64 images
+VAL_IMAGES = 12000
+# The project's own experiment files, wherever the command runs from (a plain checkout on a GPU box).
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/gpu/check.py -> ./
+CELLS_FROM = "experiments/ablation.toml"
+# The arm every worker trains (its cells cycle over the seeds): one arm for every worker count, so the curve
+# measures concurrency alone. Cycling over all arms would not: `baseline` runs ~8x more steps/s than `full`
+# on a CPU, so the mix, not the worker count, would make the curve. `full` is also the costliest arm,
+# which keeps the projections upper bounds.
+ARM = "full"
+PROJECTED = ("experiments/ablation.toml", "experiments/factorial.toml")
+UPPER_BOUND = "upper bound: every cell runs all max_epochs; early stopping can end runs earlier"
+# How much to measure: (warm-up steps, timed steps, rounds, worker warm-up steps, slice seconds)
+GPU_BUDGET = (20, 200, 3, 10, 20.0)
+CPU_BUDGET = (2, 5, 1, 2, 2.0)
+
+
+def parse_worker_counts(text: str) -> tuple[int, ...]:
+    """`--workers 1,2,4,8` -> (1, 2, 4, 8); anything else is a one-line ConfigError."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ConfigError(f"--workers {text}: give worker counts >= 1 separated by commas, e.g. 1,2,4,8")
+    return tuple(sorted({int(p) for p in parts}))
+
+
+def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 4, 8),
+         seconds: float | None = None, data_dir: str | None = None) -> dict:
+    """Measure, recommend, project; print a summary and write the figures as JSON to `out`."""
+    t0 = time.monotonic()
+    on_gpu = torch.cuda.device_count() > 0  # no CUDA context here until the curves are done: MPS comes first
+    counts = _counts(workers, on_gpu)
+    warmup, batches, rounds, slice_warmup, slice_s = GPU_BUDGET if on_gpu else CPU_BUDGET
+    slice_s = seconds or slice_s
+    if mps:
+        mps_daemon.require()  # a missing binary fails now, not after the first curve
+    extra = {"data_dir": data_dir} if data_dir else {}
+    data.fingerprint(full_config(extra).data_dir)  # missing or corrupt data: one line now, not N failed workers
+    device = "cuda:0" if on_gpu else "cpu"
+    cells = _cells(extra, device)
+    gpu_slice.quiet()
+    _say(on_gpu, f"gpu-check on {device}: grid throughput of {', '.join(map(str, counts))} workers, "
+         f"{slice_s:g} s slices{' (also under MPS)' if mps else ''}")
+    curves = {"plain": _curve(cells, counts, slice_s, slice_warmup)}
+    if mps:
+        with mps_daemon.daemon(True):
+            curves["mps"] = _curve(cells, counts, slice_s, slice_warmup)
+    _say(on_gpu, f"full model in this process: {rounds} round(s) of harness and bare loop, a validation pass")
+    single = single_process(extra, warmup, batches, rounds)
+    result = {"note": SMOKE if not on_gpu else "GPU figures", "cpu_smoke": not on_gpu,
+              "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "gpu": environment(on_gpu), "machine": host.describe(), "torch": torch.__version__, **single,
+              "grid": {"cells_from": CELLS_FROM, "arm": ARM, "device": device, "slice_s": slice_s,
+                       "warmup_steps": slice_warmup, "curves": curves}}
+    result["recommended"] = {name: recommend(points) for name, points in curves.items()}
+    ratio = result["full_model"]["val_s"] / result["full_model"]["train_s"]
+    result["projections"] = {name: {path: project(path, rec["steps_per_s"], ratio) for path in PROJECTED}
+                             for name, rec in result["recommended"].items() if rec}
+    result["wall_s"] = time.monotonic() - t0
+    print(summary(result))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}" + ("" if on_gpu else f"  ({SMOKE})"))
+    return result
+
+
+def _counts(workers, on_gpu: bool) -> tuple[int, ...]:
+    """The worker counts to measure; a CPU smoke run keeps those up to 2 (a few seconds each)."""
+    counts = tuple(sorted(set(workers)))
+    if not counts or not all(type(n) is int and n >= 1 for n in counts):
+        raise ConfigError(f"workers={list(workers)!r}: give worker counts >= 1, e.g. 1,2,4,8")
+    return counts if on_gpu else tuple(n for n in counts if n <= 2) or (1,)
+
+
+def _say(on_gpu: bool, text: str) -> None:
+    print(text if on_gpu else f"{text}  [{SMOKE}]", flush=True)
+
+
+# ---------------------------------------------------------------- the GPU and its software
+def environment(on_gpu: bool) -> dict:
+    """GPU name and count, driver, CUDA and cuDNN versions, and whether MPS can be used here."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"name": torch.cuda.get_device_name(0) if on_gpu else None, "count": torch.cuda.device_count(),
+            "driver": _driver(), "cuda": torch.version.cuda, "cudnn": cudnn,
+            "mps_available": mps_daemon.available()}
+
+
+def _driver() -> str | None:
+    """The NVIDIA driver version from nvidia-smi (a query; it changes nothing), None without one."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = proc.stdout.split()
+    return lines[0] if proc.returncode == 0 and lines else None
+
+
+# ---------------------------------------------------------------- one process: epoch time, harness vs bare
+def full_config(extra: dict) -> config.Config:
+    """The full model at its costliest: all six flags, readout final_states (both directions' states), batch 64."""
+    values = {**config.read_toml(ROOT / "experiments/full.toml"), **{f: True for f in config.FLAGS},
+              "readout": "final_states", "batch_size": 64}
+    return config.build({**values, **extra})
+
+
+def single_process(extra: dict, warmup: int, batches: int, rounds: int) -> dict:
+    """The full model's epoch time (timed steps extrapolated to 750, plus a validation pass scaled to
+    12,000 images) and bench's harness and bare loop on this device, interleaved, medians kept."""
+    cfg = full_config(extra)
+    device = train.resolve_device(cfg)
+    ds = data.load(cfg, device)
+    batches = max(2, min(batches, math.ceil(len(ds.train_y) / cfg.batch_size) - warmup))  # one epoch of tiny data
+    rates = {"harness": [], "bare": []}
+    for _ in range(rounds):
+        rates["harness"].append(bench.harness(cfg, ds, device, warmup, batches))
+        rates["bare"].append(bench.bare(cfg, ds, device, warmup, batches))
+    harness, bare = statistics.median(rates["harness"]), statistics.median(rates["bare"])
+    step_s = cfg.batch_size / harness
+    val_s = validation_s(cfg, ds, device) * VAL_IMAGES / len(ds.val_y)
+    return {"full_model": {"config": "all six flags, readout final_states, batch 64", "step_s": step_s,
+                           "steps_timed": batches, "train_s": step_s * EPOCH_STEPS, "val_s": val_s,
+                           "val_images_timed": len(ds.val_y), "epoch_s": step_s * EPOCH_STEPS + val_s},
+            "throughput": {"harness_samples_per_s": harness, "bare_samples_per_s": bare,
+                           "harness_over_bare": harness / bare, "rounds": rounds, "batches": batches}}
+
+
+def validation_s(cfg: config.Config, ds: data.MNIST, device: torch.device) -> float:
+    """One validation pass as training runs it (eval batches, loss, macro-F1, accuracy); the second of two,
+    so cuDNN's first-call costs stay out."""
+    lit = train.LitClassifier(cfg, model.build(cfg)).to(device).eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(2):
+            t0 = time.perf_counter()
+            for x, y in data.Batches(ds.val_x, ds.val_y, cfg, cfg.eval_batch_size):
+                lit.val_metrics.update(lit.net(x), y)
+            lit.val_metrics.compute("val")  # brings the figures to the host: the pass has finished
+            times.append(time.perf_counter() - t0)
+    return times[-1]
+
+
+# ---------------------------------------------------------------- grid throughput, knee, projection
+def _cells(extra: dict, device: str) -> list[tuple[str, dict]]:
+    """(cell name, config values) of the ablation grid's ARM cells, on one device: worker i trains cell
+    i mod their number."""
+    study = grid.load(ROOT / CELLS_FROM)
+    out = []
+    for cell in (c for c in grid.expand(study) if c.arm == ARM):
+        values = {**grid.values(study, cell), **extra, "device": device}
+        config.build(values, f"{CELLS_FROM} cell {cell.name}")
+        out.append((cell.name, values))
+    if not out:
+        raise ConfigError(f"{CELLS_FROM}: no {ARM!r} arm to measure the grid throughput with; "
+                          "restore the file from git")
+    return out
+
+
+def _curve(cells: list, counts: tuple[int, ...], seconds: float, warmup: int) -> list[dict]:
+    points = []
+    for n in counts:
+        points.append(gpu_slice.point(cells, n, seconds, warmup))
+        p = points[-1]
+        print(f"  {n} worker{'s' * (n > 1)}: " + (f"{p['steps_per_s']:.1f} steps/s" if "error" not in p
+                                                  else f"failed ({p['error']})"), flush=True)
+    return points
+
+
+def recommend(points: list[dict]) -> dict | None:
+    """The knee: the fewest workers within KNEE of the best throughput (more would add processes, memory
+    and contention for little). None when no point was measured."""
+    ok = [p for p in points if "steps_per_s" in p]
+    if not ok:
+        return None
+    best = max(p["steps_per_s"] for p in ok)
+    knee = min((p for p in ok if p["steps_per_s"] >= KNEE * best), key=lambda p: p["workers"])
+    return {"workers": knee["workers"], "steps_per_s": knee["steps_per_s"], "best_steps_per_s": best, "rule": RULE}
+
+
+def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
+    """A grid's wall time at `steps_per_s`: every cell's max_epochs x ceil(train images / batch) steps (an
+    upper bound), and the same with validation passes at the full model's val/train time ratio."""
+    study = grid.load(ROOT / path)
+    cells = grid.expand(study)
+    steps = 0
+    for cell in cells:
+        cfg = config.build(grid.values(study, cell), f"{path} cell {cell.name}")
+        steps += cfg.max_epochs * math.ceil(min(cfg.train_samples or 48000, 48000) / cfg.batch_size)
+    train_s = steps / steps_per_s
+    return {"cells": len(cells), "steps": steps, "steps_per_s": steps_per_s, "train_h": train_s / 3600,
+            "with_val_h": train_s * (1 + val_ratio) / 3600, "bound": UPPER_BOUND}
+
+
+# ---------------------------------------------------------------- the printed summary
+def summary(r: dict) -> str:
+    g, f, t = r["gpu"], r["full_model"], r["throughput"]
+    lines = [SMOKE] if r["cpu_smoke"] else []
+    lines.append(f"GPU: {g['name'] or 'none'} (x{g['count']}), driver {g['driver'] or 'n/a'}, CUDA {g['cuda'] or 'n/a'}, "
+                 f"cuDNN {g['cudnn'] or 'n/a'}, MPS {'available' if g['mps_available'] else 'not found'}")
+    lines.append(f"machine: {r['machine']}")
+    lines.append(f"full model epoch: {f['epoch_s']:.1f} s = {EPOCH_STEPS} steps x {f['step_s'] * 1000:.1f} ms "
+                 f"+ validation of {VAL_IMAGES:,} images {f['val_s']:.1f} s")
+    lines.append(f"samples/s: harness {t['harness_samples_per_s']:.0f}, bare loop {t['bare_samples_per_s']:.0f} "
+                 f"(harness/bare {t['harness_over_bare']:.2f})")
+    curves = r["grid"]["curves"]
+    lines.append(f"grid throughput, optimizer steps/s over all workers ({r['grid']['slice_s']:g} s slices of "
+                 f"{r['grid']['cells_from']} cells of arm {r['grid']['arm']}):")
+    lines.append("  workers " + "".join(f"{name:>10}" for name in curves))
+    for i, p in enumerate(curves["plain"]):
+        row = [c[i].get("steps_per_s") for c in curves.values()]
+        lines.append(f"  {p['workers']:>7} " + "".join(f"{v:>10.1f}" if v is not None else f"{'failed':>10}"
+                                                        for v in row))
+    for name, rec in r["recommended"].items():
+        if rec is None:
+            lines.append(f"{name}: every point failed; no recommendation")
+            continue
+        lines.append(f"recommended WORKERS={rec['workers']}{' with MPS' if name == 'mps' else ''} ({rec['rule']}): "
+                     f"{rec['steps_per_s']:.1f} steps/s, best {rec['best_steps_per_s']:.1f}")
+        for path, p in r["projections"][name].items():
+            lines.append(f"  {path}: {p['cells']} cells, {p['steps']:,} steps -> {p['train_h']:.1f} h training, "
+                         f"{p['with_val_h']:.1f} h with validation")
+    lines.append(f"  ({UPPER_BOUND})")
+    lines.append(f"gpu-check took {r['wall_s']:.0f} s")
+    if r["cpu_smoke"]:
+        lines.append(SMOKE)
+    return "\n".join(lines)

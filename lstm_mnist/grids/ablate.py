@@ -1,0 +1,151 @@
+"""Run an ablation grid (`python -m lstm_mnist ablate FILE`): resumable, failure-isolated, parallel.
+
+Plan (plan.py), claim and record (writer.py: this process is the only MLflow writer), train (pool.py: worker
+processes only train and report over pipes of their own). A cell is skipped when its config_hash already has
+a FINISHED run in the experiment; a RUNNING run whose owner process is dead is marked FAILED ("stale:
+process died") and rerun. Before a cell is trained it is claimed (claims/): any number of `ablate` processes
+on the same grid and store train each cell once and share one parent run.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from .. import claims
+from ..machine import host, lease
+from ..tracking import groups, query, records, store
+from . import grid
+from .plan import PLAN_FILE, Job, cost, plan, plan_record, table
+from .pool import _parallel, _serial
+from .progress import Progress, say
+from .writer import Tally, Writer
+
+
+# ---------------------------------------------------------------- the whole command
+def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
+         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None) -> int:
+    """Plan, then train what is not done; 0 when no cell of the share failed (cells another process
+    claimed are that process's to finish), else 1. The host's cores are leased from the start (before the
+    plan's seconds of reading), so invocations started together divide them from their first cell."""
+    study = grid.load(path)
+    if dry_run:
+        return _dry_run(study, shard, force, out)
+    with lease.Lease(n_workers) as held:
+        return _plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held)
+
+
+def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out) -> int:
+    fraction = grid.design(study)
+    if fraction:
+        out("\n".join(fraction.describe()))
+    out(table(plan(study, shard, force)))
+    return 0
+
+
+def _plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
+                  storage_url: str | None, held: lease.Lease) -> int:
+    planned = datetime.now()  # before the store is read: a cell finished elsewhere after this is skipped
+    every: list[Job] = []
+    jobs = plan(study, shard, force, every)
+    # Longest cells first: with several workers the grid then ends with short cells, not one long straggler.
+    todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -cost(j.cfg))
+    for j in jobs:
+        if j.state == "elsewhere":
+            out(f"{j.cell.name}: {j.note}")
+    tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
+    grid_claims = open_claims(study, storage_url, planned)
+    if not todo:  # the plan is still this grid's latest: the report reads its members from it
+        out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
+        c = store.client()
+        parent = open_parent(study, n_workers, grid_claims, every, c)
+        records.end_run(parent, records.FINISHED, tally.metrics(), c=c)
+        return 0
+    older = sum(j.older for j in todo)
+    out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
+        f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})"
+        + (f"; {older} of them trained before under another protocol version" if older else ""))
+    return _execute(study, todo, n_workers, tally, out, held, pin, grid_claims, {j.config_hash for j in jobs}, every)
+
+
+def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
+    """The grid's claims: a journal file beside the tracking store (one machine), or the RDB at --storage
+    (several machines against one tracking server)."""
+    storage = claims.open_storage(storage_url, store.local_dir() / "claims.journal")
+    return claims.Claims(storage, f"grid {study.experiment}/{study.name}", since)
+
+
+def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, every: list[Job], c) -> str:
+    """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan."""
+    tags = {**parent_tags(study), "command": host.invocation(), "workers": str(n_workers), **store.provenance()}
+    parent, made = claims.once(grid_claims, "parent",
+                               lambda: groups.parent_run(study.experiment, "grid", study.name, tags, c),
+                               valid=lambda run_id: query.exists(run_id, c))
+    if not made:  # created by another invocation (now, or an earlier one): continue it
+        groups.reopen(parent, tags, c)
+    records.log_dict(parent, plan_record(every), PLAN_FILE, c)
+    return parent
+
+
+def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
+             pin: bool = True,
+             grid_claims: claims.Claims | None = None, share: set[str] = frozenset(),
+             every: list[Job] | None = None) -> int:
+    c = store.client()
+    grid_claims = grid_claims or open_claims(study)
+    grid_claims.reap()
+    for j in todo:
+        for run_id in j.stale_ids:
+            records.mark_failed(c, run_id, "stale: process died")
+    parent = open_parent(study, n_workers, grid_claims, every if every is not None else todo, c)
+    writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out), grid_claims)
+    status = records.KILLED  # unless the loop ends or raises: Ctrl-C
+    heartbeat = claims.Heartbeat(grid_claims)
+    heartbeat.start()
+    try:
+        with writer.progress:
+            if n_workers == 1:
+                _serial(todo, writer, held, pin)
+            else:
+                _parallel(todo, n_workers, writer, held, pin)
+        status = records.FAILED if tally.failed else records.FINISHED
+    except Exception:
+        status = records.FAILED
+        raise
+    finally:
+        heartbeat.stop()
+        writer.kill_open()
+        grid_claims.release_all()
+        try:
+            if tally.elsewhere:  # another invocation trained some: count what the store holds now
+                tally.done_in_store = _finished_in_store(study, share, c)
+            metrics = tally.metrics()
+            done = int(metrics.pop("cells_done"))  # logged at step = the count itself: when two invocations end
+            records.log_metric(parent, "cells_done", done, step=done, c=c)  # together, MLflow shows the largest
+            records.end_run(parent, status, metrics, c=c)
+        except Exception as e:  # the store is away: a later start reopens the parent anyway
+            out(f"the grid's parent run {parent} stays RUNNING until the next start ({type(e).__name__})")
+        out(summary(study, tally, status))
+    return 1 if tally.failed else 0
+
+
+def _finished_in_store(study: grid.Study, share: set[str], c) -> int:
+    """Planned cells with a FINISHED run in the experiment, whichever grid trained them (resume's rule)."""
+    runs = query.search(study.experiment, statuses=(records.FINISHED,), c=c)
+    return len({r.data.tags.get("config_hash") for r in runs} & share)
+
+
+def parent_tags(study: grid.Study) -> dict:
+    """The grid file, and its factorial design (factors in letter order, generator words) for the report."""
+    tags = {"grid_file": study.path}
+    fraction = grid.design(study)
+    if fraction:
+        tags |= {"factorial_factors": ",".join(fraction.factors), "factorial_generators": ",".join(fraction.generators),
+                 "factorial_design": f"{fraction.title} {fraction.resolution_text}"}
+    return tags
+
+
+def summary(study: grid.Study, tally: Tally, status: str) -> str:
+    m = tally.metrics()
+    head = (f"{study.name} {'interrupted' if status == records.KILLED else 'done'}: "
+            f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, {tally.skipped} already), "
+            f"{len(tally.failed)} failed, {len(tally.elsewhere)} left to another process, {m['wall_time_s']:.0f}s")
+    return "\n".join([head, *(f"  FAILED {name}: {reason}" for name, reason in tally.failed)])

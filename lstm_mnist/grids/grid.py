@@ -1,0 +1,236 @@
+"""An ablation study declared in TOML, expanded into cells: pure functions (no torch, no MLflow).
+
+A study names two reference arms as sets of flags that are on (`full`: all six; `baseline`: none) and
+the designs to build from them:
+- `leave_one_out`: from full, turn one flag off        -> arm "full-<flag>"
+- `add_one_in`:    from baseline, turn one flag on     -> arm "baseline+<flag>"
+- `factorial`:     from baseline, the runs of a two-level design over the `factorial` flags: every on/off
+                   combination, or a fraction of them chosen by `resolution` or `runs_per_seed`
+                   (fractional.py) -> "baseline", "baseline+a", "baseline+a+b", ... ("full" when all on)
+Every arm runs once per seed (a seed is a block: it runs the whole fraction). Arms that two designs
+share (full, baseline, baseline+a) are one cell. A reference arm is trained only when a design uses it.
+`readout` may take part as a flag: on = "final_states", off = "last".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import config
+from ..analysis import fractional
+from ..config import ConfigError
+
+DESIGNS = ("leave_one_out", "add_one_in", "factorial")
+FACTORS = (*config.FLAGS, "readout")
+READOUT_ON, READOUT_OFF = "final_states", "last"
+# Keys a [budget] table may not set: the grid decides them per cell.
+GRID_OWNED = frozenset({*FACTORS, "seed", "experiment"})
+KEYS = {"experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
+        "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
+        "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
+        "factorial": "flags of the factorial design", "resolution": "resolution of the factorial fraction",
+        "runs_per_seed": "runs per seed of the factorial fraction", "budget": "config overrides for every cell"}
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str                            # the grid file's stem: the parent run's name and the `grid_name` tag
+    path: str                            # the grid file
+    experiment: str = "lstm-mnist-ablation"
+    base: dict = field(default_factory=dict)    # values from the `base` experiment file
+    designs: tuple = ("leave_one_out", "add_one_in")
+    flags: tuple = config.FLAGS
+    seeds: tuple = (0, 1, 2)
+    full: frozenset = frozenset(config.FLAGS)
+    baseline: frozenset = frozenset()
+    factorial: tuple = ()                # factors of the factorial design, in letter order A, B, C, ...
+    resolution: int | None = None        # smallest fraction of at least this resolution
+    runs_per_seed: int | None = None     # or: the fraction with this many runs per seed (neither: full factorial)
+    budget: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    arm: str          # "full", "baseline", "full-<flag>", "baseline+<flag>", "baseline+a+b"
+    design: str       # the first design that asked for the arm ("reference" for full and baseline)
+    flag: str         # the flag the arm varies ("" for reference and multi-flag factorial arms)
+    seed: int
+    on: frozenset     # factors that are on
+    designs: tuple = ()   # every design that uses this arm
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}-s{self.seed}"
+
+    def overrides(self, flags: tuple) -> dict:
+        """The flag values of this cell; readout only when it takes part or is on."""
+        out = {f: f in self.on for f in config.FLAGS}
+        if "readout" in self.on or "readout" in flags:
+            out["readout"] = READOUT_ON if "readout" in self.on else READOUT_OFF
+        return out
+
+
+# ---------------------------------------------------------------- reading a grid file
+def load(path: str | Path) -> Study:
+    """Read and check a grid file; any mistake is a one-line ConfigError naming the key and what is allowed."""
+    return config.parse_file(path, _study, "grid", KEYS)
+
+
+def _study(p: Path, raw: dict) -> Study:
+    flags = _names("flags", raw.get("flags", list(config.FLAGS)), FACTORS)
+    full = frozenset(_names("full", raw.get("full", sorted({*config.FLAGS, *flags})), FACTORS))
+    name = config.check_name("grid name", p.stem, "rename the grid file")
+    study = Study(name=name, path=str(p), experiment=_experiment(raw), base=_base(p, raw.get("base")),
+                  designs=_names("designs", raw.get("designs", list(Study.designs)), DESIGNS), flags=flags,
+                  seeds=_seeds(raw.get("seeds", list(Study.seeds))), full=full,
+                  baseline=frozenset(_names("baseline", raw.get("baseline", []), FACTORS)),
+                  factorial=_names("factorial", raw.get("factorial", []), FACTORS), budget=_budget(raw),
+                  resolution=_optional(raw, "resolution", fractional.parse_resolution),
+                  runs_per_seed=_optional(raw, "runs_per_seed", _runs))
+    _check_designs(study)
+    config.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
+    return study
+
+
+def _names(key: str, value, allowed: tuple) -> tuple:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}={value!r}: expected a list of names from {', '.join(allowed)}")
+    for v in value:
+        if v not in allowed:
+            raise ConfigError(f"{key}: unknown name {v!r}; allowed are {', '.join(allowed)}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key}={value!r}: a name appears twice")
+    return tuple(value)
+
+
+def _seeds(value) -> tuple:
+    ok = isinstance(value, list) and value and all(type(s) is int and s >= 0 for s in value)
+    if not ok or len(set(value)) != len(value):
+        raise ConfigError(f"seeds={value!r}: expected a non-empty list of distinct integers >= 0")
+    return tuple(value)
+
+
+def _optional(raw: dict, key: str, parse):
+    return parse(raw[key]) if key in raw else None
+
+
+def _runs(value) -> int:
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"runs_per_seed={value!r}: expected a power of two such as 16")
+    return value
+
+
+def _experiment(raw: dict) -> str:
+    name = raw.get("experiment", Study.experiment)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"experiment={name!r}: expected a non-empty string (an MLflow experiment name)")
+    return name
+
+
+def _base(p: Path, base) -> dict:
+    """The `base` experiment file, relative to the grid file; its flags are overridden per cell anyway."""
+    if base is None:
+        return {}
+    if not isinstance(base, str):
+        raise ConfigError(f"base={base!r}: expected the path of an experiment file, e.g. \"full.toml\"")
+    values = config.read_toml(p.parent / base)
+    config.build(values, str(p.parent / base))
+    # readout stays unless it is a factor of this grid (then each cell's own value wins in `values`).
+    return {k: v for k, v in values.items() if k not in {*config.FLAGS, "seed", "experiment"}}
+
+
+def _budget(raw: dict) -> dict:
+    budget = raw.get("budget", {})
+    if not isinstance(budget, dict):
+        raise ConfigError(f"budget={budget!r}: expected a [budget] table of config keys")
+    owned = sorted(set(budget) & GRID_OWNED)
+    if owned:
+        raise ConfigError(f"[budget] {owned[0]}: set per cell by the grid; use `flags`, `full`, `baseline`, `seeds` "
+                          "or `experiment` instead")
+    return dict(budget)
+
+
+def _check_designs(s: Study) -> None:
+    """Each design must change something: leave-one-out flags on in full, add-one-in flags off in baseline."""
+    if "leave_one_out" in s.designs:
+        _require("full", [f for f in s.flags if f not in s.full], "on", "leave_one_out")
+    if "add_one_in" in s.designs:
+        _require("baseline", [f for f in s.flags if f in s.baseline], "off", "add_one_in")
+    if "factorial" in s.designs:
+        if not s.factorial:
+            raise ConfigError("designs includes factorial: list its flags, e.g. factorial = [\"bidirectional\", \"width\"]")
+        _require("baseline", [f for f in s.factorial if f in s.baseline], "off", "factorial")
+        design(s)  # an impossible fraction fails at load time
+    elif s.factorial or s.resolution is not None or s.runs_per_seed is not None:
+        raise ConfigError(f"factorial={list(s.factorial)!r}: add \"factorial\" to designs to run it")
+
+
+def _require(arm: str, wrong: list, side: str, design: str) -> None:
+    if wrong:
+        raise ConfigError(f"{design}: flag {wrong[0]!r} must be {side} in the {arm} arm, or left out of `flags`")
+
+
+# ---------------------------------------------------------------- expansion
+def design(s: Study) -> fractional.Design | None:
+    """The two-level design of the factorial arms (None when the grid has none)."""
+    if "factorial" not in s.designs:
+        return None
+    return fractional.choose(s.factorial, s.resolution, s.runs_per_seed)
+
+
+def arms(s: Study) -> list[tuple[str, str, str, frozenset]]:
+    """(arm, design, flag, factors on) in a fixed order: references, leave-one-out, add-one-in, factorial."""
+    runs = [s.baseline | on for on in design(s).on_sets()] if "factorial" in s.designs else []
+    out = []
+    if "leave_one_out" in s.designs or s.full in runs:
+        out.append(("full", "reference", "", s.full))
+    if "add_one_in" in s.designs or s.baseline in runs:
+        out.append(("baseline", "reference", "", s.baseline))
+    if "leave_one_out" in s.designs:
+        out += [(f"full-{f}", "leave_one_out", f, s.full - {f}) for f in s.flags]
+    if "add_one_in" in s.designs:
+        out += [(f"baseline+{f}", "add_one_in", f, s.baseline | {f}) for f in s.flags]
+    for on in runs:
+        combo = [f for f in s.factorial if f in on]  # in the grid's factor order
+        out.append(("+".join(("baseline", *combo)), "factorial", combo[0] if len(combo) == 1 else "", on))
+    return out
+
+
+def expand(s: Study) -> list[Cell]:
+    """Every (arm, seed) once: an arm two designs share is one cell that lists both designs."""
+    merged: dict[frozenset, list] = {}
+    for arm, design, flag, on in arms(s):
+        if on in merged:
+            merged[on][4].append(design)
+        else:
+            merged[on] = [arm, design, flag, on, [design]]
+    return [Cell(arm, design, flag, seed, on, tuple(ds))
+            for seed in s.seeds for arm, design, flag, on, ds in merged.values()]
+
+
+def values(s: Study, cell: Cell) -> dict:
+    """The cell's config values: defaults < base file < [budget] < the cell's flags, seed and experiment."""
+    return {**s.base, **s.budget, **cell.overrides((*s.flags, *s.factorial)), "seed": cell.seed,
+            "experiment": s.experiment}
+
+
+def tags(s: Study, cell: Cell) -> dict:
+    """Child-run tags: the contract the report reads (arm, design, flag, seed, grid_name)."""
+    out = {"arm": cell.arm, "design": cell.design, "designs": ",".join(cell.designs), "seed": str(cell.seed),
+           "grid_name": s.name}
+    if cell.flag:
+        out["flag"] = cell.flag
+    return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' (1-based) -> (K, N)."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise ConfigError(f"--shard {text}: write it as K/N with 1 <= K <= N, e.g. --shard 1/3")
+    return int(k), int(n)
+
+
+def shard(hashes: list[str], k: int, n: int) -> set[str]:
+    """Machine k of n takes every n-th identity in sorted order: the same split on every machine."""
+    return {h for i, h in enumerate(sorted(set(hashes))) if i % n == k - 1}

@@ -1,0 +1,109 @@
+"""A grid's plan: every cell resolved against the data (its identity) and the store (done, todo, stale,
+RUNNING elsewhere, trained under another protocol version); the order cells run in; the dry-run table and
+the plan recorded on the parent run (the report's members)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import config
+from ..config import Config
+from ..tracking import query, records
+from ..training import data
+from . import grid
+
+
+PLAN_FILE = "plan.json"  # on the parent run: cell -> arm, seed, design, config_hash (the report's members)
+
+
+@dataclass
+class Job:
+    """A cell resolved against the data and the store."""
+    cell: grid.Cell
+    cfg: Config
+    config_hash: str
+    state: str = "todo"          # todo | done | stale (RUNNING, owner dead) | elsewhere (RUNNING, owner alive)
+    note: str = ""
+    stale_ids: list = field(default_factory=list)
+    pinned: frozenset = frozenset()  # keys the study's base file or [budget] sets (workers leave them alone)
+    fingerprint: str = ""        # the data's fingerprint (part of the identity)
+    older: bool = False          # not done, but trained under another protocol version (so trained again)
+
+
+# ---------------------------------------------------------------- planning
+def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = False,
+         every: list[Job] | None = None) -> list[Job]:
+    """Every cell of this machine's share, with its identity and its state in the store. `every`, when
+    given, receives every cell of the grid (all shards): the plan recorded on the parent run."""
+    jobs = [_job(study, cell) for cell in grid.expand(study)]
+    if every is not None:
+        every.extend(jobs)
+    if shard:
+        mine = grid.shard([j.config_hash for j in jobs], *shard)
+        jobs = [j for j in jobs if j.config_hash in mine]
+    runs, older = {}, set()
+    for r in query.search(study.experiment):
+        tags = r.data.tags
+        runs.setdefault(tags.get("config_hash"), []).append(r)
+        if r.info.status == records.FINISHED and tags.get("protocol_version", "0") != str(config.PROTOCOL_VERSION):
+            older.add(tags.get("settings_key") or tags.get("config_hash"))  # before the tag: the old identity
+    for j in jobs:
+        _classify(j, runs.get(j.config_hash, []), force)
+        j.older = j.state != "done" and j.cfg.settings_key(j.fingerprint) in older
+    return jobs
+
+
+def _job(study: grid.Study, cell: grid.Cell) -> Job:
+    cfg = config.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
+    fp = data.fingerprint(cfg.data_dir)
+    return Job(cell, cfg, cfg.identity(fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp)
+
+
+def _classify(job: Job, runs: list, force: bool) -> None:
+    if any(r.info.status == records.FINISHED for r in runs) and not force:
+        job.state = "done"
+        return
+    for r in (r for r in runs if r.info.status == records.RUNNING):
+        alive = records.owner_alive(r.data.tags)
+        if alive is False:
+            job.state, job.note = "stale", "left RUNNING by a dead process"
+            job.stale_ids.append(r.info.run_id)
+        elif not force:
+            where = r.data.tags.get("owner_host", "an unknown process")
+            job.state, job.note = "elsewhere", f"RUNNING on {where} (run {r.info.run_id}); not touched"
+            return
+
+
+def plan_record(jobs: list[Job]) -> dict:
+    """The grid's plan as the parent run records it (plan.json): the report's members are exactly these cells."""
+    cells = [{"cell": j.cell.name, "arm": j.cell.arm, "seed": j.cell.seed, "design": j.cell.design,
+              "designs": ",".join(j.cell.designs), "flag": j.cell.flag, "config_hash": j.config_hash} for j in jobs]
+    return {"protocol_version": config.PROTOCOL_VERSION, "cells": cells}
+
+
+def cost(cfg: Config) -> float:
+    """A cell's relative training cost: the LSTM's multiply-adds per time step (4 gates, every layer and
+    direction), times the epoch budget. Only its order matters (it sorts the work)."""
+    dirs, h, width = 1 + cfg.bidirectional, cfg.hidden_size, 28
+    per_step = 0
+    for _ in range(cfg.num_layers):
+        per_step += dirs * 4 * h * (width + h)
+        width = dirs * h
+    return per_step * cfg.max_epochs * (cfg.train_samples or 48000)
+
+
+def table(jobs: list[Job]) -> str:
+    """The dry-run table: one line per cell."""
+    w = max([28, *(len(j.cell.arm) for j in jobs)])
+    rows = [f"{'arm':<{w}} {'design':<14} {'seed':>4}  {'config_hash':<16}  state"]
+    for j in jobs:
+        state = "done" if j.state == "done" else "todo" if j.state == "todo" else f"todo ({j.note})"
+        if j.state == "elsewhere":
+            state = f"skip ({j.note})"
+        rows.append(f"{j.cell.arm:<{w}} {j.cell.design:<14} {j.cell.seed:>4}  {j.config_hash:<16}  {state}")
+    n_done = sum(j.state == "done" for j in jobs)
+    rows.append(f"{len(jobs)} cells: {n_done} done, {len(jobs) - n_done} not done")
+    n_older = sum(j.older for j in jobs)
+    if n_older:
+        rows.append(f"{n_older} of the cells not done were trained under another protocol version (the code changed "
+                    f"what a run computes; this is version {config.PROTOCOL_VERSION}): they are trained again")
+    return "\n".join(rows)

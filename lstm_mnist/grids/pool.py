@@ -1,0 +1,232 @@
+"""Cells trained in worker processes (`--workers N`), or one at a time in this process.
+
+Each worker has two pipes of its own (an inbox of cells, an outbox of reports) and never touches MLflow: it
+trains and reports each epoch and the result, and this process (the one writer) records them. A worker
+killed at any instant, even halfway through a report, reads as end-of-file on its own outbox only; one
+stopped halfway through a report (SIGSTOP) is killed after MESSAGE_S and its cell fails alone. Each cell
+runs on the cores the host-wide lease gives its worker at that moment (machine/lease.py), so several
+invocations on one host divide the cores between them.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from .. import config
+from ..config import Config
+from ..machine import cores, host, lease
+from ..tracking import outages, store
+from .plan import Job
+from .writer import Writer
+
+MESSAGE_S = 60.0  # a report that has begun must arrive whole within this long (a 2 MB result takes milliseconds)
+
+
+def worker_config(job: Job, index: int, n_workers: int, share: list[int]) -> Config:
+    """The cell's config on worker `index`: its device, and as many threads as its share of the cores (not
+    identity), unless the grid's base file or [budget] sets them."""
+    extra = {**cores.settings(index, n_workers), "num_threads": len(share)}
+    return config.build({**job.cfg.to_dict(), **{k: v for k, v in extra.items() if k not in job.pinned}})
+
+
+def _serial(todo: list[Job], writer: Writer, held: lease.Lease, pin: bool = True) -> None:
+    """One cell at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
+    from ..training import train
+
+    for job in todo:
+        share = held.share(0)  # what the lease gives now: other invocations may have started or ended
+        if not writer.claim(job) or not writer.open(job, {"cpu_affinity": cores.share_text(share) if pin else
+                                                           "unpinned"}):
+            continue
+        if pin:
+            cores.pin_to(share)
+        t0 = time.perf_counter()
+        try:
+            result = train.fit(worker_config(job, 0, 1, share), on_epoch=lambda e, r: writer.epoch(job, e, r))
+        except outages.StoreDown:
+            raise
+        except Exception as e:
+            writer.failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+            continue
+        writer.finished(job, result, time.perf_counter() - t0)
+
+
+@dataclass
+class Worker:
+    proc: mp.Process
+    inbox: Connection    # this process's sending end of the worker's inbox pipe
+    outbox: Connection   # this process's receiving end of the worker's outbox pipe
+
+
+class Pool:
+    """N worker processes, each with two pipes of its own: an inbox of cells and an outbox of reports.
+
+    Nothing is shared between workers, so a worker killed at any instant (even halfway through writing a
+    report) cannot block the others: this process holds only the read end of each outbox, and a dead
+    worker's outbox reads as end-of-file, a half-written message included. Every wait here has a timeout."""
+
+    def __init__(self, n_workers: int, pin: bool = True, target=None):
+        self.ctx = mp.get_context("spawn")  # fork would copy CUDA state and MLflow's connections into children
+        self.n, self.pin, self.procs, self.target = n_workers, pin, {}, target or _worker
+        self.lost: dict[int, str] = {}  # worker index -> why it was given up (stopped mid-message)
+        for i in range(n_workers):
+            self.spawn(i)
+
+    def spawn(self, i: int) -> None:
+        if i in self.procs:  # replacing a dead worker
+            self._close(self.procs.pop(i))
+        in_read, in_write = self.ctx.Pipe(duplex=False)
+        out_read, out_write = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=self.target, args=(i, in_read, out_write), daemon=True,
+                                name=f"lstm-mnist-worker-{i}")
+        proc.start()
+        in_read.close()   # the child's ends, now held by the child alone: when it dies, its outbox reads EOF
+        out_write.close()
+        self.procs[i] = Worker(proc, in_write, out_read)
+
+    def send(self, i: int, message) -> bool:
+        """Hand a worker its cell; False when the worker is already gone."""
+        try:
+            self.procs[i].inbox.send(message)
+            return True
+        except OSError:  # BrokenPipeError: it died
+            return False
+
+    def receive(self, timeout: float) -> list[tuple[int, tuple | None]]:
+        """Reports that arrive within `timeout` s: (worker index, message), or (index, None) for a worker whose
+        outbox ended (it died, maybe mid-message)."""
+        ends = {w.outbox: i for i, w in self.procs.items() if not w.outbox.closed}
+        return [(ends[end], self._recv(ends[end], end)) for end in wait(list(ends), timeout)]
+
+    def _recv(self, i: int, end: Connection):
+        """One message, read in a thread so a worker stopped halfway through writing it cannot hold this process:
+        after MESSAGE_S the worker is killed (SIGKILL ends a stopped process too), its outbox ends, and the
+        reader returns; None for a worker that died or was given up."""
+        box: list = []
+
+        def read():
+            try:
+                box.append(end.recv())
+            except (EOFError, OSError):
+                pass
+
+        reader = threading.Thread(target=read, name=f"lstm-mnist-read-{i}", daemon=True)
+        reader.start()
+        reader.join(MESSAGE_S)
+        if reader.is_alive():
+            self.lost[i] = f"worker process stopped halfway through a report for {MESSAGE_S:.0f} s; killed"
+            self.procs[i].proc.kill()
+            reader.join(5)
+        if not box:
+            end.close()
+            return None
+        return box[0]
+
+    def dead(self) -> list[tuple[int, int]]:
+        return [(i, w.proc.exitcode) for i, w in self.procs.items() if w.proc.exitcode is not None]
+
+    def kill(self) -> None:
+        """The end of every grid, finished or not: workers hold no MLflow state, so killing one loses only its
+        current cell (and a graceful stop would gain nothing)."""
+        for w in self.procs.values():
+            w.proc.kill()
+        for w in self.procs.values():
+            self._close(w)
+
+    @staticmethod
+    def _close(w: Worker) -> None:
+        w.proc.kill()
+        w.proc.join(timeout=5)  # reap it: no zombie left behind for the rest of this process
+        w.inbox.close()
+        w.outbox.close()
+
+
+def _parallel(todo: list[Job], n_workers: int, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
+    """N cells at once in worker processes; this process hands out cells and writes what they report."""
+    store.share_sqlite_store()  # WAL: a reader such as `mlflow ui` cannot block this (the one) writer into a timeout
+    pool = Pool(n_workers, pin)
+    pending, busy = deque(todo), {}   # busy: worker index -> (job, start time)
+    try:
+        while pending or busy:
+            for i in sorted(set(pool.procs) - set(busy)):
+                share = held.share(i)  # what the lease gives worker i now
+                job = _next(pending, writer, i, pool, share)
+                if job:
+                    values = worker_config(job, i, pool.n, share).to_dict()
+                    pool.send(i, (job.cell.name, values, share if pool.pin else []))  # a dead one: _reap
+                    busy[i] = job, time.perf_counter()
+            if not busy:
+                continue  # nothing could be opened this turn: the next turn takes the next cells
+            for i, message in pool.receive(timeout=1.0):
+                _receive(i, message, busy, writer)
+            _reap(pool, busy, writer, respawn=bool(pending))  # every turn: chatty workers must not hide a dead one
+    finally:
+        pool.kill()
+
+
+def _next(pending: deque, writer: Writer, i: int, pool: Pool, share: list[int]) -> Job | None:
+    """The next cell worker i trains: claimed by this process, its run open."""
+    where = {"worker": str(i), "cpu_affinity": cores.share_text(share) if pool.pin else "unpinned"}
+    while pending:
+        job = pending.popleft()
+        if writer.claim(job) and writer.open(job, where):
+            return job
+    return None
+
+
+def _receive(i: int, message: tuple | None, busy: dict, writer: Writer) -> None:
+    if message is None:
+        return  # its outbox ended: _reap fails its cell once the process has exited
+    kind, _, name, *payload = message
+    if i not in busy or busy[i][0].cell.name != name:
+        return  # late word from a worker that died (its cell already failed), maybe since replaced
+    job, _ = busy[i]
+    if kind == "epoch":
+        writer.epoch(job, *payload)
+        return
+    del busy[i]
+    (writer.finished if kind == "done" else writer.failed)(job, *payload)
+
+
+def _reap(pool: Pool, busy: dict, writer: Writer, respawn: bool) -> None:
+    """A worker that died (killed for memory, a crash in CUDA) fails its cell; replaced only while cells wait."""
+    for i, code in pool.dead():
+        if i in busy:
+            job, t0 = busy.pop(i)
+            why = pool.lost.pop(i, None) or f"worker process died (exit code {code})"
+            writer.failed(job, why, time.perf_counter() - t0)
+        if respawn:
+            pool.spawn(i)
+        else:
+            Pool._close(pool.procs.pop(i))
+
+
+def _worker(index: int, inbox: Connection, outbox: Connection) -> None:
+    """A worker process: train each config it is handed on the cores it is handed (its lease share: its threads
+    never fight another worker's), report epochs and the result; never touch MLflow."""
+    import signal
+
+    from ..training import train
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it kills us
+    host.die_with_parent()
+    try:
+        while True:  # until killed (Pool.kill), or the main process is gone (end of file on the inbox)
+            name, values, share = inbox.recv()
+            if share:
+                cores.pin_to(share)
+            t0 = time.perf_counter()  # the cell's own time, without this process's start-up
+            try:
+                result = train.fit(config.build(values), on_epoch=lambda e, r: outbox.send(("epoch", index, name, e, r)))
+            except (EOFError, OSError):
+                raise
+            except Exception as e:
+                outbox.send(("failed", index, name, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
+                continue
+            outbox.send(("done", index, name, result, time.perf_counter() - t0))
+    except (EOFError, OSError):  # the main process is gone: nobody to report to
+        return

@@ -1,0 +1,82 @@
+"""A grid's progress: a live bar over the cells on a terminal, plain lines otherwise, and an estimate of the
+whole grid after the first cell."""
+from __future__ import annotations
+
+from .plan import Job
+
+
+
+
+QUICK_FILE = "experiments/ablation-quick.toml"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # live even when stdout is a pipe or a log file
+
+
+# ---------------------------------------------------------------- progress
+class Progress:
+    """A live bar over the cells when stdout is a terminal, plain lines otherwise; one line per cell."""
+
+    def __init__(self, total: int, n_workers: int, out=say):
+        import sys
+
+        self.total, self.n_workers, self.out, self.done, self.failures = total, n_workers, out, 0, 0
+        self.estimated, self.bar = False, None
+        if sys.stdout.isatty() and out is say:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self.bar = Bar(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fail]}"),
+                           TimeRemainingColumn())
+            self.task = self.bar.add_task("grid", total=total, fail="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def line(self, text: str) -> None:
+        if self.bar:
+            self.bar.console.print(text, markup=False, highlight=False)  # reasons may hold [brackets]
+        else:
+            self.out(text)
+
+    def started(self, job: Job) -> None:
+        if not self.bar:
+            self.out(f"start {job.cell.name} ({job.cell.design}, config_hash {job.config_hash})")
+
+    def finished(self, job: Job, test_f1: float, seconds: float, device: str) -> None:
+        self._advance()
+        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} seed {job.cell.seed}  test_f1 {test_f1:.4f}  "
+                  f"{seconds:.0f}s")
+        self._estimate(seconds, device)
+
+    def failed(self, job: Job, reason: str, seconds: float) -> None:
+        self.failures += 1
+        self._advance()
+        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} seed {job.cell.seed}  FAILED after {seconds:.0f}s: "
+                  f"{reason}")
+
+    def _advance(self) -> None:
+        self.done += 1
+        if self.bar:
+            self.bar.update(self.task, advance=1, fail=f"{self.failures} failed" if self.failures else "")
+
+    def _estimate(self, seconds: float, device: str) -> None:
+        """After the first cell: how long the whole grid will take, and the quick file if that is hours on a CPU."""
+        if self.estimated:
+            return
+        self.estimated = True
+        total = seconds * self.total / self.n_workers
+        msg = f"estimate: about {_duration(total)} for the {self.total} cells to train (first cell {seconds:.0f} s)"
+        if device.startswith("cpu") and total > 3600:  # "cpu (model, N threads)"
+            msg += f"; on this CPU try {QUICK_FILE} (same designs, small budget)"
+        self.line(msg)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

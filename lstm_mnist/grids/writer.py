@@ -1,0 +1,113 @@
+"""The one writer: claims, opens, fills and closes every child run of a grid, and tallies what happened."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .. import claims
+from ..tracking import outages, records
+from ..training import data
+from . import grid
+from .plan import Job
+from .progress import Progress
+
+
+@dataclass
+class Tally:
+    """What this invocation did; logged on the parent run at the end."""
+    total: int = 0
+    skipped: int = 0
+    finished: int = 0
+    failed: list = field(default_factory=list)   # (cell name, reason)
+    elsewhere: list = field(default_factory=list)  # cells another invocation claimed (it trains them)
+    done_in_store: int | None = None  # FINISHED cells in the store at the end, other invocations' included
+    t0: float = field(default_factory=time.perf_counter)
+
+    def metrics(self) -> dict:
+        done = self.skipped + self.finished if self.done_in_store is None else self.done_in_store
+        return {"cells_total": self.total, "cells_done": done, "cells_skipped": self.skipped,
+                "cells_failed": len(self.failed), "wall_time_s": time.perf_counter() - self.t0}
+
+
+# ---------------------------------------------------------------- the one writer
+class Writer:
+    """Claims, opens, fills and closes the child runs; every MLflow write of a grid goes through here.
+    The client is `store.client()`'s: a store outage blocks the call (bounded by --store-wait), so epochs
+    reported meanwhile wait in the workers' pipes and are written once the store is back."""
+
+    def __init__(self, study: grid.Study, parent: str, c, tally: Tally, progress: "Progress",
+                 grid_claims: claims.Claims | None = None):
+        self.study, self.parent, self.c, self.tally, self.progress = study, parent, c, tally, progress
+        self.claims = grid_claims
+        self.open_runs: dict[str, records.RunRecord] = {}   # cell name -> its open run (owner-tagged by open_run)
+
+    def claim(self, job: Job) -> bool:
+        """Whether this process trains the cell: no other invocation holds it or finished it meanwhile."""
+        if self.claims is None:
+            return True
+        got = self.claims.take(job.config_hash)
+        if isinstance(got, str):
+            self.tally.elsewhere.append(job.cell.name)
+            self.progress.line(f"skip {job.cell.name}: {got}")
+            return False
+        return True
+
+    def open(self, job: Job, where: dict | None = None) -> bool:
+        """Open the cell's run; False (the cell failed, with its one-line reason) when it cannot be written."""
+        tags = {**grid.tags(self.study, job.cell), **(where or {})}
+        try:
+            self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
+                                                           data.fingerprint(job.cfg.data_dir), job.cell.name,
+                                                           self.parent, tags, self.c)
+        except outages.StoreDown:
+            raise
+        except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
+            self._settle(job, done=False)
+            self.tally.failed.append((job.cell.name, f"could not open its run: {_one_line(e)}"))
+            self.progress.failed(job, self.tally.failed[-1][1], 0.0)
+            return False
+        self.progress.started(job)
+        return True
+
+    def epoch(self, job: Job, epoch: int, record: dict) -> None:
+        self.open_runs[job.cell.name].log_epoch(epoch, record)
+
+    def finished(self, job: Job, result, seconds: float) -> None:
+        rec = self.open_runs[job.cell.name]  # popped once ended: until then kill_open can still close it
+        try:
+            rec.log_result(result)
+            records.end_run(rec.run_id, records.FINISHED, c=self.c)
+        except outages.StoreDown:
+            raise
+        except Exception as e:  # a figure, disk or store error fails this cell alone, never the grid
+            self.failed(job, f"could not record result: {_one_line(e)}", seconds)
+            return
+        del self.open_runs[job.cell.name]
+        self._settle(job, done=True, run_id=rec.run_id)
+        self.tally.finished += 1
+        self.progress.finished(job, result.test.get("test_f1", float("nan")), seconds, result.device_name)
+
+    def failed(self, job: Job, reason: str, seconds: float) -> None:
+        records.mark_failed(self.c, self.open_runs[job.cell.name].run_id, reason)
+        del self.open_runs[job.cell.name]  # only once ended: if that raised, kill_open still closes it
+        self._settle(job, done=False)
+        self.tally.failed.append((job.cell.name, reason))
+        self.progress.failed(job, reason, seconds)
+
+    def _settle(self, job: Job, done: bool, **attrs) -> None:
+        if self.claims is not None:
+            self.claims.settle(job.config_hash, done, **attrs)
+
+    def kill_open(self) -> None:
+        """Runs still open when the grid stops (Ctrl-C, a crash here) end KILLED, never left RUNNING; when the
+        store itself is away they stay RUNNING, and the next start's stale-run rule closes them."""
+        for rec in self.open_runs.values():
+            try:
+                records.mark_failed(self.c, rec.run_id, "interrupted", records.KILLED)
+            except Exception:
+                break
+        self.open_runs.clear()
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]

@@ -1,0 +1,82 @@
+"""This host and its processes: what the machine is (for every run's tags), how this process was started,
+whether a process is still the one that was recorded, and dying with the parent."""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from .cores import visible_count
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC ..."), "" where the OS does not say."""
+    import platform
+
+    try:
+        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def describe() -> str:
+    """What this machine is, in one line: OS, architecture, CPU model and count, and its GPUs if any."""
+    import platform
+
+    model = cpu_model()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return (f"{platform.system()} {platform.machine()}, {visible_count()} CPU cores{f' ({model})' if model else ''}"
+            + (f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU"))
+
+
+def invocation() -> str:
+    """How this process was started, as the user would type it (`python -m lstm_mnist ablate FILE ...`)."""
+    import shlex
+    import sys
+
+    argv = sys.argv or [""]
+    if argv[0].endswith(("lstm_mnist/__main__.py", "-m")):
+        return "python -m lstm_mnist " + shlex.join(argv[1:])
+    return shlex.join(argv)
+
+
+def process_stamp(pid: int) -> str | None:
+    """host:pid:start-time of a live process, None when it is gone (or a zombie). The start time makes a
+    recycled pid look like what it is: another process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc (not Linux): the pid alone
+        return f"{socket.gethostname()}:{pid}:?"
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields after it do not
+    return None if fields[0] == "Z" else f"{socket.gethostname()}:{pid}:{fields[19]}"
+
+
+def die_with_parent() -> None:
+    """A worker must not outlive its killed main process (SIGKILL skips all cleanup): its cell or trial
+    is then retried by the next start. Linux kills it for us (PR_SET_PDEATHSIG); elsewhere a watcher
+    thread notices the new parent pid within a second."""
+    try:
+        import ctypes
+
+        if ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL) == 0:  # 1 = PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        pass
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -1,0 +1,188 @@
+"""The report's numbers (full precision; pure pandas over the gathered rows, no MLflow): each arm's summary,
+each design's paired comparisons with Holm, and what each flag is worth and costs.
+
+Every comparison is "with the flag − without it", paired by seed, so a positive Δ means the flag raised
+the metric in both designs:
+  leave-one-out  full − full-<flag>          (what removing the flag from the full model costs)
+  add-one-in     baseline+<flag> − baseline  (what adding the flag to the baseline gains)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..analysis import stats
+from ..config import FLAGS
+from . import factorial
+from .gather import FACTORS, SUMMARY, Grid, ReportError
+
+
+DESIGNS = ("reference", "leave_one_out", "add_one_in")  # table order; other designs (factorial, ...) follow
+
+
+REFERENCE = {"leave_one_out": "full", "add_one_in": "baseline"}  # the arm each design is paired against
+
+
+
+
+# ---------------------------------------------------------------- the three tables (full precision)
+def arm_table(g: Grid, metric: str) -> pd.DataFrame:
+    rows = []
+    for arm, runs in g.runs.groupby("arm", sort=False):
+        first = runs.iloc[0]
+        row = {"arm": arm, "design": first["design"], "designs": first["designs"], "flag": first["flag"],
+               "flags": _flags_text([f for f in FLAGS if first[f]], first["readout"]), "n_seeds": len(runs),
+               "seeds": " ".join(map(str, sorted(runs["seed"]))),
+               "missing_seeds": " ".join(str(s) for s in g.seeds if s not in set(runs["seed"]))}
+        for m in dict.fromkeys((metric, *SUMMARY)):
+            row.update(_summary(m, runs[m].dropna().tolist()))
+        rows.append(row)
+    return _design_order(pd.DataFrame(rows))
+
+
+def _summary(metric: str, values: list[float]) -> dict:
+    lo, hi = stats.ci95(values)
+    return {f"{metric}_mean": stats.mean(values), f"{metric}_std": stats.std(values),
+            f"{metric}_ci_lo": lo, f"{metric}_ci_hi": hi}
+
+
+def _flags_text(on: list[str], readout: str) -> str:
+    extra = f" + {readout} readout" if readout != "last" else ""
+    if len(on) == len(FLAGS):
+        return "all six" + extra
+    if len(on) > len(FLAGS) // 2:
+        return "all but " + ", ".join(f for f in FLAGS if f not in on) + extra
+    return (", ".join(on) or "none") + extra
+
+
+def _flag_rank(flag: str) -> int:
+    """The six flags in design.md's order, then `readout`, then anything else."""
+    return FACTORS.index(flag) if flag in FACTORS else len(FACTORS)
+
+
+def _design_order(df: pd.DataFrame) -> pd.DataFrame:
+    rank = {d: i for i, d in enumerate(DESIGNS)}
+    key = df.assign(_d=df["design"].map(lambda d: rank.get(d, len(DESIGNS))), _f=df["flag"].map(_flag_rank))
+    return key.sort_values(["_d", "_f", "arm"]).drop(columns=["_d", "_f"]).reset_index(drop=True)
+
+
+COSTS = {"epochs_trained": "epochs", "train_time_s": "time"}  # what a flag costs, beside what it is worth
+
+
+def comparisons(g: Grid, metric: str) -> pd.DataFrame:
+    """Each leave-one-out / add-one-in arm against its reference, paired by seed; Holm within each design.
+    Beside the metric's Δ: the paired Δ of epochs trained and training time (what the flag costs)."""
+    scored = g.runs.dropna(subset=[metric])  # a run without the metric cannot be paired
+    by_arm = {m: {arm: dict(zip(r["seed"], r[m])) for arm, r in scored.groupby("arm")} if m in scored else {}
+              for m in (metric, *COSTS)}
+    rows = [_compare(arm, design, flag, by_arm, metric) for design in REFERENCE for arm, flag in design_members(g, design)]
+    df = pd.DataFrame(rows, columns=["design", "flag", "arm", "recorded_arm", "reference", "metric", "n_pairs",
+                                     "diff_mean", "diff_ci_lo", "diff_ci_hi", "p", "p_holm", "d_z", "note",
+                                     "epochs_diff_mean", "time_diff_mean"])
+    for design, idx in df.groupby("design").groups.items():
+        df.loc[idx, "p_holm"] = stats.holm(df.loc[idx, "p"].tolist())
+    return _design_order(df)
+
+
+def design_members(g: Grid, design: str) -> list[tuple[str, str]]:
+    """(recorded arm, flag) of each arm in a design.
+
+    The grid runner records an arm two designs share once, under the first design's name (with two
+    flags, baseline+adamw is full-dropout); its `designs` tag lists both. The flag is then the one
+    factor in which the arm differs from the design's reference arm.
+    """
+    ref = g.runs[g.runs["arm"] == REFERENCE[design]]
+    ref_on = _on(ref.iloc[0]) if len(ref) else None
+    out = []
+    for arm, runs in g.runs.groupby("arm"):
+        first = runs.iloc[0]
+        if design in str(first["designs"]).split(","):
+            diff = _on(first) ^ ref_on if ref_on is not None else set()
+            out.append((arm, next(iter(diff)) if len(diff) == 1 else first["flag"]))
+    return out
+
+
+def _on(run: pd.Series) -> set[str]:
+    return {f for f in FLAGS if run[f]} | ({"readout"} if run["readout"] == "final_states" else set())
+
+
+def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str) -> dict:
+    ref = REFERENCE[design]
+
+    def paired(m: str) -> stats.Paired:
+        pair = (by_arm[m].get(ref, {}), by_arm[m].get(recorded, {}))
+        # "with the flag" first: `full` has it in leave-one-out, `baseline+<flag>` has it in add-one-in.
+        return stats.paired(*pair) if design == "leave_one_out" else stats.paired(*reversed(pair))
+
+    r = paired(metric)
+    note = r.reason if ref in by_arm[metric] else f"no FINISHED {ref!r} runs"
+    arm = f"full-{flag}" if design == "leave_one_out" else f"baseline+{flag}"
+    return {"design": design, "flag": flag, "arm": arm, "recorded_arm": recorded, "reference": ref,
+            "metric": metric, "n_pairs": r.n,
+            "diff_mean": r.mean_diff, "diff_ci_lo": r.ci_lo, "diff_ci_hi": r.ci_hi, "p": r.p, "p_holm": np.nan,
+            "d_z": r.d_z, "note": note, **{f"{short}_diff_mean": paired(m).mean_diff for m, short in COSTS.items()}}
+
+
+def worth(comp: pd.DataFrame, metric: str, ff: factorial.Factorial | None = None,
+          costs: dict | None = None) -> pd.DataFrame:
+    """One row per flag: leave-one-out cost, add-one-in gain and (when the grid has one) the factorial main
+    effect side by side, ranked by their mean; then what the flag costs: Δ epochs trained and Δ training
+    time per design (`costs`: the factorial fits of epochs_trained and train_time_s, when there is one)."""
+    rows = []
+    flags = set(comp["flag"]) | set(ff.design.factors if ff else ())
+    for flag in sorted(flags - {""}, key=_flag_rank):
+        row = {"flag": flag}
+        for design, short in (("leave_one_out", "loo"), ("add_one_in", "aoi")):
+            hit = comp[(comp["flag"] == flag) & (comp["design"] == design)]
+            c = hit.iloc[0] if len(hit) else pd.Series(dtype=object)
+            for k in (*WORTH_KEYS, *(f"{x}_diff_mean" for x in COSTS.values())):
+                row[f"{short}_{k}"] = c.get(k, np.nan)
+        row.update({k: v[0] for k, v in factorial.worth_columns(ff, [flag]).items()})
+        for m, x in COSTS.items():
+            e = (costs or {}).get(m)
+            row[f"ff_{x}_diff_mean"] = e.main_effect(flag).estimate if e and e.main_effect(flag) else np.nan
+        views = [v for v in (row["loo_diff_mean"], row["aoi_diff_mean"], row["ff_diff_mean"]) if pd.notna(v)]
+        row["mean_diff"] = float(np.mean(views)) if views else np.nan  # the designs present
+        rows.append(row)
+    cost_cols = [f"{d}_{x}_diff_mean" for d in ("loo", "aoi", "ff") for x in COSTS.values()]
+    df = pd.DataFrame(rows, columns=["flag"] + [f"{s}_{k}" for s in ("loo", "aoi") for k in WORTH_KEYS]
+                      + ["ff_diff_mean", "ff_diff_ci_lo", "ff_diff_ci_hi", "ff_p_holm", "mean_diff"] + cost_cols)
+    df = df.sort_values("mean_diff", ascending=lower_is_better(metric), na_position="last")
+    return df.assign(rank=range(1, len(df) + 1))[["rank", *df.columns]].reset_index(drop=True)
+
+
+WORTH_KEYS = ("diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note")
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric or "time" in metric
+
+
+def best_arm(arms: pd.DataFrame, metric: str) -> str:
+    col = arms[f"{metric}_mean"]
+    return arms.loc[col.idxmin() if lower_is_better(metric) else col.idxmax(), "arm"]
+
+
+# ---------------------------------------------------------------- the report
+@dataclass
+class Report:
+    """A grid's numbers for one metric: what render.py shows and make.py writes."""
+    grid: Grid
+    metric: str
+    arms: pd.DataFrame
+    comparisons: pd.DataFrame
+    worth: pd.DataFrame
+    factorial: factorial.Factorial | None = None
+
+
+def build(g: Grid, metric: str) -> Report:
+    if metric not in g.runs.columns or g.runs[metric].isna().all():
+        known = sorted(c for c in g.runs.columns if c.startswith("test_") or c in SUMMARY)
+        raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
+    arms = arm_table(g, metric)
+    comp = comparisons(g, metric)
+    ff = factorial.build(g.runs, g.seeds, g.parent_tags, metric)
+    costs = {m: factorial.build(g.runs, g.seeds, g.parent_tags, m) for m in COSTS} if ff else {}
+    return Report(g, metric, arms, comp, worth(comp, metric, ff, costs), ff)

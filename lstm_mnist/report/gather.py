@@ -1,0 +1,147 @@
+"""A grid's runs as the report's rows: the grid found in the store (the latest run, or by name), its members
+by its plan (members.py), each run's flags, metrics, training time and settings."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..config import FLAGS, UserError
+from ..tracking import query, store
+from . import members
+
+
+SUMMARY = ("test_f1", "test_acc", "test_loss", "epochs_trained", "train_time_s")  # per arm, mean ± sd
+GRID_ROLE = "tags.`lstm_mnist.role` = 'grid'"
+
+
+FACTORS = (*FLAGS, "readout")  # what a grid can switch per arm (readout on = final_states)
+
+
+class ReportError(UserError):
+    """No data to report on (no experiment, no grid, no FINISHED runs); one line says which."""
+
+
+@dataclass
+class Grid:
+    experiment: str
+    name: str
+    parent_id: str          # the latest parent run: the report's artifacts go there
+    parents: int            # parent runs of this grid (a grid runner may open one per invocation)
+    runs: pd.DataFrame      # one row per kept FINISHED child run
+    seeds: list[int]        # every seed the grid attempted (any status): the requested replicates
+    dropped: Counter        # why runs were left out: status, duplicate
+    parent_tags: dict = field(default_factory=dict)  # the latest parent's tags: grid file, command, design, provenance
+    wall_time_s: float = 0.0  # summed over the grid's parent runs (each invocation records its own)
+    outside: list = field(default_factory=list)     # FINISHED runs tagged with the grid but not in its plan
+    missing: list = field(default_factory=list)     # planned cells without a FINISHED run
+    mismatched: list = field(default_factory=list)  # runs left out: settings other than the grid's common ones
+    planned: bool = True    # False: no plan recorded (a grid from before plans), members by tag
+
+
+# ---------------------------------------------------------------- reading the store
+def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
+    """(grid name, its latest parent run, all its parent runs); the latest grid when none is named."""
+    parents = query.search(experiment, GRID_ROLE)
+    if not parents:
+        raise ReportError(f"no ablation grid runs in MLflow experiment {experiment!r} at {store.tracking_uri()}; "
+                          "run `make ablation` first (or pass --experiment)")
+    names = {p.data.tags.get("grid_name", "") for p in parents}
+    name = grid or max(parents, key=query.last_invoked).data.tags.get("grid_name")
+    mine = [p for p in parents if p.data.tags.get("grid_name") == name]
+    if not mine:
+        raise ReportError(f"no grid named {grid!r} in experiment {experiment!r}; grids there: "
+                          f"{', '.join(sorted(n for n in names if n))}")
+    return name, max(mine, key=query.last_invoked), mine
+
+
+def load(experiment: str, grid: str | None = None) -> Grid:
+    """The grid's members (members.py: by the latest invocation's plan), as report rows."""
+    name, latest, parents = find_grid(experiment, grid)
+    plan = members.read_plan(latest.info.run_id)
+    m = members.by_plan(experiment, name, plan) if plan else members.by_tag(experiment, name)
+    if not m.runs:
+        left = _counts(m.dropped) or "none"
+        raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
+                          "run `make ablation` to finish it")
+    rows = [{**_row(r), **_planned(m.cells.get(r.info.run_id))} for r in m.runs]
+    rows, mismatched = members.agreeing(rows)
+    runs = pd.DataFrame(rows)
+    if not m.planned:
+        runs, dupes = _latest_only(runs)
+        m.dropped["duplicate"] += dupes
+    # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
+    wall = sum(v for p in parents for _, v in query.metric_history(p.info.run_id, "wall_time_s"))
+    return Grid(experiment, name, latest.info.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.data.tags),
+                wall, m.outside, m.missing, mismatched, m.planned)
+
+
+def _planned(cell: dict | None) -> dict:
+    """The plan's word on a member's arm, seed and designs (a run may have been trained under another grid)."""
+    if not cell:
+        return {}
+    return {"arm": cell["arm"], "seed": int(cell["seed"]), "design": cell["design"],
+            "designs": cell["designs"] or cell["design"], "flag": cell["flag"] or _flag_from_arm(cell["arm"])}
+
+
+def _seed(run) -> int:
+    return int(run.data.tags.get("seed", run.data.params.get("seed", -1)))
+
+
+def _row(run) -> dict:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    arm = tags.get("arm", run.info.run_name)
+    design = tags.get("design", "other")
+    row = {"run_id": run.info.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
+           "flag": tags.get("flag") or _flag_from_arm(arm), "seed": _seed(run),
+           "config_hash": tags.get("config_hash", run.info.run_id), "start_time": run.info.start_time,
+           "parent_run_id": tags.get("mlflow.parentRunId", ""), "git_commit": tags.get("git_commit", ""),
+           "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", "")}
+    row.update({f: params.get(f) == "True" for f in FLAGS})
+    row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
+    row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})
+    row.update({k: v for k, v in metrics.items() if k not in row})
+    row["train_time_s"] = _train_time(run)
+    row["settings"] = members.settings(run)
+    return row
+
+
+def _flag_from_arm(arm: str) -> str:
+    """`full-<flag>` / `baseline+<flag>`: the flag, for runs recorded without a `flag` tag."""
+    for sep in ("-", "+"):
+        head, _, tail = arm.partition(sep)
+        if head in ("full", "baseline") and tail in FACTORS:
+            return tail
+    return ""
+
+
+def _train_time(run) -> float:
+    """The sum of the run's per-epoch `epoch_time_s`; its wall time when no epoch was logged."""
+    epochs = query.metric_history(run.info.run_id, "epoch_time_s")
+    if epochs:
+        return float(sum(v for _, v in epochs))
+    end = run.info.end_time or run.info.start_time
+    return (end - run.info.start_time) / 1000
+
+
+def _latest_only(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One run per config hash, then per (arm, seed) (the grid file may have changed between invocations)."""
+    runs = runs.sort_values("start_time", ascending=False)
+    kept = runs.drop_duplicates("config_hash").drop_duplicates(["arm", "seed"])
+    return kept.sort_values(["arm", "seed"]).reset_index(drop=True), len(runs) - len(kept)
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counter.items()) if n)
+
+
+def latest_grid_experiment(grid: str | None = None) -> str:
+    """The experiment of the newest grid (of that name) in the store: `make report` without --experiment."""
+    latest = query.latest_parent(("grid",), grid)
+    if latest is None:
+        named = f"named {grid!r} " if grid else ""
+        raise ReportError(f"no ablation grid runs {named}in the tracking store {store.tracking_uri()}; run "
+                          "`make ablation` first (or pass --experiment)")
+    return store.client().get_experiment(latest.info.experiment_id).name

@@ -1,0 +1,42 @@
+"""`make report`: read the grid, compute, write every table (CSV, Markdown, LaTeX) and figure to
+reports/<grid>/, and log them on the grid's latest parent run (files under report/, tables as MLflow tables)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from . import factorial
+from ..config import check_name
+from ..tracking import groups
+from .compare import Report, build
+from .gather import latest_grid_experiment, load
+from .plots import draw
+from .render import latex_doc, markdown_doc, shown
+
+
+def write(r: Report, out: Path) -> list[Path]:
+    """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    csvs = {"runs.csv": r.grid.runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
+    if r.factorial:
+        csvs |= {"main_effects.csv": r.factorial.frame("main"), "interactions.csv": r.factorial.frame("2fi")}
+    for name, df in csvs.items():
+        df.to_csv(out / name, index=False)
+    figs = draw(r.grid, r.arms, r.worth, r.metric, out)
+    if r.factorial:
+        figs.append(factorial.half_normal_png(r.factorial, out))
+    (out / "report.md").write_text(markdown_doc(r, figs))
+    (out / "report.tex").write_text(latex_doc(r))
+    return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
+
+
+def make(experiment: str | None, grid: str | None, metric: str, out: str | None) -> tuple[Report, list[Path]]:
+    """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
+    if grid is not None:
+        check_name("--grid", grid, "give the name of a grid file's stem, e.g. --grid ablation-quick")
+    r = build(load(experiment or latest_grid_experiment(grid), grid), metric)
+    paths = write(r, Path(out or Path("reports") / r.grid.name))
+    groups.log_files(r.grid.parent_id, paths, "report")
+    groups.log_tables(r.grid.parent_id, {f"{label.removeprefix('tab:')}_{r.metric}": table
+                                        for _, label, table in shown(r)})
+    return r, paths

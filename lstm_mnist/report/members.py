@@ -1,0 +1,107 @@
+"""Which runs are a grid's: the rule the report and resume share.
+
+Each `ablate` invocation records its plan on the grid's parent run (`plan.json`: cell -> arm, seed,
+design, config_hash). A grid's members are, for each planned cell, the FINISHED run with that config_hash
+in the experiment, whatever `grid_name` tag it carries: the rule resume uses to call a cell done, so a
+copy of a grid file with one more seed reuses the shared seeds' runs in its report as it did in training.
+FINISHED runs tagged with the grid but outside the plan (an older [budget], a removed seed) are not
+members; they are counted and named, as are planned cells without a FINISHED run. Grids recorded before
+plans existed fall back to the tag `grid_name` (and say so).
+
+Then one check the designs need: members agree on every setting but the factors and the seed (the
+grid varies nothing else), so no comparison or fit mixes budgets. A run that disagrees with the grid's
+common settings is left out and named, never silently paired.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..config import FIELDS, FLAGS, NOT_IDENTITY
+from ..grids.plan import PLAN_FILE
+from ..tracking import query, records
+
+FACTORS = (*FLAGS, "readout")
+# What a member's settings are compared on: every identity key but the factors and the seed.
+SETTINGS = tuple(sorted(k for k in FIELDS if k not in NOT_IDENTITY and k not in FACTORS and k != "seed"))
+
+
+@dataclass
+class Members:
+    runs: list                      # the member runs (MLflow Run objects), one per planned cell present
+    cells: dict                     # run_id -> its planned cell (arm, seed, design, designs, flag), {} without a plan
+    seeds: list[int]                # the seeds the grid asks for (the plan's; else every seed attempted)
+    dropped: Counter                # non-members that carry the grid's hashes or tag: status, duplicate
+    outside: list[str] = field(default_factory=list)   # FINISHED runs tagged with the grid, not in the plan
+    missing: list[str] = field(default_factory=list)   # planned cells without a FINISHED run
+    planned: bool = True            # False: no plan recorded (an older grid), members by tag
+
+
+def read_plan(parent_run_id: str) -> dict | None:
+    plan = query.read_json_artifact(parent_run_id, PLAN_FILE)
+    return plan if isinstance(plan, dict) and isinstance(plan.get("cells"), list) else None
+
+
+def by_plan(experiment: str, name: str, plan: dict) -> Members:
+    """For each planned cell, its newest FINISHED run in the experiment (any grid's); the rest accounted for."""
+    cells = {c["config_hash"]: c for c in plan["cells"]}
+    found: dict[str, list] = {}
+    dropped, outside = Counter(), []
+    for r in query.search(experiment):
+        tags = r.data.tags
+        if tags.get("lstm_mnist.role") in ("grid", "study"):
+            continue
+        h = tags.get("config_hash")
+        if h in cells:
+            if r.info.status == records.FINISHED:
+                found.setdefault(h, []).append(r)
+            else:
+                dropped[r.info.status] += 1
+        elif tags.get("grid_name") == name and r.info.status == records.FINISHED:
+            outside.append(r.info.run_name or r.info.run_id)
+    runs, member_cells = [], {}
+    for h, c in cells.items():
+        if h in found:
+            newest = max(found[h], key=lambda r: r.info.start_time)
+            dropped["duplicate"] += len(found[h]) - 1
+            runs.append(newest)
+            member_cells[newest.info.run_id] = c
+    missing = [c["cell"] for h, c in cells.items() if h not in found]
+    seeds = sorted({int(c["seed"]) for c in cells.values()})
+    return Members(runs, member_cells, seeds, dropped, sorted(outside), missing)
+
+
+def by_tag(experiment: str, name: str) -> Members:
+    """A grid recorded before plans: its runs tagged `grid_name` (duplicates are resolved by the report)."""
+    children = [r for r in query.search(experiment, f"tags.grid_name = '{name}'")
+                if r.data.tags.get("lstm_mnist.role") != "grid"]
+    seeds = sorted({int(r.data.tags.get("seed", r.data.params.get("seed", -1))) for r in children})
+    finished = [r for r in children if r.info.status == records.FINISHED]
+    dropped = Counter(r.info.status for r in children if r.info.status != records.FINISHED)
+    return Members(finished, {}, seeds, dropped, planned=False)
+
+
+def settings(run) -> str:
+    """The run's settings other than the factors and the seed, as one comparable string."""
+    p, tags = run.data.params, run.data.tags
+    values = {k: p.get(k) for k in SETTINGS}
+    values["data_fingerprint"] = tags.get("data_fingerprint", p.get("data_fingerprint"))
+    values["protocol_version"] = tags.get("protocol_version", "0")
+    return json.dumps(values, sort_keys=True)
+
+
+def differences(a: str, b: str) -> str:
+    """'max_epochs=2 (the grid's: 35)' for each key where settings `a` differ from the common `b`."""
+    x, y = json.loads(a), json.loads(b)
+    return ", ".join(f"{k}={x[k]} (the grid's: {y[k]})" for k in sorted(x) if x.get(k) != y.get(k))
+
+
+def agreeing(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """The rows whose settings are the grid's common ones (the most frequent), and a line for each other."""
+    if not rows:
+        return rows, []
+    common = Counter(r["settings"] for r in rows).most_common(1)[0][0]
+    keep = [r for r in rows if r["settings"] == common]
+    odd = [f"{r['arm']}-s{r['seed']}: {differences(r['settings'], common)}" for r in rows if r["settings"] != common]
+    return keep, odd

@@ -1,0 +1,188 @@
+"""The report for people: rounded display tables, the header (what the numbers are, what is missing or left
+out), the provenance line, the notes, and the Markdown, LaTeX and terminal documents."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis import tables
+from ..machine import host
+from ..tracking import store
+from . import factorial
+from .compare import Report
+from .gather import SUMMARY, _counts
+
+
+LABELS = {"test_f1": "test F1", "test_acc": "test acc", "test_loss": "test loss",
+          "epochs_trained": "epochs", "train_time_s": "train time (s)"}
+
+
+# ---------------------------------------------------------------- display (rounded strings for people)
+def _digits(metric: str) -> int:
+    return {"epochs_trained": 1, "train_time_s": 0}.get(metric, 4)
+
+
+def _num(x: float, digits: int, sign: bool = False) -> str:
+    return "–" if pd.isna(x) else f"{x:{'+' if sign else ''}.{digits}f}"
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return _num(mean, digits) if pd.isna(std) else f"{_num(mean, digits)} ± {_num(std, digits)}"
+
+
+def _ci(lo: float, hi: float, digits: int, sign: bool = False) -> str:
+    return "–" if pd.isna(lo) else f"[{_num(lo, digits, sign)}, {_num(hi, digits, sign)}]"
+
+
+def _p(p: float) -> str:
+    return "–" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def show_arms(arms: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Arm, design, flags, n, the metric's mean ± sd and CI, then the other summaries (mean ± sd)."""
+    d = _digits(metric)
+    out = pd.DataFrame({
+        "arm": arms["arm"] + np.where(arms["missing_seeds"] != "", "†", ""),
+        "design": arms["designs"].str.replace(",", ", "),
+        "flags on": arms["flags"], "n": arms["n_seeds"].astype(str),
+        f"{LABELS.get(metric, metric)} mean ± sd": [_pm(m, s, d) for m, s in
+                                                   zip(arms[f"{metric}_mean"], arms[f"{metric}_std"])],
+        "95% CI": [_ci(lo, hi, d) for lo, hi in zip(arms[f"{metric}_ci_lo"], arms[f"{metric}_ci_hi"])]})
+    for m in (m for m in SUMMARY if m != metric):
+        out[LABELS[m]] = [_pm(a, s, _digits(m)) for a, s in zip(arms[f"{m}_mean"], arms[f"{m}_std"])]
+    return out
+
+
+def show_comparisons(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
+    d = _digits(metric)
+    return pd.DataFrame({
+        "design": comp["design"],
+        "arm": [a if a == rec else f"{a} (= {rec})" for a, rec in zip(comp["arm"], comp["recorded_arm"])],
+        "vs": comp["reference"], "pairs": comp["n_pairs"].astype(str),
+        f"Δ {metric}": [_num(x, d, True) for x in comp["diff_mean"]],
+        "95% CI": [_ci(lo, hi, d, True) for lo, hi in zip(comp["diff_ci_lo"], comp["diff_ci_hi"])],
+        # The reason replaces the number where there is none (too few seeds, identical differences).
+        "p": [_p(p) + (f" ({note})" if note else "") if pd.notna(p) else note or "–"
+              for p, note in zip(comp["p"], comp["note"])],
+        "p (Holm)": [_p(p) for p in comp["p_holm"]], "d_z": [_num(x, 2) for x in comp["d_z"]]})
+
+
+def show_worth(w: pd.DataFrame, metric: str) -> pd.DataFrame:
+    d = _digits(metric)
+
+    def cell(prefix: str) -> list[str]:
+        return [f"{_num(x, d, True)} {_ci(lo, hi, d, True)}".replace(" –", "") for x, lo, hi in
+                zip(w[f"{prefix}_diff_mean"], w[f"{prefix}_diff_ci_lo"], w[f"{prefix}_diff_ci_hi"])]
+
+    out = pd.DataFrame({
+        "rank": w["rank"].astype(str), "flag": w["flag"],
+        "leave-one-out Δ [95% CI]": cell("loo"), "LOO p (Holm)": [_p(p) for p in w["loo_p_holm"]],
+        "add-one-in Δ [95% CI]": cell("aoi"), "AOI p (Holm)": [_p(p) for p in w["aoi_p_holm"]]})
+    if w["ff_diff_mean"].notna().any():
+        out["factorial main effect [95% CI]"] = cell("ff")
+        out["FF p (Holm)"] = [_p(p) for p in w["ff_p_holm"]]
+    out["mean Δ"] = [_num(x, d, True) for x in w["mean_diff"]]
+    present = [p for p in ("loo", "aoi", "ff") if w[f"{p}_diff_mean"].notna().any()]
+    names = "/".join({"loo": "LOO", "aoi": "AOI", "ff": "FF"}[p] for p in present)
+    for x, label, digits in (("epochs", "Δ epochs", 1), ("time", "Δ train time (s)", 0)):
+        out[f"{label} {names}"] = [" / ".join(_num(row[f"{p}_{x}_diff_mean"], digits, True) for p in present)
+                                   for _, row in w.iterrows()]
+    return out
+
+
+def shown(r: Report) -> list[tuple[str, str, pd.DataFrame]]:
+    """(section title, LaTeX label, display table) for each table the grid's designs give."""
+    m = r.metric
+    out = [("Arms", "tab:arms", show_arms(r.arms, m))]
+    if len(r.comparisons):
+        out.append((f"Paired comparisons ({m}, with − without the flag, by seed)", "tab:paired",
+                    show_comparisons(r.comparisons, m)))
+    if len(r.worth):
+        out.append((f"What each enhancement is worth ({m}), and what it costs", "tab:worth",
+                    show_worth(r.worth, m)))
+    if r.factorial:
+        f = r.factorial
+        out += [(f"Factorial main effects ({m}, {f.design.title} {f.design.resolution_text})", "tab:main-effects",
+                 factorial.show(f, "main")),
+                (f"Factorial two-factor interactions ({m}, by alias chain)", "tab:interactions",
+                 factorial.show(f, "2fi"))]
+    return out
+
+
+def header(r: Report) -> str:
+    g = r.grid
+    left_out = _counts(g.dropped)
+    parents = f" ({g.parents} parent runs)" if g.parents > 1 else ""
+    whose = "the cells of its latest plan" if g.planned else "gathered by the tag grid_name: no plan recorded"
+    parts = [f"Grid `{g.name}` in MLflow experiment `{g.experiment}`{parents}: {len(g.runs)} FINISHED runs over "
+             f"{len(r.arms)} arms ({whose}), seeds {', '.join(map(str, g.seeds))}"]
+    for what, names in (("missing (planned, no FINISHED run)", g.missing),
+                        ("outside the plan (tagged with the grid, not members)", g.outside),
+                        ("left out for settings other than the grid's", g.mismatched)):
+        if names:
+            parts.append(f"{what}: {len(names)} ({', '.join(names)})")
+    if left_out:
+        parts.append(f"not counted: {left_out}")
+    return "; ".join(parts) + "."
+
+
+def provenance(r: Report) -> str:
+    """Where the numbers come from: the grid's command, commit, machine and wall time, and this report's."""
+    t, runs = r.grid.parent_tags, r.grid.runs
+    commits = sorted({c[:10] for c in runs.get("git_commit", pd.Series(dtype=str)) if c}) or [t.get("git_commit", "")[:10]]
+    dirty = " (uncommitted changes)" if (runs.get("git_dirty", pd.Series(dtype=str)) == "true").any() else ""
+    machines = sorted({m for m in runs.get("machine", pd.Series(dtype=str)) if m}) or [t.get("machine", "")]
+    grid = (f"Trained by `{t.get('command') or 'python -m lstm_mnist ablate ' + t.get('grid_file', '')}` (the last "
+            f"invocation) at commit{'s' * (len(commits) > 1)} {', '.join(f'`{c}`' for c in commits if c) or 'unknown'}"
+            f"{dirty} on {'; '.join(m for m in machines if m) or 'an unrecorded machine'}, "
+            f"grid wall time {r.grid.wall_time_s / 60:.1f} min.")
+    mine = store.provenance()
+    again = " (uncommitted changes)" if mine.get("git_dirty") == "true" else ""
+    return f"{grid} Report: `{host.invocation()}` at commit `{mine['git_commit'][:10]}`{again}."
+
+
+def notes(r: Report) -> list[str]:
+    short = r.arms[r.arms["missing_seeds"] != ""]
+    missing = [f"{arm}: seed{'s' * (' ' in seeds)} {seeds.replace(' ', ', ')}"
+               for arm, seeds in zip(short["arm"], short["missing_seeds"])]
+    out = [f"† fewer seeds than the grid's {len(r.grid.seeds)} (missing: {'; '.join(missing)})"] if missing else []
+    if len(r.comparisons):
+        out.append("Δ = with − without the flag on the same seed (leave-one-out: full − full-<flag>; add-one-in: "
+                   "baseline+<flag> − baseline). 95% CIs are t-intervals over seeds; p is the two-sided paired "
+                   "t-test, Holm-adjusted within each design (a comparison whose per-seed differences are all "
+                   "equal has p = 0 when they are non-zero, 1 when zero); d_z = mean / sd of the paired differences.")
+    if len(r.worth):
+        out.append("Δ epochs and Δ train time: the same with − without difference for the epochs trained and the "
+                   "summed epoch time (per design: leave-one-out / add-one-in / factorial main effect).")
+    if "early_stopping" in set(r.worth.get("flag", ())):
+        out.append(EARLY_STOPPING_NOTE)
+    return out + (factorial.notes(r.factorial) if r.factorial else [])
+
+
+EARLY_STOPPING_NOTE = (
+    "Early stopping: every run is tested on its best-val_loss weights, so a run without early stopping already "
+    "gets checkpoint selection; early stopping changes the tested weights only when val_loss would have improved "
+    "again more than `patience` epochs after its best, so its effect on the metric is near zero by construction "
+    "and its real effect is the compute it saves (its Δ epochs and Δ train time).")
+
+
+def markdown_doc(r: Report, figure_files: list[Path]) -> str:
+    parts = [f"# Ablation report: {r.grid.name}\n", provenance(r) + "\n", header(r) + f" Metric: `{r.metric}`. Derived from MLflow "
+             f"(logged on parent run `{r.grid.parent_id}`); regenerate with `make report`.\n"]
+    for title, _, table in shown(r):
+        parts += [f"## {title}\n", tables.markdown(table)]
+    parts += [n + "\n" for n in notes(r)]
+    parts += [f"![{p.stem}]({p.name})\n" for p in figure_files]
+    return "\n".join(parts)
+
+
+def latex_doc(r: Report) -> str:
+    head = [f"% {provenance(r)}", f"% {header(r)}", "% Generated by `make report` from MLflow; needs \\usepackage{booktabs}.", ""]
+    body = [tables.latex(table, f"{title}, grid {r.grid.name}", label) for title, label, table in shown(r)]
+    return "\n".join(head + body + ["% " + n for n in notes(r)]) + "\n"
+
+
+def terminal(r: Report) -> str:
+    return "\n".join([header(r), ""] + [tables.text(t, title) for title, _, t in shown(r)] + notes(r)) + "\n"

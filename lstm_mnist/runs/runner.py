@@ -1,0 +1,69 @@
+"""One tracked run: resolve the identity, skip it if already FINISHED, else train and record it.
+
+This is what `run`, the ablation grid and the Optuna trials all call, so every run is recorded alike.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..tracking import records, store
+from ..training import data, train
+from ..config import Config
+
+
+@dataclass
+class Outcome:
+    config_hash: str
+    run_id: str
+    status: str                 # FINISHED (trained now), SKIPPED (already FINISHED), FAILED, KILLED
+    test: dict                  # test metrics (empty when failed)
+    seconds: float = 0.0
+    error: str = ""
+    result: train.Result | None = None
+
+
+def epoch_line(epoch: int, r: dict) -> str:
+    """One dense line per epoch."""
+    return (f"epoch {epoch:3d}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
+            f"val_f1 {r['val_f1']:.4f}  val_acc {r['val_acc']:.4f}  lr {r['lr']:.2g}  "
+            f"{r['train_samples_per_s']:.0f} samples/s  {r['epoch_time_s']:.1f}s")
+
+
+def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None = None, tags: dict | None = None,
+            force: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
+            catch: bool = False, stop_on: tuple[type[BaseException], ...] = ()) -> Outcome:
+    """Train and record `cfg` unless its identity already has a FINISHED run (then return that one).
+
+    With catch=True an ordinary exception in training is recorded and returned as a FAILED outcome
+    (the grid goes on); interrupts always propagate. An exception of a `stop_on` type raised from
+    `on_epoch` (an Optuna prune) is the caller's early stop: returned as a KILLED outcome.
+    """
+    fp = data.fingerprint(cfg.data_dir)
+    config_hash = cfg.identity(fp)
+    c = store.client()
+    exp_id = store.experiment_id(c, cfg.experiment)
+    done = [] if force else records.find_runs(c, exp_id, config_hash)
+    if done:
+        r = done[0]
+        test = {k: r.data.metrics[k] for k in records.TEST_METRICS if k in r.data.metrics}
+        return Outcome(config_hash, r.info.run_id, "SKIPPED", test)
+    t0, rec = time.perf_counter(), None  # rec stays None if the store refuses to open the run
+    try:
+        with records.run(cfg, config_hash, fp, run_name=run_name, parent_run_id=parent_run_id, tags=tags, c=c,
+                       stop_on=stop_on) as rec:
+            def log_epoch(epoch, record):
+                rec.log_epoch(epoch, record)
+                if on_epoch:
+                    on_epoch(epoch, record)
+            result = train.fit(cfg, on_epoch=log_epoch)
+            rec.log_result(result)
+    except stop_on as e:
+        return Outcome(config_hash, rec.run_id, records.KILLED, {}, time.perf_counter() - t0, f"stopped: {e}")
+    except Exception as e:
+        if not catch:
+            raise
+        run_id = rec.run_id if rec else ""
+        return Outcome(config_hash, run_id, records.FAILED, {}, time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+    return Outcome(config_hash, rec.run_id, records.FINISHED, result.test, time.perf_counter() - t0, result=result)

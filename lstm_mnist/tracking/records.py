@@ -1,0 +1,173 @@
+"""One run being written: open it with its tags, params, config and datasets, log epochs and the result,
+close it FINISHED only when tested (else FAILED or KILLED with the reason), and know who owns it."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from .. import config
+from ..config import Config
+from ..machine import host
+from .models import log_datasets, log_model
+from .store import client, experiment_id, provenance
+
+
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+
+
+TEST_METRICS = ("test_loss", "test_f1", "test_acc")
+
+
+def find_runs(c: MlflowClient, exp_id: str, config_hash: str, statuses=(FINISHED,)) -> list:
+    """Runs of this identity in the experiment with one of the given statuses."""
+    runs = c.search_runs([exp_id], filter_string=f"tags.config_hash = '{config_hash}'", max_results=1000)
+    return [r for r in runs if r.info.status in statuses]
+
+
+class RunRecord:
+    """One MLflow run being written: params and tags up front, metrics per epoch, results at the end."""
+
+    def __init__(self, c: MlflowClient, run_id: str, cfg: Config | None = None, config_hash: str = ""):
+        self.client, self.run_id, self.finished_ok = c, run_id, False
+        self.cfg, self.config_hash = cfg, config_hash  # what log_model records with the weights
+
+    def log_epoch(self, epoch: int, record: dict) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in record.items()])
+
+    def log_result(self, result) -> None:
+        """Test metrics, summary metrics, provenance of the device, and the artifacts."""
+        from ..analysis import figures
+
+        now = int(time.time() * 1000)
+        summary = {**result.test, "epochs_trained": result.epochs_trained, "best_epoch": result.best_epoch}
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
+                              tags=[RunTag("device_name", result.device_name)])
+        with tempfile.TemporaryDirectory() as tmp:
+            figures.confusion_png(result.confusion, Path(tmp) / "confusion_matrix.png")
+            (Path(tmp) / "per_class.json").write_text(json.dumps(result.per_class, indent=1))
+            (Path(tmp) / "confusion_matrix.json").write_text(json.dumps(result.confusion))
+            self.client.log_artifacts(self.run_id, tmp)
+        self.finished_ok = True  # tested and recorded: the weights below are a convenience, not the result
+        if self.cfg is not None and self.cfg.log_model and result.weights:
+            try:
+                log_model(self.client, self.run_id, self.cfg, self.config_hash, result.weights, result.best_epoch)
+            except Exception as e:  # a full disk or an unreachable store: the run keeps its FINISHED result
+                self.client.set_tag(self.run_id, "model_error", f"{type(e).__name__}: {e}"[:5000])
+
+
+def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,
+             tags: dict, c: MlflowClient) -> RunRecord:
+    """Create a run with its tags, every config value as a param, and config.toml. `run` closes it after
+    training in this process; the grid's main process (the only writer) closes it when a worker reports."""
+    all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint,
+                "protocol_version": str(config.PROTOCOL_VERSION), "settings_key": cfg.settings_key(data_fingerprint),
+                **provenance(), **owner_tags(), **tags}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id,
+                    cfg, config_hash)
+    try:
+        params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+                  "config_hash": config_hash, "data_fingerprint": data_fingerprint}
+        c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
+        log_datasets(c, rec.run_id, cfg, data_fingerprint)
+    except BaseException as e:
+        end_on_error(c, rec.run_id, e)
+        raise
+    return rec
+
+
+@contextmanager
+def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None = None,
+        parent_run_id: str | None = None, tags: dict | None = None, c: MlflowClient | None = None,
+        stop_on: tuple[type[BaseException], ...] = ()):
+    """Open a run for `cfg`; FINISHED only if `log_result` was called, FAILED (with the error) otherwise.
+
+    An exception of a `stop_on` type is the caller stopping the run on purpose (an Optuna prune): the run
+    ends KILLED with the reason in the tag `stopped`, not FAILED with an `error`.
+    """
+    c = c or client()
+    rec = open_run(cfg, config_hash, data_fingerprint, run_name, parent_run_id, tags or {}, c)
+    try:
+        yield rec
+    except stop_on as e:
+        c.set_tag(rec.run_id, "stopped", f"{type(e).__name__}: {e}"[:5000])
+        c.set_terminated(rec.run_id, KILLED)
+        raise
+    except BaseException as e:
+        end_on_error(c, rec.run_id, e)
+        raise
+    if rec.finished_ok:
+        c.set_terminated(rec.run_id, FINISHED)
+    else:
+        mark_failed(c, rec.run_id, "ended without test metrics")
+
+
+def mark_failed(c: MlflowClient, run_id: str, reason: str, status: str = FAILED) -> None:
+    c.set_tag(run_id, "error", reason[:5000])
+    c.set_terminated(run_id, status)
+
+
+def end_on_error(c: MlflowClient, run_id: str, e: BaseException) -> None:
+    """Ctrl-C (or an exit) leaves a run KILLED; any other exception leaves it FAILED with the error."""
+    interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+    reason = "interrupted" if interrupted else f"{type(e).__name__}: {e}"
+    mark_failed(c, run_id, reason, KILLED if interrupted else FAILED)
+
+
+def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, tags: dict | None = None,
+            c: MlflowClient | None = None) -> None:
+    """Log final metrics/tags on a run and close it with the given status."""
+    c = c or client()
+    now = int(time.time() * 1000)
+    c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                tags=_tags(tags or {}))
+    c.set_terminated(run_id, status)
+
+
+def log_metric(run_id: str, key: str, value: float, step: int = 0, c: MlflowClient | None = None) -> None:
+    (c or client()).log_batch(run_id, metrics=[Metric(key, float(value), int(time.time() * 1000), step)])
+
+
+def set_tags(run_id: str, tags: dict, c: MlflowClient | None = None) -> None:
+    (c or client()).log_batch(run_id, tags=_tags(tags))
+
+
+def _tags(tags: dict) -> list[RunTag]:
+    return [RunTag(k, str(v)) for k, v in tags.items()]
+
+
+def log_text(run_id: str, text: str, artifact_file: str, c: MlflowClient | None = None) -> None:
+    (c or client()).log_text(run_id, text, artifact_file)
+
+
+def log_dict(run_id: str, value: dict, artifact_file: str, c: MlflowClient | None = None) -> None:
+    """A JSON artifact, rewritten in place when the file exists (a grid's plan, on each invocation)."""
+    log_text(run_id, json.dumps(value, indent=1), artifact_file, c)
+
+
+def owner_tags() -> dict:
+    """Who writes a run: a RUNNING run whose owner process is gone was left by a process that died."""
+    name, pid, start = host.process_stamp(os.getpid()).split(":")
+    return {"owner_host": name, "owner_pid": pid, "owner_start": start}
+
+
+def owner_alive(tags: dict) -> bool | None:
+    """True/False for a run owned on this host; None when another host (or an unknown process) owns it."""
+    import socket
+
+    name, pid, start = tags.get("owner_host"), tags.get("owner_pid", ""), tags.get("owner_start", "")
+    if name != socket.gethostname() or not pid.isdigit():
+        return None
+    if int(pid) == os.getpid():  # a restarted container reuses pids: this process has opened no runs yet
+        return False
+    return host.process_stamp(int(pid)) == f"{name}:{pid}:{start}"  # gone, a zombie, or a reused pid: dead

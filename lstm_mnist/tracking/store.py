@@ -1,0 +1,156 @@
+"""The tracking store: which one (SQLite at mlruns/mlflow.db by default, else MLFLOW_TRACKING_URI), opening
+it safely, its client (made to wait out outages), experiments, and the code's provenance.
+
+Runs are written through `MlflowClient` with explicit run ids (no global "active run"), so several runs can
+be open at once. Artifacts of a SQLite store live in `artifacts/` beside its database file.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ..config import UserError
+from . import outages
+from ..machine import host
+
+
+STORE_DIR = Path("mlruns")
+
+
+class TrackingError(UserError):
+    """The tracking store cannot be used as asked; one line says why."""
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    STORE_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def artifact_root(uri: str | None = None) -> Path | None:
+    """Where a SQLite store's artifacts go: `artifacts/` beside its database file, so a store in another
+    folder keeps its files with it (MLflow's own default is ./mlruns of the current folder). None for a
+    server or other database: its artifact settings stay as they are."""
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+
+
+# MLflow 3's UI opens an experiment in its GenAI view unless told this is model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def client() -> MlflowClient:
+    """The store's client, its calls made to wait out an outage (outages.Patient)."""
+    # An explicit URI, not mlflow.set_tracking_uri(): that one also sets MLFLOW_TRACKING_URI for the process.
+    uri = tracking_uri()
+    _ready(uri)
+    for key, value in outages.SERVER_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return outages.Patient(MlflowClient(tracking_uri=uri), uri)
+
+
+def local_dir() -> Path:
+    """The folder of this project's local files beside the store: the SQLite database's folder, else ./mlruns."""
+    root = artifact_root()
+    return root.parent if root else STORE_DIR.resolve()
+
+
+STORE_LOCK_WAIT_S = 120.0  # creating and migrating a SQLite store takes ~2 s; a holder that dies frees the lock
+
+
+@functools.cache
+def _ready(uri: str) -> None:
+    """Open (create, migrate) a SQLite store once per process, under a file lock beside its database.
+
+    MLflow's schema creation and migrations are not safe when two processes open a fresh store at the same
+    instant (seen here: a CircularDependencyError traceback, and a store left half-migrated with
+    `_alembic_tmp_*` tables that every later command failed on). Serialized, the first process creates
+    the store and the others find it ready. Servers and other databases migrate on their own side."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        deadline = time.monotonic() + STORE_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"{db}: another process has held the store's lock ({lock.name}) for "
+                                        f"{STORE_LOCK_WAIT_S:.0f} s; end it, or remove the lock file if no process "
+                                        "uses the store") from None
+                time.sleep(0.05)
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except MlflowException as e:
+            raise TrackingError(f"{db}: the MLflow store cannot be opened ({str(e).splitlines()[0][:200]}); "
+                                "point MLFLOW_TRACKING_URI at a healthy store or move this one aside") from None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None:
+    """Get or create the experiment (creation races between processes are fine)."""
+    exp = c.get_experiment_by_name(name)
+    if exp is None and create:
+        root = artifact_root()
+        location = (root / name.replace("/", "_")).as_uri() if root else None
+        try:
+            return c.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except MlflowException:
+            exp = c.get_experiment_by_name(name)  # another process created it first
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it in the UI or choose experiment=NEW")
+    return exp.experiment_id if exp else None
+
+
+@functools.cache
+def provenance() -> dict[str, str]:
+    """Code and library versions, so any run can be reproduced. Read once per process: the code that runs
+    is the code loaded at start, from the package's own checkout (not the working directory)."""
+    import lightning
+    import torch
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).resolve().parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower(),
+            "torch_version": torch.__version__, "lightning_version": lightning.__version__,
+            "mlflow_version": mlflow.__version__, "machine": host.describe()}
+
+
+def share_sqlite_store() -> None:
+    """Before several worker processes write to the default SQLite store: switch it to WAL journaling.
+
+    In SQLite's default rollback journal a reader blocks writers, so worker processes logging epochs while
+    another searches runs hit "database is locked" sooner; WAL lets readers and one writer proceed together
+    (mlflow already sets a 20 s busy_timeout per session for the writers' turns). The mode is stored in the
+    database file, so this is done once, from the main process. Other stores are servers: nothing to do.
+    """
+    import sqlite3
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as con:
+            con.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,241 @@
+"""MNIST IDX files -> uint8 tensors on the training device -> shuffled, augmented, normalized batches.
+
+The whole dataset (55 MB as uint8) lives on the device, so a batch is an index, one per-sample affine
+warp (augmentation on) and one fused normalize: no worker processes, no PIL, no host->device copies.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, UserError
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPE = {0x08: 1}  # unsigned byte is the only type MNIST uses
+
+
+class DataError(UserError):
+    """The data could not be found or read; the message says where and what to do (one line)."""
+
+
+# ---------------------------------------------------------------- reading IDX files
+def read_idx(path: Path) -> tuple[torch.Tensor, bytes]:
+    """Parse one IDX file (gzipped or not) into a uint8 tensor; also return its raw bytes for hashing."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: unreadable or truncated gzip ({e}); replace the file") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: corrupt IDX file ({len(raw)} bytes, no header); replace the file")
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype not in _IDX_DTYPE or ndim not in (1, 3):
+        raise DataError(f"{path}: not an MNIST IDX file (bad magic number); replace the file")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: corrupt IDX file (header cut short); replace the file")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + math.prod(dims)
+    if len(raw) != expected:
+        raise DataError(f"{path}: truncated or corrupt IDX file ({len(raw)} bytes, header says {expected}); "
+                        "replace the file")
+    data = torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
+    return data, raw
+
+
+def _find(data_dir: Path) -> dict[str, Path] | None:
+    """The four files directly in data_dir or in torchvision's MNIST/raw layout, gzipped or not."""
+    for folder in (data_dir, data_dir / "MNIST" / "raw"):
+        found = {}
+        for key, name in FILES.items():
+            for candidate in (folder / name, folder / f"{name}.gz"):
+                if candidate.is_file():
+                    found[key] = candidate
+                    break
+        if len(found) == len(FILES):
+            return found
+    return None
+
+
+def _download(data_dir: Path) -> None:
+    """torchvision's downloader (for users with internet); writes data_dir/MNIST/raw/."""
+    from torchvision.datasets import MNIST
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for train in (True, False):
+        MNIST(root=str(data_dir), train=train, download=True)
+
+
+def locate(data_dir: str | Path, download: bool = True) -> dict[str, Path]:
+    """The four files; downloads them when missing unless LSTM_MNIST_OFFLINE=1."""
+    data_dir = Path(data_dir)
+    found = _find(data_dir)
+    if found is None and download and os.environ.get("LSTM_MNIST_OFFLINE", "") in ("", "0"):
+        try:
+            _download(data_dir)
+        except Exception as e:  # noqa: BLE001 - any download failure gets the same actionable message
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            found = None
+            download_note = f"; download failed ({reason})"
+        else:
+            found = _find(data_dir)
+            download_note = ""
+    else:
+        download_note = ""
+    if found is None:
+        names = ", ".join(f"{n}[.gz]" for n in FILES.values())
+        raise DataError(f"MNIST not found in {data_dir.resolve()} or {(data_dir / 'MNIST' / 'raw').resolve()}"
+                        f"{download_note}: put {names} there, or set LSTM_MNIST_DATA / data_dir=PATH")
+    return found
+
+
+# ---------------------------------------------------------------- the dataset, split and fingerprinted
+@dataclass
+class MNIST:
+    train_x: torch.Tensor  # (N, 28, 28) uint8, on the device
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    fingerprint: str       # sha256 of the four files' uncompressed bytes (part of every run's identity)
+
+
+_CACHE: dict = {}
+
+
+def _read_all(data_dir: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The four arrays and their fingerprint, checked for consistency; cached per process."""
+    paths = locate(data_dir)
+    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths.values())
+    if key not in _CACHE:
+        digest = hashlib.sha256()
+        arrays = {}
+        for name, path in paths.items():
+            arrays[name], raw = read_idx(path)
+            digest.update(hashlib.sha256(raw).digest())
+        for split in ("train", "test"):
+            x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
+                raise DataError(f"{paths[f'{split}_images']}: {tuple(x.shape)} images but {tuple(y.shape)} labels; "
+                                "the files do not belong together")
+            if int(y.max()) > 9:
+                raise DataError(f"{paths[f'{split}_labels']}: label {int(y.max())} outside 0-9; replace the file")
+        _CACHE.clear()
+        _CACHE[key] = (arrays, digest.hexdigest()[:16])
+    return _CACHE[key]
+
+
+def fingerprint(data_dir: str | Path) -> str:
+    return _read_all(data_dir)[1]
+
+
+def split_sizes(cfg: Config) -> dict[str, int]:
+    """How many images each split of this config holds (train after the `train_samples` cap)."""
+    arrays, _ = _read_all(cfg.data_dir)
+    n = len(arrays["train_images"])
+    n_val = round(n * cfg.val_fraction)
+    n_train = min(n - n_val, cfg.train_samples) if cfg.train_samples else n - n_val
+    return {"train": n_train, "validation": n_val, "test": len(arrays["test_images"])}
+
+
+def load(cfg: Config, device: torch.device | str = "cpu") -> MNIST:
+    """Split the official training set into train/val with the fixed split seed; cap train if asked."""
+    arrays, fp = _read_all(cfg.data_dir)
+    x, y = arrays["train_images"], arrays["train_labels"].long()
+    n_val = round(len(x) * cfg.val_fraction)
+    if n_val < 1 or n_val >= len(x):
+        raise DataError(f"val_fraction={cfg.val_fraction} leaves no train or no validation images out of {len(x)}")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.split_seed))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if cfg.train_samples:
+        train_idx = train_idx[: cfg.train_samples]
+    dev = torch.device(device)
+    return MNIST(x[train_idx].to(dev), y[train_idx].to(dev), x[val_idx].to(dev), y[val_idx].to(dev),
+                 arrays["test_images"].to(dev), arrays["test_labels"].long().to(dev), fp)
+
+
+# ---------------------------------------------------------------- batched per-sample augmentation
+def affine_warp(images: torch.Tensor, angle_deg: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    """Rotate (clockwise, about the centre) then translate each image, nearest, fill 0.
+
+    Matches torchvision.transforms.functional.affine(img, angle, [tx, ty], scale=1, shear=0, NEAREST)
+    per sample: the same inverse matrix and the same pixel-centre grid (align_corners=False).
+    images: (B, H, W) float; angle_deg, tx, ty: (B,).
+    """
+    b, h, w = images.shape
+    rot = torch.deg2rad(angle_deg)
+    cos, sin = torch.cos(rot), torch.sin(rot)
+    # Inverse of T(t) R(angle): rotate back by -angle after undoing the translation.
+    theta = torch.stack([
+        torch.stack([cos, sin, cos * -tx + sin * -ty], dim=1),
+        torch.stack([-sin, cos, -sin * -tx + cos * -ty], dim=1),
+    ], dim=1)  # (B, 2, 3), pixel units about the image centre
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, device=images.device)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, device=images.device)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    base = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)  # (1, HW, 3)
+    scale = torch.tensor([0.5 * w, 0.5 * h], device=images.device)
+    grid = base.expand(b, -1, -1).bmm(theta.transpose(1, 2)) / scale  # (B, HW, 2), normalized coords
+    out = F.grid_sample(images.unsqueeze(1), grid.reshape(b, h, w, 2), mode="nearest",
+                        padding_mode="zeros", align_corners=False)  # (B, 1, H, W)
+    return out.squeeze(1)  # (B, 1, H, W) -> (B, H, W)
+
+
+def random_affine_params(n: int, cfg: Config, size: int, generator: torch.Generator, device) -> tuple:
+    """RandomRotation(rotation_deg) then RandomAffine(affine_deg, translate): per-sample parameters.
+
+    Both rotations are about the same centre, so the pair is one rotation by their sum followed by the
+    affine's integer translation (torchvision rounds it): one resampling instead of two.
+    """
+    u = torch.rand(n, 4, generator=generator, device=device) * 2 - 1  # U(-1, 1)
+    angle = u[:, 0] * cfg.rotation_deg + u[:, 1] * cfg.affine_deg
+    max_shift = cfg.translate * size
+    tx, ty = torch.round(u[:, 2] * max_shift), torch.round(u[:, 3] * max_shift)
+    return angle, tx, ty
+
+
+# ---------------------------------------------------------------- batches
+class Batches:
+    """Iterable of (x, y) batches over device tensors; reshuffled (and re-augmented) every pass.
+
+    x is (B, 28 rows, 28 px) float, normalized: each image is a sequence of 28 time steps of 28 pixels.
+    """
+
+    def __init__(self, images, labels, cfg: Config, batch_size: int, shuffle: bool = False,
+                 augment: bool = False, seed: int = 0):
+        self.images, self.labels, self.cfg = images, labels, cfg
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+        self._cpu_generator = torch.Generator().manual_seed(seed)
+        # Fused normalize: (x / 255 - mean) / std == x * a + b
+        self._a = 1.0 / (255.0 * cfg.norm_std)
+        self._b = -cfg.norm_mean / cfg.norm_std
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self._cpu_generator).to(self.images.device)
+        else:
+            order = torch.arange(n, device=self.images.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = self.images[idx].float()  # (B, 28, 28) uint8 -> float in [0, 255]
+            if self.augment:
+                x = affine_warp(x, *random_affine_params(len(idx), self.cfg, x.shape[-1], self.generator, x.device))
+            yield x.mul_(self._a).add_(self._b), self.labels[idx]

@@ -1,0 +1,272 @@
+"""One training run: data, model, callbacks, trainer, fit, test on the best-val_loss weights.
+
+Knows nothing of MLflow: `fit` returns a `Result`, and reports each epoch to an optional `on_epoch`
+callable (the tracker logs it; an Optuna pruner may raise from it to stop the run).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from . import data as data_mod
+from . import model as model_mod
+from ..machine import host
+from ..config import Config, ConfigError
+
+N_CLASSES = 10
+OnEpoch = Callable[[int, dict], None]
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops and is recorded as failed."""
+
+
+@dataclass
+class Result:
+    test: dict                      # test_loss, test_f1, test_acc on the best-val_loss weights
+    history: list[dict]             # one dict per epoch: train_loss, val_*, epoch_time_s, train_samples_per_s
+    best_epoch: int                 # epoch (0-based) whose weights were tested
+    confusion: list[list[int]]      # test confusion matrix, rows = true class
+    per_class: dict = field(default_factory=dict)  # class -> precision/recall/f1/support on test
+    device_name: str = "cpu"
+    weights: bytes = b""            # the tested state_dict (torch.save, CPU tensors): plain bytes cross processes
+
+    @property
+    def epochs_trained(self) -> int:
+        return len(self.history)
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device}: no CUDA GPU is visible; use device=auto or device=cpu")
+    return torch.device(cfg.device)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = host.cpu_model()
+    return f"cpu ({model}, {torch.get_num_threads()} threads)" if model else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def threads_of(name: str) -> int | None:
+    """The thread count a CPU `device_name` records ("cpu (..., 2 threads)"); None for a GPU or no count."""
+    import re
+
+    m = re.search(r"(\d+) threads\)$", name)
+    return int(m.group(1)) if name.startswith("cpu") and m else None
+
+
+class _EvalMetrics(torch.nn.Module):
+    """Cross-entropy, macro-F1 and accuracy over a whole split (not averaged per batch)."""
+
+    def __init__(self, confusion: bool = False):
+        super().__init__()
+        self.f1 = MulticlassF1Score(N_CLASSES, average="macro")
+        self.acc = MulticlassAccuracy(N_CLASSES, average="micro")
+        self.confmat = MulticlassConfusionMatrix(N_CLASSES) if confusion else None
+        self.loss_sum, self.count = 0.0, 0
+
+    def update(self, logits, y):
+        self.loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        self.count += len(y)
+        preds = logits.argmax(dim=1)
+        for m in (self.f1, self.acc, self.confmat):
+            if m is not None:
+                m.update(preds, y)
+
+    def compute(self, prefix: str) -> dict:
+        out = {f"{prefix}_loss": float(self.loss_sum) / max(self.count, 1),
+               f"{prefix}_f1": float(self.f1.compute()), f"{prefix}_acc": float(self.acc.compute())}
+        self.f1.reset(), self.acc.reset()
+        self.loss_sum, self.count = 0.0, 0
+        return out
+
+
+class LitClassifier(L.LightningModule):
+    """Thin: loss, optimizer and scheduler per the flags; eval metrics over whole splits; best weights."""
+
+    def __init__(self, cfg: Config, net: torch.nn.Module):
+        super().__init__()
+        self.cfg, self.net = cfg, net
+        self.val_metrics, self.test_metrics = _EvalMetrics(), _EvalMetrics(confusion=True)
+        self.train_loss_sum, self.train_count = 0.0, 0
+        self.last_val: dict = {}
+        self.best_val_loss, self.best_epoch, self.best_state = float("inf"), -1, None
+
+    def forward(self, x):
+        return self.net(x)
+
+    def on_train_epoch_start(self):
+        self.train_loss_sum, self.train_count = torch.zeros((), device=self.device), 0
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.train_loss_sum += loss.detach() * len(y)
+        self.train_count += len(y)
+        if batch_idx % 50 == 49 and not torch.isfinite(self.train_loss_sum):  # one sync per 50 steps
+            raise Diverged(f"training loss became {float(self.train_loss_sum)} at epoch {self.current_epoch}")
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.val_metrics.update(self.net(batch[0]), batch[1])
+
+    def on_validation_epoch_end(self):
+        self.last_val = self.val_metrics.compute("val")
+        if self.trainer.sanity_checking:
+            return
+        self.log("val_loss", self.last_val["val_loss"], prog_bar=False, logger=False)
+        if self.last_val["val_loss"] < self.best_val_loss:  # NaN never compares smaller
+            self.best_val_loss, self.best_epoch = self.last_val["val_loss"], self.current_epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def test_step(self, batch, batch_idx):
+        self.test_metrics.update(self.net(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        c = self.cfg
+        if not c.adamw:
+            return torch.optim.SGD(self.parameters(), lr=c.sgd_lr)
+        opt = torch.optim.AdamW(self.parameters(), lr=c.adamw_lr, weight_decay=c.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=c.plateau_factor,
+                                                           patience=c.plateau_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+
+
+class _EpochReport(L.Callback):
+    """Times each epoch, checks the losses are finite, and hands one record per epoch to `on_epoch`."""
+
+    def __init__(self, on_epoch: OnEpoch | None):
+        self.on_epoch, self.history = on_epoch, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.t0 = self.t_val = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module):
+        self.t_val = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module: LitClassifier):
+        now = time.perf_counter()
+        train_loss = float(pl_module.train_loss_sum) / max(pl_module.train_count, 1)
+        record = {"train_loss": train_loss, **pl_module.last_val, "epoch_time_s": now - self.t0,
+                  "train_samples_per_s": pl_module.train_count / max(self.t_val - self.t0, 1e-9),
+                  "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        bad = [k for k in ("train_loss", "val_loss") if k in record and not torch.isfinite(torch.tensor(record[k]))]
+        if bad:
+            raise Diverged(f"{bad[0]} became {record[bad[0]]} at epoch {trainer.current_epoch}")
+        self.history.append(record)
+        if self.on_epoch:
+            self.on_epoch(trainer.current_epoch, record)
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up chatter and loader hints do not apply to in-memory device batches."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
+                 "lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|LeafSpec|"
+                            "_pytree|isinstance.*treespec).*")
+
+
+def make_trainer(cfg: Config, device: torch.device, callbacks: list, **overrides) -> L.Trainer:
+    kwargs = dict(accelerator="gpu" if device.type == "cuda" else "cpu",
+                  devices=[device.index or 0] if device.type == "cuda" else 1,
+                  max_epochs=cfg.max_epochs, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                  callbacks=callbacks)
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def fit(cfg: Config, dataset: data_mod.MNIST | None = None, on_epoch: OnEpoch | None = None,
+        device: torch.device | None = None) -> Result:
+    """Train one config; test once, on the weights with the best validation loss."""
+    quiet_lightning()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = device or resolve_device(cfg)
+    dataset = dataset or data_mod.load(cfg, device)
+    L.seed_everything(cfg.seed, verbose=False)
+
+    train = data_mod.Batches(dataset.train_x, dataset.train_y, cfg, cfg.batch_size, shuffle=True,
+                             augment=cfg.augmentation, seed=cfg.seed)
+    val = data_mod.Batches(dataset.val_x, dataset.val_y, cfg, cfg.eval_batch_size)  # never augmented
+    test = data_mod.Batches(dataset.test_x, dataset.test_y, cfg, cfg.eval_batch_size)
+
+    lit = LitClassifier(cfg, model_mod.build(cfg))
+    report = _EpochReport(on_epoch)
+    callbacks = [report]
+    if cfg.early_stopping:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
+    trainer = make_trainer(cfg, device, callbacks)
+    _interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
+    if lit.best_state is None:
+        raise Diverged("no epoch finished with a finite validation loss")
+
+    lit.net.load_state_dict(lit.best_state)  # the protocol: test the best-val_loss weights, once
+    test_metrics, confusion = _test(lit, trainer, test)
+    return Result(test=test_metrics, history=report.history, best_epoch=lit.best_epoch,
+                  confusion=confusion.tolist(), per_class=per_class_report(confusion),
+                  device_name=device_name(device), weights=state_bytes(lit.net))
+
+
+def _test(lit: LitClassifier, trainer: L.Trainer, test: data_mod.Batches) -> tuple[dict, torch.Tensor]:
+    _interruptible(trainer.test, trainer, lit, dataloaders=test, verbose=False)
+    return lit.test_metrics.compute("test"), lit.test_metrics.confmat.compute().cpu()
+
+
+def state_bytes(net: torch.nn.Module) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def evaluate(cfg: Config, net: torch.nn.Module, dataset: data_mod.MNIST | None = None) -> dict:
+    """The test metrics of given weights, computed exactly as `fit` computes them (same batches, same code)."""
+    quiet_lightning()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg)
+    dataset = dataset or data_mod.load(cfg, device)
+    test = data_mod.Batches(dataset.test_x, dataset.test_y, cfg, cfg.eval_batch_size)
+    lit = LitClassifier(cfg, net)
+    return _test(lit, make_trainer(cfg, device, []), test)[0]
+
+
+def _interruptible(method, trainer: L.Trainer, *args, **kwargs) -> None:
+    """Lightning turns Ctrl-C into sys.exit(1) and leaves SIGINT ignored; give the caller a KeyboardInterrupt."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        method(*args, **kwargs)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def per_class_report(confusion: torch.Tensor) -> dict:
+    """Precision, recall, F1 and support per class from a confusion matrix (rows = true class)."""
+    tp = confusion.diag().double()
+    support, predicted = confusion.sum(1).double(), confusion.sum(0).double()
+    precision = tp / predicted.clamp(min=1)
+    recall = tp / support.clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return {str(c): {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                     "support": int(support[c])} for c in range(len(tp))}
