@@ -12,6 +12,7 @@ from .config import UserError
 
 def cmd_run(args) -> int:
     from . import config
+    from .machine import cores, lease
     from .runs import runner
 
     cfg = config.load(args.file, args.overrides)
@@ -19,8 +20,13 @@ def cmd_run(args) -> int:
     print(f"run {name}: {', '.join(f for f in config.FLAGS if getattr(cfg, f)) or 'baseline (no flags)'}; "
           f"readout={cfg.readout} max_epochs={cfg.max_epochs} train_samples={cfg.train_samples or 'all'} "
           f"experiment={cfg.experiment}", flush=True)
-    out = runner.execute(cfg, run_name=name, force=args.force,
-                         on_epoch=lambda e, r: print(runner.epoch_line(e, r), flush=True))
+    with lease.Lease(1) as held:  # beside a grid or study on this host: its share of the cores, not all of them
+        if not cfg.num_threads:  # unless the user sized torch's threads
+            share = held.share(0)
+            cores.pin_to(share)
+            cfg = config.build({**cfg.to_dict(), "num_threads": len(share)})
+        out = runner.execute(cfg, run_name=name, force=args.force,
+                             on_epoch=lambda e, r: print(runner.epoch_line(e, r), flush=True))
     if out.status == "SKIPPED":
         print(f"already FINISHED as run {out.run_id} (config_hash {out.config_hash}): test_f1 "
               f"{out.test.get('test_f1', float('nan')):.4f}; pass --force to train it again")

@@ -88,6 +88,17 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI's own entry point in this process: (exit code, stdout, stderr). For a test's second and later
+    commands on one behaviour, where a fresh process (about 7 s of imports) would add nothing."""
+    from lstm_mnist import cli as entry
+
+    capsys.readouterr()
+    code = entry.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def ctrl_c_able() -> None:
     """Popen(preexec_fn=...) for a CLI a test will Ctrl-C: a suite started in the background (`make test &`,
     nohup) runs with SIGINT ignored, which every child inherits and Python then keeps ignoring."""

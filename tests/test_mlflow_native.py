@@ -15,7 +15,7 @@ import torch
 
 from lstm_mnist.tracking import ui
 
-from .conftest import QUICK, REPO, free_port, run_cli, write_mnist
+from .conftest import QUICK, REPO, cli, free_port, run_cli, write_mnist
 
 
 def _client(project):
@@ -55,17 +55,17 @@ def test_a_run_records_its_datasets_and_its_tested_weights(project):
 
 
 @pytest.mark.subprocess
-def test_log_model_false_records_no_weights_and_keeps_the_identity(project):
+def test_log_model_false_records_no_weights_and_keeps_the_identity(project, capsys):
     c, _, run = _one_run(project, "log_model=false")
     assert "model_id" not in run.data.tags and not run.outputs.model_outputs
-    proc = run_cli("run", "experiments/full.toml", *QUICK, cwd=project)  # the same identity: skipped
-    assert "already FINISHED" in proc.stdout
-    proc = run_cli("evaluate", run.info.run_id, cwd=project)
-    assert proc.returncode == 2 and "has no logged weights" in proc.stderr and proc.stderr.count("\n") == 1
+    code, out, _ = cli(capsys, "run", "experiments/full.toml", *QUICK)  # the same identity: skipped
+    assert code == 0 and "already FINISHED" in out
+    code, _, err = cli(capsys, "evaluate", run.info.run_id)
+    assert code == 2 and "has no logged weights" in err and err.count("\n") == 1
 
 
 @pytest.mark.subprocess
-def test_evaluate_agrees_to_the_last_digit_and_catches_damage(project, tmp_path):
+def test_evaluate_agrees_to_the_last_digit_and_catches_damage(project, tmp_path, capsys, monkeypatch):
     c, exp, run = _one_run(project)
     rid = run.info.run_id
     proc = run_cli("evaluate", rid, cwd=project)
@@ -80,20 +80,21 @@ def test_evaluate_agrees_to_the_last_digit_and_catches_damage(project, tmp_path)
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     torch.save(net, weights)  # other weights: recomputed metrics differ
-    proc = run_cli("evaluate", rid, cwd=project)
-    assert proc.returncode == 1 and "DIFFER:" in proc.stdout and "Traceback" not in proc.stderr
+    # The same command again, in this process: the CLI's exit codes and one-line errors, without a process start.
+    code, out, _ = cli(capsys, "evaluate", rid)
+    assert code == 1 and "DIFFER:" in out
 
     weights.write_bytes(b"not a torch file")  # damaged: cannot load
-    proc = run_cli("evaluate", rid, cwd=project)
-    assert proc.returncode == 2 and re.search(r"its logged weights \(model m-\w+\) do not load", proc.stderr)
-    assert proc.stderr.count("\n") == 1
+    code, _, err = cli(capsys, "evaluate", rid)
+    assert code == 2 and re.search(r"its logged weights \(model m-\w+\) do not load", err) and err.count("\n") == 1
 
     other = write_mnist(tmp_path / "other", n_train=500)  # other data: a different fingerprint
-    proc = run_cli("evaluate", rid, cwd=project, env={"LSTM_MNIST_DATA": str(other)})
-    assert proc.returncode == 2 and f"run {rid} was trained on data" in proc.stderr
+    monkeypatch.setenv("LSTM_MNIST_DATA", str(other))
+    code, _, err = cli(capsys, "evaluate", rid)
+    assert code == 2 and f"run {rid} was trained on data" in err
 
-    proc = run_cli("evaluate", "0123456789abcdef", cwd=project)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: no run '0123456789abcdef'")
+    code, _, err = cli(capsys, "evaluate", "0123456789abcdef")
+    assert code == 2 and err.startswith("error: no run '0123456789abcdef'")
 
 
 @pytest.mark.subprocess

@@ -162,29 +162,29 @@ class Design:
         """`bidirectional:readout = dropout:width = ...`"""
         return " = ".join(self.name(w) for w in chain)
 
-    def describe(self) -> list[str]:
-        """What --dry-run prints: generators, defining relation, resolution, the matrix, the aliases."""
-        rows = [f"design: {self.title}, {self.runs} runs per seed, {self.resolution_text}",
-                "factors: " + ", ".join(f"{ch} = {f}" for ch, f in zip(self.letters, self.factors))]
-        if self.p:
-            rows += ["generators: " + ", ".join(self.generator_text()),
-                     "defining relation: I = " + " = ".join(spell(w) for w in self.defining_relation)]
-        rows.append("baseline (all off) is " + ("in" if self.contains(frozenset()) else "NOT in")
-                    + " the fraction; full (all on) is in it")
-        rows.append("design matrix (+ on, - off):")
-        rows.append("  run  " + " ".join(f"{ch:>2}" for ch in self.letters))
-        for i, row in enumerate(self.matrix, 1):
-            rows.append(f"  {i:>3}  " + " ".join(f"{'+' if x > 0 else '-':>2}" for x in row))
-        rows.append("main effects and what they are aliased with (up to two-factor interactions):")
-        for w, al in self.main_effects():
-            rows.append(f"  {spell(w)} {self.name(w)}: " + (", ".join(f"{spell(a)} ({self.name(a)})" for a in al)
-                                                            if al else "clear"))
-        chains = self.interaction_chains()
-        rows.append(f"two-factor interactions: {len(chains)} estimable chains")
-        for c in chains:
-            rows.append(f"  {' = '.join(spell(w) for w in c)}:  {self.chain_name(c)}")
-        return rows
 
+def describe(d: Design) -> list[str]:
+    """What --dry-run prints: generators, defining relation, resolution, the matrix, the aliases."""
+    rows = [f"design: {d.title}, {d.runs} runs per seed, {d.resolution_text}",
+            "factors: " + ", ".join(f"{ch} = {f}" for ch, f in zip(d.letters, d.factors))]
+    if d.p:
+        rows += ["generators: " + ", ".join(d.generator_text()),
+                 "defining relation: I = " + " = ".join(spell(w) for w in d.defining_relation)]
+    rows.append("baseline (all off) is " + ("in" if d.contains(frozenset()) else "NOT in")
+                + " the fraction; full (all on) is in it")
+    rows.append("design matrix (+ on, - off):")
+    rows.append("  run  " + " ".join(f"{ch:>2}" for ch in d.letters))
+    for i, row in enumerate(d.matrix, 1):
+        rows.append(f"  {i:>3}  " + " ".join(f"{'+' if x > 0 else '-':>2}" for x in row))
+    rows.append("main effects and what they are aliased with (up to two-factor interactions):")
+    for w, al in d.main_effects():
+        rows.append(f"  {spell(w)} {d.name(w)}: " + (", ".join(f"{spell(a)} ({d.name(a)})" for a in al)
+                                                        if al else "clear"))
+    chains = d.interaction_chains()
+    rows.append(f"two-factor interactions: {len(chains)} estimable chains")
+    for c in chains:
+        rows.append(f"  {' = '.join(spell(w) for w in c)}:  {d.chain_name(c)}")
+    return rows
 
 # ---------------------------------------------------------------- choosing a design
 def fractions(k: int) -> list[Design]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .. import claims
+from ..analysis import fractional
 from ..machine import host, lease
 from ..tracking import groups, query, records, store
 from . import grid
@@ -36,7 +37,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
 def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out) -> int:
     fraction = grid.design(study)
     if fraction:
-        out("\n".join(fraction.describe()))
+        out("\n".join(fractional.describe(fraction)))
     out(table(plan(study, shard, force)))
     return 0
 
