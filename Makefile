@@ -38,7 +38,7 @@ test: install  ## the test suite (CPU, a few minutes; independent tests run in p
 
 .PHONY: test-fast
 test-fast: install  ## the tests that start no subprocess (the edit loop, under a minute)
-	$(PY) -m pytest -q -m "not subprocess" $(ARGS)
+	$(PY) -m pytest -q -n 2 -m "not subprocess" $(ARGS)
 
 .PHONY: docs
 $(VENV)/.docs-installed: $(VENV)/.installed
