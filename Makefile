@@ -46,7 +46,7 @@ $(VENV)/.docs-installed: $(VENV)/.installed
 	touch $@
 
 docs: $(VENV)/.docs-installed  ## build the documentation site into site/ (mkdocs build --strict: broken links fail)
-	$(VENV)/bin/mkdocs build --strict $(ARGS)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict $(ARGS)
 
 .PHONY: chaos
 chaos: install  ## fault scenarios only (kills, duplicate starts, server outage, read-only artifacts) -> reports/chaos.jsonl
