@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FLAGS = ("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw")
+FACTORS = (*FLAGS, "readout")  # what a grid can switch per arm (readout on = final_states, off = last)
 READOUTS = ("last", "final_states")
 DEVICES = ("auto", "cpu", "cuda")
 # Fields that say where things go or how they execute, not what is computed: outside the run identity.

@@ -16,7 +16,7 @@ from ..machine import host, lease
 from ..tracking import groups, query, records, store
 from . import grid
 from .plan import PLAN_FILE, Job, cost, plan, plan_record, table
-from .pool import _parallel, _serial
+from .pool import parallel, serial
 from .progress import Progress, say
 from .writer import Tally, Writer
 
@@ -57,8 +57,7 @@ def _plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | No
     if not todo:  # the plan is still this grid's latest: the report reads its members from it
         out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
         c = store.client()
-        parent = open_parent(study, n_workers, grid_claims, every, c)
-        records.end_run(parent, records.FINISHED, tally.metrics(), c=c)
+        close_parent(open_parent(study, n_workers, grid_claims, every, c), tally, records.FINISHED, c)
         return 0
     older = sum(j.older for j in todo)
     out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
@@ -76,7 +75,7 @@ def open_claims(study: grid.Study, storage_url: str | None = None, since: dateti
 
 def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, every: list[Job], c) -> str:
     """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan."""
-    tags = {**parent_tags(study), "command": host.invocation(), "workers": str(n_workers), **store.provenance()}
+    tags = {**parent_tags(study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
     parent, made = claims.once(grid_claims, "parent",
                                lambda: groups.parent_run(study.experiment, "grid", study.name, tags, c),
                                valid=lambda run_id: query.exists(run_id, c))
@@ -86,17 +85,23 @@ def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, e
     return parent
 
 
+def close_parent(parent: str, tally: Tally, status: str, c) -> None:
+    """This invocation's counts on the grid's parent, which it closes. `cells_done` is logged at step = the count
+    itself: when two invocations end together, MLflow shows the largest."""
+    metrics = tally.metrics()
+    done = int(metrics.pop("cells_done"))
+    records.log_metric(parent, "cells_done", done, step=done, c=c)
+    records.end_run(parent, status, metrics, c=c)
+
+
 def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
-             pin: bool = True,
-             grid_claims: claims.Claims | None = None, share: set[str] = frozenset(),
-             every: list[Job] | None = None) -> int:
+             pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job]) -> int:
     c = store.client()
-    grid_claims = grid_claims or open_claims(study)
     grid_claims.reap()
     for j in todo:
         for run_id in j.stale_ids:
             records.mark_failed(c, run_id, "stale: process died")
-    parent = open_parent(study, n_workers, grid_claims, every if every is not None else todo, c)
+    parent = open_parent(study, n_workers, grid_claims, every, c)
     writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out), grid_claims)
     status = records.KILLED  # unless the loop ends or raises: Ctrl-C
     heartbeat = claims.Heartbeat(grid_claims)
@@ -104,9 +109,9 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
     try:
         with writer.progress:
             if n_workers == 1:
-                _serial(todo, writer, held, pin)
+                serial(todo, writer, held, pin)
             else:
-                _parallel(todo, n_workers, writer, held, pin)
+                parallel(todo, n_workers, writer, held, pin)
         status = records.FAILED if tally.failed else records.FINISHED
     except Exception:
         status = records.FAILED
@@ -118,10 +123,7 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
         try:
             if tally.elsewhere:  # another invocation trained some: count what the store holds now
                 tally.done_in_store = _finished_in_store(study, share, c)
-            metrics = tally.metrics()
-            done = int(metrics.pop("cells_done"))  # logged at step = the count itself: when two invocations end
-            records.log_metric(parent, "cells_done", done, step=done, c=c)  # together, MLflow shows the largest
-            records.end_run(parent, status, metrics, c=c)
+            close_parent(parent, tally, status, c)
         except Exception as e:  # the store is away: a later start reopens the parent anyway
             out(f"the grid's parent run {parent} stays RUNNING until the next start ({type(e).__name__})")
         out(summary(study, tally, status))

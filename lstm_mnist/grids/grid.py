@@ -21,7 +21,7 @@ from ..analysis import fractional
 from ..config import ConfigError
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
-FACTORS = (*config.FLAGS, "readout")
+FACTORS = config.FACTORS
 READOUT_ON, READOUT_OFF = "final_states", "last"
 # Keys a [budget] table may not set: the grid decides them per cell.
 GRID_OWNED = frozenset({*FACTORS, "seed", "experiment"})

@@ -29,18 +29,17 @@ MESSAGE_S = 60.0  # a report that has begun must arrive whole within this long (
 def worker_config(job: Job, index: int, n_workers: int, share: list[int]) -> Config:
     """The cell's config on worker `index`: its device, and as many threads as its share of the cores (not
     identity), unless the grid's base file or [budget] sets them."""
-    extra = {**cores.settings(index, n_workers), "num_threads": len(share)}
+    extra = cores.settings(index, n_workers, share)
     return config.build({**job.cfg.to_dict(), **{k: v for k, v in extra.items() if k not in job.pinned}})
 
 
-def _serial(todo: list[Job], writer: Writer, held: lease.Lease, pin: bool = True) -> None:
+def serial(todo: list[Job], writer: Writer, held: lease.Lease, pin: bool = True) -> None:
     """One cell at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
     from ..training import train
 
     for job in todo:
         share = held.share(0)  # what the lease gives now: other invocations may have started or ended
-        if not writer.claim(job) or not writer.open(job, {"cpu_affinity": cores.share_text(share) if pin else
-                                                           "unpinned"}):
+        if not writer.claim(job) or not writer.open(job, {"cpu_affinity": cores.share_text(share if pin else [])}):
             continue
         if pin:
             cores.pin_to(share)
@@ -145,7 +144,7 @@ class Pool:
         w.outbox.close()
 
 
-def _parallel(todo: list[Job], n_workers: int, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
+def parallel(todo: list[Job], n_workers: int, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
     """N cells at once in worker processes; this process hands out cells and writes what they report."""
     store.share_sqlite_store()  # WAL: a reader such as `mlflow ui` cannot block this (the one) writer into a timeout
     pool = Pool(n_workers, pin)
@@ -170,7 +169,7 @@ def _parallel(todo: list[Job], n_workers: int, writer: Writer, held: lease.Lease
 
 def _next(pending: deque, writer: Writer, i: int, pool: Pool, share: list[int]) -> Job | None:
     """The next cell worker i trains: claimed by this process, its run open."""
-    where = {"worker": str(i), "cpu_affinity": cores.share_text(share) if pool.pin else "unpinned"}
+    where = {"worker": str(i), "cpu_affinity": cores.share_text(share if pool.pin else [])}
     while pending:
         job = pending.popleft()
         if writer.claim(job) and writer.open(job, where):

@@ -16,11 +16,12 @@ AUTO_PER_GPU = 4  # `--workers auto` without a gpu-check figure for this GPU: 4 
 _unpinned: list[int] | None = None  # this process's cores before pin() narrowed them
 
 
-def settings(index: int, n_workers: int) -> dict:
+def settings(index: int, n_workers: int, share: list[int] | None = None) -> dict:
     """Config overrides (device, num_threads) for worker `index` of `n_workers`; num_threads is the size of
-    the worker's core share, the same number pin() gives torch."""
+    the worker's core share (`share`, as the host's lease gives it; else its own slice of this invocation's
+    cores), the same number pin_to() gives torch."""
     n_gpus = torch.cuda.device_count()
-    threads = len(cpu_share(index, n_workers))
+    threads = len(cpu_share(index, n_workers) if share is None else share)
     if n_gpus:
         return {"device": f"cuda:{index % n_gpus}", "num_threads": threads}
     return {"device": "cpu", "num_threads": threads}

@@ -47,21 +47,22 @@ class Lease:
         return share(index, self.pid)
 
 
-def holders() -> list[tuple[str, int]]:
-    """(stamp, workers) of every live lease on this host, oldest process first; dead ones' files removed."""
+def holders() -> list[tuple[int, int]]:
+    """(pid, workers) of every live lease on this host, oldest process first; dead ones' files removed."""
     live = []
-    for path in sorted(folder().glob("*.json")):
+    for path in folder().glob("*.json"):
         try:
             entry = json.loads(path.read_text())
             stamp, n = str(entry["stamp"]), int(entry["workers"])
+            _, pid, start = stamp.split(":")
+            pid = int(pid)
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # being written (never: replaced whole) or removed meanwhile
-        pid = int(stamp.split(":")[1])
+            continue  # removed meanwhile (files are replaced whole, never seen half-written)
         if host.process_stamp(pid) != stamp:  # gone, or the pid now belongs to another process
             path.unlink(missing_ok=True)
             continue
-        live.append((stamp, max(1, n)))
-    return sorted(live, key=lambda e: (int(e[0].split(":")[2]) if e[0].split(":")[2].isdigit() else 0, e[0]))
+        live.append((int(start) if start.isdigit() else 0, pid, max(1, n)))
+    return [(pid, n) for _, pid, n in sorted(live)]
 
 
 def share(index: int, holder_pid: int | None = None) -> list[int]:
@@ -71,8 +72,8 @@ def share(index: int, holder_pid: int | None = None) -> list[int]:
     pid = holder_pid or os.getpid()
     live = holders()
     offset, total, mine = 0, sum(n for _, n in live), None
-    for stamp, n in live:
-        if int(stamp.split(":")[1]) == pid:
+    for holder, n in live:
+        if holder == pid:
             mine = (offset, n)
         offset += n
     if mine is None or not 0 <= index < mine[1]:

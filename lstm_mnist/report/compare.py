@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import stats
-from ..config import FLAGS
+from ..config import FACTORS, FLAGS
 from . import factorial
-from .gather import FACTORS, SUMMARY, Grid, ReportError
+from .gather import SUMMARY, Grid, ReportError
 
 
 DESIGNS = ("reference", "leave_one_out", "add_one_in")  # table order; other designs (factorial, ...) follow

@@ -8,16 +8,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..config import FLAGS, UserError
+from ..config import FACTORS, FLAGS, UserError
 from ..tracking import query, store
 from . import members
 
 
 SUMMARY = ("test_f1", "test_acc", "test_loss", "epochs_trained", "train_time_s")  # per arm, mean ± sd
 GRID_ROLE = "tags.`lstm_mnist.role` = 'grid'"
-
-
-FACTORS = (*FLAGS, "readout")  # what a grid can switch per arm (readout on = final_states)
 
 
 class ReportError(UserError):
@@ -63,7 +60,7 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     plan = members.read_plan(latest.info.run_id)
     m = members.by_plan(experiment, name, plan) if plan else members.by_tag(experiment, name)
     if not m.runs:
-        left = _counts(m.dropped) or "none"
+        left = counts(m.dropped) or "none"
         raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
     rows = [{**_row(r), **_planned(m.cells.get(r.info.run_id))} for r in m.runs]
@@ -133,7 +130,7 @@ def _latest_only(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept.sort_values(["arm", "seed"]).reset_index(drop=True), len(runs) - len(kept)
 
 
-def _counts(counter: Counter) -> str:
+def counts(counter: Counter) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counter.items()) if n)
 
 

@@ -18,11 +18,10 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..config import FIELDS, FLAGS, NOT_IDENTITY
+from ..config import FACTORS, FIELDS, NOT_IDENTITY
 from ..grids.plan import PLAN_FILE
 from ..tracking import query, records
 
-FACTORS = (*FLAGS, "readout")
 # What a member's settings are compared on: every identity key but the factors and the seed.
 SETTINGS = tuple(sorted(k for k in FIELDS if k not in NOT_IDENTITY and k not in FACTORS and k != "seed"))
 

@@ -12,7 +12,7 @@ from ..machine import host
 from ..tracking import store
 from . import factorial
 from .compare import Report
-from .gather import SUMMARY, _counts
+from .gather import SUMMARY, counts
 
 
 LABELS = {"test_f1": "test F1", "test_acc": "test acc", "test_loss": "test loss",
@@ -113,7 +113,7 @@ def shown(r: Report) -> list[tuple[str, str, pd.DataFrame]]:
 
 def header(r: Report) -> str:
     g = r.grid
-    left_out = _counts(g.dropped)
+    left_out = counts(g.dropped)
     parents = f" ({g.parents} parent runs)" if g.parents > 1 else ""
     whose = "the cells of its latest plan" if g.planned else "gathered by the tag grid_name: no plan recorded"
     parts = [f"Grid `{g.name}` in MLflow experiment `{g.experiment}`{parents}: {len(g.runs)} FINISHED runs over "

@@ -11,7 +11,7 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from .query import search
-from .records import FAILED, FINISHED, KILLED, RUNNING, _tags, set_tags
+from .records import FAILED, FINISHED, KILLED, RUNNING, tag_list, set_tags
 from .store import client, experiment_id, provenance
 
 
@@ -95,7 +95,7 @@ def settle_trial_runs(experiment: str, study_name: str, states: dict[int, str],
         if wrong:
             tags["error"] = "its worker process died (killed) before the trial ended"
         if tags:
-            c.log_batch(r.info.run_id, tags=_tags(tags))
+            c.log_batch(r.info.run_id, tags=tag_list(tags))
             changed += 1
         if wrong:
             c.set_terminated(r.info.run_id, TRIAL_RUN_STATUS[state][-1])

@@ -130,7 +130,7 @@ def end_run(run_id: str, status: str = FINISHED, metrics: dict | None = None, ta
     c = c or client()
     now = int(time.time() * 1000)
     c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                tags=_tags(tags or {}))
+                tags=tag_list(tags or {}))
     c.set_terminated(run_id, status)
 
 
@@ -139,10 +139,10 @@ def log_metric(run_id: str, key: str, value: float, step: int = 0, c: MlflowClie
 
 
 def set_tags(run_id: str, tags: dict, c: MlflowClient | None = None) -> None:
-    (c or client()).log_batch(run_id, tags=_tags(tags))
+    (c or client()).log_batch(run_id, tags=tag_list(tags))
 
 
-def _tags(tags: dict) -> list[RunTag]:
+def tag_list(tags: dict) -> list[RunTag]:
     return [RunTag(k, str(v)) for k, v in tags.items()]
 
 

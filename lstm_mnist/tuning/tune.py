@@ -38,7 +38,7 @@ def work(path: str, storage_url: str | None, total: int, timeout: float | None, 
         share = lease.share(index, holder)
         if pin:
             cores.pin_to(share)
-        return {**cores.settings(index, n_workers), "num_threads": len(share)}
+        return cores.settings(index, n_workers, share)
 
     objective = Objective(study_def, parent_run_id, placement, label, total)
     deadline = time.monotonic() + timeout if timeout else float("inf")
