@@ -26,7 +26,8 @@ SERVER_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_
                    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 # What a store that is down, restarting, locked or read-only says (MLflow wraps them in MlflowException).
 UNREACHABLE = ("Connection refused", "Max retries exceeded", "Failed to establish a new connection",
-               "Connection aborted", "Connection reset", "RemoteDisconnected", "Read timed out",
+               "Connection aborted", "Connection reset", "Connection broken", "RemoteDisconnected",
+               "IncompleteRead", "Broken pipe", "Read timed out",
                "error code 502", "error code 503", "error code 504", "database is locked",
                "readonly database", "unable to open database file", "disk I/O error")
 _contact = {"reached": False, "down": False}  # this process and the store: reached once; given up on
