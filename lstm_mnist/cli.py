@@ -12,10 +12,11 @@ from .config import UserError
 
 def cmd_run(args) -> int:
     from . import config
+
+    cfg = config.load(args.file, args.overrides)  # a mistake in the file is answered before seconds of imports
     from .machine import cores, lease
     from .runs import runner
 
-    cfg = config.load(args.file, args.overrides)
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
     print(f"run {name}: {', '.join(f for f in config.FLAGS if getattr(cfg, f)) or 'baseline (no flags)'}; "
           f"readout={cfg.readout} max_epochs={cfg.max_epochs} train_samples={cfg.train_samples or 'all'} "
@@ -55,6 +56,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from .tuning import study
+
+    study.load_study_file(args.file)  # a mistake in the file is answered before seconds of imports
     from .gpu import mps
     from .tracking import outages
     from .tuning import tune
@@ -68,12 +72,15 @@ def cmd_tune(args) -> int:
 
 
 def cmd_ablate(args) -> int:
+    from .grids import grid
+
+    shard = grid.parse_shard(args.shard) if args.shard else None
+    grid.load(args.file)  # a mistake in the file is answered before seconds of imports
     from .gpu import mps
-    from .grids import ablate, grid
+    from .grids import ablate
     from .tracking import outages
 
     n = _workers(args.workers, args.mps)
-    shard = grid.parse_shard(args.shard) if args.shard else None
     if args.dry_run:
         return ablate.main(args.file, n, shard, dry_run=True, force=args.force)
     outages.set_store_wait(args.store_wait)

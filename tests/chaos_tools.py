@@ -15,7 +15,8 @@ from pathlib import Path
 
 import mlflow
 
-from .conftest import REPO, free_port
+from . import launcher
+from .conftest import free_port
 
 FIGURES: list[dict] = []  # one entry per scenario, printed by conftest's terminal summary
 # Where `make chaos` wants them (JSON lines), resolved now: the scenarios run in folders of their own.
@@ -36,9 +37,7 @@ class Cli:
     """`python -m lstm_mnist ...` started in the background; its output collected line by line."""
 
     def __init__(self, *args: str, cwd: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "lstm_mnist", *args], cwd=cwd, env=full_env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = launcher.popen(args, cwd, env, prefix=prefix)
         self.lines: list[str] = []
         self.err: list[str] = []
         self.seen_pids: set[int] = {self.proc.pid}

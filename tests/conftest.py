@@ -81,11 +81,13 @@ def project(tmp_path, monkeypatch, tiny_data, _store_template) -> Path:
     return tmp_path
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: a fresh process."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "lstm_mnist", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a process of its own (forked by tests/launcher.py with the heavy libraries
+    imported already; `fresh=True`: a cold interpreter)."""
+    from . import launcher
+
+    return launcher.run(args, cwd, env, timeout=timeout, fresh=fresh)
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -97,14 +99,6 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     code = entry.main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def ctrl_c_able() -> None:
-    """Popen(preexec_fn=...) for a CLI a test will Ctrl-C: a suite started in the background (`make test &`,
-    nohup) runs with SIGINT ignored, which every child inherits and Python then keeps ignoring."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:
@@ -160,5 +154,12 @@ def _the_subprocess_marker_is_true(request, monkeypatch):
     def start(self):
         pytest.fail(f"{request.node.nodeid} starts a worker process: mark it @pytest.mark.subprocess", pytrace=False)
 
+    def launched(self, args, *a, **kw):
+        pytest.fail(f"{request.node.nodeid} starts a process (python -m lstm_mnist {' '.join(map(str, args))[:100]}): "
+                    "mark it @pytest.mark.subprocess", pytrace=False)
+
+    from . import launcher
+
     monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    monkeypatch.setattr(launcher.Launched, "__init__", launched)
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)

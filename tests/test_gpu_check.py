@@ -69,8 +69,39 @@ def test_knee_is_the_fewest_workers_within_90_percent_of_the_best():
               {"workers": 4, "steps_per_s": 180.0}, {"workers": 8, "steps_per_s": 190.0},
               {"workers": 16, "error": "worker 3 failed: OutOfMemoryError"}]
     rec = gpu_check.recommend(points)
-    assert rec == {"workers": 4, "steps_per_s": 180.0, "best_steps_per_s": 190.0, "rule": gpu_check.RULE}
+    assert rec == {"workers": 4, "steps_per_s": 180.0, "best_steps_per_s": 190.0, "rule": gpu_check.RULE,
+                   "measure_more": []}
     assert gpu_check.recommend([{"workers": 1, "error": "x"}]) is None
+
+
+def test_a_curve_still_rising_at_its_largest_count_asks_for_larger_counts():
+    """The H200's MPS curve of this project (2026-11-29): 1,2,4,8 rose all the way (knee 8 = the edge), and
+    8,12,16 then found the knee at 12. A flat last step, or a knee inside the range, asks for nothing."""
+    def curve(*pairs):
+        return [{"workers": w, "steps_per_s": s} for w, s in pairs]
+
+    rising = gpu_check.recommend(curve((1, 151.7), (2, 362.2), (4, 599.4), (8, 1149.9)))
+    assert rising["workers"] == 8 and rising["measure_more"] == [8, 12, 16]
+    assert gpu_check.recommend(curve((8, 1301.9), (12, 1757.1), (16, 1696.9)))["measure_more"] == []
+    assert gpu_check.recommend(curve((8, 700.7), (12, 703.0), (16, 700.6)))["measure_more"] == []
+    flat_edge = gpu_check.recommend(curve((1, 100.0), (2, 95.0), (4, 100.0)))  # knee 1: inside
+    assert flat_edge["workers"] == 1 and flat_edge["measure_more"] == []
+    assert gpu_check.recommend(curve((4, 100.0)))["measure_more"] == []  # one point: nothing to say
+
+
+
+def test_the_published_h200_figures_read_back_with_their_advice():
+    """docs/results/gpu-check-h200: the summary of the first run's figures now says that both curves were
+    still rising at 8 workers and which counts to measure; the second run's figures need no more."""
+    first, second = (json.loads((REPO / "docs/results/gpu-check-h200" / f"workers-{w}.json").read_text())
+                     for w in ("1-2-4-8", "8-12-16"))
+    for r in (first, second):
+        r["recommended"] = {name: gpu_check.recommend(points) for name, points in r["grid"]["curves"].items()}
+    text = gpu_check.summary(first)
+    assert "still rising at 8 workers" in text and "`gpu-check --workers 8,12,16`" in text
+    assert "`gpu-check --mps --workers 8,12,16`" in text
+    assert "still rising" not in gpu_check.summary(second)
+    assert second["recommended"]["mps"]["workers"] == 12 and second["recommended"]["plain"]["workers"] == 8
 
 
 def test_projection_is_an_upper_bound_in_steps(project):

@@ -1,11 +1,10 @@
 """The ablation grid: pure expansion, then end to end on tiny data (resume after SIGKILL, workers, failures)."""
 import json
 import re
-import os
 import shutil
 import signal
+import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +19,8 @@ from lstm_mnist.tracking import groups, records, store
 from lstm_mnist.config import ConfigError
 
 from .chaos_tools import Server
-from .conftest import REPO, TINY_BUDGET, ctrl_c_able, run_cli
+from . import launcher
+from .conftest import TINY_BUDGET, run_cli
 
 # Two flags over one seed: full, baseline, full-dropout, full-adamw, baseline+dropout, baseline+adamw.
 TINY_GRID = f"""
@@ -168,8 +168,7 @@ def tiny_grid(project) -> Path:
 
 def _kill_after_first_cell(folder: Path) -> str:
     """Start the grid; SIGKILL it once one cell is FINISHED and the next one has been opened (RUNNING)."""
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "experiments/tiny-grid.toml"], cwd=folder,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    proc = launcher.popen(["ablate", "experiments/tiny-grid.toml"], folder, stderr=subprocess.DEVNULL)
     seen, deadline = [], time.time() + 120
     try:
         for line in proc.stdout:
@@ -221,9 +220,7 @@ def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, 
 @pytest.mark.subprocess
 def test_ctrl_c_ends_the_open_cells_and_the_parent_killed(tiny_grid):
     (tiny_grid / "experiments" / "tiny-grid.toml").write_text(TINY_GRID.replace("max_epochs = 1", "max_epochs = 200"))
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "experiments/tiny-grid.toml", "--workers", "2"],
-                            cwd=tiny_grid, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_able)
+    proc = launcher.popen(["ablate", "experiments/tiny-grid.toml", "--workers", "2"], tiny_grid)  # SIGINT as a shell leaves it
     started = 0
     for line in proc.stdout:  # both workers have a cell: interrupt mid-training
         started += line.startswith("start")
@@ -315,7 +312,10 @@ def _post(url: str, body: dict) -> dict:
 @pytest.mark.subprocess
 def test_mlflow_server_shows_the_parent_with_its_children(two_workers, tmp_path):
     folder, _ = two_workers
-    shutil.copy(folder / "mlruns" / "mlflow.db", tmp_path / "server.db")
+    # SQLite's own copy: the grid's store is in WAL mode, and what its last writer left in mlflow.db-wal (not
+    # yet merged into mlflow.db) belongs to the database too; a file copy of mlflow.db alone would miss it.
+    with sqlite3.connect(folder / "mlruns" / "mlflow.db") as src, sqlite3.connect(tmp_path / "server.db") as dst:
+        src.backup(dst)
     server = Server(tmp_path)
     server.start()
     try:
@@ -357,6 +357,10 @@ def test_a_worker_stopped_halfway_through_a_report_is_given_up_within_the_bound(
     workers = pool.Pool(1, pin=False, target=_stops_mid_report)
     try:
         workers.send(0, ("cell", {}, []))
+        stat, deadline = Path(f"/proc/{workers.procs[0].proc.pid}/stat"), time.monotonic() + 120
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":  # the bound counts from the stop, not from
+            assert time.monotonic() < deadline, "the worker never stopped"  # the worker's start-up imports
+            time.sleep(0.05)
         t0 = time.monotonic()
         got = []
         while not got and time.monotonic() - t0 < 60:

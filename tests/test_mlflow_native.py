@@ -1,10 +1,8 @@
 """MLflow the way its users expect: dataset inputs, the tested weights as a LoggedModel, `evaluate` re-verifying
 a run from them, experiments tagged for the runs view, `ui`'s link, artifacts beside their store."""
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,7 +13,8 @@ import torch
 
 from lstm_mnist.tracking import ui
 
-from .conftest import QUICK, REPO, cli, free_port, run_cli, write_mnist
+from . import launcher
+from .conftest import QUICK, cli, free_port, run_cli, write_mnist
 
 
 def _client(project):
@@ -112,9 +111,7 @@ def test_ui_prints_the_runs_table_link_and_serves_the_store(project):
     c, exp, _ = _one_run(project, "max_epochs=1")
     old = c.create_experiment("made-by-hand")  # an experiment without the tag gets it from `ui`
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ui", "--port", str(port)], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = launcher.popen(["ui", "--port", str(port)], project, stderr=subprocess.DEVNULL)
     try:
         head = [proc.stdout.readline() for _ in range(2)]
         assert head[1].strip() == (f"open http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs"

@@ -174,14 +174,12 @@ def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c
     import subprocess
     import time
 
-    from .conftest import REPO, ctrl_c_able
+    from . import launcher
 
     log = standin(tmp_path, monkeypatch)
     (project / "g.toml").write_text('designs = ["add_one_in"]\nflags = ["dropout", "width", "adamw"]\nseeds = [0, 1]\n'
                                     '[budget]\nmax_epochs = 2000\nbatch_size = 32\neval_batch_size = 256\n')
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "ablate", "g.toml", "--workers", "2", "--mps"],
-                            cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, preexec_fn=ctrl_c_able)
+    proc = launcher.popen(["ablate", "g.toml", "--workers", "2", "--mps"], project, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while len([c for c in _children(proc.pid) if "spawn" in Path(f"/proc/{c}/cmdline").read_text()]) < 2:

@@ -54,7 +54,8 @@ def test_diverging_loss_stops_the_run(tiny_data):
 
 @pytest.mark.subprocess
 def test_cli_run_is_recorded_in_mlflow_with_everything(project):
-    proc = run_cli("run", "experiments/full.toml", *QUICK, "seed=1", cwd=project)
+    # a cold interpreter: the real `python -m lstm_mnist` start-up, once in the suite
+    proc = run_cli("run", "experiments/full.toml", *QUICK, "seed=1", cwd=project, fresh=True)
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1" in proc.stdout and "test_f1" in proc.stdout and "Traceback" not in proc.stderr
     c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")

@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,8 @@ from lstm_mnist.tuning import study as study_file
 from lstm_mnist.tuning import tune
 from lstm_mnist.config import ConfigError
 
-from .conftest import REPO, free_port, run_cli
+from . import launcher
+from .conftest import free_port, run_cli
 
 TINY_FIXED = "max_epochs = {epochs}\nbatch_size = 32\neval_batch_size = 256\nnum_threads = 1\nadamw = true\n"
 
@@ -167,9 +167,7 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
 @pytest.mark.subprocess
 def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(project):
     path = write_study(project, "resume", LR, epochs=3, pruner="none")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_mnist", "tune", str(path), "--trials", "3"], cwd=project,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = launcher.popen(["tune", str(path), "--trials", "3"], project, stderr=subprocess.STDOUT)
     killed = _kill_mid_trial(proc, project)
     again = run_cli("tune", str(path), "--trials", "3", cwd=project)
     assert again.returncode == 0, again.stderr

@@ -208,7 +208,24 @@ def recommend(points: list[dict]) -> dict | None:
         return None
     best = max(p["steps_per_s"] for p in ok)
     knee = min((p for p in ok if p["steps_per_s"] >= KNEE * best), key=lambda p: p["workers"])
-    return {"workers": knee["workers"], "steps_per_s": knee["steps_per_s"], "best_steps_per_s": best, "rule": RULE}
+    return {"workers": knee["workers"], "steps_per_s": knee["steps_per_s"], "best_steps_per_s": best, "rule": RULE,
+            "measure_more": larger_counts(ok, knee)}
+
+
+def larger_counts(ok: list[dict], knee: dict) -> list[int]:
+    """Worker counts to measure next when the knee is the largest count measured and the curve still rose
+    into it (by more than the knee's tolerance): the best may lie beyond what was tried. [] otherwise.
+    Seen on an H200 under MPS: 1,2,4,8 gave 152, 362, 599, 1150 steps/s (knee 8, at the edge); 8,12,16
+    then gave 1302, 1757, 1697 (knee 12)."""
+    largest = max(ok, key=lambda p: p["workers"])
+    below = [p for p in ok if p["workers"] < largest["workers"]]
+    if knee is not largest or not below:
+        return []
+    previous = max(below, key=lambda p: p["workers"])
+    if previous["steps_per_s"] >= KNEE * largest["steps_per_s"]:
+        return []
+    n = largest["workers"]
+    return sorted({n, n + max(1, n // 2), 2 * n})
 
 
 def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
@@ -250,6 +267,10 @@ def summary(r: dict) -> str:
             continue
         lines.append(f"recommended WORKERS={rec['workers']}{' with MPS' if name == 'mps' else ''} ({rec['rule']}): "
                      f"{rec['steps_per_s']:.1f} steps/s, best {rec['best_steps_per_s']:.1f}")
+        if rec.get("measure_more"):
+            more = ",".join(map(str, rec["measure_more"]))
+            lines.append(f"  still rising at {rec['workers']} workers, the largest count measured: more may be faster; "
+                         f"measure them with `gpu-check{' --mps' if name == 'mps' else ''} --workers {more}`")
         for path, p in r["projections"][name].items():
             lines.append(f"  {path}: {p['cells']} cells, {p['steps']:,} steps -> {p['train_h']:.1f} h training, "
                          f"{p['with_val_h']:.1f} h with validation")

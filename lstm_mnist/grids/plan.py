@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from .. import config
 from ..config import Config
 from ..tracking import query, records
-from ..training import data
 from . import grid
 
 
@@ -53,6 +52,8 @@ def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = 
 
 
 def _job(study: grid.Study, cell: grid.Cell) -> Job:
+    from ..training import data  # here: reading a plan back (the report) needs no torch
+
     cfg = config.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
     fp = data.fingerprint(cfg.data_dir)
     return Job(cell, cfg, cfg.identity(fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp)

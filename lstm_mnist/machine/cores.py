@@ -7,8 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 
 AUTO_PER_GPU = 4  # `--workers auto` without a gpu-check figure for this GPU: 4 per GPU, bounded by the cores
 
@@ -20,6 +18,8 @@ def settings(index: int, n_workers: int, share: list[int] | None = None) -> dict
     """Config overrides (device, num_threads) for worker `index` of `n_workers`; num_threads is the size of
     the worker's core share (`share`, as the host's lease gives it; else its own slice of this invocation's
     cores), the same number pin_to() gives torch."""
+    import torch  # in the functions that use it: leasing cores needs no torch (seconds of imports)
+
     n_gpus = torch.cuda.device_count()
     threads = len(cpu_share(index, n_workers) if share is None else share)
     if n_gpus:
@@ -67,6 +67,8 @@ def pin_to(share: list[int]) -> list[int]:
     except OSError:
         return []
     _unpinned = before
+    import torch
+
     torch.set_num_threads(len(share))
     return share
 
@@ -97,6 +99,8 @@ def auto_workers(report: str | Path = "reports/gpu-check.json", mps: bool = Fals
     """`--workers auto`: what gpu-check last recommended for this GPU (times the GPUs, at most one worker
     per core), else 4 per GPU bounded by the cores, and on a CPU one worker per core. The text says which
     rule applied, for the user and the run's tags."""
+    import torch
+
     cores, n_gpus = visible_count(), torch.cuda.device_count()
     if not n_gpus:
         return cores, f"no GPU: one worker per CPU core ({cores})"

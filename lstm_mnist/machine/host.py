@@ -10,8 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-
 from .cores import visible_count
 
 
@@ -30,6 +28,8 @@ def cpu_model() -> str:
 def describe() -> str:
     """What this machine is, in one line: OS, architecture, CPU model and count, and its GPUs if any."""
     import platform
+
+    import torch  # here, not at the top: `report` and a user's mistake need no torch (seconds of imports)
 
     model = cpu_model()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

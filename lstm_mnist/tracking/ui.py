@@ -7,6 +7,7 @@ training (`mlflow.experimentKind`, read by newer UIs), and serves the store with
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def main(port: int = 5000, host: str = "127.0.0.1", experiment: str | None = Non
         cmd += ["--default-artifact-root", str(root)]
     print(f"MLflow UI for {uri}\nopen {link}\n(the runs table of the latest grid's experiment; Ctrl-C stops the UI)",
           flush=True)
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group: stopped whole, below
     # `kill` (SIGTERM) stops the UI as Ctrl-C does: the server goes with it, not left running on the port.
     signal.signal(signal.SIGTERM, _interrupt)
     if open_browser:
@@ -70,9 +71,30 @@ def main(port: int = 5000, host: str = "127.0.0.1", experiment: str | None = Non
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)
         return 0
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Stop the UI server and the processes it started (`mlflow ui` runs uvicorn in a child): SIGTERM to its
+    process group, then SIGKILL to what is left after `grace_s` (uvicorn's graceful shutdown can wait on
+    open browser connections for longer than a user waits for Ctrl-C)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone; what it started may still be closing
+            time.sleep(0.2)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return
 
 
 def _interrupt(signum, frame) -> None:
