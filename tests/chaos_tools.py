@@ -75,10 +75,11 @@ class Cli:
         return False
 
     def workers(self) -> list[int]:
-        """Its worker processes (not multiprocessing's resource tracker, which is no worker)."""
+        """Its worker processes: a grid's by their name (`lstm-mnist-w0`, ...; not the forkserver they are
+        forked from, nor multiprocessing's resource tracker), a study's spawned ones by their command line."""
         kids = descendants(self.pid)
         self.seen_pids |= set(kids)
-        return [p for p in kids if "spawn_main" in _cmdline(p)]
+        return [p for p in kids if worker_name(p) or "spawn_main" in _cmdline(p)]
 
     def kill(self) -> None:
         self.seen_pids |= set(descendants(self.pid))
@@ -112,6 +113,13 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def worker_name(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("lstm-mnist-w")
+    except OSError:
+        return False
 
 
 def descendants(pid: int) -> list[int]:
@@ -178,7 +186,8 @@ class Server:
             [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
              f"sqlite:///{self.folder}/server.db", "--artifacts-destination", str(self.folder / "server-artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as `lstm_mnist ui` starts it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

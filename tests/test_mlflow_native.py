@@ -130,6 +130,7 @@ def test_ui_prints_the_runs_table_link_and_serves_the_store(project):
                   in (p / "cmdline").read_bytes()] if Path("/proc").is_dir() else []
         proc.terminate()
         proc.wait(timeout=30)
+    assert proc.returncode == 0  # stopped as on Ctrl-C (it used to wait 10 s on the server, then a traceback)
     deadline = time.monotonic() + 20  # `kill` of `ui` stops its MLflow server too: nothing left on the port
     while any(map(_running, server)) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -153,18 +153,6 @@ def test_compute_mode_is_never_touched(tmp_path, monkeypatch, clean_env):
     assert "nvidia-smi" not in Path(mps.__file__).read_text()  # and no other way to set `-c` there
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat_file.parent.name))
-    return out
-
-
 @pytest.mark.subprocess
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c(project, tmp_path, monkeypatch):
@@ -175,6 +163,7 @@ def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c
     import time
 
     from . import launcher
+    from .chaos_tools import descendants, worker_name
 
     log = standin(tmp_path, monkeypatch)
     (project / "g.toml").write_text('designs = ["add_one_in"]\nflags = ["dropout", "width", "adamw"]\nseeds = [0, 1]\n'
@@ -182,13 +171,13 @@ def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c
     proc = launcher.popen(["ablate", "g.toml", "--workers", "2", "--mps"], project, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while len([c for c in _children(proc.pid) if "spawn" in Path(f"/proc/{c}/cmdline").read_text()]) < 2:
+        while len([c for c in descendants(proc.pid) if worker_name(c)]) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, "the workers did not start"
             time.sleep(0.5)
         daemon_dirs = [c["env"]["CUDA_MPS_PIPE_DIRECTORY"] for c in calls(log) if c["argv"] == ["-d"]]
         assert len(daemon_dirs) == 1 and Path(daemon_dirs[0]).is_dir()
         time.sleep(8)  # both workers are training their first cell
-        worker = sorted(c for c in _children(proc.pid) if "spawn" in Path(f"/proc/{c}/cmdline").read_text())[0]
+        worker = sorted(c for c in descendants(proc.pid) if worker_name(c))[0]
         os.kill(worker, signal.SIGKILL)
         time.sleep(6)  # the grid notices, fails that cell, replaces the worker and goes on
         assert proc.poll() is None, proc.stdout.read()

@@ -63,7 +63,10 @@ def main(port: int = 5000, host: str = "127.0.0.1", experiment: str | None = Non
         cmd += ["--default-artifact-root", str(root)]
     print(f"MLflow UI for {uri}\nopen {link}\n(the runs table of the latest grid's experiment; Ctrl-C stops the UI)",
           flush=True)
-    proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group: stopped whole, below
+    # MLflow's server-side jobs (a job runner and five huey consumers, ~25 s of CPU at every start) serve
+    # GenAI features this harness does not use; off unless the user's environment says otherwise.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)  # its own process group: stopped whole, below
     # `kill` (SIGTERM) stops the UI as Ctrl-C does: the server goes with it, not left running on the port.
     signal.signal(signal.SIGTERM, _interrupt)
     if open_browser:
