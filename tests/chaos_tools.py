@@ -101,7 +101,7 @@ class Cli:
         return "\n".join(self.err)
 
 
-def _stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -127,7 +127,7 @@ def descendants(pid: int) -> list[int]:
     parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields and fields[0] != "Z":
                 parents[int(entry.name)] = int(fields[1])
     found, frontier = [], [pid]
@@ -140,7 +140,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     return bool(fields) and fields[0] != "Z"
 
 

@@ -89,7 +89,6 @@ def test_a_curve_still_rising_at_its_largest_count_asks_for_larger_counts():
     assert gpu_check.recommend(curve((4, 100.0)))["measure_more"] == []  # one point: nothing to say
 
 
-
 def test_the_published_h200_figures_read_back_with_their_advice():
     """docs/results/gpu-check-h200: the summary of the first run's figures now says that both curves were
     still rising at 8 workers and which counts to measure; the second run's figures need no more."""

@@ -61,28 +61,28 @@ def process_stamp(pid: int) -> str | None:
     return None if fields[0] == "Z" else f"{socket.gethostname()}:{pid}:{fields[19]}"
 
 
-def name_process(name: str) -> None:
-    """This process's name as `ps`, `top` and /proc/PID/comm show it (Linux; at most 15 bytes; elsewhere
-    nothing): a grid's workers are `lstm-mnist-w0`, `lstm-mnist-w1`, ..."""
+def _prctl(option: int, arg) -> bool:
+    """Linux's prctl(option, arg); False where there is none (not Linux, no libc.so.6) or it failed."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(15, name.encode()[:15] + b"\0", 0, 0, 0)  # 15 = PR_SET_NAME
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError):
-        pass
+        return False
+
+
+def name_process(name: str) -> None:
+    """This process's name as `ps`, `top` and /proc/PID/comm show it (Linux; at most 15 bytes; elsewhere
+    nothing): a grid's workers are `lstm-mnist-w0`, `lstm-mnist-w1`, ..."""
+    _prctl(15, name.encode()[:15] + b"\0")  # 15 = PR_SET_NAME
 
 
 def die_with_parent() -> None:
     """A worker must not outlive its killed main process (SIGKILL skips all cleanup): its cell or trial
     is then retried by the next start. Linux kills it for us (PR_SET_PDEATHSIG); elsewhere a watcher
     thread notices the new parent pid within a second."""
-    try:
-        import ctypes
-
-        if ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL) == 0:  # 1 = PR_SET_PDEATHSIG
-            return
-    except (OSError, AttributeError):
-        pass
+    if _prctl(1, signal.SIGKILL):  # 1 = PR_SET_PDEATHSIG
+        return
     parent = os.getppid()
 
     def watch():

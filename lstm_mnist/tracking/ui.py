@@ -82,22 +82,20 @@ def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     """Stop the UI server and the processes it started (`mlflow ui` runs uvicorn in a child): SIGTERM to its
     process group, then SIGKILL to what is left after `grace_s` (uvicorn's graceful shutdown can wait on
     open browser connections for longer than a user waits for Ctrl-C)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig == signal.SIGTERM:  # the leader is gone; what it started may still be closing
-            time.sleep(0.2)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
         return
+    try:
+        proc.wait(timeout=grace_s)
+        time.sleep(0.2)  # the leader is gone; what it started may still be closing
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+        pass
 
 
 def _interrupt(signum, frame) -> None:
