@@ -75,11 +75,11 @@ class Cli:
         return False
 
     def workers(self) -> list[int]:
-        """Its worker processes: a grid's by their name (`lstm-mnist-w0`, ...; not the forkserver they are
-        forked from, nor multiprocessing's resource tracker), a study's spawned ones by their command line."""
+        """Its worker processes, by their names (a grid's `lstm-mnist-w0`, ..., a study's `lstm-mnist-t0`, ...;
+        not the forkserver they are forked from, nor multiprocessing's resource tracker)."""
         kids = descendants(self.pid)
         self.seen_pids |= set(kids)
-        return [p for p in kids if worker_name(p) or "spawn_main" in _cmdline(p)]
+        return [p for p in kids if worker_name(p)]
 
     def kill(self) -> None:
         self.seen_pids |= set(descendants(self.pid))
@@ -108,16 +108,9 @@ def proc_stat(pid: int) -> list[str] | None:
         return None
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def worker_name(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/comm").read_text().startswith("lstm-mnist-w")
+        return Path(f"/proc/{pid}/comm").read_text().startswith(("lstm-mnist-w", "lstm-mnist-t"))
     except OSError:
         return False
 

@@ -3,20 +3,22 @@ the heavy libraries once.
 
 `python -m lstm_mnist ...` spends about 8 s of CPU importing torch, Lightning (with torchmetrics and
 torchvision) and MLflow before it reads its first argument; the suite starts some 70 of them on 2 cores.
-A launcher process (one per pytest process, started on first use) imports those libraries and nothing of
-the harness, starts no thread and runs no torch op, then forks one child per command: the child takes the
-command's cwd, environment, argv and stdin/stdout/stderr, imports `lstm_mnist` fresh and runs it as
-`python -m lstm_mnist` would (runpy, `__main__`, atexit handlers, exit status), so each command is its own
-process with its own pid that tests signal, kill and watch as before. What differs from a cold start is
-only that those libraries were imported earlier, under the launcher's environment; `fresh=True` (or a
-`prefix` command) starts a real interpreter for the tests about imports and process start-up.
+A launcher process (one per test session, shared by `pytest -n`'s processes, started on first use) imports
+those libraries and nothing of the harness, starts no thread and runs no torch op, then forks one child per
+command: the child takes the command's cwd, environment, argv and stdin/stdout/stderr, imports `lstm_mnist`
+fresh and runs it as `python -m lstm_mnist` would (runpy, `__main__`, atexit handlers, exit status), so
+each command is its own process with its own pid that tests signal, kill and watch as before. What differs
+from a cold start is only that those libraries were imported earlier; `fresh=True` (or a
+`prefix` command) starts a real interpreter for the tests about imports and process start-up. A command's
+forkserver (its grid's or study's workers) is a fork of it taken before it ran (`_forkserver_in_waiting`),
+and `code=` runs `python -c code` the same way (processes racing for a store or a claim).
 
 `popen(...)` returns a Popen look-alike (pid, stdout, stderr, poll, wait, communicate, send_signal, kill,
 returncode); `run(...)` a CompletedProcess.
 """
 from __future__ import annotations
 
-import atexit
+import fcntl
 import json
 import os
 import select
@@ -31,12 +33,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PRELOADED = ("torch", "torchvision", "torchmetrics", "lightning", "mlflow", "optuna", "pandas", "scipy.stats",
-             "matplotlib")
-_server: dict = {}  # this pytest process's launcher: {"proc": Popen, "path": socket path}
+             "matplotlib", "mlflow.store.tracking.sqlalchemy_store", "mlflow.pytorch", "sqlalchemy.dialects.sqlite")
+_server: dict = {}  # the launcher this pytest process uses: {"path": socket path, "pid": its pid}
 
 
 # ---------------------------------------------------------------- the launcher (python -m tests.launcher SOCKET)
-def serve(path: str) -> None:
+def serve(path: str, owner: int) -> None:
     import importlib
 
     import matplotlib
@@ -44,20 +46,23 @@ def serve(path: str) -> None:
     matplotlib.use("Agg")
     for name in PRELOADED:
         importlib.import_module(name)
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_packages_to_modules_map()  # MLflow's map of installed packages (2 s of CPU a process)
     import gc
 
     gc.collect()
     gc.freeze()  # the preloaded heap out of the collector's sight: children do not copy it by collecting
     if threading.active_count() != 1:  # a thread would be lost (and its locks held) in every child
         raise SystemExit(f"launcher: a preloaded library started threads: {threading.enumerate()}")
-    parent, base_path = os.getppid(), [p for p in sys.path if p and Path(p).resolve() != REPO]
+    base_path = [p for p in sys.path if p and Path(p).resolve() != REPO]
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(64)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     waiting: dict[int, socket.socket] = {}  # child pid -> the connection told its exit status
-    while os.getppid() == parent:
+    while _running(owner):  # the test session (every pytest process of it) is still there
         ready, _, _ = select.select([srv], [], [], 0.05)
         if ready:
             conn, _ = srv.accept()
@@ -129,11 +134,17 @@ def _child(request: dict, fds: list[int], base_path: list[str]) -> int:
         if os.environ.get("PYTHONUNBUFFERED"):
             sys.stdout.reconfigure(write_through=True)
             sys.stderr.reconfigure(write_through=True)
-        sys.argv = ["-m", *request["args"]]
+        source = request.get("code")
+        sys.argv = ["-c" if source else "-m", *request["args"]]
+        _forkserver_in_waiting()
         import runpy
 
         try:
-            runpy.run_module("lstm_mnist", run_name="__main__", alter_sys=True)
+            if source:  # python -c SOURCE ARGS
+                sys.path[0] = ""
+                exec(compile(source, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+            else:
+                runpy.run_module("lstm_mnist", run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as e:
             if e.code is None or isinstance(e.code, int):
@@ -154,26 +165,142 @@ def _child(request: dict, fds: list[int], base_path: list[str]) -> int:
     return code
 
 
+def _forkserver_in_waiting() -> None:
+    """A grid's or a study's forkserver (machine/host.worker_context) made from a fork of this command's
+    process taken before the command runs, instead of a fresh interpreter that imports torch and Lightning
+    again (15-40 s of CPU on these 2 cores; the suite starts dozens).
+
+    The fork waits, as this process's child, holding nothing but a socket. When the command starts its
+    forkserver, the fds multiprocessing passes it, the environment and the working directory are handed
+    to the waiting fork, which runs multiprocessing's own forkserver code with them, as the fresh
+    interpreter would. So the forkserver is, as for a user, a child of the command that never opened a
+    store (SQLite's locks do not survive a fork of a process that had the database open), and workers,
+    their pids, exit codes, kills and the forkserver's end when the command dies are the user's. What
+    differs is only that torch and the rest were imported before. One forkserver per command this way
+    (a second start is a real one); the fork ends when the command does. Tests that start a real
+    interpreter (`fresh=True`, `prefix`) keep the fresh forkserver covered."""
+    import multiprocessing.util
+
+    mine, its = socket.socketpair()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        mine.close()
+        _wait_to_serve(its)
+    its.close()
+    real, taken = multiprocessing.util.spawnv_passfds, []
+
+    def spawnv_passfds(path, args, passfds):
+        at = args.index("-c") if "-c" in args else -1
+        if taken or at < 0 or not args[at + 1].startswith("from multiprocessing.forkserver import main"):
+            return real(path, args, passfds)
+        taken.append(pid)
+        body = json.dumps({"args": list(args[at + 1:]), "passfds": list(passfds), "env": dict(os.environ),
+                           "cwd": os.getcwd()}).encode()
+        socket.send_fds(mine, [str(len(body)).encode().ljust(16)], list(passfds))
+        mine.sendall(body)
+        if mine.recv(1) != b"1":
+            raise OSError("the forkserver in waiting did not start")
+        return pid
+
+    multiprocessing.util.spawnv_passfds = spawnv_passfds
+
+
+def _wait_to_serve(conn: socket.socket) -> None:
+    """The fork in waiting: until the command hands it a forkserver's fds (then it becomes that forkserver)
+    or ends (end of file: it ends too). Never returns."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the group is the command's, not ours
+        old = conn.detach()
+        conn = socket.socket(fileno=fcntl.fcntl(old, fcntl.F_DUPFD, 1000))  # out of the passed fds' way
+        os.close(old)
+        try:
+            head, fds, _, _ = socket.recv_fds(conn, 16, 16)
+        except OSError:
+            head = b""
+        if not head:
+            os._exit(0)
+        size, body = int(head.decode()), b""
+        while len(body) < size:
+            body += conn.recv(size - len(body))
+        request = json.loads(body)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]  # out of the targets' way first
+        for fd in fds:
+            os.close(fd)
+        keep = {0, 1, 2, *request["passfds"], conn.fileno()}
+        for fd in map(int, os.listdir("/proc/self/fd")):  # a fresh process holds only the passed fds
+            if fd not in keep and fd not in high:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for fd, target in zip(high, request["passfds"]):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        conn.sendall(b"1")
+        conn.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.argv = ["-c", *request["args"][1:]]
+        exec(compile(request["args"][0], "<string>", "exec"), {"__name__": "__main__"})
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    except BaseException:  # noqa: BLE001 - printed as the interpreter would
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
 # ---------------------------------------------------------------- the client (in the tests)
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _launcher() -> str:
-    proc = _server.get("proc")
-    if proc is not None and proc.poll() is None:
+    """The socket of the session's launcher, started by the first pytest process that needs it. One for all
+    of `pytest -n N`'s processes (each would otherwise spend 25 s of CPU on the same imports); it serves
+    until the session's main process is gone."""
+    if _server and _running(_server["pid"]):
         return _server["path"]
-    path = os.path.join(tempfile.mkdtemp(prefix="launcher-"), "socket")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.launcher", path], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    if proc.stdout.readline().strip() != "ready":
-        raise RuntimeError(f"the test launcher did not start (exit {proc.wait()})")
-    _server.update(proc=proc, path=path)
-    atexit.register(proc.kill)
-    return path
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker process of one `pytest -n`
+    owner = os.getppid() if run else os.getpid()     # xdist's main process, or this one
+    folder = Path(tempfile.gettempdir()) / f"lstm-mnist-launcher-{run or os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    path, pid_file = folder / "socket", folder / "pid"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one start, however many processes ask at once
+        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        if not (pid and _running(pid)):
+            path.unlink(missing_ok=True)
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            proc = subprocess.Popen([sys.executable, "-m", "tests.launcher", str(path), str(owner)], cwd=REPO,
+                                    env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"the test launcher did not start (exit {proc.wait()})")
+            pid = proc.pid
+            pid_file.write_text(str(pid))
+    _server.update(path=str(path), pid=pid)
+    return str(path)
 
 
 class Launched:
     """A command forked by the launcher, with Popen's interface."""
 
-    def __init__(self, args, cwd, env, stdout, stderr, text):
+    def __init__(self, args, cwd, env, stdout, stderr, text, code=None):
         fds, mine = [os.open(os.devnull, os.O_RDONLY)], {}
         for i, want in enumerate((stdout, stderr), start=1):
             if want == subprocess.STDOUT:
@@ -185,7 +312,7 @@ class Launched:
                 fds.append(os.open(os.devnull, os.O_WRONLY))
             else:  # None: this process's own; else a file or a descriptor
                 fds.append(os.dup(i if want is None else want if isinstance(want, int) else want.fileno()))
-        body = json.dumps({"args": list(map(str, args)), "cwd": str(cwd), "env": env}).encode()
+        body = json.dumps({"args": list(map(str, args)), "cwd": str(cwd), "env": env, "code": code}).encode()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(_launcher())
         socket.send_fds(self._sock, [str(len(body)).encode().ljust(16)], fds)
@@ -240,17 +367,20 @@ class Launched:
 
 
 def popen(args, cwd, env: dict | None = None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text: bool = True,
-          fresh: bool = False, prefix: tuple[str, ...] = ()):
-    """`python -m lstm_mnist *args` in `cwd`, with os.environ + PYTHONPATH=the repo + `env`."""
+          fresh: bool = False, prefix: tuple[str, ...] = (), code: str | None = None):
+    """`python -m lstm_mnist *args` (or `python -c code *args`) in `cwd`, with os.environ + PYTHONPATH=the
+    repo + `env`."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     if fresh or prefix:
-        return subprocess.Popen([*prefix, sys.executable, "-m", "lstm_mnist", *map(str, args)], cwd=cwd, env=full_env,
+        head = ["-c", code] if code else ["-m", "lstm_mnist"]
+        return subprocess.Popen([*prefix, sys.executable, *head, *map(str, args)], cwd=cwd, env=full_env,
                                 stdout=stdout, stderr=stderr, text=text)
-    return Launched(args, cwd, full_env, stdout, stderr, text)
+    return Launched(args, cwd, full_env, stdout, stderr, text, code)
 
 
-def run(args, cwd, env: dict | None = None, timeout: float = 300, fresh: bool = False) -> subprocess.CompletedProcess:
-    proc = popen(args, cwd, env, fresh=fresh)
+def run(args, cwd, env: dict | None = None, timeout: float = 300, fresh: bool = False,
+        code: str | None = None) -> subprocess.CompletedProcess:
+    proc = popen(args, cwd, env, fresh=fresh, code=code)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -260,4 +390,4 @@ def run(args, cwd, env: dict | None = None, timeout: float = 300, fresh: bool = 
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]))

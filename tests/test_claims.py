@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from lstm_mnist import claims
 from lstm_mnist.tracking import outages
 
-from .conftest import REPO
+from . import launcher
 from .test_tune import postgres  # noqa: F401 (the fixture)
 
 RACE = """
@@ -43,9 +43,7 @@ def _race(where: str, n: int = 6, keys: int = 40) -> None:
     value is made by one of them and seen by all."""
     planned = time.time()  # every process read the record (found nothing done) before any started
     start = planned + 4
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, where, str(start), str(keys), str(planned)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = [launcher.popen([where, str(start), str(keys), str(planned)], os.getcwd(), code=RACE) for _ in range(n)]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)

@@ -54,6 +54,9 @@ def test_cpu_smoke_run_under_mps(project, monkeypatch):
     figures = gpu_check.main(out="g.json", mps=True, workers=(1,), seconds=0.5)
     assert set(figures["grid"]["curves"]) == {"plain", "mps"} and set(figures["projections"]) == {"plain", "mps"}
     assert figures["grid"]["curves"]["mps"][0]["steps"] > 0
+    # The workers are forked from one forkserver, started before the daemon: each must still see its pipe folder.
+    (plain,), (under,) = (figures["grid"]["curves"][k][0]["per_worker"] for k in ("plain", "mps"))
+    assert plain["mps_pipe"] is None and under["mps_pipe"] and under["mps_pipe"].endswith("pipe"), (plain, under)
     assert [c["argv"] for c in calls(log)] == [["-d"], []]  # started once, told to quit once
 
 

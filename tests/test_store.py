@@ -1,12 +1,10 @@
 """Opening one fresh SQLite store from several processes at the same instant: serialized, never a traceback."""
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
 
-from .conftest import REPO
+from . import launcher
 
 OPEN = """
 import sys, time
@@ -21,10 +19,9 @@ print(len(c.search_experiments()))
 @pytest.mark.subprocess
 def test_many_processes_open_a_fresh_store_at_once(tmp_path):
     db = tmp_path / "fresh" / "mlflow.db"
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    start = time.time() + 8  # enough for every interpreter to import mlflow first
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN, str(start)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    start = time.time() + 4  # enough for every process to import the harness first
+    procs = [launcher.popen([str(start)], tmp_path, env, code=OPEN) for _ in range(5)]
     outs = [p.communicate(timeout=180) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0 and "Traceback" not in err, err[-2000:]

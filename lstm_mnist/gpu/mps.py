@@ -3,8 +3,8 @@
 With MPS, the CUDA work of several worker processes on one GPU runs in one shared context instead of
 being time-sliced between contexts, which can raise a grid's throughput when each cell alone leaves the
 GPU idle. The daemon here is private: its pipe and log folders live in a temporary directory named by
-CUDA_MPS_PIPE_DIRECTORY / CUDA_MPS_LOG_DIRECTORY, which spawned workers inherit from os.environ, so it
-neither needs root nor meets a system-wide daemon. It never changes the GPU's compute mode.
+CUDA_MPS_PIPE_DIRECTORY / CUDA_MPS_LOG_DIRECTORY, which the workers started inside the block take from
+os.environ, so it neither needs root nor meets a system-wide daemon. It never changes the GPU's compute mode.
 """
 from __future__ import annotations
 

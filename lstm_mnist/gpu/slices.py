@@ -7,7 +7,7 @@ stay out of the figure and the slices overlap. No MLflow, no Optuna: a slice rec
 """
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
 import queue
 import time
 import warnings
@@ -19,7 +19,7 @@ from .. import config
 from ..machine import cores, host
 from ..training import data, model, train
 
-READY_TIMEOUT_S = 300.0  # spawning, importing torch and loading the data; 8 workers on a busy box
+READY_TIMEOUT_S = 300.0  # starting, loading the data and warming up; 8 workers on a busy box
 
 
 class _SliceModule(train.LitClassifier):
@@ -64,12 +64,17 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
 
 
-def _worker(index: int, n_workers: int, values: dict, cell: str, seconds: float, warmup: int, go, results) -> None:
+def _worker(index: int, n_workers: int, values: dict, cell: str, seconds: float, warmup: int, go, results,
+            env: dict, cwd: str) -> None:
     """One worker process: pin, load, train the cell until the slice ends, report its steps."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it kills us
+    host.name_process(f"lstm-mnist-g{index}")
     host.die_with_parent()
+    os.environ.clear()  # the point's environment (MPS's pipe folder under --mps), not the forkserver's older one,
+    os.environ.update(env)  # before CUDA starts and reads it
+    os.chdir(cwd)
     share = cores.pin(index, n_workers)
     try:
         quiet()
@@ -89,18 +94,22 @@ def _worker(index: int, n_workers: int, values: dict, cell: str, seconds: float,
         return
     elapsed = clock.t_end - clock.t0
     results.put(("done", index, {"worker": index, "cell": cell, "cores": cores.share_text(share),
+                                 "mps_pipe": os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
                                  "steps": clock.steps, "seconds": elapsed, "steps_per_s": clock.steps / elapsed}))
 
 
 def point(cells: list[tuple[str, dict]], n_workers: int, seconds: float, warmup: int) -> dict:
     """Throughput of `n_workers` workers at once; worker i trains cells[i mod len(cells)] (name, values).
     A point that fails (a worker crashes, runs out of memory) says so instead of a number."""
-    ctx = mp.get_context("spawn")  # fresh processes: no forked CUDA state, and MPS applies at their CUDA start
+    # Forked from a forkserver that never touched CUDA (this process did: the full-model timing), so no CUDA
+    # state is copied; each worker takes this point's environment before CUDA starts, so MPS applies.
+    ctx = host.worker_context([__name__])
     go, results = ctx.Event(), ctx.Queue()
-    procs = []
+    procs, env = [], dict(os.environ)
     for i in range(n_workers):
         name, values = cells[i % len(cells)]
-        procs.append(ctx.Process(target=_worker, args=(i, n_workers, values, name, seconds, warmup, go, results),
+        procs.append(ctx.Process(target=_worker, args=(i, n_workers, values, name, seconds, warmup, go, results,
+                                                       env, os.getcwd()),
                                  daemon=True, name=f"lstm-mnist-gpu-check-{i}"))
         procs[-1].start()
     try:

@@ -61,18 +61,6 @@ class Worker:
     outbox: Connection   # this process's receiving end of the worker's outbox pipe
 
 
-def _context():
-    """Workers forked from a forkserver that imported torch and Lightning once (about 8 s of CPU a worker
-    otherwise pays, and a replaced worker again): a fresh process that never touched CUDA, MLflow or the
-    store, so nothing of the kind is copied into them, which a plain fork of this process would do. Spawn
-    where there is no forkserver."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__, "lstm_mnist.training.train"])
-    return ctx
-
-
 class Pool:
     """N worker processes, each with two pipes of its own: an inbox of cells and an outbox of reports.
 
@@ -81,7 +69,7 @@ class Pool:
     worker's outbox reads as end-of-file, a half-written message included. Every wait here has a timeout."""
 
     def __init__(self, n_workers: int, pin: bool = True, target=None):
-        self.ctx = _context()
+        self.ctx = host.worker_context([__name__, "lstm_mnist.training.train"])
         self.n, self.pin, self.procs, self.target = n_workers, pin, {}, target or _worker
         self.lost: dict[int, str] = {}  # worker index -> why it was given up (stopped mid-message)
         for i in range(n_workers):

@@ -5,7 +5,6 @@ as an experiment file and every trial's MLflow run is settled to its Optuna stat
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -53,6 +52,7 @@ def _worker_main(path: str, storage_url: str | None, total: int, timeout: float 
                  n_workers: int, parent_run_id: str, holder: int, pin: bool) -> None:
     """A worker process: user mistakes are one line and exit 2 (the parent reports the exit code once);
     Ctrl-C reaches every worker, so each exits 130 quietly and the parent says it was interrupted."""
+    host.name_process(f"lstm-mnist-t{index}")
     host.die_with_parent()
     try:
         work(path, storage_url, total, timeout, index, n_workers, parent_run_id, holder, pin)
@@ -71,7 +71,7 @@ def run_workers(path: str, storage_url: str | None, total: int, timeout: float |
     if n_workers == 1:
         work(path, storage_url, total, timeout, 0, 1, parent_run_id, os.getpid(), pin)
         return
-    ctx = multiprocessing.get_context("spawn")  # no forked torch/sqlite/journal state in the children
+    ctx = host.worker_context([__name__, "lstm_mnist.training.train"])  # nothing forked of this process's state
 
     def start(i):
         p = ctx.Process(target=_worker_main, args=(path, storage_url, total, timeout, i, n_workers, parent_run_id,
