@@ -33,11 +33,11 @@ install: $(VENV)/.installed  ## create .venv and install the project and its tes
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
 
-test: install  ## the test suite (CPU, about 9 minutes on 2 cores; independent tests run in parallel)
+test: install  ## the test suite (CPU, about 4 minutes on 2 cores; independent tests run in parallel)
 	$(PY) -m pytest -q -n $(TEST_PROCS) $(ARGS)
 
 .PHONY: test-fast
-test-fast: install  ## the tests that start no subprocess (the edit loop, about a minute on 2 cores)
+test-fast: install  ## the tests that start no subprocess (the edit loop, under a minute on 2 cores)
 	$(PY) -m pytest -q -n 2 -m "not subprocess" $(ARGS)
 
 .PHONY: docs
