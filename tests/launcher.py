@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PRELOADED = ("torch", "torchvision", "torchmetrics", "lightning", "mlflow", "optuna", "pandas", "scipy.stats",
              "matplotlib", "mlflow.store.tracking.sqlalchemy_store", "mlflow.pytorch", "sqlalchemy.dialects.sqlite")
-_server: dict = {}  # the launcher this pytest process uses: {"path": socket path, "pid": its pid}
+_server: dict = {}  # the launcher this pytest process uses: {"path": socket path, "pid", "stamp"}
 
 
 # ---------------------------------------------------------------- the launcher (python -m tests.launcher SOCKET)
@@ -79,6 +79,9 @@ def serve(path: str, owner: int) -> None:
                 except OSError:
                     pass
                 conn.close()
+    import shutil
+
+    shutil.rmtree(Path(path).parent, ignore_errors=True)  # its socket, pid file and lock: the session is over
 
 
 def _start(conn: socket.socket, srv: socket.socket, waiting: dict, base_path: list[str]) -> int:
@@ -263,18 +266,24 @@ def _wait_to_serve(conn: socket.socket) -> None:
 
 
 # ---------------------------------------------------------------- the client (in the tests)
-def _running(pid: int) -> bool:
+def _stamp(pid: int) -> str:
+    """pid:start time of a live process ("" when it is gone or a zombie): a pid alone may have been reused."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return ""
+    return "" if fields[0] == "Z" else f"{pid}:{fields[19]}"
+
+
+def _running(pid: int) -> bool:
+    return bool(_stamp(pid))
 
 
 def _launcher() -> str:
     """The socket of the session's launcher, started by the first pytest process that needs it. One for all
     of `pytest -n N`'s processes (each would otherwise spend 25 s of CPU on the same imports); it serves
     until the session's main process is gone."""
-    if _server and _running(_server["pid"]):
+    if _server and _stamp(_server["pid"]) == _server["stamp"]:
         return _server["path"]
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker process of one `pytest -n`
     owner = os.getppid() if run else os.getpid()     # xdist's main process, or this one
@@ -283,17 +292,17 @@ def _launcher() -> str:
     path, pid_file = folder / "socket", folder / "pid"
     with open(folder / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one start, however many processes ask at once
-        pid = int(pid_file.read_text()) if pid_file.exists() else 0
-        if not (pid and _running(pid)):
+        stamp = pid_file.read_text() if pid_file.exists() else ""  # an earlier session's launcher, maybe
+        if not (stamp and _stamp(int(stamp.split(":")[0])) == stamp):
             path.unlink(missing_ok=True)
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             proc = subprocess.Popen([sys.executable, "-m", "tests.launcher", str(path), str(owner)], cwd=REPO,
                                     env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the test launcher did not start (exit {proc.wait()})")
-            pid = proc.pid
-            pid_file.write_text(str(pid))
-    _server.update(path=str(path), pid=pid)
+            stamp = _stamp(proc.pid)
+            pid_file.write_text(stamp)
+    _server.update(path=str(path), pid=int(stamp.split(":")[0]), stamp=stamp)
     return str(path)
 
 

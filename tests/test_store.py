@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from lstm_mnist.tracking import store
+
 from . import launcher
 
 OPEN = """
@@ -59,3 +61,35 @@ def test_a_reopened_parent_gets_the_provenance_of_the_latest_invocation(project,
     tags = store.client().get_run(parent).data.tags
     assert first != "later-commit" and tags["git_commit"] == "later-commit" and tags["machine"] == "another machine"
     assert tags["command"] == "second"
+
+
+def test_switching_to_wal_is_retried_while_another_process_holds_the_file(tmp_path, monkeypatch):
+    """Two invocations started together both switch the store to WAL; SQLite may answer "database is
+    locked" at once instead of waiting. The switch is retried; past 30 s it is one line, not a traceback."""
+    db = tmp_path / "mlflow.db"
+    sqlite3.connect(db).close()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    real, calls = sqlite3.connect, []
+
+    def busy_twice(*args, **kwargs):
+        calls.append(args)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", busy_twice)
+    store.share_sqlite_store()
+    assert len(calls) == 3
+    with real(db) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    def always_busy(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(sqlite3, "connect", always_busy)
+    monkeypatch.setattr(store.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)
+    with pytest.raises(store.TrackingError, match="stayed locked by another process for 30 s; rerun") as err:
+        store.share_sqlite_store()
+    assert "\n" not in str(err.value)

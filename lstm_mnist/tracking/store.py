@@ -147,10 +147,25 @@ def share_sqlite_store() -> None:
     another searches runs hit "database is locked" sooner; WAL lets readers and one writer proceed together
     (mlflow already sets a 20 s busy_timeout per session for the writers' turns). The mode is stored in the
     database file, so this is done once, from the main process. Other stores are servers: nothing to do.
+    Two invocations started together both try; the switch needs the file to itself, and SQLite can answer
+    "database is locked" at once rather than wait, so it is retried until the mode is WAL (set by either).
     """
     import sqlite3
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as con:
-            con.execute("PRAGMA journal_mode=WAL")
+    if not uri.startswith("sqlite:///"):
+        return
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as con:
+                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                raise TrackingError(f"the MLflow store {uri} stayed locked by another process for 30 s; "
+                                    "rerun the same command to continue") from None
+        time.sleep(0.1)
