@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 
 from . import launcher
+from .launcher import alive, proc_stat
 from .conftest import free_port
 
 FIGURES: list[dict] = []  # one entry per scenario, printed by conftest's terminal summary
@@ -101,13 +102,6 @@ class Cli:
         return "\n".join(self.err)
 
 
-def proc_stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def worker_name(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/comm").read_text().startswith(("lstm-mnist-w", "lstm-mnist-t"))
@@ -130,11 +124,6 @@ def descendants(pid: int) -> list[int]:
         found += kids
         frontier += kids
     return found
-
-
-def alive(pid: int) -> bool:
-    fields = proc_stat(pid)
-    return bool(fields) and fields[0] != "Z"
 
 
 def left_behind(pids: set[int], grace_s: float = 10.0) -> list[int]:

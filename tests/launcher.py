@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PRELOADED = ("torch", "torchvision", "torchmetrics", "lightning", "mlflow", "optuna", "pandas", "scipy.stats",
              "matplotlib", "mlflow.store.tracking.sqlalchemy_store", "mlflow.pytorch", "sqlalchemy.dialects.sqlite")
-_server: dict = {}  # the launcher this pytest process uses: {"path": socket path, "pid", "stamp"}
+_server: dict = {}  # the launcher this pytest process uses: {"path": its socket, "stamp": pid:start time}
 
 
 # ---------------------------------------------------------------- the launcher (python -m tests.launcher SOCKET)
@@ -62,7 +62,7 @@ def serve(path: str, owner: int) -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     waiting: dict[int, socket.socket] = {}  # child pid -> the connection told its exit status
-    while _running(owner):  # the test session (every pytest process of it) is still there
+    while alive(owner):  # the test session (every pytest process of it) is still there
         ready, _, _ = select.select([srv], [], [], 0.05)
         if ready:
             conn, _ = srv.accept()
@@ -84,13 +84,37 @@ def serve(path: str, owner: int) -> None:
     shutil.rmtree(Path(path).parent, ignore_errors=True)  # its socket, pid file and lock: the session is over
 
 
-def _start(conn: socket.socket, srv: socket.socket, waiting: dict, base_path: list[str]) -> int:
-    head, fds, _, _ = socket.recv_fds(conn, 16, 3)
-    size = int(head.decode())
-    body = b""
+def _send(sock: socket.socket, message: dict, fds: list[int]) -> None:
+    """One request on a Unix socket: its length (16 bytes, with the fds), then its JSON."""
+    body = json.dumps(message).encode()
+    socket.send_fds(sock, [str(len(body)).encode().ljust(16)], fds)
+    sock.sendall(body)
+
+
+def _receive(conn: socket.socket, max_fds: int) -> tuple[dict | None, list[int]]:
+    """The request `_send` sent, and its fds; (None, []) at end of file."""
+    try:
+        head, fds, _, _ = socket.recv_fds(conn, 16, max_fds)
+    except OSError:
+        return None, []
+    if not head:
+        return None, []
+    size, body = int(head.decode()), b""
     while len(body) < size:
         body += conn.recv(size - len(body))
-    request = json.loads(body)
+    return json.loads(body), fds
+
+
+def _exit_code(e: SystemExit) -> int:
+    """The status `python` ends with on SystemExit (a code that is not a number is printed, status 1)."""
+    if e.code is None or isinstance(e.code, int):
+        return e.code or 0
+    print(e.code, file=sys.stderr)
+    return 1
+
+
+def _start(conn: socket.socket, srv: socket.socket, waiting: dict, base_path: list[str]) -> int:
+    request, fds = _receive(conn, 3)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -150,11 +174,7 @@ def _child(request: dict, fds: list[int], base_path: list[str]) -> int:
                 runpy.run_module("lstm_mnist", run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as e:
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                print(e.code, file=sys.stderr)
-                code = 1
+            code = _exit_code(e)
         except KeyboardInterrupt:
             code = 128 + signal.SIGINT
         except BaseException:  # noqa: BLE001 - printed as the interpreter would, then exit 1
@@ -199,10 +219,8 @@ def _forkserver_in_waiting() -> None:
         if taken or at < 0 or not args[at + 1].startswith("from multiprocessing.forkserver import main"):
             return real(path, args, passfds)
         taken.append(pid)
-        body = json.dumps({"args": list(args[at + 1:]), "passfds": list(passfds), "env": dict(os.environ),
-                           "cwd": os.getcwd()}).encode()
-        socket.send_fds(mine, [str(len(body)).encode().ljust(16)], list(passfds))
-        mine.sendall(body)
+        _send(mine, {"args": list(args[at + 1:]), "passfds": list(passfds), "env": dict(os.environ),
+                     "cwd": os.getcwd()}, list(passfds))
         if mine.recv(1) != b"1":
             raise OSError("the forkserver in waiting did not start")
         return pid
@@ -219,16 +237,9 @@ def _wait_to_serve(conn: socket.socket) -> None:
         old = conn.detach()
         conn = socket.socket(fileno=fcntl.fcntl(old, fcntl.F_DUPFD, 1000))  # out of the passed fds' way
         os.close(old)
-        try:
-            head, fds, _, _ = socket.recv_fds(conn, 16, 16)
-        except OSError:
-            head = b""
-        if not head:
+        request, fds = _receive(conn, 16)
+        if request is None:
             os._exit(0)
-        size, body = int(head.decode()), b""
-        while len(body) < size:
-            body += conn.recv(size - len(body))
-        request = json.loads(body)
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]  # out of the targets' way first
         for fd in fds:
             os.close(fd)
@@ -251,7 +262,7 @@ def _wait_to_serve(conn: socket.socket) -> None:
         sys.argv = ["-c", *request["args"][1:]]
         exec(compile(request["args"][0], "<string>", "exec"), {"__name__": "__main__"})
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        code = _exit_code(e)
     except BaseException:  # noqa: BLE001 - printed as the interpreter would
         import traceback
 
@@ -266,24 +277,34 @@ def _wait_to_serve(conn: socket.socket) -> None:
 
 
 # ---------------------------------------------------------------- the client (in the tests)
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first); None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _stamp(pid: int) -> str:
     """pid:start time of a live process ("" when it is gone or a zombie): a pid alone may have been reused."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    return "" if fields[0] == "Z" else f"{pid}:{fields[19]}"
+    fields = proc_stat(pid)
+    return f"{pid}:{fields[19]}" if fields and fields[0] != "Z" else ""
 
 
-def _running(pid: int) -> bool:
+def alive(pid: int) -> bool:
     return bool(_stamp(pid))
+
+
+def _still(stamp: str) -> bool:
+    """The process `stamp` was taken of is still running (not a later one with its pid)."""
+    return bool(stamp) and _stamp(int(stamp.split(":")[0])) == stamp
 
 
 def _launcher() -> str:
     """The socket of the session's launcher, started by the first pytest process that needs it. One for all
     of `pytest -n N`'s processes (each would otherwise spend 25 s of CPU on the same imports); it serves
     until the session's main process is gone."""
-    if _server and _stamp(_server["pid"]) == _server["stamp"]:
+    if _server and _still(_server["stamp"]):
         return _server["path"]
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker process of one `pytest -n`
     owner = os.getppid() if run else os.getpid()     # xdist's main process, or this one
@@ -293,7 +314,7 @@ def _launcher() -> str:
     with open(folder / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one start, however many processes ask at once
         stamp = pid_file.read_text() if pid_file.exists() else ""  # an earlier session's launcher, maybe
-        if not (stamp and _stamp(int(stamp.split(":")[0])) == stamp):
+        if not _still(stamp):
             path.unlink(missing_ok=True)
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             proc = subprocess.Popen([sys.executable, "-m", "tests.launcher", str(path), str(owner)], cwd=REPO,
@@ -302,7 +323,7 @@ def _launcher() -> str:
                 raise RuntimeError(f"the test launcher did not start (exit {proc.wait()})")
             stamp = _stamp(proc.pid)
             pid_file.write_text(stamp)
-    _server.update(path=str(path), pid=int(stamp.split(":")[0]), stamp=stamp)
+    _server.update(path=str(path), stamp=stamp)
     return str(path)
 
 
@@ -321,11 +342,9 @@ class Launched:
                 fds.append(os.open(os.devnull, os.O_WRONLY))
             else:  # None: this process's own; else a file or a descriptor
                 fds.append(os.dup(i if want is None else want if isinstance(want, int) else want.fileno()))
-        body = json.dumps({"args": list(map(str, args)), "cwd": str(cwd), "env": env, "code": code}).encode()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(_launcher())
-        socket.send_fds(self._sock, [str(len(body)).encode().ljust(16)], fds)
-        self._sock.sendall(body)
+        _send(self._sock, {"args": list(map(str, args)), "cwd": str(cwd), "env": env, "code": code}, fds)
         for fd in set(fds):
             os.close(fd)
         self._reply = self._sock.makefile("r")
