@@ -75,17 +75,20 @@ def cmd_ablate(args) -> int:
     from .grids import grid
 
     shard = grid.parse_shard(args.shard) if args.shard else None
-    grid.load(args.file)  # a mistake in the file is answered before seconds of imports
+    tuned = grid.load(args.file).tune is not None  # a mistake in the file is answered before seconds of imports
     from .gpu import mps
-    from .grids import ablate
     from .tracking import outages
 
+    if tuned:  # a [tune] table: every arm searched with an equal budget before its replicates
+        from .tuned.run import main
+    else:
+        from .grids.ablate import main
     n = _workers(args.workers, args.mps)
     if args.dry_run:
-        return ablate.main(args.file, n, shard, dry_run=True, force=args.force)
+        return main(args.file, n, shard, dry_run=True, force=args.force, storage_url=args.storage)
     outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
-        return ablate.main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage)
+        return main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage)
 
 
 def cmd_gpu_check(args) -> int:

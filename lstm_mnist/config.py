@@ -41,6 +41,32 @@ NEVER_SEARCHED = {
     **{k: "it says where or how a run executes, not what it computes" for k in sorted(NOT_IDENTITY)},
 }
 
+# What each setting reads: a key listed here is read only when its flag has the given side (train.py builds
+# the optimizer, the scheduler, dropout, the augmentation and early stopping from exactly these). Every key
+# not listed is read by every config. A tuned ablation searches a key for an arm only when the arm reads it.
+READ_ONLY_WHEN = {
+    "sgd_lr": ("adamw", False),
+    **{k: ("adamw", True) for k in ("adamw_lr", "weight_decay", "plateau_factor", "plateau_patience")},
+    "dropout_rate": ("dropout", True),
+    **{k: ("augmentation", True) for k in ("rotation_deg", "affine_deg", "translate")},
+    "patience": ("early_stopping", True),
+}
+# Keys that define what a flag's two sides are: what a tuned ablation compares, so no arm searches them.
+FLAG_SIDES = {
+    **{k: "it defines what the width flag compares" for k in ("hidden_on", "layers_on", "hidden_off", "layers_off")},
+}
+
+
+def never_searched_in_ablation(key: str) -> str | None:
+    """Why a tuned ablation's [tune.space] may not hold `key` (None: it may)."""
+    return NEVER_SEARCHED.get(key) or FLAG_SIDES.get(key)
+
+
+def reads(values: dict, key: str) -> bool:
+    """Whether a config with these flag values (missing flags: off) reads `key` at all."""
+    flag, side = READ_ONLY_WHEN.get(key, (None, None))
+    return flag is None or bool(values.get(flag, False)) == side
+
 
 class UserError(RuntimeError):
     """A mistake the user can fix (a bad file, missing data, an unusable store): the CLI prints its message

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+if TYPE_CHECKING:
+    from .budget import Curve
 
 
 def confusion_png(confusion: list[list[int]], path: str | Path, title: str = "test confusion matrix") -> Path:
@@ -59,6 +63,25 @@ def curves_png(curves: dict[str, tuple[list[int], list[float]]], ylabel: str, pa
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return _save(fig, path)
+
+
+def budget_png(curves: dict[str, Curve], objective: str, path: str | Path,
+               title: str = "expected best validation score vs trials") -> Path:
+    """Budget curves (see budget.py): one line per arm, the expected best after k trials, its bootstrap band shaded."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
+    for i, (arm, c) in enumerate(curves.items()):
+        color = colors[i % len(colors)]
+        ax.plot(c.ks, c.mean, color=color, lw=1.4, marker="o" if len(c.ks) <= 20 else None, ms=3, label=arm)
+        ax.fill_between(c.ks, c.lo, c.hi, color=color, alpha=0.15, lw=0)
+    ax.set(xlabel="number of trials k", ylabel=f"expected best {objective}", title=title)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if len(curves) > 6:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    elif curves:
+        ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
 
 

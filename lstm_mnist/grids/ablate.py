@@ -16,7 +16,7 @@ from ..machine import host, lease
 from ..tracking import groups, query, records, store
 from . import grid
 from .plan import PLAN_FILE, Job, cost, plan, plan_record, table
-from .pool import parallel, serial
+from .pool import Queue, parallel, serial
 from .progress import Progress, say
 from .writer import Tally, Writer
 
@@ -63,7 +63,7 @@ def _plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | No
     out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
         f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})"
         + (f"; {older} of them trained before under another protocol version" if older else ""))
-    return _execute(study, todo, n_workers, tally, out, held, pin, grid_claims, {j.config_hash for j in jobs}, every)
+    return execute(study, todo, n_workers, tally, out, held, pin, grid_claims, {j.config_hash for j in jobs}, every)
 
 
 def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
@@ -94,24 +94,29 @@ def close_parent(parent: str, tally: Tally, status: str, c) -> None:
     records.end_run(parent, status, metrics, c=c)
 
 
-def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
-             pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job]) -> int:
+def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
+            pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job], schedule=None,
+            total: int | None = None) -> int:
+    """Train `todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
+    each arm's tuned cells; `total` of them), under the grid's one parent run; 0 unless a cell failed."""
     c = store.client()
     grid_claims.reap()
     for j in todo:
         for run_id in j.stale_ids:
             records.mark_failed(c, run_id, "stale: process died")
     parent = open_parent(study, n_workers, grid_claims, every, c)
-    writer = Writer(study, parent, c, tally, Progress(len(todo), n_workers, out), grid_claims)
+    progress = Progress(total or len(todo), n_workers, out, "trials and cells" if schedule else "cells")
+    writer = Writer(study, parent, c, tally, progress, grid_claims)
+    source = schedule(writer, parent) if schedule else Queue(todo, writer)
     status = records.KILLED  # unless the loop ends or raises: Ctrl-C
     heartbeat = claims.Heartbeat(grid_claims)
     heartbeat.start()
     try:
         with writer.progress:
             if n_workers == 1:
-                serial(todo, writer, held, pin)
+                serial(source, writer, held, pin)
             else:
-                parallel(todo, n_workers, writer, held, pin)
+                parallel(source, n_workers, writer, held, pin)
         status = records.FAILED if tally.failed else records.FINISHED
     except Exception:
         status = records.FAILED
@@ -121,6 +126,7 @@ def _execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, o
         writer.kill_open()
         grid_claims.release_all()
         try:
+            source.finish()
             if tally.elsewhere:  # another invocation trained some: count what the store holds now
                 tally.done_in_store = _finished_in_store(study, share, c)
             close_parent(parent, tally, status, c)
@@ -149,6 +155,7 @@ def parent_tags(study: grid.Study) -> dict:
 def summary(study: grid.Study, tally: Tally, status: str) -> str:
     m = tally.metrics()
     head = (f"{study.name} {'interrupted' if status == records.KILLED else 'done'}: "
-            f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, {tally.skipped} already), "
+            + (f"{tally.trials} tuning trials ended, " if tally.trials else "")
+            + f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, {tally.skipped} already), "
             f"{len(tally.failed)} failed, {len(tally.elsewhere)} left to another process, {m['wall_time_s']:.0f}s")
     return "\n".join([head, *(f"  FAILED {name}: {reason}" for name, reason in tally.failed)])

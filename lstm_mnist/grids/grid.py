@@ -10,15 +10,20 @@ the designs to build from them:
 Every arm runs once per seed (a seed is a block: it runs the whole fraction). Arms that two designs
 share (full, baseline, baseline+a) are one cell. A reference arm is trained only when a design uses it.
 `readout` may take part as a flag: on = "final_states", off = "last".
+
+A `[tune]` table makes the grid a tuned ablation (lstm_mnist/tuned/): each arm gets its own search of the
+`[tune.space]` keys it reads (`searched`), with trials trained at `tune_seed`, before its replicate cells.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
 from ..analysis import fractional
 from ..config import ConfigError
+from ..tuning import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
 FACTORS = config.FACTORS
@@ -29,7 +34,27 @@ KEYS = {"experiment": "MLflow experiment of every cell", "base": "experiment fil
         "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
         "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
         "factorial": "flags of the factorial design", "resolution": "resolution of the factorial fraction",
-        "runs_per_seed": "runs per seed of the factorial fraction", "budget": "config overrides for every cell"}
+        "runs_per_seed": "runs per seed of the factorial fraction", "budget": "config overrides for every cell",
+        "tune": "a search per arm before its replicates", "tune_seed": "the seed every tuning trial trains with"}
+TUNE_KEYS = ("trials", "objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
+             "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "space")
+VARIANTS = ("", "fixed", "tuned", "both")  # a cell of a grid without [tune]; of a tuned grid: untuned, tuned, both
+
+
+@dataclass(frozen=True)
+class Tune:
+    """A tuned grid's [tune] table: the keys a study file has, for one study per arm with an equal budget."""
+    space: dict                       # key -> distribution (tuning/space.py), searched by the arms that read it
+    seed: int                         # tune_seed: the seed every trial trains with (never a replicate seed)
+    trials: int = 20                  # COMPLETE + PRUNED trials per arm
+    objective: str = "val_f1"
+    sampler: str = "tpe"
+    sampler_seed: int = 0
+    sampler_startup_trials: int = 10
+    pruner: str = "median"
+    pruner_startup_trials: int = 3
+    pruner_warmup_epochs: int = 0
+    fixed: bool = False               # also train the untuned cells (the arms at the grid's own values)
 
 
 @dataclass(frozen=True)
@@ -47,6 +72,7 @@ class Study:
     resolution: int | None = None        # smallest fraction of at least this resolution
     runs_per_seed: int | None = None     # or: the fraction with this many runs per seed (neither: full factorial)
     budget: dict = field(default_factory=dict)
+    tune: Tune | None = None             # a tuned ablation: one search per arm before its replicates
 
 
 @dataclass(frozen=True)
@@ -57,10 +83,14 @@ class Cell:
     seed: int
     on: frozenset     # factors that are on
     designs: tuple = ()   # every design that uses this arm
+    variant: str = ""     # in a tuned grid: "fixed" (untuned), "tuned", "both" (an arm that searches nothing)
+    trial: int | None = None  # a tuning trial of the arm (trained at tune_seed), not a replicate
 
     @property
     def name(self) -> str:
-        return f"{self.arm}-s{self.seed}"
+        if self.trial is not None:
+            return f"{self.arm}-t{self.trial}"
+        return f"{self.arm}-{'tuned-' * (self.variant == 'tuned')}s{self.seed}"
 
     def overrides(self, flags: tuple) -> dict:
         """The flag values of this cell; readout only when it takes part or is on."""
@@ -89,7 +119,54 @@ def _study(p: Path, raw: dict) -> Study:
                   runs_per_seed=_optional(raw, "runs_per_seed", _runs))
     _check_designs(study)
     config.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
+    if "tune" in raw or "tune_seed" in raw:
+        study = dataclasses.replace(study, tune=_tune(raw, study))
     return study
+
+
+def _tune(raw: dict, s: Study) -> Tune:
+    """The [tune] table and tune_seed, checked against the grid's arms."""
+    t = raw.get("tune")
+    if not isinstance(t, dict):
+        raise ConfigError("tune_seed is set but there is no [tune] table: add one with trials and [tune.space], "
+                          "or remove tune_seed")
+    unknown = sorted(set(t) - set(TUNE_KEYS))
+    if unknown:
+        raise ConfigError(f"[tune] unknown key {unknown[0]!r}: known keys are {', '.join(TUNE_KEYS)}")
+    seed = raw.get("tune_seed")
+    if type(seed) is not int or seed < 0:
+        raise ConfigError(f"tune_seed={seed!r}: give the seed trials train with, an integer >= 0 outside seeds "
+                          f"(e.g. tune_seed = {max(s.seeds) + 100})")
+    if seed in s.seeds:
+        raise ConfigError(f"tune_seed={seed} is also a replicate seed: replicates must not be the runs that were "
+                          f"selected on; choose a tune_seed outside seeds={list(s.seeds)}")
+    if "fixed" in t and not isinstance(t["fixed"], bool):
+        raise ConfigError(f"[tune] fixed={t['fixed']!r}: expected true (also train the untuned cells) or false")
+    sp = t.get("space", {})
+    if not isinstance(sp, dict) or not sp:
+        raise ConfigError("[tune.space]: give at least one key to search, e.g. adamw_lr = {type=\"float\", low=1e-4, "
+                          "high=1e-2, log=true}")
+    start = {**s.base, **s.budget}
+    for key, dist in sp.items():
+        search_space.check_dist(key, dist, start, "[tune.space]", config.never_searched_in_ablation,
+                                "it is what the arms compare, so every arm keeps the grid's value")
+        readers = [arm for arm, *_, on in arms(s) if config.reads(_flag_values(on), key)]
+        if not readers:
+            flag, side = config.READ_ONLY_WHEN[key]
+            raise ConfigError(f"[tune.space] {key}: no arm of this grid reads it (it is read only with {flag} "
+                              f"{'on' if side else 'off'}); remove it from [tune.space]")
+    tune = Tune(sp, seed, search_space.integer(t, "trials", Tune.trials, 1),
+                search_space.check_objective(t.get("objective", Tune.objective)),
+                search_space.choice(t, "sampler", Tune.sampler, search_space.SAMPLERS),
+                search_space.integer(t, "sampler_seed", 0, 0), search_space.integer(t, "sampler_startup_trials", 10, 0),
+                search_space.choice(t, "pruner", Tune.pruner, search_space.PRUNERS),
+                search_space.integer(t, "pruner_startup_trials", 3, 0),
+                search_space.integer(t, "pruner_warmup_epochs", 0, 0), t.get("fixed", False))
+    for arm, *_, on in arms(s):  # every arm's lowest point is a valid config
+        config.build({**start, **_flag_values(on), **{k: search_space.some_value(d) for k, d in
+                                                      searched(dataclasses.replace(s, tune=tune), on).items()}},
+                     f"[tune.space] arm {arm}")
+    return tune
 
 
 def _names(key: str, value, allowed: tuple) -> tuple:
@@ -204,8 +281,26 @@ def expand(s: Study) -> list[Cell]:
             merged[on][4].append(design)
         else:
             merged[on] = [arm, design, flag, on, [design]]
-    return [Cell(arm, design, flag, seed, on, tuple(ds))
-            for seed in s.seeds for arm, design, flag, on, ds in merged.values()]
+    cells = [Cell(arm, design, flag, seed, on, tuple(ds))
+             for seed in s.seeds for arm, design, flag, on, ds in merged.values()]
+    if s.tune is None:
+        return cells
+    # A tuned grid plans the cells known before any search: an arm that searches nothing (its values are its
+    # tuned ones: "both"), and with `fixed = true` every other arm at the grid's values ("fixed"). The tuned
+    # cells of the other arms are known once their searches are complete (tuned/).
+    return [dataclasses.replace(c, variant="fixed" if searched(s, c.on) else "both") for c in cells
+            if s.tune.fixed or not searched(s, c.on)]
+
+
+def _flag_values(on: frozenset) -> dict:
+    return {f: f in on for f in config.FLAGS}
+
+
+def searched(s: Study, on: frozenset) -> dict:
+    """The [tune.space] keys an arm with these factors on searches: those its config reads (config.reads)."""
+    if s.tune is None:
+        return {}
+    return {k: d for k, d in s.tune.space.items() if config.reads(_flag_values(on), k)}
 
 
 def values(s: Study, cell: Cell) -> dict:
@@ -220,6 +315,8 @@ def tags(s: Study, cell: Cell) -> dict:
            "grid_name": s.name}
     if cell.flag:
         out["flag"] = cell.flag
+    if cell.variant:
+        out["variant"] = cell.variant
     return out
 
 

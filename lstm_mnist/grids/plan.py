@@ -26,6 +26,9 @@ class Job:
     pinned: frozenset = frozenset()  # keys the study's base file or [budget] sets (workers leave them alone)
     fingerprint: str = ""        # the data's fingerprint (part of the identity)
     older: bool = False          # not done, but trained under another protocol version (so trained again)
+    parent: str = ""             # the run this job's run goes under ("": the grid's parent run)
+    tags: dict = field(default_factory=dict)  # tags beside the cell's (a tuned cell's `tuned_from`, a trial's)
+    trial: object = None         # a tuning trial's hooks (tuned/search.py): its epochs and end go to Optuna too
 
 
 # ---------------------------------------------------------------- planning
@@ -46,7 +49,7 @@ def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = 
         if r.info.status == records.FINISHED and tags.get("protocol_version", "0") != str(config.PROTOCOL_VERSION):
             older.add(tags.get("settings_key") or tags.get("config_hash"))  # before the tag: the old identity
     for j in jobs:
-        _classify(j, runs.get(j.config_hash, []), force)
+        classify(j, runs.get(j.config_hash, []), force)
         j.older = j.state != "done" and j.cfg.settings_key(j.fingerprint) in older
     return jobs
 
@@ -59,7 +62,8 @@ def _job(study: grid.Study, cell: grid.Cell) -> Job:
     return Job(cell, cfg, cfg.identity(fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp)
 
 
-def _classify(job: Job, runs: list, force: bool) -> None:
+def classify(job: Job, runs: list, force: bool) -> None:
+    """The job's state from the runs with its config_hash: done, stale (RUNNING, owner dead), elsewhere, todo."""
     if any(r.info.status == records.FINISHED for r in runs) and not force:
         job.state = "done"
         return
@@ -77,7 +81,8 @@ def _classify(job: Job, runs: list, force: bool) -> None:
 def plan_record(jobs: list[Job]) -> dict:
     """The grid's plan as the parent run records it (plan.json): the report's members are exactly these cells."""
     cells = [{"cell": j.cell.name, "arm": j.cell.arm, "seed": j.cell.seed, "design": j.cell.design,
-              "designs": ",".join(j.cell.designs), "flag": j.cell.flag, "config_hash": j.config_hash} for j in jobs]
+              "designs": ",".join(j.cell.designs), "flag": j.cell.flag, "config_hash": j.config_hash,
+              **({"variant": j.cell.variant} if j.cell.variant else {})} for j in jobs]
     return {"protocol_version": config.PROTOCOL_VERSION, "cells": cells}
 
 

@@ -24,6 +24,7 @@ from .plan import Job
 from .writer import Writer
 
 MESSAGE_S = 60.0  # a report that has begun must arrive whole within this long (a 2 MB result takes milliseconds)
+WAIT_S = 1.0      # with no job to start and none running: how long to wait before asking again
 
 
 def worker_config(job: Job, index: int, n_workers: int, share: list[int]) -> Config:
@@ -33,21 +34,58 @@ def worker_config(job: Job, index: int, n_workers: int, share: list[int]) -> Con
     return config.build({**job.cfg.to_dict(), **{k: v for k, v in extra.items() if k not in job.pinned}})
 
 
-def serial(todo: list[Job], writer: Writer, held: lease.Lease, pin: bool = True) -> None:
-    """One cell at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
+class Queue:
+    """A plain grid's work: its cells in order, each claimed and its run opened when a worker takes it. A tuned
+    grid's source (tuned/schedule.py) has the same two methods and hands out trials as well."""
+
+    def __init__(self, todo: list[Job], writer: Writer):
+        self.pending, self.writer = deque(todo), writer
+
+    def take(self, where: dict) -> Job | None:
+        """The next job, claimed by this process and its run open; None when none can start now."""
+        while self.pending:
+            job = self.pending.popleft()
+            if self.writer.claim(job) and self.writer.open(job, where):
+                return job
+        return None
+
+    def more(self) -> bool:
+        """Whether work may still come (a tuned grid's may arrive later: a study another process completes)."""
+        return bool(self.pending)
+
+    def finish(self) -> None:
+        """At the grid's end, finished or not: a plain grid has nothing to record beyond its cells."""
+
+
+class Stop(Exception):
+    """Raised from a trial's epoch report in this process (serial): its pruner stops it."""
+
+
+def serial(source, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
+    """One job at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
     from ..training import train
 
-    for job in todo:
+    while source.more():
         share = held.share(0)  # what the lease gives now: other invocations may have started or ended
-        if not writer.claim(job) or not writer.open(job, {"cpu_affinity": cores.share_text(share if pin else [])}):
+        job = source.take({"cpu_affinity": cores.share_text(share if pin else [])})
+        if job is None:
+            time.sleep(WAIT_S)  # the rest waits on work another process is doing (a study's last trials)
             continue
         if pin:
             cores.pin_to(share)
         t0 = time.perf_counter()
+
+        def epoch(e, r, job=job):
+            why = writer.epoch(job, e, r)
+            if why:
+                raise Stop(why)
         try:
-            result = train.fit(worker_config(job, 0, 1, share), on_epoch=lambda e, r: writer.epoch(job, e, r))
+            result = train.fit(worker_config(job, 0, 1, share), on_epoch=epoch)
         except outages.StoreDown:
             raise
+        except Stop as e:
+            writer.pruned(job, str(e), time.perf_counter() - t0)
+            continue
         except Exception as e:
             writer.failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
             continue
@@ -144,48 +182,44 @@ class Pool:
         w.outbox.close()
 
 
-def parallel(todo: list[Job], n_workers: int, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
-    """N cells at once in worker processes; this process hands out cells and writes what they report."""
+def parallel(source, n_workers: int, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
+    """N jobs at once in worker processes; this process hands out jobs (`source`: a Queue, or a tuned grid's
+    schedule) and writes what they report."""
     store.share_sqlite_store()  # WAL: a reader such as `mlflow ui` cannot block this (the one) writer into a timeout
     pool = Pool(n_workers, pin)
-    pending, busy = deque(todo), {}   # busy: worker index -> (job, start time)
+    busy = {}   # worker index -> (job, start time)
     try:
-        while pending or busy:
+        while source.more() or busy:
             for i in sorted(set(pool.procs) - set(busy)):
                 share = held.share(i)  # what the lease gives worker i now
-                job = _next(pending, writer, i, pool, share)
+                job = source.take({"worker": str(i), "cpu_affinity": cores.share_text(share if pool.pin else [])})
                 if job:
                     values = worker_config(job, i, pool.n, share).to_dict()
                     pool.send(i, (job.cell.name, values, share if pool.pin else []))  # a dead one: _reap
                     busy[i] = job, time.perf_counter()
             if not busy:
-                continue  # nothing could be opened this turn: the next turn takes the next cells
+                time.sleep(WAIT_S)  # what is left waits on another process (a study's last trials)
+                continue
             for i, message in pool.receive(timeout=1.0):
-                _receive(i, message, busy, writer)
-            _reap(pool, busy, writer, respawn=bool(pending))  # every turn: chatty workers must not hide a dead one
+                _receive(i, message, busy, writer, pool)
+            _reap(pool, busy, writer, respawn=source.more())  # every turn: chatty workers must not hide a dead one
     finally:
         pool.kill()
 
 
-def _next(pending: deque, writer: Writer, i: int, pool: Pool, share: list[int]) -> Job | None:
-    """The next cell worker i trains: claimed by this process, its run open."""
-    where = {"worker": str(i), "cpu_affinity": cores.share_text(share if pool.pin else [])}
-    while pending:
-        job = pending.popleft()
-        if writer.claim(job) and writer.open(job, where):
-            return job
-    return None
-
-
-def _receive(i: int, message: tuple | None, busy: dict, writer: Writer) -> None:
+def _receive(i: int, message: tuple | None, busy: dict, writer: Writer, pool: Pool) -> None:
     if message is None:
         return  # its outbox ended: _reap fails its cell once the process has exited
     kind, _, name, *payload = message
     if i not in busy or busy[i][0].cell.name != name:
         return  # late word from a worker that died (its cell already failed), maybe since replaced
-    job, _ = busy[i]
+    job, t0 = busy[i]
     if kind == "epoch":
-        writer.epoch(job, *payload)
+        why = writer.epoch(job, *payload)
+        if why:  # a trial its pruner stops: the worker holds no MLflow state, so it is killed and replaced
+            del busy[i]
+            pool.spawn(i)
+            writer.pruned(job, why, time.perf_counter() - t0)
         return
     del busy[i]
     (writer.finished if kind == "done" else writer.failed)(job, *payload)
@@ -197,7 +231,7 @@ def _reap(pool: Pool, busy: dict, writer: Writer, respawn: bool) -> None:
         if i in busy:
             job, t0 = busy.pop(i)
             why = pool.lost.pop(i, None) or f"worker process died (exit code {code})"
-            writer.failed(job, why, time.perf_counter() - t0)
+            writer.failed(job, why, time.perf_counter() - t0, died=True)
         if respawn:
             pool.spawn(i)
         else:

@@ -18,15 +18,16 @@ def say(text: str) -> None:
 class Progress:
     """A live bar over the cells when stdout is a terminal, plain lines otherwise; one line per cell."""
 
-    def __init__(self, total: int, n_workers: int, out=say):
+    def __init__(self, total: int, n_workers: int, out=say, what: str = "cells"):
         import sys
 
         self.total, self.n_workers, self.out, self.done, self.failures = total, n_workers, out, 0, 0
+        self.what = what  # what the bar counts: "cells", or "trials and cells" in a tuned grid
         self.estimated, self.bar = False, None
         if sys.stdout.isatty() and out is say:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-            self.bar = Bar(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fail]}"),
+            self.bar = Bar(TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fail]}"),
                            TimeRemainingColumn())
             self.task = self.bar.add_task("grid", total=total, fail="")
 
@@ -38,6 +39,12 @@ class Progress:
     def __exit__(self, *exc):
         if self.bar:
             self.bar.stop()
+
+    def grow(self, n: int) -> None:
+        """More (or, negative, fewer) jobs than first counted: a tuned grid learns its tuned cells as it goes."""
+        self.total += n
+        if self.bar:
+            self.bar.update(self.task, total=self.total)
 
     def line(self, text: str) -> None:
         if self.bar:
@@ -54,6 +61,12 @@ class Progress:
         self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} seed {job.cell.seed}  test_f1 {test_f1:.4f}  "
                   f"{seconds:.0f}s")
         self._estimate(seconds, device)
+
+    def trial(self, job: Job, outcome: str, seconds: float) -> None:
+        """A tuning trial ended (`outcome`: its state and value, as its search words it)."""
+        self._advance()
+        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} trial {job.cell.trial}  {outcome}  {seconds:.0f}s")
+        self._estimate(seconds, "")
 
     def failed(self, job: Job, reason: str, seconds: float) -> None:
         self.failures += 1
@@ -72,7 +85,7 @@ class Progress:
             return
         self.estimated = True
         total = seconds * self.total / self.n_workers
-        msg = f"estimate: about {_duration(total)} for the {self.total} cells to train (first cell {seconds:.0f} s)"
+        msg = f"estimate: about {_duration(total)} for the {self.total} {self.what} to train (first cell {seconds:.0f} s)"
         if device.startswith("cpu") and total > 3600:  # "cpu (model, N threads)"
             msg += f"; on this CPU try {QUICK_FILE} (same designs, small budget)"
         self.line(msg)

@@ -18,6 +18,7 @@ class Tally:
     total: int = 0
     skipped: int = 0
     finished: int = 0
+    trials: int = 0                               # tuning trials that ended (any state), in a tuned grid
     failed: list = field(default_factory=list)   # (cell name, reason)
     elsewhere: list = field(default_factory=list)  # cells another invocation claimed (it trains them)
     done_in_store: int | None = None  # FINISHED cells in the store at the end, other invocations' included
@@ -42,8 +43,9 @@ class Writer:
         self.open_runs: dict[str, records.RunRecord] = {}   # cell name -> its open run (owner-tagged by open_run)
 
     def claim(self, job: Job) -> bool:
-        """Whether this process trains the cell: no other invocation holds it or finished it meanwhile."""
-        if self.claims is None:
+        """Whether this process trains the cell: no other invocation holds it or finished it meanwhile. A
+        tuning trial is Optuna's to hand out (one caller gets each): no claim."""
+        if self.claims is None or job.trial is not None:
             return True
         got = self.claims.take(job.config_hash)
         if isinstance(got, str):
@@ -54,14 +56,19 @@ class Writer:
 
     def open(self, job: Job, where: dict | None = None) -> bool:
         """Open the cell's run; False (the cell failed, with its one-line reason) when it cannot be written."""
-        tags = {**grid.tags(self.study, job.cell), **(where or {})}
+        tags = {**grid.tags(self.study, job.cell), **job.tags, **(where or {})}
         try:
             self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
                                                            data.fingerprint(job.cfg.data_dir), job.cell.name,
-                                                           self.parent, tags, self.c)
+                                                           job.parent or self.parent, tags, self.c)
         except outages.StoreDown:
             raise
         except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
+            if job.trial is not None:  # a trial that cannot be recorded ends FAIL; the search goes on
+                self.tally.trials += 1
+                self.progress.trial(job, job.trial.ended("", "FAIL", 0.0, reason=f"could not open its run: "
+                                                                                f"{_one_line(e)}"), 0.0)
+                return False
             self._settle(job, done=False)
             self.tally.failed.append((job.cell.name, f"could not open its run: {_one_line(e)}"))
             self.progress.failed(job, self.tally.failed[-1][1], 0.0)
@@ -69,8 +76,10 @@ class Writer:
         self.progress.started(job)
         return True
 
-    def epoch(self, job: Job, epoch: int, record: dict) -> None:
+    def epoch(self, job: Job, epoch: int, record: dict) -> str | None:
+        """Log the epoch; for a trial, also report it to its pruner: the reason to stop it now, or None."""
         self.open_runs[job.cell.name].log_epoch(epoch, record)
+        return job.trial.epoch(epoch, record) if job.trial is not None else None
 
     def finished(self, job: Job, result, seconds: float) -> None:
         rec = self.open_runs[job.cell.name]  # popped once ended: until then kill_open can still close it
@@ -83,16 +92,35 @@ class Writer:
             self.failed(job, f"could not record result: {_one_line(e)}", seconds)
             return
         del self.open_runs[job.cell.name]
+        if job.trial is not None:
+            self.tally.trials += 1
+            self.progress.trial(job, job.trial.ended(rec.run_id, "COMPLETE", seconds, result), seconds)
+            return
         self._settle(job, done=True, run_id=rec.run_id)
         self.tally.finished += 1
         self.progress.finished(job, result.test.get("test_f1", float("nan")), seconds, result.device_name)
 
-    def failed(self, job: Job, reason: str, seconds: float) -> None:
-        records.mark_failed(self.c, self.open_runs[job.cell.name].run_id, reason)
+    def failed(self, job: Job, reason: str, seconds: float, died: bool = False) -> None:
+        """The run FAILED with its reason; a trial's also in Optuna (queued again when its worker `died`)."""
+        run_id = self.open_runs[job.cell.name].run_id
+        records.mark_failed(self.c, run_id, reason)
         del self.open_runs[job.cell.name]  # only once ended: if that raised, kill_open still closes it
+        if job.trial is not None:  # a diverged trial is the search's outcome, not the grid's failure
+            self.tally.trials += 1
+            self.progress.trial(job, job.trial.ended(run_id, "FAIL", seconds, reason=reason, died=died), seconds)
+            return
         self._settle(job, done=False)
         self.tally.failed.append((job.cell.name, reason))
         self.progress.failed(job, reason, seconds)
+
+    def pruned(self, job: Job, reason: str, seconds: float) -> None:
+        """A trial its pruner stopped: its run KILLED (as `tune` records a pruned trial), PRUNED in Optuna."""
+        run_id = self.open_runs[job.cell.name].run_id
+        records.set_tags(run_id, {"stopped": f"TrialPruned: {reason}"}, self.c)
+        records.end_run(run_id, records.KILLED, c=self.c)
+        del self.open_runs[job.cell.name]
+        self.tally.trials += 1
+        self.progress.trial(job, job.trial.ended(run_id, "PRUNED", seconds, reason=reason), seconds)
 
     def _settle(self, job: Job, done: bool, **attrs) -> None:
         if self.claims is not None:

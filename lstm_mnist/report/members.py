@@ -49,7 +49,7 @@ def by_plan(experiment: str, name: str, plan: dict) -> Members:
     dropped, outside = Counter(), []
     for r in query.search(experiment):
         tags = r.data.tags
-        if tags.get("lstm_mnist.role") in ("grid", "study"):
+        if tags.get("lstm_mnist.role") in ("grid", "study", "tuning", "trial"):  # a tuned grid's searches: not cells
             continue
         h = tags.get("config_hash")
         if h in cells:

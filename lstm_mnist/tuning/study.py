@@ -10,15 +10,7 @@ import optuna
 
 from .. import config
 from ..config import ConfigError
-
-
-OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
-
-
-PRUNERS = ("median", "hyperband", "none")
-
-
-SAMPLERS = ("tpe", "random")
+from .space import OBJECTIVES, PRUNERS, SAMPLERS, check_dist, check_objective, choice, integer, some_value, text
 
 
 STUDY_KEYS = {"study_name", "experiment", "base", "trials", "objective", "sampler", "sampler_seed",
@@ -57,24 +49,21 @@ def load_study_file(path: str | Path) -> Study:
 
 
 def _parse(path: Path, raw: dict) -> Study:
-    objective = raw.get("objective", "val_f1")
-    if objective not in OBJECTIVES:
-        why = "the test set is never used for a choice" if str(objective).startswith("test") else "unknown metric"
-        raise ConfigError(f"objective={objective!r}: {why}; allowed are {', '.join(OBJECTIVES)}")
+    objective = check_objective(raw.get("objective", "val_f1"))
     start = _start_values(path, raw)
     space = raw.get("space", {})
     if not isinstance(space, dict) or not space:
         raise ConfigError("[space]: give at least one hyperparameter to search, e.g. adamw_lr = {type=\"float\", ...}")
     for key, dist in space.items():
-        _check_dist(key, dist, start)
-    name = config.check_name("study_name", _str(raw, "study_name", path.stem),
+        check_dist(key, dist, start)
+    name = config.check_name("study_name", text(raw, "study_name", path.stem),
                              "set study_name = \"...\" in the file, or rename it")
-    study = Study(path, name, _str(raw, "experiment", "lstm-mnist-tune"), start,
-                  space, _int(raw, "trials", 20, 1), objective, _choice(raw, "sampler", "tpe", SAMPLERS),
-                  _int(raw, "sampler_seed", 0, 0), _int(raw, "sampler_startup_trials", 10, 0),
-                  _choice(raw, "pruner", "median", PRUNERS), _int(raw, "pruner_startup_trials", 3, 0),
-                  _int(raw, "pruner_warmup_epochs", 0, 0))
-    trial_config(study, {k: _some_value(d) for k, d in space.items()})  # the combination is a valid config
+    study = Study(path, name, text(raw, "experiment", "lstm-mnist-tune"), start,
+                  space, integer(raw, "trials", 20, 1), objective, choice(raw, "sampler", "tpe", SAMPLERS),
+                  integer(raw, "sampler_seed", 0, 0), integer(raw, "sampler_startup_trials", 10, 0),
+                  choice(raw, "pruner", "median", PRUNERS), integer(raw, "pruner_startup_trials", 3, 0),
+                  integer(raw, "pruner_warmup_epochs", 0, 0))
+    trial_config(study, {k: some_value(d) for k, d in space.items()})  # the combination is a valid config
     return study
 
 
@@ -82,7 +71,7 @@ def _start_values(path: Path, raw: dict) -> dict:
     """Base experiment file (relative to the working directory or the project root), then [fixed]."""
     values = {}
     if "base" in raw:
-        base = Path(_str(raw, "base", ""))
+        base = Path(text(raw, "base", ""))
         if not base.is_absolute() and not base.exists():
             base = path.resolve().parent.parent / base  # studies/x.toml -> the project root
         values = dict(config.read_toml(base))
@@ -95,71 +84,6 @@ def _start_values(path: Path, raw: dict) -> dict:
     return values
 
 
-def _check_dist(key: str, dist, start: dict) -> None:
-    if key not in config.FIELDS:
-        raise ConfigError(f"[space] {key}: unknown config key; known keys are {', '.join(config.FIELDS)}")
-    if key in config.NEVER_SEARCHED:
-        raise ConfigError(f"[space] {key}: never searched ({config.NEVER_SEARCHED[key]}); set it in [fixed] or the "
-                          "base file instead")
-    if not isinstance(dist, dict):
-        raise ConfigError(f"[space] {key}: write it as {{type=\"float\", low=..., high=...}} or "
-                          f"{{type=\"categorical\", choices=[...]}}")
-    kind, field_type = dist.get("type"), config.FIELDS[key].type
-    allowed = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
-               "categorical": {"type", "choices"}}
-    if kind not in allowed:
-        raise ConfigError(f"[space] {key}: type={kind!r}; allowed are float, int, categorical")
-    extra = sorted(set(dist) - allowed[kind])
-    if extra:
-        raise ConfigError(f"[space] {key}: unknown option {extra[0]!r} for type {kind}")
-    if kind != "categorical" and kind != field_type:
-        raise ConfigError(f"[space] {key}: type {kind} does not match the config field, which is {field_type}")
-    values = dist.get("choices") if kind == "categorical" else _bounds(key, dist, kind)
-    if not isinstance(values, list) or not values:
-        raise ConfigError(f"[space] {key}: choices must be a non-empty list")
-    for v in values:
-        config.build({**start, key: v}, f"[space] {key}")
-
-
-def _bounds(key: str, dist: dict, kind: str) -> list:
-    low, high = dist.get("low"), dist.get("high")
-    number = int if kind == "int" else (int, float)
-    if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)):
-        raise ConfigError(f"[space] {key}: low and high must both be given, as {'integers' if kind == 'int' else 'numbers'}")
-    if low >= high:
-        raise ConfigError(f"[space] {key}: low={low} must be below high={high}")
-    if dist.get("log") and low <= 0:
-        raise ConfigError(f"[space] {key}: log=true needs low > 0, got low={low}")
-    if dist.get("log") and "step" in dist:
-        raise ConfigError(f"[space] {key}: step and log=true cannot be combined")
-    return [low, high]
-
-
-def _some_value(dist: dict):
-    return dist["choices"][0] if dist["type"] == "categorical" else dist["low"]
-
-
-def _str(raw, key, default) -> str:
-    v = raw.get(key, default)
-    if not isinstance(v, str) or not v.strip():
-        raise ConfigError(f"{key}={v!r}: expected a non-empty string")
-    return v
-
-
-def _int(raw, key, default, lo) -> int:
-    v = raw.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ConfigError(f"{key}={v!r}: expected an integer >= {lo}")
-    return v
-
-
-def _choice(raw, key, default, allowed) -> str:
-    v = raw.get(key, default)
-    if v not in allowed:
-        raise ConfigError(f"{key}={v!r}: allowed values are {', '.join(allowed)}")
-    return v
-
-
 # ---------------------------------------------------------------- one trial
 def suggest(trial: optuna.Trial, study: Study) -> dict:
     """The search space, read straight from the study file."""
@@ -168,7 +92,7 @@ def suggest(trial: optuna.Trial, study: Study) -> dict:
         if d["type"] == "categorical":
             params[key] = trial.suggest_categorical(key, d["choices"])
         elif d["type"] == "int":
-            params[key] = trial.suggest_int(key, d["low"], d["high"], step=d.get("step", 1), log=d.get("log", False))
+            params[key] = trial.suggestinteger(key, d["low"], d["high"], step=d.get("step", 1), log=d.get("log", False))
         else:
             params[key] = trial.suggest_float(key, d["low"], d["high"], step=d.get("step"), log=d.get("log", False))
     return params

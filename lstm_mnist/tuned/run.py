@@ -1,0 +1,103 @@
+"""`python -m lstm_mnist ablate FILE` for a grid file with a [tune] table: every arm tuned with an equal budget
+(one Optuna study per arm, trials at tune_seed, the objective a validation metric), then each arm's replicate
+cells trained at its best trial's values, all on the grid's workers, claims and parent run (grids/ablate.py)."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+
+from .. import claims, config
+from ..config import ConfigError
+from ..grids import ablate, grid
+from ..grids.plan import cost, plan, table
+from ..grids.progress import say
+from ..grids.writer import Tally
+from ..machine import lease
+from ..tracking import store
+from ..training import data
+from .schedule import Schedule
+from .search import Search, arms, definition
+
+
+def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
+         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None) -> int:
+    s = grid.load(path)
+    if shard:
+        raise ConfigError(f"--shard {shard[0]}/{shard[1]}: a tuned grid divides its trials through its shared "
+                          "studies, not by shards; start the same command on every machine with --storage "
+                          "postgresql://... instead")
+    fingerprint = data.fingerprint(config.build({**s.base, **s.budget}).data_dir)
+    if dry_run:
+        out(describe(s, fingerprint, storage_url, force))
+        return 0
+    with lease.Lease(n_workers) as held:
+        planned = datetime.now()  # before the store is read (the claims' rule, as in a plain grid)
+        every: list = []
+        jobs = plan(s, None, force, every)
+        todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -cost(j.cfg))
+        for j in jobs:
+            if j.state == "elsewhere":
+                out(f"{j.cell.name}: {j.note}")
+        grid_claims = ablate.open_claims(s, storage_url, planned)
+        searches = [Search(s, a, fingerprint, grid_claims.storage) for a in arms(s) if grid.searched(s, a.on)]
+        trials_left = sum(x.open_study() for x in searches)
+        n_tuned = len(s.seeds) * len(searches)
+        tally = Tally(total=len(jobs) + n_tuned, skipped=sum(j.state == "done" for j in jobs))
+        store.share_sqlite_store()
+        out(f"{s.name}: {len(searches)} arms tuned with {s.tune.trials} trials each ({trials_left} trials to run), "
+            f"then {n_tuned} tuned cells; {len(jobs)} cells known before tuning, {len(jobs) - len(todo)} already "
+            f"FINISHED; {n_workers} worker{'s' * (n_workers > 1)} (experiment {s.experiment})")
+
+        def schedule(writer, parent):
+            return Schedule(s, searches, todo, writer, parent, every, share, grid_claims, force)
+
+        share = {j.config_hash for j in jobs}
+        return ablate.execute(s, todo, n_workers, tally, out, held, pin, grid_claims, share, every,
+                              schedule=schedule, total=trials_left + len(todo) + n_tuned)
+
+
+# ---------------------------------------------------------------- the dry run
+def describe(s: grid.Study, fingerprint: str, storage_url: str | None, force: bool) -> str:
+    """Arms, the keys each searches and its study's progress; then the replicate cells, known and to come."""
+    t = s.tune
+    lines = [f"{s.name}: a tuned grid. Each arm searches the [tune.space] keys its config reads, {t.trials} trials "
+             f"(COMPLETE + PRUNED) per arm; objective {t.objective} on the validation split; sampler {t.sampler} "
+             f"(seed {t.sampler_seed}), pruner {t.pruner}; trials train with tune_seed {t.seed}, replicates with "
+             f"seeds {', '.join(map(str, s.seeds))}" + ("; the untuned cells are trained too (fixed = true)"
+                                                         if t.fixed else "")]
+    stored = _stored_studies(s, storage_url)
+    w = max(28, *(len(a.arm) for a in arms(s)))
+    lines.append(f"{'arm':<{w}} {'designs':<26} {'searches':<44} study")
+    for a in arms(s):
+        space = grid.searched(s, a.on)
+        if not space:
+            lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {'nothing (its cells are its tuned cells)':<44} -")
+            continue
+        name = definition(s, a, fingerprint).name
+        lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {', '.join(space):<44} {stored.get(name, 'not started')}")
+    jobs = plan(s, None, force)
+    tuned = [a for a in arms(s) if grid.searched(s, a.on)]
+    lines.append("replicate cells known before tuning:" if jobs else "no replicate cell is known before tuning")
+    if jobs:
+        lines.append(table(jobs))
+    lines.append(f"after tuning: {len(tuned) * len(s.seeds)} tuned cells ({len(tuned)} arms x seeds "
+                 f"{', '.join(map(str, s.seeds))}), named <arm>-tuned-s<seed>, each at its arm's best trial's values")
+    return "\n".join(lines)
+
+
+def _stored_studies(s: grid.Study, storage_url: str | None) -> dict:
+    """Study name -> 'N of M trials' for the grid's studies already in the storage (read only: a dry run creates
+    nothing)."""
+    journal = store.local_dir() / "claims.journal"
+    if storage_url is None and not Path(journal).exists():
+        return {}
+    storage = claims.open_storage(storage_url, journal)
+    out = {}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if summary.study_name.startswith(f"tune {s.experiment}/{s.name}/"):
+            st = optuna.load_study(study_name=summary.study_name, storage=storage)
+            n = sum(x.state.name in ("COMPLETE", "PRUNED") for x in st.get_trials(deepcopy=False))
+            out[summary.study_name] = f"{n} of {s.tune.trials} trials"
+    return out

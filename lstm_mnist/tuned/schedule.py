@@ -1,0 +1,115 @@
+"""A tuned grid's work for the grid's workers (grids/pool.py's source): each arm's tuned cells as soon as its
+study is complete, then trials (one arm after another, so the searches advance together), then the cells
+known from the start (arms that search nothing; the untuned cells with `fixed = true`). The plan recorded on
+the grid's parent run grows with each arm's tuned cells, so the report's members are exactly the grid's."""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from ..grids import grid
+from ..grids.plan import PLAN_FILE, Job, plan_record
+from ..grids.writer import Writer
+from ..tracking import records
+from ..tuning import objective as trials_of
+from .search import Search
+
+STALE_CHECK_S = 5.0  # a study waiting on another process's trials checks this often whether that process died
+
+
+class Schedule:
+    def __init__(self, s: grid.Study, searches: list[Search], todo: list[Job], writer: Writer, parent: str,
+                 every: list[Job], share: set[str], grid_claims, force: bool):
+        self.grid, self.writer, self.parent, self.every, self.share = s, writer, parent, every, share
+        self.force, self.searches = force, searches
+        self.pending = deque(todo)     # cells known from the start
+        self.ready: deque[Job] = deque()  # tuned cells of complete studies, not trained yet
+        self.tuned: list[Job] = []     # every tuned cell known (the plan's)
+        self.searching = [x for x in searches]
+        self.turn, self.checked = 0, 0.0
+        for x in searches:
+            x.open_run(parent, grid_claims, writer.c)
+        self._advance()
+        self.record_plan()
+
+    def take(self, where: dict) -> Job | None:
+        self._advance()
+        while self.ready:
+            job = self.ready.popleft()
+            if self.writer.claim(job) and self.writer.open(job, where):
+                return job
+        for k in range(len(self.searching)):
+            x = self.searching[(self.turn + k) % len(self.searching)]
+            job = x.ask()
+            if job is not None and self.writer.open(job, where):
+                self.turn = (self.turn + k + 1) % len(self.searching)
+                return job
+        while self.pending:
+            job = self.pending.popleft()
+            if self.writer.claim(job) and self.writer.open(job, where):
+                return job
+        return None
+
+    def more(self) -> bool:
+        return bool(self.ready or self.pending or self.searching)
+
+    def _advance(self) -> None:
+        """Studies that became complete (here or in another process): close them, queue their tuned cells."""
+        check_stale = time.monotonic() - self.checked > STALE_CHECK_S
+        for x in list(self.searching):
+            state = x.state()
+            if state == "waiting" and check_stale:  # the rest runs elsewhere: is that process alive?
+                trials_of.fail_stale_trials(x.study)
+            if state not in ("complete", "exhausted"):
+                continue
+            self.searching.remove(x)
+            x.close(self.writer.c)
+            if x.gave_up:
+                for seed in self.grid.seeds:
+                    self.writer.tally.failed.append((f"{x.arm.arm}-tuned-s{seed}", x.gave_up))
+                self.writer.progress.grow(-len(self.grid.seeds))
+                self.writer.progress.line(f"{x.arm.arm}: {x.gave_up}; its tuned cells are not trained")
+                continue
+            self._queue(x.tuned_jobs(self.force), x)
+        if check_stale:
+            self.checked = time.monotonic()
+
+    def _queue(self, jobs: list[Job], x: Search) -> None:
+        best = jobs[0].tags["tuned_values"]
+        self.writer.progress.line(f"{x.arm.arm}: study complete, tuned values {best}; its {len(jobs)} replicate "
+                                  f"cells are queued")
+        for job in jobs:
+            self.tuned.append(job)
+            self.share.add(job.config_hash)
+            for run_id in job.stale_ids:
+                records.mark_failed(self.writer.c, run_id, "stale: process died")
+            if job.state == "done":
+                self.writer.tally.skipped += 1
+                self.writer.progress.grow(-1)
+            elif job.state == "elsewhere":
+                self.writer.progress.line(f"{job.cell.name}: {job.note}")
+            else:
+                self.ready.append(job)
+        self.record_plan()
+
+    def record_plan(self) -> None:
+        records.log_dict(self.parent, tuned_plan(self.grid, self.every + self.tuned, self.searches), PLAN_FILE,
+                         self.writer.c)
+
+    def finish(self) -> None:
+        """The grid stops (done or not): this process's unfinished trials FAIL and are queued again; studies
+        completed meanwhile are closed; the plan records every tuned cell known."""
+        for x in self.searching:
+            x.interrupted(self.writer.c)
+        self._advance()
+        self.record_plan()
+
+
+def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[Search]) -> dict:
+    """plan.json of a tuned grid: its cells (a tuned cell once its arm's study is complete), and per arm what
+    it searched, its study and its tuning run (the report's budget curves and tuning costs)."""
+    t = s.tune
+    arms = {x.arm.arm: {"searched": list(x.definition.space), "study_name": x.definition.name,
+                        "tuning_run": x.run_id, "complete": x.done, "gave_up": x.gave_up} for x in searches}
+    return {**plan_record(jobs), "tune": {"trials": t.trials, "objective": t.objective, "fixed": t.fixed,
+                                          "tune_seed": t.seed, "space": t.space, "arms": arms}}

@@ -1,0 +1,84 @@
+"""A search's settings, pure (no Optuna import): the objective, sampler and pruner names, and the checks of a
+search space, shared by a study file ([space]) and a tuned grid's [tune] table ([tune.space])."""
+from __future__ import annotations
+
+from .. import config
+from ..config import ConfigError
+
+OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
+PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
+
+
+def check_objective(objective) -> str:
+    if objective not in OBJECTIVES:
+        why = "the test set is never used for a choice" if str(objective).startswith("test") else "unknown metric"
+        raise ConfigError(f"objective={objective!r}: {why}; allowed are {', '.join(OBJECTIVES)}")
+    return objective
+
+
+def check_dist(key: str, dist, start: dict, where: str = "[space]", never=config.NEVER_SEARCHED.get,
+               instead: str = "set it in [fixed] or the base file instead") -> None:
+    """One searched key: a config field that may be searched (`never(key)`: why not), a distribution whose
+    every value makes a valid config from `start`."""
+    if key not in config.FIELDS:
+        raise ConfigError(f"{where} {key}: unknown config key; known keys are {', '.join(config.FIELDS)}")
+    if never(key):
+        raise ConfigError(f"{where} {key}: never searched ({never(key)}); {instead}")
+    if not isinstance(dist, dict):
+        raise ConfigError(f"{where} {key}: write it as {{type=\"float\", low=..., high=...}} or "
+                          f"{{type=\"categorical\", choices=[...]}}")
+    kind, field_type = dist.get("type"), config.FIELDS[key].type
+    allowed = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+               "categorical": {"type", "choices"}}
+    if kind not in allowed:
+        raise ConfigError(f"{where} {key}: type={kind!r}; allowed are float, int, categorical")
+    extra = sorted(set(dist) - allowed[kind])
+    if extra:
+        raise ConfigError(f"{where} {key}: unknown option {extra[0]!r} for type {kind}")
+    if kind != "categorical" and kind != field_type:
+        raise ConfigError(f"{where} {key}: type {kind} does not match the config field, which is {field_type}")
+    values = dist.get("choices") if kind == "categorical" else bounds(key, dist, kind, where)
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where} {key}: choices must be a non-empty list")
+    for v in values:
+        config.build({**start, key: v}, f"{where} {key}")
+
+
+def bounds(key: str, dist: dict, kind: str, where: str = "[space]") -> list:
+    low, high = dist.get("low"), dist.get("high")
+    number = int if kind == "int" else (int, float)
+    if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)):
+        raise ConfigError(f"{where} {key}: low and high must both be given, as {'integers' if kind == 'int' else 'numbers'}")
+    if low >= high:
+        raise ConfigError(f"{where} {key}: low={low} must be below high={high}")
+    if dist.get("log") and low <= 0:
+        raise ConfigError(f"{where} {key}: log=true needs low > 0, got low={low}")
+    if dist.get("log") and "step" in dist:
+        raise ConfigError(f"{where} {key}: step and log=true cannot be combined")
+    return [low, high]
+
+
+def some_value(dist: dict):
+    return dist["choices"][0] if dist["type"] == "categorical" else dist["low"]
+
+
+def text(raw, key, default) -> str:
+    v = raw.get(key, default)
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{key}={v!r}: expected a non-empty string")
+    return v
+
+
+def integer(raw, key, default, lo) -> int:
+    v = raw.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise ConfigError(f"{key}={v!r}: expected an integer >= {lo}")
+    return v
+
+
+def choice(raw, key, default, allowed) -> str:
+    v = raw.get(key, default)
+    if v not in allowed:
+        raise ConfigError(f"{key}={v!r}: allowed values are {', '.join(allowed)}")
+    return v
