@@ -100,12 +100,15 @@ def cost(cfg: Config) -> float:
 def table(jobs: list[Job]) -> str:
     """The dry-run table: one line per cell."""
     w = max([28, *(len(j.cell.arm) for j in jobs)])
-    rows = [f"{'arm':<{w}} {'design':<14} {'seed':>4}  {'config_hash':<16}  state"]
+    v = 8 if any(j.cell.variant for j in jobs) else 0  # a tuned grid: fixed (untuned) or both (nothing searched)
+    head = f"{'variant':<{v}} " if v else ""
+    rows = [f"{'arm':<{w}} {'design':<14} {head}{'seed':>4}  {'config_hash':<16}  state"]
     for j in jobs:
         state = "done" if j.state == "done" else "todo" if j.state == "todo" else f"todo ({j.note})"
         if j.state == "elsewhere":
             state = f"skip ({j.note})"
-        rows.append(f"{j.cell.arm:<{w}} {j.cell.design:<14} {j.cell.seed:>4}  {j.config_hash:<16}  {state}")
+        variant = f"{j.cell.variant:<{v}} " if v else ""
+        rows.append(f"{j.cell.arm:<{w}} {j.cell.design:<14} {variant}{j.cell.seed:>4}  {j.config_hash:<16}  {state}")
     n_done = sum(j.state == "done" for j in jobs)
     rows.append(f"{len(jobs)} cells: {n_done} done, {len(jobs) - n_done} not done")
     n_older = sum(j.older for j in jobs)

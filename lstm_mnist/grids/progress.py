@@ -58,7 +58,7 @@ class Progress:
 
     def finished(self, job: Job, test_f1: float, seconds: float, device: str) -> None:
         self._advance()
-        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} seed {job.cell.seed}  test_f1 {test_f1:.4f}  "
+        self.line(f"[{self.done}/{self.total}] {_arm(job):<28} seed {job.cell.seed}  test_f1 {test_f1:.4f}  "
                   f"{seconds:.0f}s")
         self._estimate(seconds, device)
 
@@ -71,7 +71,7 @@ class Progress:
     def failed(self, job: Job, reason: str, seconds: float) -> None:
         self.failures += 1
         self._advance()
-        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} seed {job.cell.seed}  FAILED after {seconds:.0f}s: "
+        self.line(f"[{self.done}/{self.total}] {_arm(job):<28} seed {job.cell.seed}  FAILED after {seconds:.0f}s: "
                   f"{reason}")
 
     def _advance(self) -> None:
@@ -89,6 +89,10 @@ class Progress:
         if device.startswith("cpu") and total > 3600:  # "cpu (model, N threads)"
             msg += f"; on this CPU try {QUICK_FILE} (same designs, small budget)"
         self.line(msg)
+
+
+def _arm(job: Job) -> str:
+    return f"{job.cell.arm} (tuned)" if job.cell.variant == "tuned" else job.cell.arm
 
 
 def _duration(seconds: float) -> str:

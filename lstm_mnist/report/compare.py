@@ -35,7 +35,8 @@ def arm_table(g: Grid, metric: str) -> pd.DataFrame:
         row = {"arm": arm, "design": first["design"], "designs": first["designs"], "flag": first["flag"],
                "flags": _flags_text([f for f in FLAGS if first[f]], first["readout"]), "n_seeds": len(runs),
                "seeds": " ".join(map(str, sorted(runs["seed"]))),
-               "missing_seeds": " ".join(str(s) for s in g.seeds if s not in set(runs["seed"]))}
+               "missing_seeds": " ".join(str(s) for s in g.seeds if s not in set(runs["seed"])),
+               "tuned_values": first.get("tuned_values", "")}
         for m in dict.fromkeys((metric, *SUMMARY)):
             row.update(_summary(m, runs[m].dropna().tolist()))
         rows.append(row)
@@ -175,6 +176,7 @@ class Report:
     comparisons: pd.DataFrame
     worth: pd.DataFrame
     factorial: factorial.Factorial | None = None
+    tuning: object = None   # a tuned grid's report/tuning.Tuning (before vs after, costs, budget curves)
 
 
 def build(g: Grid, metric: str) -> Report:

@@ -36,6 +36,8 @@ class Grid:
     missing: list = field(default_factory=list)     # planned cells without a FINISHED run
     mismatched: list = field(default_factory=list)  # runs left out: settings other than the grid's common ones
     planned: bool = True    # False: no plan recorded (a grid from before plans), members by tag
+    tune: dict | None = None  # a tuned grid's [tune] as its plan records it (arms: searched keys, tuning runs)
+    fixed: pd.DataFrame | None = None  # a tuned grid with `fixed = true`: its untuned members (runs: the tuned)
 
 
 # ---------------------------------------------------------------- reading the store
@@ -64,6 +66,12 @@ def load(experiment: str, grid: str | None = None) -> Grid:
         raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
     rows = [{**_row(r), **_planned(m.cells.get(r.info.run_id))} for r in m.runs]
+    tune = plan.get("tune") if plan else None
+    fixed = None
+    if tune:  # the tuned members are the report's; the untuned ones (fixed = true) its "before tuning" view
+        fixed, _ = members.agreeing([r for r in rows if r["variant"] in ("fixed", "both")])
+        rows = [members.ignoring(r, tune["space"]) for r in rows if r["variant"] in ("tuned", "both")]
+        fixed = pd.DataFrame(fixed) if tune.get("fixed") and fixed else None
     rows, mismatched = members.agreeing(rows)
     runs = pd.DataFrame(rows)
     if not m.planned:
@@ -72,7 +80,7 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
     wall = sum(v for p in parents for _, v in query.metric_history(p.info.run_id, "wall_time_s"))
     return Grid(experiment, name, latest.info.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.data.tags),
-                wall, m.outside, m.missing, mismatched, m.planned)
+                wall, m.outside, m.missing, mismatched, m.planned, tune, fixed)
 
 
 def _planned(cell: dict | None) -> dict:
@@ -80,7 +88,8 @@ def _planned(cell: dict | None) -> dict:
     if not cell:
         return {}
     return {"arm": cell["arm"], "seed": int(cell["seed"]), "design": cell["design"],
-            "designs": cell["designs"] or cell["design"], "flag": cell["flag"] or _flag_from_arm(cell["arm"])}
+            "designs": cell["designs"] or cell["design"], "flag": cell["flag"] or _flag_from_arm(cell["arm"]),
+            "variant": cell.get("variant", "")}
 
 
 def _seed(run) -> int:
@@ -95,7 +104,8 @@ def _row(run) -> dict:
            "flag": tags.get("flag") or _flag_from_arm(arm), "seed": _seed(run),
            "config_hash": tags.get("config_hash", run.info.run_id), "start_time": run.info.start_time,
            "parent_run_id": tags.get("mlflow.parentRunId", ""), "git_commit": tags.get("git_commit", ""),
-           "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", "")}
+           "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", ""),
+           "variant": tags.get("variant", ""), "tuned_values": tags.get("tuned_values", "")}
     row.update({f: params.get(f) == "True" for f in FLAGS})
     row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
     row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})

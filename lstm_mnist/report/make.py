@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from . import factorial
+from . import factorial, tuning
 from ..config import check_name
 from ..tracking import groups
 from .compare import Report, build
@@ -20,11 +20,20 @@ def write(r: Report, out: Path) -> list[Path]:
     csvs = {"runs.csv": r.grid.runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
     if r.factorial:
         csvs |= {"main_effects.csv": r.factorial.frame("main"), "interactions.csv": r.factorial.frame("2fi")}
+    t = r.tuning
+    if t:
+        csvs |= {"tuning_worth.csv": t.worth, "tuning_cost.csv": t.cost, "budget_order.csv": t.order,
+                 "budget_curves.csv": tuning.curves_frame(t)}
+        if t.fixed:
+            csvs |= {"arms_fixed.csv": t.fixed.arms, "comparisons_fixed.csv": t.fixed.comparisons,
+                     "worth_fixed.csv": t.fixed.worth}
     for name, df in csvs.items():
         df.to_csv(out / name, index=False)
     figs = draw(r.grid, r.arms, r.worth, r.metric, out)
     if r.factorial:
         figs.append(factorial.half_normal_png(r.factorial, out))
+    if t:
+        figs += tuning.figure(t, out)
     (out / "report.md").write_text(markdown_doc(r, figs))
     (out / "report.tex").write_text(latex_doc(r))
     return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
@@ -34,7 +43,10 @@ def make(experiment: str | None, grid: str | None, metric: str, out: str | None)
     """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
     if grid is not None:
         check_name("--grid", grid, "give the name of a grid file's stem, e.g. --grid ablation-quick")
-    r = build(load(experiment or latest_grid_experiment(grid), grid), metric)
+    g = load(experiment or latest_grid_experiment(grid), grid)
+    r = build(g, metric)
+    if g.tune:
+        r.tuning = tuning.build(g, r)
     paths = write(r, Path(out or Path("reports") / r.grid.name))
     groups.log_files(r.grid.parent_id, paths, "report")
     groups.log_tables(r.grid.parent_id, {f"{label.removeprefix('tab:')}_{r.metric}": table

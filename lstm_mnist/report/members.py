@@ -96,6 +96,12 @@ def differences(a: str, b: str) -> str:
     return ", ".join(f"{k}={x[k]} (the grid's: {y[k]})" for k in sorted(x) if x.get(k) != y.get(k))
 
 
+def ignoring(row: dict, keys) -> dict:
+    """The row with these keys left out of its settings: a tuned grid's arms differ in what they searched."""
+    values = json.loads(row["settings"])
+    return {**row, "settings": json.dumps({k: v for k, v in values.items() if k not in keys}, sort_keys=True)}
+
+
 def agreeing(rows: list[dict]) -> tuple[list[dict], list[str]]:
     """The rows whose settings are the grid's common ones (the most frequent), and a line for each other."""
     if not rows:

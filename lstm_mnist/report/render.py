@@ -10,7 +10,7 @@ import pandas as pd
 from ..analysis import tables
 from ..machine import host
 from ..tracking import store
-from . import factorial
+from . import factorial, tuning
 from .compare import Report
 from .gather import SUMMARY, counts
 
@@ -50,6 +50,8 @@ def show_arms(arms: pd.DataFrame, metric: str) -> pd.DataFrame:
         f"{LABELS.get(metric, metric)} mean ± sd": [_pm(m, s, d) for m, s in
                                                    zip(arms[f"{metric}_mean"], arms[f"{metric}_std"])],
         "95% CI": [_ci(lo, hi, d) for lo, hi in zip(arms[f"{metric}_ci_lo"], arms[f"{metric}_ci_hi"])]})
+    if arms["tuned_values"].astype(bool).any():  # a tuned grid: each arm's values (empty: it searched nothing)
+        out.insert(3, "tuned values", [tuning.values_text(v) or "(nothing searched)" for v in arms["tuned_values"]])
     for m in (m for m in SUMMARY if m != metric):
         out[LABELS[m]] = [_pm(a, s, _digits(m)) for a, s in zip(arms[f"{m}_mean"], arms[f"{m}_std"])]
     return out
@@ -95,7 +97,8 @@ def show_worth(w: pd.DataFrame, metric: str) -> pd.DataFrame:
 def shown(r: Report) -> list[tuple[str, str, pd.DataFrame]]:
     """(section title, LaTeX label, display table) for each table the grid's designs give."""
     m = r.metric
-    out = [("Arms", "tab:arms", show_arms(r.arms, m))]
+    t = r.tuning
+    out = [("Arms, each at its tuned values" if t else "Arms", "tab:arms", show_arms(r.arms, m))]
     if len(r.comparisons):
         out.append((f"Paired comparisons ({m}, with − without the flag, by seed)", "tab:paired",
                     show_comparisons(r.comparisons, m)))
@@ -108,6 +111,10 @@ def shown(r: Report) -> list[tuple[str, str, pd.DataFrame]]:
                  factorial.show(f, "main")),
                 (f"Factorial two-factor interactions ({m}, by alias chain)", "tab:interactions",
                  factorial.show(f, "2fi"))]
+    if t:
+        out += tuning.shown(t, m)
+        if t.fixed:
+            out.append(("Arms at the grid's values (before tuning)", "tab:arms-fixed", show_arms(t.fixed.arms, m)))
     return out
 
 
@@ -158,7 +165,7 @@ def notes(r: Report) -> list[str]:
                    "summed epoch time (per design: leave-one-out / add-one-in / factorial main effect).")
     if "early_stopping" in set(r.worth.get("flag", ())):
         out.append(EARLY_STOPPING_NOTE)
-    return out + (factorial.notes(r.factorial) if r.factorial else [])
+    return out + (factorial.notes(r.factorial) if r.factorial else []) + (tuning.notes(r.tuning) if r.tuning else [])
 
 
 EARLY_STOPPING_NOTE = (

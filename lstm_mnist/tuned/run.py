@@ -69,14 +69,14 @@ def describe(s: grid.Study, fingerprint: str, storage_url: str | None, force: bo
                                                          if t.fixed else "")]
     stored = _stored_studies(s, storage_url)
     w = max(28, *(len(a.arm) for a in arms(s)))
-    lines.append(f"{'arm':<{w}} {'designs':<26} {'searches':<44} study")
+    lines.append(f"{'arm':<{w}} {'designs':<26} {'study':<20} searches")
     for a in arms(s):
         space = grid.searched(s, a.on)
         if not space:
-            lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {'nothing (its cells are its tuned cells)':<44} -")
+            lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {'-':<20} nothing (its cells are its tuned cells)")
             continue
         name = definition(s, a, fingerprint).name
-        lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {', '.join(space):<44} {stored.get(name, 'not started')}")
+        lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {stored.get(name, 'not started'):<20} {', '.join(space)}")
     jobs = plan(s, None, force)
     tuned = [a for a in arms(s) if grid.searched(s, a.on)]
     lines.append("replicate cells known before tuning:" if jobs else "no replicate cell is known before tuning")
