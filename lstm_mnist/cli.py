@@ -184,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tune", help="run or continue an Optuna study (studies/*.toml)",
                        description="Tune the nuisance hyperparameters of a study file with Optuna; every trial is a "
-                       "child MLflow run of the study's run; the best trial is exported to experiments/tuned-NAME.toml. "
+                       "child MLflow run of the study's run; the best trial is exported to experiments/best-NAME.toml. "
                        "Rerunning continues the study up to --trials COMPLETE+PRUNED trials.")
     t.add_argument("file", help="study file, e.g. studies/quick.toml")
     t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")

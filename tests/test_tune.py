@@ -159,7 +159,7 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.data.params["adamw_lr"] == "0.01"
         assert {"val_f1", "val_loss", "test_f1", "objective"} <= set(r.data.metrics)
 
-    exported = project / "experiments" / "tuned-prune.toml"
+    exported = project / "experiments" / "best-prune.toml"
     text = exported.read_text()
     assert text.startswith("# Tuned by Optuna: study 'prune'") and "adamw_lr = 0.01\n" in text
     assert "data_dir" not in text and "experiment" not in text.split("\n", 3)[-1]
@@ -167,8 +167,8 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
     assert proc.returncode == 0 and "test_f1" in proc.stdout, proc.stderr
 
     # ... and as the reference a grid starts from: every cell carries the tuned values.
-    grid_file = project / "experiments" / "tuned-grid.toml"
-    grid_file.write_text('base = "tuned-prune.toml"\nflags = ["dropout"]\nseeds = [0]\n[budget]\nmax_epochs = 1\n')
+    grid_file = project / "experiments" / "best-grid.toml"
+    grid_file.write_text('base = "best-prune.toml"\nflags = ["dropout"]\nseeds = [0]\n[budget]\nmax_epochs = 1\n')
     tuned_grid = grid.load(grid_file)
     assert all(grid.values(tuned_grid, cell)["adamw_lr"] == 0.01 for cell in grid.expand(tuned_grid))
     dry = run_cli("ablate", str(grid_file), "--dry-run", cwd=project)

@@ -194,7 +194,7 @@ def export(study_def: Study, best: optuna.trial.FrozenTrial) -> Path:
               f"{study_def.objective} = {best.value:.4f}\n"
               f"# (validation split, at the best-val_loss epoch; the test set chose nothing). Written by\n"
               f"# `python -m lstm_mnist tune`: rerun the study rather than edit. Budget keys are the study's.\n")
-    out = Path("experiments") / f"tuned-{study_def.name}.toml"
+    out = Path("experiments") / f"best-{study_def.name}.toml"
     out.parent.mkdir(exist_ok=True)
     out.write_text(header + "".join(f"{k} = {config._toml_value(getattr(cfg, k))}\n" for k in keys))
     return out
