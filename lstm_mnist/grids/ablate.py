@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .. import claims
+from ..config import ConfigError
 from ..analysis import fractional
 from ..machine import host, lease
 from ..tracking import groups, query, records, store
@@ -28,6 +29,9 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     claimed are that process's to finish), else 1. The host's cores are leased from the start (before the
     plan's seconds of reading), so invocations started together divide them from their first cell."""
     study = grid.load(path)
+    if study.tune is not None:  # its searches come first: lstm_mnist.tuned.run (the CLI picks it by the file)
+        raise ConfigError(f"{path} has a [tune] table: run it with `python -m lstm_mnist ablate {path}`, which tunes "
+                          "each arm before its cells (lstm_mnist.tuned.run.main)")
     if dry_run:
         return _dry_run(study, shard, force, out)
     with lease.Lease(n_workers) as held:
@@ -73,15 +77,17 @@ def open_claims(study: grid.Study, storage_url: str | None = None, since: dateti
     return claims.Claims(storage, f"grid {study.experiment}/{study.name}", since)
 
 
-def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, every: list[Job], c) -> str:
-    """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan."""
+def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, every: list[Job], c,
+                record: dict | None = None) -> str:
+    """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan
+    (`record`: a tuned grid's, which also names its searches; else the plan of `every` cell)."""
     tags = {**parent_tags(study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
     parent, made = claims.once(grid_claims, "parent",
                                lambda: groups.parent_run(study.experiment, "grid", study.name, tags, c),
                                valid=lambda run_id: query.exists(run_id, c))
     if not made:  # created by another invocation (now, or an earlier one): continue it
         groups.reopen(parent, tags, c)
-    records.log_dict(parent, plan_record(every), PLAN_FILE, c)
+    records.log_dict(parent, record or plan_record(every), PLAN_FILE, c)
     return parent
 
 
@@ -96,7 +102,7 @@ def close_parent(parent: str, tally: Tally, status: str, c) -> None:
 
 def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
             pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job], schedule=None,
-            total: int | None = None) -> int:
+            total: int | None = None, record: dict | None = None) -> int:
     """Train `todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
     each arm's tuned cells; `total` of them), under the grid's one parent run; 0 unless a cell failed."""
     c = store.client()
@@ -104,7 +110,7 @@ def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, ou
     for j in todo:
         for run_id in j.stale_ids:
             records.mark_failed(c, run_id, "stale: process died")
-    parent = open_parent(study, n_workers, grid_claims, every, c)
+    parent = open_parent(study, n_workers, grid_claims, every, c, record)
     progress = Progress(total or len(todo), n_workers, out, "trials and cells" if schedule else "cells")
     writer = Writer(study, parent, c, tally, progress, grid_claims)
     source = schedule(writer, parent) if schedule else Queue(todo, writer)

@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import config
 from ..analysis import fractional
 from ..config import ConfigError
-from ..tuning import space as search_space
+from .. import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
 FACTORS = config.FACTORS
@@ -44,7 +44,7 @@ VARIANTS = ("", "fixed", "tuned", "both")  # a cell of a grid without [tune]; of
 @dataclass(frozen=True)
 class Tune:
     """A tuned grid's [tune] table: the keys a study file has, for one study per arm with an equal budget."""
-    space: dict                       # key -> distribution (tuning/space.py), searched by the arms that read it
+    space: dict                       # key -> distribution (space.py), searched by the arms that read it
     seed: int                         # tune_seed: the seed every trial trains with (never a replicate seed)
     trials: int = 20                  # COMPLETE + PRUNED trials per arm
     objective: str = "val_f1"

@@ -61,6 +61,8 @@ class Writer:
             self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
                                                            data.fingerprint(job.cfg.data_dir), job.cell.name,
                                                            job.parent or self.parent, tags, self.c)
+            if job.trial is not None:
+                job.trial.run_id = self.open_runs[job.cell.name].run_id
         except outages.StoreDown:
             raise
         except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
@@ -107,6 +109,7 @@ class Writer:
         del self.open_runs[job.cell.name]  # only once ended: if that raised, kill_open still closes it
         if job.trial is not None:  # a diverged trial is the search's outcome, not the grid's failure
             self.tally.trials += 1
+            self.progress.grow(1)  # it does not count toward the arm's budget: another trial takes its place
             self.progress.trial(job, job.trial.ended(run_id, "FAIL", seconds, reason=reason, died=died), seconds)
             return
         self._settle(job, done=False)

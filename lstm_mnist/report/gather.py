@@ -72,6 +72,9 @@ def load(experiment: str, grid: str | None = None) -> Grid:
         fixed, _ = members.agreeing([r for r in rows if r["variant"] in ("fixed", "both")])
         rows = [members.ignoring(r, tune["space"]) for r in rows if r["variant"] in ("tuned", "both")]
         fixed = pd.DataFrame(fixed) if tune.get("fixed") and fixed else None
+        if not rows:
+            raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED tuned cells yet (its arms' "
+                              "studies are not complete); run `make ablation` with its file to finish it")
     rows, mismatched = members.agreeing(rows)
     runs = pd.DataFrame(rows)
     if not m.planned:

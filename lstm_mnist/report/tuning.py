@@ -110,13 +110,15 @@ def cost(g: Grid, found: dict[str, list[dict]]) -> pd.DataFrame:
         got = found.get(arm, [])
         complete = [x for x in got if x["state"] == "COMPLETE"]
         best = (max if g.tune["objective"] != "val_loss" else min)(complete, key=lambda x: x["value"]) if complete else None
-        rows.append({"arm": arm, "searched": ", ".join(info.get("searched", [])), "trials": len(got),
+        counted = sum(x["state"] in ("COMPLETE", "PRUNED") for x in got)
+        rows.append({"arm": arm, "searched": ", ".join(info.get("searched", [])), "trials": counted,
                      "complete": len(complete), "pruned": sum(x["state"] == "PRUNED" for x in got),
-                     "failed": sum(x["state"] == "FAIL" for x in got),
+                     "failed": sum(x["state"] == "FAIL" and not x.get("lost") for x in got),
                      "train_seconds": float(sum(x.get("seconds") or 0.0 for x in got)),
                      "best_value": best["value"] if best else np.nan, "best_trial": best["number"] if best else -1,
                      "tuned_values": json.dumps(best["params"], sort_keys=True) if best else "",
-                     "state": "complete" if got else info.get("gave_up") or "not complete"})
+                     "state": ("complete" if counted >= g.tune["trials"] else f"short: {counted} of {g.tune['trials']}")
+                     if got else info.get("gave_up") or "not complete"})
     for arm in sorted(set(g.runs.loc[g.runs["variant"] == "both", "arm"])) if "variant" in g.runs else []:
         rows.append({"arm": arm, "searched": "", "trials": 0, "complete": 0, "pruned": 0, "failed": 0,
                      "train_seconds": 0.0, "best_value": np.nan, "best_trial": -1, "tuned_values": "",
@@ -184,8 +186,9 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
     c = t.cost
     out.append((f"Tuning per arm (objective {t.objective}, {t.direction}d on the validation split)", "tab:tuning-cost",
                 pd.DataFrame({"arm": c["arm"], "searched": c["searched"].replace("", "–"),
-                              "trials (complete/pruned/failed)": [f"{a} ({b}/{p}/{f})" for a, b, p, f in
-                                                                 zip(c["trials"], c["complete"], c["pruned"], c["failed"])],
+                              "trials (complete/pruned)": [f"{a} ({b}/{p})" for a, b, p in
+                                                           zip(c["trials"], c["complete"], c["pruned"])],
+                              "failed": c["failed"].astype(str),
                               "train time (s)": [_f(x, 0) for x in c["train_seconds"]],
                               f"best {t.objective}": [_f(x) for x in c["best_value"]],
                               "tuned values": [values_text(v) or s for v, s in zip(c["tuned_values"], c["state"])]})))
@@ -200,7 +203,9 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
 
 
 def notes(t: Tuning) -> list[str]:
-    out = ["Tuning: each arm searched only the [tune.space] keys its config reads, with the same sampler, sampler seed, "
+    out = ["Trials: COMPLETE + PRUNED trials of the arm's budget; failed: trials whose point failed (e.g. the loss "
+           "diverged), not counted in the budget (a trial whose process was killed is retried and not listed).",
+           "Tuning: each arm searched only the [tune.space] keys its config reads, with the same sampler, sampler seed, "
            "pruner and number of COMPLETE + PRUNED trials, trained at tune_seed (never a replicate seed) and scored on "
            f"the validation split ({t.objective}); each arm's replicate cells were then trained at its best trial's "
            "values and tested as every cell is. The test set chose nothing."]
@@ -209,7 +214,9 @@ def notes(t: Tuning) -> list[str]:
                    "(Dodge et al., 2019; a pruned trial counts with its last reported value), with a percentile "
                    "bootstrap band over the N trials. \"Order holds from k\": the smallest k from which the expected "
                    "best of the two arms keep the order they have at k = N; N itself means the order changed at the "
-                   "last trial, so a larger budget could change it again.")
+                   "last trial, so a larger budget could change it again. The curve treats an arm's trials as draws from "
+                   "one distribution, as Dodge et al. do for random search; TPE's later proposals depend on earlier "
+                   "ones, so read it as a summary of the search that ran, not of a fresh one.")
     if len(t.worth):
         out.append("Conclusion: \"holds\" when the 95% CI lies on the same side of zero (or includes it, n.s.) before "
                    "and after tuning; \"changes\" names the two sides.")

@@ -17,7 +17,7 @@ from ..grids.writer import Tally
 from ..machine import lease
 from ..tracking import store
 from ..training import data
-from .schedule import Schedule
+from .schedule import Schedule, tuned_plan
 from .search import Search, arms, definition
 
 
@@ -55,7 +55,8 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
 
         share = {j.config_hash for j in jobs}
         return ablate.execute(s, todo, n_workers, tally, out, held, pin, grid_claims, share, every,
-                              schedule=schedule, total=trials_left + len(todo) + n_tuned)
+                              schedule=schedule, total=trials_left + len(todo) + n_tuned,
+                              record=tuned_plan(s, every, searches))
 
 
 # ---------------------------------------------------------------- the dry run

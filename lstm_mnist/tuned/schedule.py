@@ -88,6 +88,7 @@ class Schedule:
                 self.writer.progress.grow(-1)
             elif job.state == "elsewhere":
                 self.writer.progress.line(f"{job.cell.name}: {job.note}")
+                self.writer.progress.grow(-1)
             else:
                 self.ready.append(job)
         self.record_plan()
@@ -111,5 +112,13 @@ def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[Search]) -> dict:
     t = s.tune
     arms = {x.arm.arm: {"searched": list(x.definition.space), "study_name": x.definition.name,
                         "tuning_run": x.run_id, "complete": x.done, "gave_up": x.gave_up} for x in searches}
-    return {**plan_record(jobs), "tune": {"trials": t.trials, "objective": t.objective, "fixed": t.fixed,
-                                          "tune_seed": t.seed, "space": t.space, "arms": arms}}
+    record = plan_record(jobs)
+    cells: dict[str, dict] = {}
+    for cell in record["cells"]:  # a tuned cell whose best values are the grid's own is its untuned cell too
+        if cell["config_hash"] in cells:
+            cells[cell["config_hash"]]["variant"] = "both"
+        else:
+            cells[cell["config_hash"]] = cell
+    return {**record, "cells": list(cells.values()),
+            "tune": {"trials": t.trials, "objective": t.objective, "fixed": t.fixed, "tune_seed": t.seed,
+                     "space": t.space, "arms": arms}}

@@ -76,12 +76,18 @@ class Search:
         self.done = False         # complete, closed, its tuned cells handed to the schedule
         self.gave_up = ""         # why the arm has no tuned values (every trial failed), else ""
         self.live: dict[int, Trial] = {}  # this process's trials that have not ended
+        self.client = None        # the writer's MLflow client, once the tuning run is open
 
     # ------------------------------------------------------------ opening
     def open_study(self) -> int:
         """The study (created once, shared), trials left RUNNING by a dead process failed and queued again;
         returns how many trials of the budget are still to run."""
         self.study = trials_of.open_study(self.definition, storage=self.storage)
+        # A sampler seeded alike in every start would propose a resumed study's first points again: the seed
+        # moves on with the trials already in the study (an uninterrupted run stays reproducible).
+        offset = len(self.study.get_trials(deepcopy=False))
+        if offset:
+            self.study = trials_of.open_study(self.definition, storage=self.storage, seed_offset=offset)
         trials_of.fail_stale_trials(self.study)
         n = self.counts()
         return max(0, self.total - n["COMPLETE"] - n["PRUNED"])
@@ -89,6 +95,7 @@ class Search:
     def open_run(self, parent: str, grid_claims: claims.Claims, c) -> None:
         """The arm's tuning run (made once under a claim, reopened by later invocations); trial runs of trials
         that ended without this process hearing of it (a killed invocation) made to agree with Optuna."""
+        self.client = c
         self._settle_runs(c)
         tags = {"mlflow.parentRunId": parent, "lstm_mnist.role": "tuning", "grid_name": self.grid.name,
                 "arm": self.arm.arm, "study_name": self.definition.name, "searched": ",".join(self.definition.space),
@@ -119,7 +126,7 @@ class Search:
         counted = n["COMPLETE"] + n["PRUNED"]
         if counted >= self.total and not n["RUNNING"]:
             return "complete"
-        if n["FAIL"] >= self.total and not n["RUNNING"]:
+        if n["FAIL"] >= self.total and not n["RUNNING"]:  # trained and failed (diverged): not kills, not surplus
             return "exhausted"
         return "open" if counted + n["RUNNING"] < self.total else "waiting"
 
@@ -138,8 +145,13 @@ class Search:
             trial.set_user_attr("surplus", True)
             self.study.tell(trial, state=TrialState.FAIL)
             return None
-        params = suggest(trial, self.definition)
-        cfg = trial_config(self.definition, params)
+        try:
+            params = suggest(trial, self.definition)
+            cfg = trial_config(self.definition, params)
+        except BaseException:  # a bad point or Ctrl-C between ask and the job: the trial must not stay RUNNING
+            trial.set_user_attr("lost", True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
         a = self.arm
         cell = grid.Cell(a.arm, a.design, a.flag, self.grid.tune.seed, a.on, a.designs, trial=trial.number)
         tags = {"lstm_mnist.role": "trial", "study_name": self.definition.name, "trial_number": str(trial.number),
@@ -158,9 +170,20 @@ class Search:
             records.end_run(self.run_id, records.KILLED, c=c)
 
     # ------------------------------------------------------------ complete: the best trial, the tuned cells
+    def budget(self) -> list[optuna.trial.FrozenTrial]:
+        """The trials of the budget: the first `trials` COMPLETE or PRUNED ones by number (a study continued with
+        a smaller `trials` than it already ran selects from as many trials as every other arm)."""
+        counted = sorted((t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                                   TrialState.PRUNED))),
+                         key=lambda t: t.number)
+        return counted[:self.total]
+
     def best(self) -> optuna.trial.FrozenTrial | None:
-        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return self.study.best_trial if complete else None
+        complete = [t for t in self.budget() if t.state == TrialState.COMPLETE]
+        if not complete:
+            return None
+        pick = max if self.definition.direction == "maximize" else min
+        return pick(complete, key=lambda t: (t.value, -t.number) if pick is max else (t.value, t.number))
 
     def tuned_jobs(self, force: bool = False) -> list[Job]:
         """The arm's replicate cells at its best trial's values, one per seed, resolved against the store."""
@@ -181,16 +204,20 @@ class Search:
     def close(self, c) -> dict:
         """The tuning run's record of the finished search (any invocation may write it; all write the same):
         counts, training seconds, the best trial, every trial in trials.json; then FINISHED."""
-        trials = [t for t in self.study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+        budget = {t.number for t in self.budget()}
+        trials = [t for t in self.study.get_trials(deepcopy=False)
+                  if t.number in budget or t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
         self._settle_runs(c)
         rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                 "seconds": t.user_attrs.get("seconds"), "run_id": t.user_attrs.get("mlflow_run_id", "")}
-                for t in trials]
-        n = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+                 "seconds": t.user_attrs.get("seconds"), "run_id": t.user_attrs.get("mlflow_run_id", ""),
+                 "lost": bool(t.user_attrs.get("lost"))} for t in trials]
+        n = {s: sum(r["state"] == s and not r["lost"] for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
         metrics = {f"n_{k.lower()}": v for k, v in n.items()}
         metrics["train_seconds"] = float(sum(r["seconds"] or 0.0 for r in rows))
         best = self.best()
         tags = {"searched": ",".join(self.definition.space)}
+        if len(budget) < self.total:  # as many trials failed (diverged) as the budget: the arm stopped short
+            tags["budget_short"] = f"{len(budget)} of {self.total} trials COMPLETE or PRUNED; {n['FAIL']} failed"
         if best is not None:
             metrics |= {"best_value": best.value, "best_trial": best.number}
             tags |= {"best_params": json.dumps(best.params, sort_keys=True), "best_trial": str(best.number),
@@ -211,6 +238,7 @@ class Trial:
 
     def __init__(self, search: Search, trial: optuna.Trial, params: dict):
         self.search, self.trial, self.params = search, trial, params
+        self.run_id = ""  # its MLflow run, once the writer opened it
 
     def epoch(self, epoch: int, record: dict) -> str | None:
         objective = self.search.definition.objective
@@ -222,8 +250,9 @@ class Trial:
     def ended(self, run_id: str, state: str, seconds: float, result=None, reason: str = "", died: bool = False) -> str:
         """Tell Optuna (and tag the run) how the trial ended; a trial whose worker died is queued again (at most
         claims.RETRIES times, as `tune` does). Returns the progress line's words."""
-        study, objective = self.search.study, self.search.definition.objective
+        study, objective, c = self.search.study, self.search.definition.objective, self.search.client
         self.search.live.pop(self.trial.number, None)
+        run_id = run_id or self.run_id
         if run_id:
             self.trial.set_user_attr("mlflow_run_id", run_id)
         self.trial.set_user_attr("seconds", seconds)  # the trial's training and evaluation: the arm's tuning cost
@@ -232,11 +261,13 @@ class Trial:
         if state == "COMPLETE":
             value = result.history[result.best_epoch][objective]  # the epoch whose weights the run keeps
             study.tell(self.trial, value)
-            records.end_run(run_id, records.FINISHED, metrics={"objective": value}, tags=tags)
+            records.end_run(run_id, records.FINISHED, metrics={"objective": value}, tags=tags, c=c)
             return f"COMPLETE {objective} {value:.4f} ({shown})"
+        if died:  # killed or interrupted, not a failure of its point: not counted against the arm
+            self.trial.set_user_attr("lost", True)
         study.tell(self.trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
         if run_id:
-            records.set_tags(run_id, tags)
+            records.set_tags(run_id, tags, c)
         retries = self.trial.user_attrs.get("retries", 0)
         if died and retries < trials_of.RETRIES:
             study.enqueue_trial(self.params, user_attrs={"retries": retries + 1, "retry_of": self.trial.number})

@@ -127,9 +127,12 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not claims.is_stale(t):
             continue
+        study._storage.set_trial_user_attr(t._trial_id, "lost", True)  # its process died: not its point's failure
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         retries = t.user_attrs.get("retries", 0)
-        if retries < RETRIES:
+        # Two processes may judge the same trial stale at once: one retry of it is enough.
+        queued = any(x.user_attrs.get("retry_of") == t.number for x in study.get_trials(deepcopy=False))
+        if retries < RETRIES and not queued:
             study.enqueue_trial(t.params, user_attrs={"retries": retries + 1, "retry_of": t.number})
         failed.append(t.number)
     return failed
@@ -142,8 +145,9 @@ def counted(study: optuna.Study) -> int:
 
 
 def failed(study: optuna.Study) -> int:
-    """FAIL trials that were run (a surplus trial was never run: it is not a failure)."""
-    return sum(not t.user_attrs.get("surplus") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    """FAIL trials whose point failed (diverged): not a surplus trial (never run), nor one whose process died."""
+    return sum(not t.user_attrs.get("surplus") and not t.user_attrs.get("lost")
+               for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
 
 def shown_storage(study: Study, url: str | None) -> str:

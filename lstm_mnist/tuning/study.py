@@ -10,7 +10,7 @@ import optuna
 
 from .. import config
 from ..config import ConfigError
-from .space import OBJECTIVES, PRUNERS, SAMPLERS, check_dist, check_objective, choice, integer, some_value, text
+from ..space import OBJECTIVES, PRUNERS, SAMPLERS, check_dist, check_objective, choice, integer, some_value, text
 
 
 STUDY_KEYS = {"study_name", "experiment", "base", "trials", "objective", "sampler", "sampler_seed",
@@ -92,7 +92,7 @@ def suggest(trial: optuna.Trial, study: Study) -> dict:
         if d["type"] == "categorical":
             params[key] = trial.suggest_categorical(key, d["choices"])
         elif d["type"] == "int":
-            params[key] = trial.suggestinteger(key, d["low"], d["high"], step=d.get("step", 1), log=d.get("log", False))
+            params[key] = trial.suggest_int(key, d["low"], d["high"], step=d.get("step", 1), log=d.get("log", False))
         else:
             params[key] = trial.suggest_float(key, d["low"], d["high"], step=d.get("step"), log=d.get("log", False))
     return params

@@ -2,8 +2,8 @@
 search space, shared by a study file ([space]) and a tuned grid's [tune] table ([tune.space])."""
 from __future__ import annotations
 
-from .. import config
-from ..config import ConfigError
+from . import config
+from .config import ConfigError
 
 OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
 PRUNERS = ("median", "hyperband", "none")
@@ -11,7 +11,7 @@ SAMPLERS = ("tpe", "random")
 
 
 def check_objective(objective) -> str:
-    if objective not in OBJECTIVES:
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
         why = "the test set is never used for a choice" if str(objective).startswith("test") else "unknown metric"
         raise ConfigError(f"objective={objective!r}: {why}; allowed are {', '.join(OBJECTIVES)}")
     return objective
