@@ -51,6 +51,8 @@ class Paired:
     p: float               # two-sided paired t-test (0 or 1 when every difference is the same: see paired)
     d_z: float             # Cohen's d_z = mean(diff) / sd(diff)
     reason: str = ""       # why p / d_z / CI are NaN ("" when they are numbers)
+    se: float = NAN        # standard error of mean_diff (sd/√n), on df = n − 1 degrees of freedom
+    df: float = NAN
 
 
 def paired_diffs(treated: Mapping[int, float], control: Mapping[int, float]) -> tuple[list[int], np.ndarray]:
@@ -82,8 +84,8 @@ def paired(treated: Mapping[int, float], control: Mapping[int, float]) -> Paired
     lo, hi = ci95(d)
     if std(d) == 0:  # every seed moved by exactly the same amount: no t statistic exists, but the evidence
         # does: identical non-zero differences are the limit t -> inf (p = 0), identical zeros t = 0 (p = 1).
-        return Paired(len(d), mean(d), lo, hi, 0.0 if mean(d) != 0 else 1.0, NAN, NO_SPREAD)
-    return Paired(len(d), mean(d), lo, hi, paired_t_p(d), cohen_dz(d))
+        return Paired(len(d), mean(d), lo, hi, 0.0 if mean(d) != 0 else 1.0, NAN, NO_SPREAD, 0.0, len(d) - 1)
+    return Paired(len(d), mean(d), lo, hi, paired_t_p(d), cohen_dz(d), "", std(d) / math.sqrt(len(d)), len(d) - 1)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -87,7 +87,7 @@ def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, e
                                valid=lambda run_id: query.exists(run_id, c))
     if not made:  # created by another invocation (now, or an earlier one): continue it
         groups.reopen(parent, tags, c)
-    records.log_dict(parent, record or plan_record(every), PLAN_FILE, c)
+    records.log_dict(parent, record or plan_record(every, study.effect_of_interest), PLAN_FILE, c)
     return parent
 
 

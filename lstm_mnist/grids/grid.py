@@ -35,7 +35,8 @@ KEYS = {"experiment": "MLflow experiment of every cell", "base": "experiment fil
         "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
         "factorial": "flags of the factorial design", "resolution": "resolution of the factorial fraction",
         "runs_per_seed": "runs per seed of the factorial fraction", "budget": "config overrides for every cell",
-        "tune": "a search per arm before its replicates", "tune_seed": "the seed every tuning trial trains with"}
+        "tune": "a search per arm before its replicates", "tune_seed": "the seed every tuning trial trains with",
+        "effect_of_interest": "the smallest effect that matters (δ, in the metric's units): the report's verdicts"}
 TUNE_KEYS = ("trials", "objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
              "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "space")
 VARIANTS = ("", "fixed", "tuned", "both")  # a cell of a grid without [tune]; of a tuned grid: untuned, tuned, both
@@ -73,6 +74,7 @@ class Study:
     runs_per_seed: int | None = None     # or: the fraction with this many runs per seed (neither: full factorial)
     budget: dict = field(default_factory=dict)
     tune: Tune | None = None             # a tuned ablation: one search per arm before its replicates
+    effect_of_interest: float | None = None  # δ: rows say "effect", "no effect ≥ δ" or "undecided"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ def _study(p: Path, raw: dict) -> Study:
                   baseline=frozenset(_names("baseline", raw.get("baseline", []), FACTORS)),
                   factorial=_names("factorial", raw.get("factorial", []), FACTORS), budget=_budget(raw),
                   resolution=_optional(raw, "resolution", fractional.parse_resolution),
-                  runs_per_seed=_optional(raw, "runs_per_seed", _runs))
+                  runs_per_seed=_optional(raw, "runs_per_seed", _runs),
+                  effect_of_interest=_optional(raw, "effect_of_interest", _delta))
     _check_designs(study)
     config.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
     if "tune" in raw or "tune_seed" in raw:
@@ -189,6 +192,13 @@ def _seeds(value) -> tuple:
 
 def _optional(raw: dict, key: str, parse):
     return parse(raw[key]) if key in raw else None
+
+
+def _delta(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"effect_of_interest={value!r}: expected the smallest effect that matters, in the metric's "
+                          "units, e.g. effect_of_interest = 0.002 (0.2 points of test F1)")
+    return float(value)
 
 
 def _runs(value) -> int:

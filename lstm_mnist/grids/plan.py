@@ -78,12 +78,13 @@ def classify(job: Job, runs: list, force: bool) -> None:
             return
 
 
-def plan_record(jobs: list[Job]) -> dict:
+def plan_record(jobs: list[Job], effect_of_interest: float | None = None) -> dict:
     """The grid's plan as the parent run records it (plan.json): the report's members are exactly these cells."""
     cells = [{"cell": j.cell.name, "arm": j.cell.arm, "seed": j.cell.seed, "design": j.cell.design,
               "designs": ",".join(j.cell.designs), "flag": j.cell.flag, "config_hash": j.config_hash,
               **({"variant": j.cell.variant} if j.cell.variant else {})} for j in jobs]
-    return {"protocol_version": config.PROTOCOL_VERSION, "cells": cells}
+    out = {"protocol_version": config.PROTOCOL_VERSION, "cells": cells}
+    return out | ({"effect_of_interest": effect_of_interest} if effect_of_interest else {})
 
 
 def cost(cfg: Config) -> float:

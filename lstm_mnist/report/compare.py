@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..analysis import stats
+from ..analysis import power, stats
 from ..config import FACTORS, FLAGS
 from . import factorial
 from .gather import SUMMARY, Grid, ReportError
@@ -78,10 +78,11 @@ def comparisons(g: Grid, metric: str) -> pd.DataFrame:
     scored = g.runs.dropna(subset=[metric])  # a run without the metric cannot be paired
     by_arm = {m: {arm: dict(zip(r["seed"], r[m])) for arm, r in scored.groupby("arm")} if m in scored else {}
               for m in (metric, *COSTS)}
-    rows = [_compare(arm, design, flag, by_arm, metric) for design in REFERENCE for arm, flag in design_members(g, design)]
+    rows = [_compare(arm, design, flag, by_arm, metric, g.delta) for design in REFERENCE
+            for arm, flag in design_members(g, design)]
     df = pd.DataFrame(rows, columns=["design", "flag", "arm", "recorded_arm", "reference", "metric", "n_pairs",
                                      "diff_mean", "diff_ci_lo", "diff_ci_hi", "p", "p_holm", "d_z", "note",
-                                     "epochs_diff_mean", "time_diff_mean"])
+                                     "epochs_diff_mean", "time_diff_mean", *power.COLUMNS])
     for design, idx in df.groupby("design").groups.items():
         df.loc[idx, "p_holm"] = stats.holm(df.loc[idx, "p"].tolist())
     return _design_order(df)
@@ -109,7 +110,7 @@ def _on(run: pd.Series) -> set[str]:
     return {f for f in FLAGS if run[f]} | ({"readout"} if run["readout"] == "final_states" else set())
 
 
-def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str) -> dict:
+def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str, delta: float | None = None) -> dict:
     ref = REFERENCE[design]
 
     def paired(m: str) -> stats.Paired:
@@ -123,7 +124,8 @@ def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str) -
     return {"design": design, "flag": flag, "arm": arm, "recorded_arm": recorded, "reference": ref,
             "metric": metric, "n_pairs": r.n,
             "diff_mean": r.mean_diff, "diff_ci_lo": r.ci_lo, "diff_ci_hi": r.ci_hi, "p": r.p, "p_holm": np.nan,
-            "d_z": r.d_z, "note": note, **{f"{short}_diff_mean": paired(m).mean_diff for m, short in COSTS.items()}}
+            "d_z": r.d_z, "note": note, **{f"{short}_diff_mean": paired(m).mean_diff for m, short in COSTS.items()},
+            **power.columns(r.mean_diff, r.se, r.df, r.n, delta)}
 
 
 def worth(comp: pd.DataFrame, metric: str, ff: factorial.Factorial | None = None,
@@ -185,6 +187,6 @@ def build(g: Grid, metric: str) -> Report:
         raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
     arms = arm_table(g, metric)
     comp = comparisons(g, metric)
-    ff = factorial.build(g.runs, g.seeds, g.parent_tags, metric)
+    ff = factorial.build(g.runs, g.seeds, g.parent_tags, metric, g.delta)
     costs = {m: factorial.build(g.runs, g.seeds, g.parent_tags, m) for m in COSTS} if ff else {}
     return Report(g, metric, arms, comp, worth(comp, metric, ff, costs), ff)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import effects, figures, fractional
+from ..analysis import effects, figures, fractional, power
 
 # Columns of the effect CSVs (full precision).
 COLUMNS = ["kind", "term", "letters", "estimate", "se", "ci_lo", "ci_hi", "t", "p", "p_holm", "df", "method",
-           "affected", "note"]
+           "affected", "note", "mde80", "seeds_for_delta", "verdict"]
 
 
 @dataclass
@@ -25,12 +25,18 @@ class Factorial:
     analysis: effects.Analysis
     missing_arms: list[str]     # "arm (seed s)" for each design run that has no FINISHED run
     metric: str
+    delta: float | None = None  # the grid's effect_of_interest
 
     def frame(self, kind: str) -> pd.DataFrame:
         a = self.analysis
+        n = len(a.seeds)
+        per_seed = a.n_runs / n - 1 if n else 0  # OLS: df = (runs per seed − 1)(seeds − 1), so each seed adds
+        df_at = (lambda k: a.df + (k - n) * per_seed) if a.method == "OLS" else (lambda k: a.df)
         rows = [{"kind": e.term.kind, "term": e.term.name, "letters": e.term.letters, "estimate": e.estimate,
                  "se": e.se, "ci_lo": e.ci_lo, "ci_hi": e.ci_hi, "t": e.t, "p": e.p, "p_holm": e.p_holm,
-                 "df": a.df, "method": a.method, "affected": e.affected, "note": e.note} for e in a.family(kind)]
+                 "df": a.df, "method": a.method, "affected": e.affected, "note": e.note,
+                 **{k: v for k, v in power.columns(e.estimate, e.se, a.df, n, self.delta, df_at).items()
+                    if k not in ("se", "df")}} for e in a.family(kind)]
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def main_effect(self, flag: str) -> effects.Effect | None:
@@ -51,7 +57,8 @@ def levels(run: pd.Series, factors: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(1 if (run["readout"] == "final_states" if f == "readout" else bool(run[f])) else -1 for f in factors)
 
 
-def build(runs: pd.DataFrame, seeds: list[int], parent_tags: dict, metric: str) -> Factorial | None:
+def build(runs: pd.DataFrame, seeds: list[int], parent_tags: dict, metric: str,
+          delta: float | None = None) -> Factorial | None:
     d = design_of(parent_tags)
     if d is None:
         return None
@@ -63,7 +70,7 @@ def build(runs: pd.DataFrame, seeds: list[int], parent_tags: dict, metric: str) 
         return None
     a = effects.analyze(d, obs, seeds)
     missing = [f"{names.get(lv) or _arm_name(d, lv)} (seed {s})" for s, lv in a.missing]
-    return Factorial(d, a, missing, metric)
+    return Factorial(d, a, missing, metric, delta)
 
 
 def _arm_name(d: fractional.Design, lv: tuple[int, ...]) -> str:
@@ -90,7 +97,10 @@ def show(f: Factorial, kind: str) -> pd.DataFrame:
         "95% CI": ["–" if pd.isna(lo) else f"[{_num(lo, sign=True)}, {_num(hi, sign=True)}]"
                    for lo, hi in zip(df["ci_lo"], df["ci_hi"])],
         "SE": [_num(x) for x in df["se"]], "t": [_num(x, 2) for x in df["t"]],
-        "p": [_p(p) for p in df["p"]], "p (Holm)": [_p(p) for p in df["p_holm"]]})
+        "p": [_p(p) for p in df["p"]], "p (Holm)": [_p(p) for p in df["p_holm"]],
+        "MDE (80%)": [_num(x) for x in df["mde80"]],
+        **({"seeds for δ": ["–" if pd.isna(x) else f"{x:.0f}" for x in df["seeds_for_delta"]],
+            "verdict": df["verdict"].tolist()} if df["verdict"].astype(bool).any() else {})})
 
 
 def notes(f: Factorial) -> list[str]:

@@ -68,7 +68,17 @@ def show_comparisons(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
         # The reason replaces the number where there is none (too few seeds, identical differences).
         "p": [_p(p) + (f" ({note})" if note else "") if pd.notna(p) else note or "–"
               for p, note in zip(comp["p"], comp["note"])],
-        "p (Holm)": [_p(p) for p in comp["p_holm"]], "d_z": [_num(x, 2) for x in comp["d_z"]]})
+        "p (Holm)": [_p(p) for p in comp["p_holm"]], "d_z": [_num(x, 2) for x in comp["d_z"]],
+        **power_columns(comp, d)})
+
+
+def power_columns(rows: pd.DataFrame, digits: int) -> dict:
+    """MDE at 80% power; with an effect of interest, the seeds that would detect it and the verdict."""
+    out = {"MDE (80%)": [_num(x, digits) for x in rows["mde80"]]}
+    if rows["verdict"].astype(bool).any():
+        out |= {"seeds for δ": ["–" if pd.isna(x) else f"{x:.0f}" for x in rows["seeds_for_delta"]],
+                "verdict": rows["verdict"].tolist()}
+    return out
 
 
 def show_worth(w: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -163,6 +173,14 @@ def notes(r: Report) -> list[str]:
     if len(r.worth):
         out.append("Δ epochs and Δ train time: the same with − without difference for the epochs trained and the "
                    "summed epoch time (per design: leave-one-out / add-one-in / factorial main effect).")
+    if len(r.comparisons) or r.factorial:
+        delta = r.grid.delta
+        out.append("MDE (80%): the smallest true effect the row's two-sided t-test detects with 80% power at α = 0.05 "
+                   "per test, on the row's degrees of freedom and standard error (a Holm-adjusted family needs more)."
+                   + (f" Verdicts for δ = {delta:g} (the grid's effect_of_interest): \"effect\" when the 95% CI excludes "
+                      f"0; \"no effect ≥ δ\" when the 90% CI lies inside (−δ, δ) (two one-sided tests at α = 0.05); "
+                      f"else \"undecided\". Seeds for δ: the seeds at which δ would be detected with 80% power "
+                      f"at this spread." if delta else " Give the grid an effect_of_interest (δ) for verdicts."))
     if "early_stopping" in set(r.worth.get("flag", ())):
         out.append(EARLY_STOPPING_NOTE)
     return out + (factorial.notes(r.factorial) if r.factorial else []) + (tuning.notes(r.tuning) if r.tuning else [])

@@ -112,7 +112,7 @@ def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[Search]) -> dict:
     t = s.tune
     arms = {x.arm.arm: {"searched": list(x.definition.space), "study_name": x.definition.name,
                         "tuning_run": x.run_id, "complete": x.done, "gave_up": x.gave_up} for x in searches}
-    record = plan_record(jobs)
+    record = plan_record(jobs, s.effect_of_interest)
     cells: dict[str, dict] = {}
     for cell in record["cells"]:  # a tuned cell whose best values are the grid's own is its untuned cell too
         if cell["config_hash"] in cells:
