@@ -69,3 +69,12 @@ def test_verdicts_on_clear_cases():
     assert pw.verdict(0.0001, 0.0002, 10, delta=0.002) == pw.NO_EFFECT
     assert pw.verdict(0.001, 0.001, 2, delta=0.002) == pw.UNDECIDED
     assert pw.verdict(0.001, float("nan"), 2, delta=0.002) == pw.UNDECIDED  # no se: nothing decided
+
+
+def test_a_report_rows_power_columns():
+    no_delta = pw.columns(0.001, 0.0005, 3, 4, None)
+    assert no_delta["verdict"] == "" and math.isnan(no_delta["seeds_for_delta"])
+    assert no_delta["mde80"] == pytest.approx(pw.mde(0.0005, 3))
+    row = pw.columns(0.0001, 0.0005, 3, 4, 0.002)
+    assert row["verdict"] == pw.UNDECIDED and row["seeds_for_delta"] == pw.seeds_needed(0.002, 0.0005, 4, lambda k: k - 1)
+    assert math.isnan(pw.columns(0.001, float("nan"), float("nan"), 1, 0.002)["mde80"])  # one seed: nothing to say
