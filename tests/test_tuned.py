@@ -235,7 +235,8 @@ def test_a_tuned_grid_end_to_end_then_its_report(project):
 @pytest.mark.subprocess
 @pytest.mark.chaos
 def test_the_main_process_killed_during_tuning_then_a_rerun(project):
-    path = tuned_file(project, budget=TINY_BUDGET + "max_epochs = 3\n")
+    path = tuned_file(project)
+    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 3"))  # trials long enough to kill
     first = Cli("ablate", str(path), "--workers", "2", cwd=project)
     assert first.wait_for(r"trial \d+\s+(COMPLETE|PRUNED)", 2, timeout=240), first.stdout + first.stderr
     time.sleep(0.5)  # mid-trial: two trials are running in the workers
