@@ -172,6 +172,7 @@ def _invariants(project: Path) -> dict:
                 allowed.get(states.get((r.data.tags["study_name"], int(r.data.tags["trial_number"]))), ())]
     return {"trials_per_arm": {name.split("/")[2]: sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ts)
                                for name, ts in studies.items()},
+            "trials_killed_and_retried": sum(t.user_attrs.get("lost", False) for ts in studies.values() for t in ts),
             "cells_finished": len(finished), "cells_trained_twice": sum(n > 1 for n in finished.values()),
             "trial_runs_twice": sum(n > 1 for n in per_trial.values()), "disagree": disagree,
             "left_running": sum(r.info.status == "RUNNING" for r in all_runs),
