@@ -66,7 +66,8 @@ class Objective:
 
     def _settle(self, trial: optuna.Trial, out: runner.Outcome, params: dict) -> float:
         state = {records.FINISHED: "COMPLETE", records.KILLED: "PRUNED"}.get(out.status, "FAIL")
-        records.set_tags(out.run_id, {"trial_state": state})
+        if out.run_id:  # "" when the store refused to open the run: the FAIL line below says why
+            records.set_tags(out.run_id, {"trial_state": state})
         shown = " ".join(f"{k}={_short(v)}" for k, v in params.items())
         if state == "FAIL":
             print(f"{self.label}trial {trial.number} FAIL  {out.error}  ({shown})", flush=True)
