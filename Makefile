@@ -33,7 +33,7 @@ install: $(VENV)/.installed  ## create .venv and install the project and its tes
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
 
-test: install  ## the test suite (CPU, 4 to 6 minutes on 2 cores; independent tests run in parallel)
+test: install  ## the test suite (CPU, 5 to 8 minutes on 2 cores; independent tests run in parallel)
 	$(PY) -m pytest -q -n $(TEST_PROCS) $(ARGS)
 
 .PHONY: test-fast
