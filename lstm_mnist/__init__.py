@@ -1,11 +1,13 @@
 """lstm-mnist: an ablation harness for an LSTM-on-MNIST classifier (flags, grids, Optuna, MLflow, report).
 
 The packages, bottom to top (each imports only from those below it):
-  config.py   the one frozen config, its identity and UserError        machine/   this host: processes, cores
+  config.py   the one frozen config, its identity and UserError        space.py   search spaces, checked (pure)
+  machine/    this host: processes, cores
   analysis/   pure statistics, designs, tables, figures                training/  one run: data, model, train
   tracking/   MLflow (the only package importing it)                   claims/    atomic claims in Optuna storages
   runs/       one recorded run                                         grids/     ablation grids
   tuning/     Optuna studies        report/  the results report        gpu/       GPU measurement, MPS
+  tuned/      tuned ablations: every arm searched with an equal budget before it is compared
   cli.py      the command line
 """
 __version__ = "0.1.0"
