@@ -12,6 +12,7 @@ from . import grid
 
 
 PLAN_FILE = "plan.json"  # on the parent run: cell -> arm, seed, design, config_hash (the report's members)
+TRIALS_FILE = "trials.json"  # on a tuned grid's tuning run: each trial's state, value, params, seconds (the report's)
 
 
 @dataclass

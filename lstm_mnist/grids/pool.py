@@ -34,6 +34,16 @@ def worker_config(job: Job, index: int, n_workers: int, share: list[int]) -> Con
     return config.build({**job.cfg.to_dict(), **{k: v for k, v in extra.items() if k not in job.pinned}})
 
 
+def first_open(pending: deque, writer: Writer, where: dict) -> Job | None:
+    """Pop cells until one is claimed by this process and its run opened (others: claimed elsewhere, or
+    failed to open); None when none is left."""
+    while pending:
+        job = pending.popleft()
+        if writer.claim(job) and writer.open(job, where):
+            return job
+    return None
+
+
 class Queue:
     """A plain grid's work: its cells in order, each claimed and its run opened when a worker takes it. A tuned
     grid's source (tuned/schedule.py) has the same two methods and hands out trials as well."""
@@ -43,11 +53,7 @@ class Queue:
 
     def take(self, where: dict) -> Job | None:
         """The next job, claimed by this process and its run open; None when none can start now."""
-        while self.pending:
-            job = self.pending.popleft()
-            if self.writer.claim(job) and self.writer.open(job, where):
-                return job
-        return None
+        return first_open(self.pending, self.writer, where)
 
     def more(self) -> bool:
         """Whether work may still come (a tuned grid's may arrive later: a study another process completes)."""

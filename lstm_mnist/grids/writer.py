@@ -67,9 +67,7 @@ class Writer:
             raise
         except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
             if job.trial is not None:  # a trial that cannot be recorded ends FAIL; the search goes on
-                self.tally.trials += 1
-                self.progress.trial(job, job.trial.ended("", "FAIL", 0.0, reason=f"could not open its run: "
-                                                                                f"{_one_line(e)}"), 0.0)
+                self._trial_ended(job, "", "FAIL", 0.0, reason=f"could not open its run: {_one_line(e)}")
                 return False
             self._settle(job, done=False)
             self.tally.failed.append((job.cell.name, f"could not open its run: {_one_line(e)}"))
@@ -95,8 +93,7 @@ class Writer:
             return
         del self.open_runs[job.cell.name]
         if job.trial is not None:
-            self.tally.trials += 1
-            self.progress.trial(job, job.trial.ended(rec.run_id, "COMPLETE", seconds, result), seconds)
+            self._trial_ended(job, rec.run_id, "COMPLETE", seconds, result)
             return
         self._settle(job, done=True, run_id=rec.run_id)
         self.tally.finished += 1
@@ -108,9 +105,8 @@ class Writer:
         records.mark_failed(self.c, run_id, reason)
         del self.open_runs[job.cell.name]  # only once ended: if that raised, kill_open still closes it
         if job.trial is not None:  # a diverged trial is the search's outcome, not the grid's failure
-            self.tally.trials += 1
             self.progress.grow(1)  # it does not count toward the arm's budget: another trial takes its place
-            self.progress.trial(job, job.trial.ended(run_id, "FAIL", seconds, reason=reason, died=died), seconds)
+            self._trial_ended(job, run_id, "FAIL", seconds, reason=reason, died=died)
             return
         self._settle(job, done=False)
         self.tally.failed.append((job.cell.name, reason))
@@ -122,8 +118,12 @@ class Writer:
         records.set_tags(run_id, {"stopped": f"TrialPruned: {reason}"}, self.c)
         records.end_run(run_id, records.KILLED, c=self.c)
         del self.open_runs[job.cell.name]
+        self._trial_ended(job, run_id, "PRUNED", seconds, reason=reason)
+
+    def _trial_ended(self, job: Job, run_id: str, state: str, seconds: float, result=None, **why) -> None:
+        """Tell the trial's search how it ended (Optuna, its run's tags), count it and show its line."""
         self.tally.trials += 1
-        self.progress.trial(job, job.trial.ended(run_id, "PRUNED", seconds, reason=reason), seconds)
+        self.progress.trial(job, job.trial.ended(run_id, state, seconds, result, **why), seconds)
 
     def _settle(self, job: Job, done: bool, **attrs) -> None:
         if self.claims is not None:

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import budget, figures
+from ..grids.plan import TRIALS_FILE
 from ..tracking import query
 from .compare import Report, build as build_report
 from .gather import Grid
 
-TRIALS_FILE = "trials.json"  # tuned/search.py writes it on each arm's tuning run
 
 
 @dataclass
@@ -131,10 +131,9 @@ def order(r: Report, found: dict[str, list[dict]], maximize: bool) -> pd.DataFra
     """Per comparison (arm vs its reference), the k from which the two budget curves keep their order."""
     rows = []
     for _, c in r.comparisons.iterrows():
-        a, b = found.get(c["recorded_arm"]), found.get(c["reference"])
-        if not a or not b or not _values(a) or not _values(b):
+        va, vb = _values(found.get(c["recorded_arm"], [])), _values(found.get(c["reference"], []))
+        if not va or not vb:
             continue
-        va, vb = _values(a), _values(b)
         k = min(len(va), len(vb))
         ea, eb = budget.expected_best(va, k, maximize)[0], budget.expected_best(vb, k, maximize)[0]
         rows.append({"design": c["design"], "arm": c["recorded_arm"], "reference": c["reference"], "trials": k,

@@ -9,6 +9,7 @@ from collections import deque
 
 from ..grids import grid
 from ..grids.plan import PLAN_FILE, Job, plan_record
+from ..grids.pool import first_open
 from ..grids.writer import Writer
 from ..tracking import records
 from ..tuning import objective as trials_of
@@ -34,21 +35,16 @@ class Schedule:
 
     def take(self, where: dict) -> Job | None:
         self._advance()
-        while self.ready:
-            job = self.ready.popleft()
-            if self.writer.claim(job) and self.writer.open(job, where):
-                return job
+        job = first_open(self.ready, self.writer, where)
+        if job is not None:
+            return job
         for k in range(len(self.searching)):
             x = self.searching[(self.turn + k) % len(self.searching)]
             job = x.ask()
             if job is not None and self.writer.open(job, where):
                 self.turn = (self.turn + k + 1) % len(self.searching)
                 return job
-        while self.pending:
-            job = self.pending.popleft()
-            if self.writer.claim(job) and self.writer.open(job, where):
-                return job
-        return None
+        return first_open(self.pending, self.writer, where)
 
     def more(self) -> bool:
         return bool(self.ready or self.pending or self.searching)

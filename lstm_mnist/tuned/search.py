@@ -21,13 +21,12 @@ from optuna.trial import TrialState
 
 from .. import claims, config
 from ..grids import grid
-from ..grids.plan import Job, classify
+from ..grids.plan import TRIALS_FILE, Job, classify
 from ..machine import host
 from ..tracking import groups, query, records
 from ..tuning import objective as trials_of
 from ..tuning.study import Study, suggest, trial_config
 
-TRIALS_FILE = "trials.json"  # on the tuning run: every trial's state, value, params and seconds (the report's)
 
 
 @dataclasses.dataclass(frozen=True)
