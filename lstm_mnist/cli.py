@@ -72,10 +72,15 @@ def cmd_tune(args) -> int:
 
 
 def cmd_ablate(args) -> int:
+    from .config import ConfigError
     from .grids import grid
 
     shard = grid.parse_shard(args.shard) if args.shard else None
     tuned = grid.load(args.file).tune is not None  # a mistake in the file is answered before seconds of imports
+    if args.until_decided:
+        return _until_decided(args, shard)
+    if args.max_seeds is not None or args.block != 1:
+        raise ConfigError("--max-seeds and --block go with --until-decided: add it, or drop them")
     from .gpu import mps
     from .tracking import outages
 
@@ -89,6 +94,26 @@ def cmd_ablate(args) -> int:
     outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
         return main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage)
+
+
+def _until_decided(args, shard) -> int:
+    from .config import ConfigError
+
+    for given, what in ((shard, "--shard"), (args.force, "--force")):
+        if given:
+            raise ConfigError(f"{what} does not go with --until-decided (each look needs the whole block, trained "
+                              "once): drop it; several machines share a grid's looks through --storage")
+    from .adaptive import run
+    from .gpu import mps
+    from .tracking import outages
+
+    run.design(run.grid.load(args.file), args.max_seeds, args.block)  # a bad design is answered before any import
+    n = _workers(args.workers, args.mps)
+    if args.dry_run:
+        return run.main(args.file, n, args.max_seeds, args.block, dry_run=True, storage_url=args.storage)
+    outages.set_store_wait(args.store_wait)
+    with mps.daemon(args.mps):
+        return run.main(args.file, n, args.max_seeds, args.block, pin=not args.no_pin, storage_url=args.storage)
 
 
 def cmd_gpu_check(args) -> int:
@@ -180,6 +205,13 @@ def parser() -> argparse.ArgumentParser:
                     "claims.journal beside the tracking store; give one RDB to every machine of a grid")
     a.add_argument("--shard", metavar="K/N", help="train only this machine's share K of N (deterministic)")
     a.add_argument("--force", action="store_true", help="train cells again even if FINISHED (or RUNNING elsewhere)")
+    a.add_argument("--until-decided", action="store_true",
+                   help="add whole-design seeds in blocks, looking after each, until every effect is \"effect\" or "
+                   "\"no effect ≥ δ\" (δ: the file's effect_of_interest); looks fixed in advance, α spent over them")
+    a.add_argument("--max-seeds", type=int, metavar="N", help="with --until-decided: the most seeds (default: the "
+                   "file's seeds + 4)")
+    a.add_argument("--block", type=int, default=1, metavar="B", help="with --until-decided: seeds added per look "
+                   "(default 1)")
     a.set_defaults(func=cmd_ablate)
 
     t = sub.add_parser("tune", help="run or continue an Optuna study (studies/*.toml)",

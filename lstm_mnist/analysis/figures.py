@@ -110,6 +110,36 @@ def half_normal_png(points: list[tuple[str, float, float]], metric: str, design:
     return _save(fig, path)
 
 
+def intervals_png(series: dict[str, tuple[list[int], list[float], list[float], list[float], list[float], list[float]]],
+                  delta: float, metric: str, path: str | Path) -> Path:
+    """One panel per effect: its estimate and intervals (`series`: seeds, estimates, lows, highs of the 1 − α_k
+    interval, lows, highs of the 1 − 2α_k one) at each look, against the seeds seen, with the ±δ band shaded and
+    0 drawn: "effect" once the thin bar leaves 0, "no effect ≥ δ" once the thick (1 − 2α_k) bar sits inside the band."""
+    n = max(1, len(series))
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    for ax, (name, (seeds, est, lo, hi, tlo, thi)) in zip(axes.flat, series.items()):
+        ax.axhspan(-delta, delta, color="tab:green", alpha=0.12, lw=0, label=f"±δ = ±{delta:g}")
+        ax.axhline(0, color="grey", lw=0.8)
+        err = [[e - l for e, l in zip(est, lo)], [h - e for e, h in zip(est, hi)]]
+        ax.errorbar(seeds, est, yerr=err, fmt="o", ms=4, capsize=3, color="tab:blue", lw=1)
+        ax.vlines(seeds, tlo, thi, color="tab:blue", lw=4, alpha=0.45)
+        ax.set_title(name, fontsize=9)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(series):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("seeds")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"Δ {metric}")
+    axes.flat[0].legend(loc="best", fontsize=7)
+    fig.suptitle(f"each effect at each look against the seeds ({metric}): 1 − α_k interval (thin), 1 − 2α_k (thick)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -35,7 +35,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     if dry_run:
         return _dry_run(study, shard, force, out)
     with lease.Lease(n_workers) as held:
-        return _plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held)
+        return plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held)
 
 
 def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out) -> int:
@@ -46,8 +46,9 @@ def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out)
     return 0
 
 
-def _plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
-                  storage_url: str | None, held: lease.Lease) -> int:
+def plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
+                  storage_url: str | None, held: lease.Lease, extra: dict | None = None) -> int:
+    """Plan and train; `extra` joins the plan recorded on the parent run (a grid run --until-decided: its looks)."""
     planned = datetime.now()  # before the store is read: a cell finished elsewhere after this is skipped
     every: list[Job] = []
     jobs = plan(study, shard, force, every)
@@ -58,16 +59,18 @@ def _plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | No
             out(f"{j.cell.name}: {j.note}")
     tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
     grid_claims = open_claims(study, storage_url, planned)
+    record = plan_record(every, study.effect_of_interest) | (extra or {})
     if not todo:  # the plan is still this grid's latest: the report reads its members from it
         out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
         c = store.client()
-        close_parent(open_parent(study, n_workers, grid_claims, every, c), tally, records.FINISHED, c)
+        close_parent(open_parent(study, n_workers, grid_claims, every, c, record), tally, records.FINISHED, c)
         return 0
     older = sum(j.older for j in todo)
     out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
         f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})"
         + (f"; {older} of them trained before under another protocol version" if older else ""))
-    return execute(study, todo, n_workers, tally, out, held, pin, grid_claims, {j.config_hash for j in jobs}, every)
+    return execute(study, todo, n_workers, tally, out, held, pin, grid_claims, {j.config_hash for j in jobs}, every,
+                   record=record)
 
 
 def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:

@@ -26,6 +26,7 @@ class Factorial:
     missing_arms: list[str]     # "arm (seed s)" for each design run that has no FINISHED run
     metric: str
     delta: float | None = None  # the grid's effect_of_interest
+    verdicts: dict | None = None  # run --until-decided: each main effect's sequential verdict (report/looks.py)
 
     def frame(self, kind: str) -> pd.DataFrame:
         a = self.analysis
@@ -37,6 +38,9 @@ class Factorial:
                  "df": a.df, "method": a.method, "affected": e.affected, "note": e.note,
                  **{k: v for k, v in power.columns(e.estimate, e.se, a.df, n, self.delta, df_at).items()
                     if k not in ("se", "df")}} for e in a.family(kind)]
+        if self.verdicts is not None:  # the looks' verdicts; the chains were not decided on
+            for row, e in zip(rows, a.family(kind)):
+                row["verdict"] = self.verdicts.get(f"factorial: {e.term.factor}", "") if kind == "main" else ""
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def main_effect(self, flag: str) -> effects.Effect | None:

@@ -39,6 +39,7 @@ class Grid:
     tune: dict | None = None  # a tuned grid's [tune] as its plan records it (arms: searched keys, tuning runs)
     fixed: pd.DataFrame | None = None  # a tuned grid with `fixed = true`: its untuned members (runs: the tuned)
     delta: float | None = None  # the grid's effect_of_interest: each row's verdict
+    sequential: dict | None = None  # run with --until-decided: its looks' design (report/looks.py)
 
 
 # ---------------------------------------------------------------- reading the store
@@ -84,7 +85,8 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
     wall = sum(v for p in parents for _, v in query.metric_history(p.info.run_id, "wall_time_s"))
     return Grid(experiment, name, latest.info.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.data.tags),
-                wall, m.outside, m.missing, mismatched, m.planned, tune, fixed, (plan or {}).get("effect_of_interest"))
+                wall, m.outside, m.missing, mismatched, m.planned, tune, fixed, (plan or {}).get("effect_of_interest"),
+                (plan or {}).get("sequential"))
 
 
 def _planned(cell: dict | None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from . import factorial, tuning
+from . import factorial, looks, tuning
 from ..config import check_name
 from ..tracking import groups
 from .compare import Report, build
@@ -18,6 +18,8 @@ def write(r: Report, out: Path) -> list[Path]:
     """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures."""
     out.mkdir(parents=True, exist_ok=True)
     csvs = {"runs.csv": r.grid.runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
+    if r.looks:
+        csvs["looks.csv"] = r.looks.frame
     if r.factorial:
         csvs |= {"main_effects.csv": r.factorial.frame("main"), "interactions.csv": r.factorial.frame("2fi")}
     t = r.tuning
@@ -34,6 +36,8 @@ def write(r: Report, out: Path) -> list[Path]:
         figs.append(factorial.half_normal_png(r.factorial, out))
     if t:
         figs += tuning.figure(t, out)
+    if r.looks is not None and len(r.looks.frame):
+        figs.append(looks.figure(r.looks, out))
     (out / "report.md").write_text(markdown_doc(r, figs))
     (out / "report.tex").write_text(latex_doc(r))
     return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
@@ -47,6 +51,8 @@ def make(experiment: str | None, grid: str | None, metric: str, out: str | None)
     r = build(g, metric)
     if g.tune:
         r.tuning = tuning.build(g, r)
+    if g.sequential:
+        looks.apply(r)
     paths = write(r, Path(out or Path("reports") / r.grid.name))
     groups.log_files(r.grid.parent_id, paths, "report")
     groups.log_tables(r.grid.parent_id, {f"{label.removeprefix('tab:')}_{r.metric}": table

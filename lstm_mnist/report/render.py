@@ -10,7 +10,7 @@ import pandas as pd
 from ..analysis import tables
 from ..machine import host
 from ..tracking import store
-from . import factorial, tuning
+from . import factorial, looks, tuning
 from .compare import Report
 from .gather import SUMMARY, counts
 
@@ -121,6 +121,9 @@ def shown(r: Report) -> list[tuple[str, str, pd.DataFrame]]:
                  factorial.show(f, "main")),
                 (f"Factorial two-factor interactions ({m}, by alias chain)", "tab:interactions",
                  factorial.show(f, "2fi"))]
+    if r.looks is not None and len(r.looks.frame):
+        out.append((f"Adaptive replication: each effect at each look ({r.looks.metric}, estimate [1 − α_k interval])",
+                    "tab:looks", looks.show(r.looks)))
     if t:
         out += tuning.shown(t, m)
         if t.fixed:
@@ -177,13 +180,17 @@ def notes(r: Report) -> list[str]:
         delta = r.grid.delta
         out.append("MDE (80%): the smallest true effect the row's two-sided t-test detects with 80% power at α = 0.05 "
                    "per test, on the row's degrees of freedom and standard error (a Holm-adjusted family needs more)."
-                   + (f" Verdicts for δ = {delta:g} (the grid's effect_of_interest): \"effect\" when the 95% CI excludes "
+                   + (f" Verdicts for δ = {delta:g} (the grid's effect_of_interest): the looks' (below), since the "
+                      f"grid was run --until-decided." if delta and r.looks is not None else
+                      f" Verdicts for δ = {delta:g} (the grid's effect_of_interest): \"effect\" when the 95% CI excludes "
                       f"0; \"no effect ≥ δ\" when the 90% CI lies inside (−δ, δ) (two one-sided tests at α = 0.05); "
-                      f"else \"undecided\". Seeds for δ: the seeds at which δ would be detected with 80% power "
-                      f"at this spread." if delta else " Give the grid an effect_of_interest (δ) for verdicts."))
+                      f"else \"undecided\"." if delta else " Give the grid an effect_of_interest (δ) for verdicts.")
+                   + (" Seeds for δ: the seeds at which δ would be detected with 80% power at this spread (a fixed "
+                      "design)." if delta else ""))
     if "early_stopping" in set(r.worth.get("flag", ())):
         out.append(EARLY_STOPPING_NOTE)
-    return out + (factorial.notes(r.factorial) if r.factorial else []) + (tuning.notes(r.tuning) if r.tuning else [])
+    return (out + (factorial.notes(r.factorial) if r.factorial else []) + (tuning.notes(r.tuning) if r.tuning else [])
+            + (looks.notes(r.looks, r.metric) if r.looks is not None else []))
 
 
 EARLY_STOPPING_NOTE = (

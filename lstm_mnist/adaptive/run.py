@@ -1,0 +1,118 @@
+"""`python -m lstm_mnist ablate FILE --until-decided [--max-seeds N] [--block B]`: the grid at its seeds, then
+B more seeds of the whole design at a time, up to N, looking after each block and stopping once every effect
+is "effect" or "no effect ≥ δ" (δ: the grid's effect_of_interest).
+
+Each block is an ordinary `ablate` of the grid with more seeds (grids/ablate.py: claims, resume, workers, one
+parent run); the plan recorded on the parent names the looks (seeds, α per look, seed order), and after each
+look looks.json and the metric `undecided` (step = seeds) record what it said. The looks are fixed before the
+first one, and a rerun replays them from the runs (nothing is trained twice), so a killed invocation resumes
+where it stopped and reaches the same verdicts.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..analysis import power, sequential
+from ..config import ConfigError
+from ..grids import ablate, grid
+from ..grids.progress import say
+from ..machine import lease
+from ..report import gather, looks, members
+from ..tracking import records
+
+METRIC = "test_f1"  # what the looks decide on (the report's default metric)
+LOOKS_FILE = "looks.json"
+
+
+def design(study: grid.Study, max_seeds: int | None, block: int) -> tuple[sequential.Looks, list[int]]:
+    """The looks and the seed order (the file's seeds, then the next unused integers), checked."""
+    first = len(study.seeds)
+    if study.tune is not None:
+        raise ConfigError(f"{study.path} has a [tune] table: --until-decided adds seeds to plain grids only; "
+                          "remove [tune], or run it without --until-decided")
+    if not study.effect_of_interest:
+        raise ConfigError(f"--until-decided needs the smallest effect that matters: add effect_of_interest = δ to "
+                          f"{study.path} (in test F1 units, e.g. effect_of_interest = 0.002)")
+    if first < 2:
+        raise ConfigError(f"--until-decided needs at least 2 seeds to start from (a t-test needs a spread); "
+                          f"{study.path} has seeds = {list(study.seeds)}: give two or more")
+    most = first + 4 if max_seeds is None else max_seeds
+    if most < first:
+        raise ConfigError(f"--max-seeds {most} is below the {first} seeds {study.path} starts from: give "
+                          f"--max-seeds {first} or more")
+    if block < 1:
+        raise ConfigError(f"--block {block}: give the seeds added per look, 1 or more")
+    order, s = list(study.seeds), max(study.seeds) + 1
+    while len(order) < most:
+        if s not in order:
+            order.append(s)
+        s += 1
+    return sequential.Looks(first, block, most), order
+
+
+def plan_entry(study: grid.Study, lk: sequential.Looks, order: list[int]) -> dict:
+    return {"sequential": {**lk.record(), "metric": METRIC, "seed_order": order,
+                           "effect_of_interest": study.effect_of_interest}}
+
+
+def check_recorded(study: grid.Study, entry: dict) -> None:
+    """The looks are fixed at the first one: a rerun must ask for the same."""
+    try:
+        _, latest, _ = gather.find_grid(study.experiment, study.name)
+    except gather.ReportError:
+        return
+    before = (members.read_plan(latest.info.run_id) or {}).get("sequential")
+    now = entry["sequential"]
+    keys = ("first", "block", "most", "alpha", "seed_order", "metric", "effect_of_interest")
+    if before and any(before.get(k) != now[k] for k in keys):
+        raise ConfigError(
+            f"grid {study.name!r} was run --until-decided with looks at {before['looks']} seeds (from "
+            f"{before['first']} seeds, --block {before['block']} --max-seeds {before['most']}, effect_of_interest "
+            f"{before['effect_of_interest']}); the looks are fixed before the first one, so rerun with those, or "
+            f"copy the grid file to a new name for another design")
+
+
+def describe(study: grid.Study, lk: sequential.Looks, order: list[int]) -> str:
+    lines = [f"--until-decided on {METRIC}, δ = {study.effect_of_interest:g}: {lk.k} looks, the seeds added in the "
+             f"order {', '.join(map(str, order))}",
+             *(f"  look {i} at {n} seeds (seeds {', '.join(map(str, order[:n]))}): α_k = {a:.4f}"
+               for i, (n, a) in enumerate(zip(lk.seeds, lk.alphas), 1)),
+             f"  {sequential.METHOD}; Σ α_k = {lk.alpha:g}", "The first look's cells:"]
+    return "\n".join(lines)
+
+
+def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int = 1, dry_run: bool = False,
+         out=say, pin: bool = True, storage_url: str | None = None) -> int:
+    """Blocks of seeds until every effect is decided or the seeds reach the most; 0 unless a cell failed."""
+    study = grid.load(path)
+    lk, order = design(study, max_seeds, block)
+    entry = plan_entry(study, lk, order)
+    if dry_run:
+        out(describe(study, lk, order))
+        return ablate.main(path, n_workers, dry_run=True, out=out)
+    check_recorded(study, entry)
+    with lease.Lease(n_workers) as held:
+        for k, n in enumerate(lk.seeds, 1):
+            at = dataclasses.replace(study, seeds=tuple(order[:n]))
+            if ablate.plan_and_run(at, n_workers, None, False, out, pin, storage_url, held, entry):
+                out(f"look {k} at {n} seeds waits: a cell failed (above); rerun the same command to train it again "
+                    "and go on (a look needs its whole block)")
+                return 1
+            g = gather.load(study.experiment, study.name)
+            if g.missing:
+                out(f"look {k} at {n} seeds waits for {len(g.missing)} cells another process is training "
+                    f"({', '.join(g.missing[:3])}{', ...' * (len(g.missing) > 3)}); that process makes the look, "
+                    "or rerun this command when it ends")
+                return 0
+            said = looks.build(g, g.sequential)
+            records.log_dict(g.parent_id, looks.record(said), LOOKS_FILE)
+            records.log_metric(g.parent_id, "undecided", len(said.undecided()), step=n)
+            out(f"look {k}/{lk.k} at {n} seeds (α_k = {lk.alpha_at(n):.4f}): "
+                + "; ".join(f"{e}: {v}" for e, v in said.verdicts().items()))
+            if not said.undecided():
+                out(f"{study.name}: every effect decided at {n} seeds (of at most {lk.most}); "
+                    f"`make report ARGS=\"--grid {study.name} --experiment {study.experiment}\"`")
+                return 0
+    out(f"{study.name}: {len(said.undecided())} effects still {power.UNDECIDED} at {lk.most} seeds, the most planned "
+        f"({', '.join(said.undecided())}); the looks were fixed in advance, so more seeds need a new grid file")
+    return 0

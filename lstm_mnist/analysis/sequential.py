@@ -1,0 +1,124 @@
+"""Adaptive replication that stays honest under optional stopping: looks fixed in advance, α spent over them.
+
+`ablate FILE --until-decided` adds whole-design seeds in blocks and looks after each block, stopping when
+every effect is decided. Looking again and stopping when a row looks good inflates a fixed-n test's error
+rate (five looks at α = 0.05 give about 0.14 for a t-test). The rule here is Bonferroni alpha spending over
+the K looks fixed before the first one (first seeds, block, most seeds): look k, at n_k seeds, tests at
+α_k = α · n_k / Σ n_j (α in proportion to the seeds seen, so the early looks, on few seeds and degrees of
+freedom, spend little), and Σ α_k = α. So the chance that an effect gets a wrong verdict at any look,
+whatever the data make the runner do, is at most α, for each of the two wrong verdicts ("effect" when
+there is none; "no effect ≥ δ" when the effect is δ or more). It needs no assumption about how the looks'
+statistics are correlated. An effect's verdict is its first decisive one (it stays: the guarantee covers
+every look at once). Pure (scipy via power.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import power
+
+ALPHA = 0.05
+METHOD = "Bonferroni alpha spending over looks fixed in advance (α_k ∝ seeds at look k)"
+
+
+@dataclass(frozen=True)
+class Looks:
+    """When the runner looks: at `first` seeds, then every `block` more seeds, the last at `most`."""
+    first: int
+    block: int
+    most: int
+    alpha: float = ALPHA
+
+    def __post_init__(self):
+        if not (2 <= self.first <= self.most and self.block >= 1):
+            raise ValueError(f"looks need 2 <= first ({self.first}) <= most ({self.most}) and block >= 1 ({self.block})")
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed counts of the looks, in order."""
+        return [*range(self.first, self.most, self.block), self.most]
+
+    @property
+    def k(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def alphas(self) -> list[float]:
+        """Each look's α (its two-sided test of 0; each one-sided test of its equivalence pair): Σ = alpha."""
+        total = sum(self.seeds)
+        return [self.alpha * n / total for n in self.seeds]
+
+    def alpha_at(self, n: int) -> float:
+        if n not in self.seeds:
+            raise ValueError(f"no look at {n} seeds (looks at {self.seeds})")
+        return self.alphas[self.seeds.index(n)]
+
+    def record(self) -> dict:
+        return {"method": METHOD, "alpha": self.alpha, "first": self.first, "block": self.block, "most": self.most,
+                "looks": self.seeds, "alphas": self.alphas}
+
+    @classmethod
+    def from_record(cls, r: dict) -> "Looks":
+        return cls(int(r["first"]), int(r["block"]), int(r["most"]), float(r["alpha"]))
+
+    def guarantee(self, delta: float) -> str:
+        each = ", ".join(f"{n}: {a:.4f}" for n, a in zip(self.seeds, self.alphas))
+        return (f"{METHOD}: {self.k} looks (seeds: α) {each}; Σ = α = {self.alpha:g}. For every effect, P(a wrong "
+                f"verdict at any look) ≤ α, wherever the runner stopped (\"effect\" when the effect is 0; "
+                f"\"no effect ≥ δ\" when |effect| ≥ δ = {delta:g})")
+
+
+def look_verdict(estimate: float, se: float, df: float, delta: float, looks: Looks, n: int) -> str:
+    """The verdict at the look on n seeds: power.verdict at its α_k (its 1 − α_k CI excludes 0: "effect"; its
+    1 − 2α_k CI inside (−δ, δ): "no effect ≥ δ")."""
+    return power.verdict(estimate, se, df, delta, looks.alpha_at(n))
+
+
+def look_interval(estimate: float, se: float, df: float, looks: Looks, n: int) -> tuple[float, float]:
+    """The look's 1 − α_k interval (the one its "effect" verdict reads)."""
+    return power.interval(estimate, se, df, 1 - looks.alpha_at(n))
+
+
+def settle(history: list[str]) -> str:
+    """An effect's verdict after its looks so far: the first decisive one, else undecided."""
+    return next((v for v in history if v != power.UNDECIDED), power.UNDECIDED)
+
+
+# ---------------------------------------------------------------- the proof by simulation (tests, docs)
+@dataclass
+class Simulated:
+    verdicts: list[str]   # per replication: the final verdict
+    seeds: np.ndarray     # per replication: seeds used when the runner stopped
+
+    def rate(self, verdict: str) -> float:
+        return sum(v == verdict for v in self.verdicts) / len(self.verdicts)
+
+
+def simulate_adaptive(theta: float, sigma: float, delta: float, looks: Looks, reps: int,
+                      rng: np.random.Generator) -> Simulated:
+    """`reps` replications of one effect measured by a paired t-test (per-seed differences ~ N(theta, sigma²)),
+    looked at as the runner looks: stop at the first look whose verdict is decisive."""
+    d = rng.normal(theta, sigma, size=(reps, looks.most))
+    verdicts, used = [], np.empty(reps, dtype=int)
+    for i in range(reps):
+        history = []
+        for n in looks.seeds:
+            x = d[i, :n]
+            history.append(look_verdict(float(x.mean()), float(x.std(ddof=1) / math.sqrt(n)), n - 1, delta, looks, n))
+            if settle(history) != power.UNDECIDED:
+                break
+        verdicts.append(settle(history))
+        used[i] = n
+    return Simulated(verdicts, used)
+
+
+def simulate_fixed(theta: float, sigma: float, delta: float, n: int, reps: int, rng: np.random.Generator,
+                   alpha: float = ALPHA) -> Simulated:
+    """The fixed design: n seeds, one look at α."""
+    d = rng.normal(theta, sigma, size=(reps, n))
+    mean, se = d.mean(axis=1), d.std(axis=1, ddof=1) / math.sqrt(n)
+    return Simulated([power.verdict(float(m), float(s), n - 1, delta, alpha) for m, s in zip(mean, se)],
+                     np.full(reps, n))
