@@ -59,7 +59,7 @@ bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop ->
 .PHONY: ablation
 # EXP defaults to full.toml for `run`; the grid's own default applies unless EXP is given on the command line.
 ABLATION = $(if $(filter command line,$(origin EXP)),$(EXP),experiments/ablation.toml)
-ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2|auto] [MPS=1] [ARGS="--dry-run"]
+ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2|auto] [MPS=1] [ARGS="--dry-run" | "--until-decided --max-seeds 6"]
 	$(PY) -m lstm_mnist ablate $(ABLATION) --workers $(WORKERS) $(if $(MPS),--mps) $(ARGS)
 
 tune: install  ## Optuna study: make tune STUDY=studies/quick.toml TRIALS=8 WORKERS=2 [STORAGE=postgresql://...]

@@ -8,6 +8,7 @@ The packages, bottom to top (each imports only from those below it):
   runs/       one recorded run                                         grids/     ablation grids
   tuning/     Optuna studies        report/  the results report        gpu/       GPU measurement, MPS
   tuned/      tuned ablations: every arm searched with an equal budget before it is compared
+  adaptive/   `ablate --until-decided`: seeds added in blocks until every effect is decided
   cli.py      the command line
 """
 __version__ = "0.1.0"

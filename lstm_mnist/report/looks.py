@@ -68,10 +68,11 @@ def on_seeds(g: Grid, seeds: list[int]) -> Grid:
 
 
 def build(g: Grid, record: dict) -> Looks:
-    """Every planned look the grid's seeds reach (a look needs all its seeds), recomputed from the runs."""
+    """Every planned look the grid's seeds reach (a look needs every run of its seeds), recomputed from the runs."""
     design, order, metric = design_of(record)
     delta = float(g.delta)
-    have = set(g.runs["seed"])
+    per_seed = g.runs.groupby("seed")["arm"].nunique()
+    have = set(per_seed[per_seed == g.runs["arm"].nunique()].index)  # seeds with the whole design
     rows, history = [], {}
     for k, n in enumerate(design.seeds, 1):
         if not set(order[:n]) <= have:
