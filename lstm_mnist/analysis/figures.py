@@ -118,7 +118,7 @@ def intervals_png(series: dict[str, tuple[list[int], list[float], list[float], l
     n = max(1, len(series))
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
     for ax, (name, (seeds, est, lo, hi, tlo, thi)) in zip(axes.flat, series.items()):
         ax.axhspan(-delta, delta, color="tab:green", alpha=0.12, lw=0, label=f"±δ = ±{delta:g}")
         ax.axhline(0, color="grey", lw=0.8)
@@ -130,7 +130,7 @@ def intervals_png(series: dict[str, tuple[list[int], list[float], list[float], l
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(series):]:
         ax.axis("off")
-    for ax in axes[-1]:
+    for ax in list(axes.flat)[:len(series)]:
         ax.set_xlabel("seeds")
     for ax in axes[:, 0]:
         ax.set_ylabel(f"Δ {metric}")
