@@ -82,11 +82,15 @@ def _fixed_with_power(theta: float, right: str, target: float, rng) -> int:
     raise AssertionError("no fixed design reaches the adaptive rule's power")
 
 
-@pytest.mark.parametrize("theta", [2.0, 3.0])
+@pytest.mark.parametrize("theta", [1.25, 1.5, 2.0])
 def test_the_adaptive_rule_needs_fewer_seeds_than_the_fixed_design_with_the_same_power(theta):
-    rng = np.random.default_rng(int(theta))
+    """Effects the design is powered for (power ≥ 0.95 at most seeds): the fixed design that says "effect" as
+    often (within 0.005) needs more seeds than the adaptive rule uses on average. (For effects of 2.5σ and
+    more a fixed 5–6 seeds do as well: the first looks, on 2–4 seeds, have too few degrees of freedom.)"""
+    rng = np.random.default_rng(int(4 * theta))
     sim = sequential.simulate_adaptive(theta, SIGMA, DELTA, LOOKS, REPS, rng)
-    fixed = _fixed_with_power(theta, power.EFFECT, sim.rate(power.EFFECT) - _mc(sim.rate(power.EFFECT)), rng)
+    assert sim.rate(power.EFFECT) >= 0.95
+    fixed = _fixed_with_power(theta, power.EFFECT, sim.rate(power.EFFECT) - 0.005, rng)
     record(f"adaptive vs fixed, effect {theta:g}σ (δ = σ)", power=round(sim.rate(power.EFFECT), 4),
            mean_seeds=round(float(sim.seeds.mean()), 2), fixed_seeds_same_power=fixed)
     assert sim.seeds.mean() < fixed, (sim.seeds.mean(), fixed)
