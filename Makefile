@@ -10,6 +10,7 @@ TRIALS ?=
 WORKERS ?= 1
 MPS ?=
 STORAGE ?=
+RAY ?=
 TEST_PROCS ?= 4
 # MNIST: LSTM_MNIST_DATA when set; else the verified copy beside a development checkout; else data/
 # (where torchvision downloads it on a machine with internet).
@@ -34,7 +35,7 @@ run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epo
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
 
 test: install  ## the test suite (CPU, 5 to 8 minutes on 2 cores; independent tests run in parallel)
-	$(PY) -m pytest -q -n $(TEST_PROCS) $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadgroup $(ARGS)
 
 .PHONY: test-fast
 test-fast: install  ## the tests that start no subprocess (the edit loop, under a minute on 2 cores)
@@ -59,12 +60,12 @@ bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop ->
 .PHONY: ablation
 # EXP defaults to full.toml for `run`; the grid's own default applies unless EXP is given on the command line.
 ABLATION = $(if $(filter command line,$(origin EXP)),$(EXP),experiments/ablation.toml)
-ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2|auto] [MPS=1] [ARGS="--dry-run" | "--until-decided --max-seeds 6"]
-	$(PY) -m lstm_mnist ablate $(ABLATION) --workers $(WORKERS) $(if $(MPS),--mps) $(ARGS)
+ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2|auto] [MPS=1] [RAY=auto|ADDRESS] [ARGS="--dry-run" | "--until-decided --max-seeds 6"]
+	$(PY) -m lstm_mnist ablate $(ABLATION) --workers $(WORKERS) $(if $(MPS),--mps) $(if $(RAY),--ray $(RAY)) $(ARGS)
 
-tune: install  ## Optuna study: make tune STUDY=studies/quick.toml TRIALS=8 WORKERS=2 [STORAGE=postgresql://...]
+tune: install  ## Optuna study: make tune STUDY=studies/quick.toml TRIALS=8 WORKERS=2 [STORAGE=postgresql://...] [RAY=auto]
 	$(PY) -m lstm_mnist tune $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --workers $(WORKERS) $(if $(MPS),--mps) \
-		$(if $(STORAGE),--storage $(STORAGE)) $(ARGS)
+		$(if $(STORAGE),--storage $(STORAGE)) $(if $(RAY),--ray $(RAY)) $(ARGS)
 
 .PHONY: gpu-check
 gpu-check: install  ## measure this GPU (epoch time, workers per GPU, MPS) -> reports/gpu-check.json [MPS=1]

@@ -63,12 +63,23 @@ def cmd_tune(args) -> int:
     from .tracking import outages
     from .tuning import tune
 
-    n = _workers(args.workers, args.mps)
+    ray = _ray(args)
+    if ray is not None and args.mps:
+        raise _mps_with_ray()
+    # On Ray, --workers caps the study's tasks; without it, as many as the cluster holds.
+    n = _workers(args.workers) if not (ray and args.workers == "1") else 1 << 20
     outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
         tune.main(args.file, trials=args.trials, n_workers=n, storage_url=args.storage, timeout=args.timeout,
-                  pin=not args.no_pin)
+                  pin=not args.no_pin, ray=ray)
     return 0
+
+
+def _mps_with_ray():
+    from .config import ConfigError
+
+    return ConfigError("--mps does not go with --ray: Ray places the work on the cluster's CPUs and GPUs "
+                       "(--gpus-per-cell 0.25 shares a GPU four ways); drop it")
 
 
 def cmd_ablate(args) -> int:
@@ -81,6 +92,10 @@ def cmd_ablate(args) -> int:
         return _until_decided(args, shard)
     if args.max_seeds is not None or args.block != 1:
         raise ConfigError("--max-seeds and --block go with --until-decided: add it, or drop them")
+    ray = _ray(args)
+    if ray is not None and (args.mps or shard):
+        raise ConfigError(f"{'--mps' if args.mps else '--shard'} does not go with --ray: Ray places the cells on the "
+                          "cluster's CPUs and GPUs (--gpus-per-cell 0.25 shares a GPU four ways); drop it")
     from .gpu import mps
     from .tracking import outages
 
@@ -93,7 +108,32 @@ def cmd_ablate(args) -> int:
         return main(args.file, n, shard, dry_run=True, force=args.force, storage_url=args.storage)
     outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
-        return main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage)
+        return main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage, ray=ray)
+
+
+def _ray_options(p) -> None:
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="train on a Ray cluster: its address (e.g. 10.0.0.5:6379), or none for RAY_ADDRESS, the "
+                   "cluster `ray start` made here, else a local one; --workers is then Ray's placement")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0, metavar="N",
+                   help="with --ray: CPUs per cell (torch's threads follow it; default 1)")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0, metavar="F",
+                   help="with --ray: GPUs per cell, fractional (0.25: four cells share a GPU; default 0)")
+
+
+def _ray(args):
+    """--ray's options (grids/ray_engine.RayOptions), or None; --cpus/--gpus-per-cell without --ray is a mistake."""
+    from .config import ConfigError
+
+    if args.ray is None:
+        if args.cpus_per_cell != 1.0 or args.gpus_per_cell != 0.0:
+            raise ConfigError("--cpus-per-cell and --gpus-per-cell go with --ray: add it, or drop them")
+        return None
+    from .grids.ray_engine import RayOptions, check
+
+    opts = RayOptions(args.ray, args.cpus_per_cell, args.gpus_per_cell)
+    check(opts)
+    return opts
 
 
 def _until_decided(args, shard) -> int:
@@ -108,12 +148,14 @@ def _until_decided(args, shard) -> int:
     from .tracking import outages
 
     run.design(run.grid.load(args.file), args.max_seeds, args.block)  # a bad design is answered before any import
+    ray = _ray(args)
     n = _workers(args.workers, args.mps)
     if args.dry_run:
         return run.main(args.file, n, args.max_seeds, args.block, dry_run=True, storage_url=args.storage)
     outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
-        return run.main(args.file, n, args.max_seeds, args.block, pin=not args.no_pin, storage_url=args.storage)
+        return run.main(args.file, n, args.max_seeds, args.block, pin=not args.no_pin, storage_url=args.storage,
+                        ray=ray)
 
 
 def cmd_gpu_check(args) -> int:
@@ -205,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
                     "claims.journal beside the tracking store; give one RDB to every machine of a grid")
     a.add_argument("--shard", metavar="K/N", help="train only this machine's share K of N (deterministic)")
     a.add_argument("--force", action="store_true", help="train cells again even if FINISHED (or RUNNING elsewhere)")
+    _ray_options(a)
     a.add_argument("--until-decided", action="store_true",
                    help="add whole-design seeds in blocks, looking after each, until every effect is \"effect\" or "
                    "\"no effect ≥ δ\" (δ: the file's effect_of_interest); looks fixed in advance, α spent over them")
@@ -223,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     _worker_options(t, "worker processes sharing the study (and the GPUs), each pinned to its own CPU cores",
                     "a journal file next to the study file")
     t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")
+    _ray_options(t)
     t.set_defaults(func=cmd_tune)
 
     rp = sub.add_parser("report", help="results tables (CIs, paired tests) and figures of an ablation grid",

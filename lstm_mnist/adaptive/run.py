@@ -82,7 +82,7 @@ def describe(study: grid.Study, lk: sequential.Looks, order: list[int]) -> str:
 
 
 def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int = 1, dry_run: bool = False,
-         out=say, pin: bool = True, storage_url: str | None = None) -> int:
+         out=say, pin: bool = True, storage_url: str | None = None, ray=None) -> int:
     """Blocks of seeds until every effect is decided or the seeds reach the most; 0 unless a cell failed."""
     study = grid.load(path)
     lk, order = design(study, max_seeds, block)
@@ -91,10 +91,12 @@ def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int
         out(describe(study, lk, order))
         return ablate.main(path, n_workers, dry_run=True, out=out)
     check_recorded(study, entry)
-    with lease.Lease(n_workers) as held:
+    if ray is not None:  # Ray places the cells (grids/ray_engine.py)
+        n_workers = ablate.engine_capacity(ray)
+    with lease.Lease(1 if ray else n_workers) as held:
         for k, n in enumerate(lk.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))
-            if ablate.plan_and_run(at, n_workers, None, False, out, pin, storage_url, held, entry):
+            if ablate.plan_and_run(at, n_workers, None, False, out, pin, storage_url, held, entry, ray):
                 out(f"look {k} at {n} seeds waits: a cell failed (above); rerun the same command to train it again "
                     "and go on (a look needs its whole block)")
                 return 1

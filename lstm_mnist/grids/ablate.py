@@ -24,7 +24,7 @@ from .writer import Tally, Writer
 
 # ---------------------------------------------------------------- the whole command
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
-         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None) -> int:
+         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None, ray=None) -> int:
     """Plan, then train what is not done; 0 when no cell of the share failed (cells another process
     claimed are that process's to finish), else 1. The host's cores are leased from the start (before the
     plan's seconds of reading), so invocations started together divide them from their first cell."""
@@ -34,8 +34,18 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
                           "each arm before its cells (lstm_mnist.tuned.run.main)")
     if dry_run:
         return _dry_run(study, shard, force, out)
-    with lease.Lease(n_workers) as held:
-        return plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held)
+    if ray is not None:  # Ray places the cells (ray_engine.py); this host only writes
+        n_workers = engine_capacity(ray)
+    with lease.Lease(1 if ray else n_workers) as held:
+        return plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held, ray=ray)
+
+
+def engine_capacity(ray) -> int:
+    """Join the Ray cluster; the cells it can train at once (at least one: a cluster may grow)."""
+    from . import ray_engine
+
+    ray_engine.check(ray)
+    return max(1, ray_engine.capacity(ray_engine.connect(ray), ray))
 
 
 def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out) -> int:
@@ -47,7 +57,7 @@ def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out)
 
 
 def plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
-                  storage_url: str | None, held: lease.Lease, extra: dict | None = None) -> int:
+                  storage_url: str | None, held: lease.Lease, extra: dict | None = None, ray=None) -> int:
     """Plan and train; `extra` joins the plan recorded on the parent run (a grid run --until-decided: its looks)."""
     planned = datetime.now()  # before the store is read: a cell finished elsewhere after this is skipped
     every: list[Job] = []
@@ -70,7 +80,7 @@ def plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | Non
         f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})"
         + (f"; {older} of them trained before under another protocol version" if older else ""))
     return execute(study, todo, n_workers, tally, out, held, pin, grid_claims, {j.config_hash for j in jobs}, every,
-                   record=record)
+                   record=record, ray=ray)
 
 
 def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
@@ -105,9 +115,10 @@ def close_parent(parent: str, tally: Tally, status: str, c) -> None:
 
 def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
             pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job], schedule=None,
-            total: int | None = None, record: dict | None = None) -> int:
+            total: int | None = None, record: dict | None = None, ray=None) -> int:
     """Train `todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
-    each arm's tuned cells; `total` of them), under the grid's one parent run; 0 unless a cell failed."""
+    each arm's tuned cells; `total` of them), under the grid's one parent run, in this process, in worker
+    processes, or as Ray tasks (`ray`: ray_engine.RayOptions); 0 unless a cell failed."""
     c = store.client()
     grid_claims.reap()
     for j in todo:
@@ -122,7 +133,11 @@ def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, ou
     heartbeat.start()
     try:
         with writer.progress:
-            if n_workers == 1:
+            if ray is not None:
+                from . import ray_engine
+
+                ray_engine.run(source, writer, ray, writer.progress.line)
+            elif n_workers == 1:
                 serial(source, writer, held, pin)
             else:
                 parallel(source, n_workers, writer, held, pin)

@@ -76,6 +76,17 @@ class Writer:
         self.progress.started(job)
         return True
 
+    def tag(self, job: Job, tags: dict) -> None:
+        """Tags learned once the cell runs (a Ray task's node)."""
+        records.set_tags(self.open_runs[job.cell.name].run_id, tags, self.c)
+
+    def restart(self, job: Job, reason: str, seconds: float, where: dict | None = None) -> bool:
+        """The cell's process died (a Ray task's worker or node): its run FAILED with the reason, and a new run
+        opened for it under the same claim; False when that run cannot be opened (the cell then failed)."""
+        records.mark_failed(self.c, self.open_runs.pop(job.cell.name).run_id, f"{reason}; trained again")
+        self.progress.line(f"retry {job.cell.name}: {reason} after {seconds:.0f}s; trained again")
+        return self.open(job, where)
+
     def epoch(self, job: Job, epoch: int, record: dict) -> str | None:
         """Log the epoch; for a trial, also report it to its pruner: the reason to stop it now, or None."""
         self.open_runs[job.cell.name].log_epoch(epoch, record)

@@ -38,6 +38,11 @@ def read_idx(path: Path) -> tuple[torch.Tensor, bytes]:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise DataError(f"{path}: unreadable or truncated gzip ({e}); replace the file") from None
+    return parse_idx(raw, path), raw
+
+
+def parse_idx(raw: bytes, path) -> torch.Tensor:
+    """An IDX file's uncompressed bytes as a uint8 tensor (`path`: where they came from, for the message)."""
     if len(raw) < 4:
         raise DataError(f"{path}: corrupt IDX file ({len(raw)} bytes, no header); replace the file")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
@@ -51,8 +56,7 @@ def read_idx(path: Path) -> tuple[torch.Tensor, bytes]:
     if len(raw) != expected:
         raise DataError(f"{path}: truncated or corrupt IDX file ({len(raw)} bytes, header says {expected}); "
                         "replace the file")
-    data = torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
-    return data, raw
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
 
 
 def _find(data_dir: Path) -> dict[str, Path] | None:
@@ -114,28 +118,54 @@ class MNIST:
 
 
 _CACHE: dict = {}
+_GIVEN: dict = {}  # data_dir -> (arrays, fingerprint) handed to this process (a Ray task), not read from files
 
 
 def _read_all(data_dir: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """The four arrays and their fingerprint, checked for consistency; cached per process."""
+    if str(data_dir) in _GIVEN:
+        return _GIVEN[str(data_dir)]
     paths = locate(data_dir)
     key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths.values())
     if key not in _CACHE:
-        digest = hashlib.sha256()
-        arrays = {}
+        raws = {}
         for name, path in paths.items():
-            arrays[name], raw = read_idx(path)
-            digest.update(hashlib.sha256(raw).digest())
-        for split in ("train", "test"):
-            x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-            if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
-                raise DataError(f"{paths[f'{split}_images']}: {tuple(x.shape)} images but {tuple(y.shape)} labels; "
-                                "the files do not belong together")
-            if int(y.max()) > 9:
-                raise DataError(f"{paths[f'{split}_labels']}: label {int(y.max())} outside 0-9; replace the file")
+            _, raws[name] = read_idx(path)
         _CACHE.clear()
-        _CACHE[key] = (arrays, digest.hexdigest()[:16])
+        _CACHE[key] = _checked(raws, paths)
     return _CACHE[key]
+
+
+def _checked(raws: dict[str, bytes], where: dict) -> tuple[dict[str, torch.Tensor], str]:
+    """The arrays of the four files' bytes, and their fingerprint (the hash of each file's bytes, in FILES order)."""
+    digest = hashlib.sha256()
+    arrays = {}
+    for name in FILES:
+        arrays[name] = parse_idx(raws[name], where[name])
+        digest.update(hashlib.sha256(raws[name]).digest())
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
+            raise DataError(f"{where[f'{split}_images']}: {tuple(x.shape)} images but {tuple(y.shape)} labels; "
+                            "the files do not belong together")
+        if int(y.max()) > 9:
+            raise DataError(f"{where[f'{split}_labels']}: label {int(y.max())} outside 0-9; replace the file")
+    return arrays, digest.hexdigest()[:16]
+
+
+def raw_files(data_dir: str | Path) -> dict[str, bytes]:
+    """The four files' uncompressed bytes: what the fingerprint hashes, and what a Ray driver ships (~55 MB)."""
+    return {name: read_idx(path)[1] for name, path in locate(data_dir).items()}
+
+
+def provide(data_dir: str, raws: dict[str, bytes], expected: str) -> None:
+    """Use these bytes as data_dir's files in this process (a Ray task: the driver's copy, from the object
+    store, so nodes need no MNIST files); parsed and fingerprinted on arrival, so a run's identity holds."""
+    arrays, fp = _checked(raws, {name: f"{data_dir} ({name}, from the driver)" for name in FILES})
+    if fp != expected:
+        raise DataError(f"the data that arrived from the driver has fingerprint {fp}, not {expected}: it was "
+                        "corrupted on the way; rerun")
+    _GIVEN[str(data_dir)] = (arrays, fp)
 
 
 def fingerprint(data_dir: str | Path) -> str:

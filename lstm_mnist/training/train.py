@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -258,7 +259,8 @@ def _interruptible(method, trainer: L.Trainer, *args, **kwargs) -> None:
             raise KeyboardInterrupt from None
         raise
     finally:
-        signal.signal(signal.SIGINT, handler)
+        if threading.current_thread() is threading.main_thread():  # a Ray task trains in a thread of its own
+            signal.signal(signal.SIGINT, handler)
 
 
 def per_class_report(confusion: torch.Tensor) -> dict:

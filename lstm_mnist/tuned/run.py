@@ -22,7 +22,7 @@ from .search import Search, arms, definition
 
 
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
-         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None) -> int:
+         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None, ray=None) -> int:
     s = grid.load(path)
     if shard:
         raise ConfigError(f"--shard {shard[0]}/{shard[1]}: a tuned grid divides its trials through its shared "
@@ -32,7 +32,9 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     if dry_run:
         out(describe(s, fingerprint, storage_url, force))
         return 0
-    with lease.Lease(n_workers) as held:
+    if ray is not None:  # Ray places the trials and cells (grids/ray_engine.py); this host only writes
+        n_workers = ablate.engine_capacity(ray)
+    with lease.Lease(1 if ray else n_workers) as held:
         planned = datetime.now()  # before the store is read (the claims' rule, as in a plain grid)
         every: list = []
         jobs = plan(s, None, force, every)
@@ -56,7 +58,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
         share = {j.config_hash for j in jobs}
         return ablate.execute(s, todo, n_workers, tally, out, held, pin, grid_claims, share, every,
                               schedule=schedule, total=trials_left + len(todo) + n_tuned,
-                              record=tuned_plan(s, every, searches))
+                              record=tuned_plan(s, every, searches), ray=ray)
 
 
 # ---------------------------------------------------------------- the dry run

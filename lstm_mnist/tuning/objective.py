@@ -31,11 +31,11 @@ class Surplus(RuntimeError):
 class Objective:
     """Train one trial as a child MLflow run; report each epoch's validation metric to the pruner."""
 
-    def __init__(self, study: Study, parent_run_id: str, placement, label: str, total: int):
+    def __init__(self, study: Study, parent_run_id: str, placement, label: str, total: int, tags: dict | None = None):
         """`placement`: the trial's device and threads, or a function that gives them for each trial (and pins
-        this process to its current share of the host's cores)."""
+        this process to its current share of the host's cores); `tags`: on every trial's run (a Ray node's)."""
         self.study, self.parent_run_id, self.placement, self.label = study, parent_run_id, placement, label
-        self.total = total
+        self.total, self.tags = total, tags or {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("process", host.process_stamp(os.getpid()))  # lets a later start spot a dead worker
@@ -50,7 +50,7 @@ class Objective:
         cfg = trial_config(self.study, params, self.placement() if callable(self.placement) else self.placement)
         tags = {"study_name": self.study.name, "trial_number": trial.number, "trial_state": "RUNNING",
                 "lstm_mnist.role": "trial", "trial_params": json.dumps(params),
-                "cpu_affinity": cores.share_text(cores.affinity())}
+                "cpu_affinity": cores.share_text(cores.affinity()), **self.tags}
         # force: identical params in two trials are two trials; the study's storage is what resumes.
         out = runner.execute(cfg, run_name=f"{self.study.name}-t{trial.number}", parent_run_id=self.parent_run_id,
                              tags=tags, force=True, catch=True, stop_on=(optuna.TrialPruned,),

@@ -25,21 +25,24 @@ from .study import Study, load_study_file, trial_config
 
 # ---------------------------------------------------------------- workers
 def work(path: str, storage_url: str | None, total: int, timeout: float | None, index: int, n_workers: int,
-         parent_run_id: str, holder: int, pin: bool = True) -> None:
+         parent_run_id: str, holder: int, pin: bool = True, placed: dict | None = None, tags: dict | None = None) -> None:
     """One worker: take trials until the study holds `total` finished-or-running ones (or time is up). Each
     trial runs on the share of the host's cores that the lease held by `holder` (the tune process) gives
-    this worker then, so several invocations on one host divide the cores."""
+    this worker then, so several invocations on one host divide the cores; or, on Ray, on what the task was
+    given (`placed`: device and threads)."""
     study_def = load_study_file(path)
     study = open_study(study_def, storage_url, seed_offset=index)
     label = f"[worker {index}] " if n_workers > 1 else ""
 
     def placement() -> dict:
+        if placed is not None:
+            return placed
         share = lease.share(index, holder)
         if pin:
             cores.pin_to(share)
         return cores.settings(index, n_workers, share)
 
-    objective = Objective(study_def, parent_run_id, placement, label, total)
+    objective = Objective(study_def, parent_run_id, placement, label, total, tags)
     deadline = time.monotonic() + timeout if timeout else float("inf")
     failures = 0
     while counted(study) < total and failures < total and time.monotonic() < deadline:
@@ -118,7 +121,7 @@ def _stop_workers(procs: list, grace_s: float = 30) -> None:
 
 # ---------------------------------------------------------------- the whole study
 def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: str | None = None,
-         timeout: float | None = None, pin: bool = True) -> dict:
+         timeout: float | None = None, pin: bool = True, ray=None) -> dict:
     """Run (or continue) a study to `trials` COMPLETE+PRUNED trials; returns the summary it prints."""
     if n_workers < 1 or (trials is not None and trials < 1):
         raise ConfigError(f"--workers {n_workers} --trials {trials}: both must be at least 1")
@@ -139,13 +142,23 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
                                valid=query.exists)
     if not made:
         groups.reopen(parent, tags)
+    if ray is not None:  # as many tasks as the cluster holds, at most --workers
+        from ..grids import ray_engine
+
+        ray_engine.check(ray)
+        n_workers = max(1, min(n_workers, ray_engine.capacity(ray_engine.connect(ray, worker_output=True), ray)))
     done = counted(study)
     print(f"study {study_def.name}: {done} of {total} trials done or running"
           f"{f'; failed {len(stale)} left RUNNING by a dead process and queued them again' if stale else ''}; "
           f"{n_workers} worker(s); storage {shown_storage(study_def, storage_url)}; MLflow run {parent}", flush=True)
     try:
-        with lease.Lease(n_workers):  # this host's cores, divided with any other invocation's workers
-            run_workers(str(path), storage_url, total, timeout, n_workers, parent, pin, study)
+        if ray is not None:  # the study's workers as Ray tasks (ray_workers.py)
+            from .ray_workers import run_on_ray
+
+            run_on_ray(str(Path(path).resolve()), storage_url, total, timeout, n_workers, parent, study, ray)
+        else:
+            with lease.Lease(n_workers):  # this host's cores, divided with any other invocation's workers
+                run_workers(str(path), storage_url, total, timeout, n_workers, parent, pin, study)
     except BaseException as e:
         # Interrupted: KILLED, like an interrupted run; anything else (e.g. a worker's error) FAILED.
         try:

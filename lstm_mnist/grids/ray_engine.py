@@ -1,0 +1,203 @@
+"""Cells as Ray tasks (`ablate FILE --ray [ADDRESS]`): Ray places them on a cluster's nodes and GPUs; this
+process stays the grid's one MLflow writer.
+
+Each cell is a streaming-generator task: it reports where it runs, then each epoch, then its result, and
+this process records them exactly as it records a local worker's (writer.py): the same claims, runs, tags
+and resume, so a run trained on Ray differs only in its `machine` and `worker` tags, which name the Ray node.
+Why the driver writes, not the tasks: the tracking store and the claims stay where they are (a SQLite file
+works for a whole cluster), tasks need no credentials for either, and every invariant of the local pool
+holds unchanged. The cost is one small message per epoch.
+
+The data travels once: this process puts the four MNIST files' bytes (~55 MB) into Ray's object store,
+and each task parses and fingerprints them on arrival (training/data.provide), so nodes need no files and
+a run's identity is unchanged. Faults: Ray's own task retries are off; a cell whose task died with its
+worker process or its node is trained again once, in a new run (the dead attempt's run FAILED with the
+reason), on whatever node Ray picks. If this process dies, Ray ends its tasks with it, and a rerun's
+stale rule trains their cells again.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .. import config
+from ..config import ConfigError
+from .plan import Job
+from .writer import Writer
+
+RETRIES = 1        # a cell whose task died (worker process or node lost) is trained again this many times
+WAIT_S = 1.0       # the longest a turn waits for a report
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str = "auto"        # "auto": RAY_ADDRESS, else the cluster `ray start` made here, else a local one
+    cpus_per_cell: float = 1.0   # torch's threads follow it
+    gpus_per_cell: float = 0.0   # fractional: 0.25 puts four cells on a GPU
+
+
+def check(opts: RayOptions) -> None:
+    if not (opts.cpus_per_cell > 0 and math.isfinite(opts.cpus_per_cell)):
+        raise ConfigError(f"--cpus-per-cell {opts.cpus_per_cell}: give the CPUs each cell takes, e.g. 1 or 2")
+    if not (0 <= opts.gpus_per_cell <= 1 or float(opts.gpus_per_cell).is_integer()):
+        raise ConfigError(f"--gpus-per-cell {opts.gpus_per_cell}: give a fraction of one GPU (0.25: four cells "
+                          "share one) or a whole number")
+
+
+def connect(opts: RayOptions, worker_output: bool = False):
+    """Join the cluster (or start a local one); the `ray` module. No dashboard; the tasks' own output shown
+    here only when they print the progress (a study's workers), not for a grid's cells (they report)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs the ray package: `make install` installs the pinned version") from None
+    if not ray.is_initialized():
+        address = None if opts.address == "auto" else opts.address
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=worker_output, configure_logging=False)
+        except ConnectionError as e:
+            raise ConfigError(f"--ray {opts.address}: no Ray cluster there ({str(e).splitlines()[0]}); start one "
+                              "with `ray start --head`, or give --ray with no address for a local one") from None
+    return ray
+
+
+def capacity(ray, opts: RayOptions) -> int:
+    """Cells the cluster can train at once now (nodes may come and go): its CPUs and GPUs over a cell's."""
+    total = ray.cluster_resources()
+    n = int(total.get("CPU", 0) // opts.cpus_per_cell)
+    if opts.gpus_per_cell:
+        n = min(n, int(total.get("GPU", 0) // opts.gpus_per_cell))
+    return max(n, 0)
+
+
+def cell_values(job: Job, opts: RayOptions) -> dict:
+    """The cell's config as the task trains it: threads = its CPUs, and CPU unless it was given a GPU (not
+    identity), unless the grid's base file or [budget] sets them."""
+    extra = {"num_threads": max(1, int(opts.cpus_per_cell)), "device": "auto" if opts.gpus_per_cell else "cpu"}
+    return {**job.cfg.to_dict(), **{k: v for k, v in extra.items() if k not in job.pinned}}
+
+
+# ---------------------------------------------------------------- the task (runs on a Ray worker)
+def _train_cell(name: str, values: dict, raws: dict, fingerprint: str):
+    """Yield ("start", node), ("epoch", e, record) per epoch, then ("done", result, s) or ("failed", why, s)."""
+    import ray
+
+    from ..machine import host
+    from ..training import data, train
+
+    node = ray.get_runtime_context().get_node_id()
+    yield ("start", {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "machine": host.describe()})
+    t0 = time.perf_counter()
+    cfg = config.build(values)
+    box: queue.Queue = queue.Queue()
+
+    def fit():
+        try:
+            data.provide(cfg.data_dir, raws, fingerprint)
+            result = train.fit(cfg, on_epoch=lambda e, r: box.put(("epoch", e, r)))
+            box.put(("done", result, time.perf_counter() - t0))
+        except Exception as e:  # noqa: BLE001 - the cell fails alone, with its reason
+            box.put(("failed", f"{type(e).__name__}: {e}", time.perf_counter() - t0))
+
+    threading.Thread(target=fit, name=f"lstm-mnist-{name}", daemon=True).start()
+    while True:
+        message = box.get()
+        yield message
+        if message[0] != "epoch":
+            return
+
+
+# ---------------------------------------------------------------- the driver
+@dataclass
+class Flight:
+    job: Job
+    t0: float
+    attempt: int = 1
+    node: str = ""
+    where: dict = field(default_factory=dict)
+
+
+def run(source, writer: Writer, opts: RayOptions, out=print) -> None:
+    """Hand `source`'s jobs to Ray as tasks while the cluster has room; record what they report."""
+    from ..tracking import store
+
+    store.share_sqlite_store()  # WAL, as for local workers: a reader cannot block the one writer
+    ray = connect(opts)
+    task = ray.remote(num_cpus=opts.cpus_per_cell, num_gpus=opts.gpus_per_cell, max_retries=0)(_train_cell)
+    shipped: dict[str, tuple] = {}   # data_dir -> (object ref of the files' bytes, fingerprint)
+    flights: dict = {}               # generator -> Flight
+    again: list[Flight] = []         # cells to train again (their task died)
+    nodes = {n["NodeID"]: n for n in ray.nodes()}
+    out(f"Ray: {len(nodes)} node{'s' * (len(nodes) > 1)}, {ray.cluster_resources().get('CPU', 0):g} CPUs, "
+        f"{ray.cluster_resources().get('GPU', 0):g} GPUs; {opts.cpus_per_cell:g} CPU and {opts.gpus_per_cell:g} "
+        "GPU per cell")
+
+    def submit(f: Flight) -> None:
+        d = f.job.cfg.data_dir
+        if d not in shipped:
+            from ..training import data
+
+            shipped[d] = (ray.put(data.raw_files(d)), data.fingerprint(d))
+        flights[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
+
+    try:
+        while source.more() or flights or again:
+            room = capacity(ray, opts) - len(flights)
+            while room > 0 and again:
+                submit(again.pop(0))
+                room -= 1
+            while room > 0:
+                job = source.take({"worker": "ray"})
+                if job is None:
+                    break
+                submit(Flight(job, time.perf_counter()))
+                room -= 1
+            if not flights:
+                time.sleep(WAIT_S)
+                continue
+            ready, _ = ray.wait(list(flights), num_returns=1, timeout=WAIT_S)
+            for gen in ready:
+                _receive(ray, gen, flights, again, writer)
+    finally:
+        for gen in flights:  # Ctrl-C or an error here: the tasks stop with the grid (their runs end KILLED)
+            ray.cancel(gen, force=True)
+
+
+def _receive(ray, gen, flights: dict, again: list, writer: Writer) -> None:
+    f = flights[gen]
+    job = f.job
+    try:
+        message = ray.get(next(gen))
+    except StopIteration:
+        message = ("failed", "the task ended without a result", time.perf_counter() - f.t0)
+    except ray.exceptions.RayTaskError as e:  # an error in the task's own code, e.g. its data arriving broken
+        message = ("failed", str(e.cause if e.cause else e).splitlines()[0][:300], time.perf_counter() - f.t0)
+    except ray.exceptions.RayError as e:      # its worker process or its node died
+        del flights[gen]
+        why = f"Ray task died ({type(e).__name__}{' on node ' + f.node[:12] if f.node else ''})"
+        seconds = time.perf_counter() - f.t0
+        if job.trial is None and f.attempt <= RETRIES and writer.restart(job, why, seconds, {"worker": "ray"}):
+            again.append(Flight(job, time.perf_counter(), f.attempt + 1))
+        elif job.cell.name in writer.open_runs:
+            writer.failed(job, why, seconds, died=True)
+        return
+    kind = message[0]
+    if kind == "start":
+        f.node = message[1]["node"]
+        writer.tag(job, {"machine": f"{message[1]['machine']} (Ray node {f.node[:12]})",
+                         "worker": f"ray:{message[1]['host']}:{message[1]['pid']}", "ray_node_id": f.node})
+        return
+    if kind == "epoch":
+        why = writer.epoch(job, *message[1:])
+        if why:  # a trial its pruner stops
+            del flights[gen]
+            ray.cancel(gen, force=True)
+            writer.pruned(job, why, time.perf_counter() - f.t0)
+        return
+    del flights[gen]
+    (writer.finished if kind == "done" else writer.failed)(job, *message[1:])

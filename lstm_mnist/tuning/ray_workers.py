@@ -1,0 +1,76 @@
+"""A study's workers as Ray tasks (`tune STUDY --ray [ADDRESS]`): each task is one study worker (tune.work)
+placed by Ray, taking trials from the shared Optuna storage and recording each in MLflow itself, as a local
+worker does. So, unlike a grid on Ray, the tasks write: every node must reach the study's storage (an RDB
+URL given with --storage, or its journal file on a shared or the same file system) and the tracking store
+(MLFLOW_TRACKING_URI: a server, or this machine's SQLite file for a cluster on this machine). The driver
+passes both, and the MNIST files' bytes through the object store (checked on arrival, as for a grid).
+A task that dies (its worker process or node) has its trial failed and queued again at once, and a new
+task takes its place while the study still lacks trials."""
+from __future__ import annotations
+
+import os
+
+import optuna
+
+from ..config import UserError
+from ..grids import ray_engine
+from ..tracking import store
+from ..training import data
+from .objective import counted, fail_stale_trials
+
+
+def _study_task(path: str, storage_url: str | None, total: int, timeout: float | None, index: int, n: int,
+                parent: str, raws: dict, fingerprint: str, placed: dict) -> None:
+    import socket
+
+    import ray
+
+    from ..machine import host
+    from .tune import work
+
+    host.name_process(f"lstm-mnist-t{index}")
+    data.provide(os.environ["LSTM_MNIST_DATA"], raws, fingerprint)
+    node = ray.get_runtime_context().get_node_id()
+    tags = {"machine": f"{host.describe()} (Ray node {node[:12]})", "ray_node_id": node,
+            "worker": f"ray:{socket.gethostname()}:{os.getpid()}"}
+    work(path, storage_url, total, timeout, index, n, parent, os.getpid(), pin=False, placed=placed, tags=tags)
+
+
+def run_on_ray(path: str, storage_url: str | None, total: int, timeout: float | None, n_workers: int,
+               parent: str, study: optuna.Study, opts: ray_engine.RayOptions) -> None:
+    """`n_workers` study workers at once (at most what the cluster holds), replaced when one dies."""
+    ray = ray_engine.connect(opts, worker_output=True)
+    n = n_workers
+    data_dir = os.path.abspath(os.environ.get("LSTM_MNIST_DATA", "data"))
+    env = {"MLFLOW_TRACKING_URI": store.tracking_uri(), "LSTM_MNIST_DATA": data_dir}
+    placed = {"num_threads": max(1, int(opts.cpus_per_cell)), "device": "auto" if opts.gpus_per_cell else "cpu"}
+    task = ray.remote(num_cpus=opts.cpus_per_cell, num_gpus=opts.gpus_per_cell, max_retries=0)(_study_task)
+    shipped = ray.put(data.raw_files(data_dir)), data.fingerprint(data_dir)
+    print(f"Ray: {n} study workers as tasks, {opts.cpus_per_cell:g} CPU and {opts.gpus_per_cell:g} GPU each", flush=True)
+
+    def start(i):
+        return task.options(runtime_env={"env_vars": env}).remote(path, storage_url, total, timeout, i, n, parent,
+                                                                  *shipped, placed)
+
+    running, bad, replaced = {start(i): i for i in range(n)}, [], 0
+    try:
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
+            for ref in ready:
+                i = running.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # its own error: reported, not replaced
+                    bad.append(f"worker {i}: {str(e.cause if e.cause else e).splitlines()[0][:300]}")
+                except ray.exceptions.RayError as e:  # its process or node died
+                    requeued = fail_stale_trials(study)
+                    print(f"worker {i} died ({type(e).__name__}); trial(s) {requeued or 'none'} failed and queued again",
+                          flush=True)
+                    if counted(study) < total and replaced < total:
+                        replaced += 1
+                        running[start(i)] = i
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+    if bad:
+        raise UserError(f"{'; '.join(sorted(bad))}; rerun the same command to continue")

@@ -1,0 +1,186 @@
+"""Ray as the engine (`ablate --ray`): the data shipped through the object store and checked on arrival, and the
+real CLI on a real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster: each node its own raylet
+and worker processes, never a mock): every cell once, spread over the nodes; a task's worker process killed,
+a node removed, and the driver killed then rerun, with the chaos suite's invariant table."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lstm_mnist.training import data
+
+from .chaos_tools import Cli, left_behind, record, runs
+from .conftest import TINY_BUDGET, cli
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.xdist_group("ray")  # one cluster per session: these tests run in one pytest process
+
+
+# ---------------------------------------------------------------- the data, shipped (no cluster)
+def test_the_data_arrives_as_bytes_and_is_fingerprinted_on_arrival(tiny_data, tmp_path):
+    raws = data.raw_files(tiny_data)
+    fp = data.fingerprint(tiny_data)
+    nowhere = tmp_path / "no-files-here"
+    data.provide(str(nowhere), raws, fp)
+    arrays, got = data._read_all(str(nowhere))  # no file is read: a node without MNIST trains all the same
+    assert got == fp and arrays["train_images"].shape == data._read_all(tiny_data)[0]["train_images"].shape
+    broken = {**raws, "test_labels": raws["test_labels"][:-1] + bytes([(raws["test_labels"][-1] + 1) % 10])}
+    with pytest.raises(data.DataError, match="corrupted on the way"):
+        data.provide(str(tmp_path / "other"), broken, fp)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cpus-per-cell", "2"], "--cpus-per-cell and --gpus-per-cell go with --ray"),
+    (["--ray", "--gpus-per-cell", "1.5"], "--gpus-per-cell 1.5: give a fraction of one GPU"),
+    (["--ray", "--cpus-per-cell", "0"], "--cpus-per-cell 0.0: give the CPUs each cell takes"),
+    (["--ray", "--shard", "1/2"], "--shard does not go with --ray"),
+])
+def test_a_bad_ray_option_is_one_line_naming_the_fix(project, capsys, args, message):
+    path = _grid(project)
+    code, out, err = cli(capsys, "ablate", str(path), *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---------------------------------------------------------------- a real cluster of three nodes
+GRID = """experiment = "onray"
+designs = ["add_one_in"]
+flags = ["adamw", "dropout", "bidirectional"]
+seeds = [0, 1]
+[budget]
+max_epochs = {epochs}
+{budget}"""
+
+
+def _grid(folder: Path, epochs: int = 2) -> Path:
+    path = folder / "experiments" / "onray.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(GRID.format(epochs=epochs, budget=TINY_BUDGET))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and two worker nodes of one CPU each: three raylets, three sets of worker processes."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    c.wait_for_nodes()
+    yield c, workers
+    c.shutdown()
+
+
+def _invariants(project: Path, experiment: str = "onray") -> dict:
+    all_runs = runs(f"sqlite:///{project}/mlruns/mlflow.db", experiment)
+    cells = [r for r in all_runs if r.data.tags.get("lstm_mnist.role") != "grid"]
+    finished = Counter(r.data.tags["config_hash"] for r in cells if r.info.status == "FINISHED")
+    return {"cells_finished": len(finished), "cells_trained_twice": sum(n > 1 for n in finished.values()),
+            "runs_failed": sum(r.info.status == "FAILED" for r in cells),
+            "left_running": sum(r.info.status == "RUNNING" for r in all_runs),
+            "nodes": len({r.data.tags.get("ray_node_id") for r in cells if r.info.status == "FINISHED"}),
+            "retried": sum("trained again" in r.data.tags.get("failure", r.data.tags.get("error", "")) for r in cells)}
+
+
+def _cell_tasks() -> list[int]:
+    """Ray worker processes training a cell now (Ray names them after the task)."""
+    out = subprocess.run(["pgrep", "-f", "ray::_train_cell"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.subprocess
+def test_a_grid_on_a_three_node_cluster_trains_every_cell_once_across_the_nodes(project, cluster):
+    c, _ = cluster
+    run = Cli("ablate", str(_grid(project)), "--ray", c.address, cwd=project)
+    assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
+    assert "Traceback" not in run.stderr + run.stdout
+    figures = _invariants(project)
+    assert "Ray: 3 nodes, 3 CPUs" in run.stdout, run.stdout[:2000]
+    assert figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0 and figures["left_running"] == 0
+    assert figures["nodes"] >= 2, figures  # three cells at a time on three one-CPU nodes
+    again = Cli("ablate", str(_grid(project)), "--ray", c.address, cwd=project)
+    assert again.finish() == 0 and "nothing to train" in again.stdout
+
+
+@pytest.mark.subprocess
+@pytest.mark.chaos
+def test_a_cell_whose_ray_worker_is_killed_is_trained_again_once(project, cluster):
+    c, _ = cluster
+    run = Cli("ablate", str(_grid(project, epochs=4)), "--ray", c.address, cwd=project)
+    assert run.wait_for(r"^start ", 1, timeout=120), run.stdout
+    deadline, killed = time.monotonic() + 60, 0
+    while not killed and time.monotonic() < deadline:  # the first task's worker, once it trains
+        for pid in _cell_tasks()[:1]:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        time.sleep(0.2)
+    assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
+    figures = _invariants(project)
+    record("Ray: a task's worker process SIGKILLed", kills=killed, cells_expected=8, **figures)
+    assert killed == 1 and figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0, figures
+    assert figures["runs_failed"] == figures["retried"] == 1 and figures["left_running"] == 0, figures
+    assert "retry " in run.stdout
+
+
+@pytest.mark.subprocess
+@pytest.mark.chaos
+def test_a_node_removed_mid_grid_has_its_cells_trained_on_the_others(project, cluster):
+    c, _ = cluster
+    extra = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    run = Cli("ablate", str(_grid(project, epochs=4)), "--ray", c.address, cwd=project)
+    assert run.wait_for(r"^start ", 4, timeout=120), run.stdout
+    time.sleep(2)  # every node has a cell
+    c.remove_node(extra, allow_graceful=False)
+    assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
+    figures = _invariants(project)
+    record("Ray: a node removed mid-grid", kills=1, cells_expected=8, **figures)
+    assert figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0, figures
+    assert figures["runs_failed"] == figures["retried"] >= 1 and figures["left_running"] == 0, figures
+
+
+@pytest.mark.subprocess
+@pytest.mark.chaos
+def test_the_driver_killed_then_a_rerun_resumes(project, cluster):
+    c, _ = cluster
+    path = _grid(project, epochs=4)
+    first = Cli("ablate", str(path), "--ray", c.address, cwd=project)
+    assert first.wait_for(r"^\[\d+/8\]", 1, timeout=180), first.stdout
+    delivered = first.running()
+    first.kill()
+    time.sleep(3)  # Ray ends a dead driver's tasks
+    orphans = _cell_tasks()
+    rerun = Cli("ablate", str(path), "--ray", c.address, cwd=project)
+    assert rerun.finish() == 0, rerun.stderr[-3000:] + rerun.stdout[-2000:]
+    figures = _invariants(project)
+    figures["processes_left"] = len(left_behind(first.seen_pids | rerun.seen_pids)) + len(_cell_tasks())
+    record("Ray: the driver SIGKILLed, then a rerun", kills=int(delivered), cells_expected=8,
+           tasks_left_after_the_kill=len(orphans), **figures)
+    assert delivered and figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0, figures
+    assert figures["left_running"] == 0 and figures["processes_left"] == 0, figures
+
+
+# ---------------------------------------------------------------- a study on Ray
+@pytest.mark.subprocess
+def test_a_study_on_ray_runs_exactly_its_trials_and_mlflow_agrees_with_optuna(project, cluster):
+    from .conftest import run_cli
+    from .test_tune import LR, _assert_shared_study, trials_of, write_study
+
+    c, _ = cluster
+    path = write_study(project, "onray", LR)
+    proc = run_cli("tune", str(path), "--trials", "4", "--ray", c.address, cwd=project)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Ray: 3 study workers as tasks" in proc.stdout, proc.stdout[-2000:]
+    trials = trials_of(project, "onray")
+    _assert_shared_study(project, proc, "onray", 4, trials, local=False)
+    nodes = {r.data.tags.get("ray_node_id") for r in runs(f"sqlite:///{project}/mlruns/mlflow.db", "lstm-mnist-tune")
+             if r.data.tags.get("lstm_mnist.role") == "trial"}
+    record("Ray: a study of 4 trials", trials_counted=sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
+           trials_in_optuna=len(trials), nodes=len(nodes))
