@@ -82,7 +82,8 @@ def _invariants(project: Path, experiment: str = "onray") -> dict:
     all_runs = runs(f"sqlite:///{project}/mlruns/mlflow.db", experiment)
     cells = [r for r in all_runs if r.data.tags.get("lstm_mnist.role") != "grid"]
     finished = Counter(r.data.tags["config_hash"] for r in cells if r.info.status == "FINISHED")
-    return {"cells_finished": len(finished), "cells_trained_twice": sum(n > 1 for n in finished.values()),
+    return {"cells_finished": len(finished), "cells_lost": 8 - len(finished),
+            "cells_trained_twice": sum(n > 1 for n in finished.values()),
             "runs_failed": sum(r.info.status == "FAILED" for r in cells),
             "left_running": sum(r.info.status == "RUNNING" for r in all_runs),
             "nodes": len({r.data.tags.get("ray_node_id") for r in cells if r.info.status == "FINISHED"}),
@@ -107,6 +108,15 @@ def test_a_grid_on_a_three_node_cluster_trains_every_cell_once_across_the_nodes(
     assert figures["nodes"] >= 2, figures  # three cells at a time on three one-CPU nodes
     again = Cli("ablate", str(_grid(project)), "--ray", c.address, cwd=project)
     assert again.finish() == 0 and "nothing to train" in again.stdout
+
+
+@pytest.mark.subprocess
+def test_cells_the_cluster_cannot_hold_are_a_one_line_error(project, cluster):
+    c, _ = cluster
+    run = Cli("ablate", str(_grid(project)), "--ray", c.address, "--cpus-per-cell", "8", cwd=project)
+    assert run.finish() == 2, run.stdout + run.stderr
+    assert "a cell asks for 8 CPUs and 0 GPUs: lower --cpus-per-cell" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 @pytest.mark.subprocess

@@ -41,11 +41,11 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
 
 
 def engine_capacity(ray) -> int:
-    """Join the Ray cluster; the cells it can train at once (at least one: a cluster may grow)."""
+    """Join the Ray cluster; the cells it can train at once now."""
     from . import ray_engine
 
     ray_engine.check(ray)
-    return max(1, ray_engine.capacity(ray_engine.connect(ray), ray))
+    return ray_engine.room(ray_engine.connect(ray), ray)
 
 
 def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out) -> int:

@@ -75,6 +75,17 @@ def capacity(ray, opts: RayOptions) -> int:
     return max(n, 0)
 
 
+def room(ray, opts: RayOptions) -> int:
+    """capacity(), or a one-line error when the cluster cannot hold a single cell."""
+    n = capacity(ray, opts)
+    if n == 0:
+        total = ray.cluster_resources()
+        raise ConfigError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs, and a "
+                          f"cell asks for {opts.cpus_per_cell:g} CPUs and {opts.gpus_per_cell:g} GPUs: lower "
+                          "--cpus-per-cell / --gpus-per-cell, or add nodes")
+    return n
+
+
 def cell_values(job: Job, opts: RayOptions) -> dict:
     """The cell's config as the task trains it: threads = its CPUs, and CPU unless it was given a GPU (not
     identity), unless the grid's base file or [budget] sets them."""

@@ -19,14 +19,14 @@ from ..training import data
 from .objective import counted, fail_stale_trials
 
 
-def _study_task(path: str, storage_url: str | None, total: int, timeout: float | None, index: int, n: int,
+def _study_task(work, path: str, storage_url: str | None, total: int, timeout: float | None, index: int, n: int,
                 parent: str, raws: dict, fingerprint: str, placed: dict) -> None:
+    """`work`: tune.work, the local study worker's loop (handed in: tune.py is the one that imports this)."""
     import socket
 
     import ray
 
     from ..machine import host
-    from .tune import work
 
     host.name_process(f"lstm-mnist-t{index}")
     data.provide(os.environ["LSTM_MNIST_DATA"], raws, fingerprint)
@@ -36,7 +36,7 @@ def _study_task(path: str, storage_url: str | None, total: int, timeout: float |
     work(path, storage_url, total, timeout, index, n, parent, os.getpid(), pin=False, placed=placed, tags=tags)
 
 
-def run_on_ray(path: str, storage_url: str | None, total: int, timeout: float | None, n_workers: int,
+def run_on_ray(work, path: str, storage_url: str | None, total: int, timeout: float | None, n_workers: int,
                parent: str, study: optuna.Study, opts: ray_engine.RayOptions) -> None:
     """`n_workers` study workers at once (at most what the cluster holds), replaced when one dies."""
     ray = ray_engine.connect(opts, worker_output=True)
@@ -49,8 +49,8 @@ def run_on_ray(path: str, storage_url: str | None, total: int, timeout: float | 
     print(f"Ray: {n} study workers as tasks, {opts.cpus_per_cell:g} CPU and {opts.gpus_per_cell:g} GPU each", flush=True)
 
     def start(i):
-        return task.options(runtime_env={"env_vars": env}).remote(path, storage_url, total, timeout, i, n, parent,
-                                                                  *shipped, placed)
+        return task.options(runtime_env={"env_vars": env}).remote(work, path, storage_url, total, timeout, i, n,
+                                                                  parent, *shipped, placed)
 
     running, bad, replaced = {start(i): i for i in range(n)}, [], 0
     try:

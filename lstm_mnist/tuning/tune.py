@@ -146,7 +146,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
         from ..grids import ray_engine
 
         ray_engine.check(ray)
-        n_workers = max(1, min(n_workers, ray_engine.capacity(ray_engine.connect(ray, worker_output=True), ray)))
+        n_workers = min(n_workers, ray_engine.room(ray_engine.connect(ray, worker_output=True), ray))
     done = counted(study)
     print(f"study {study_def.name}: {done} of {total} trials done or running"
           f"{f'; failed {len(stale)} left RUNNING by a dead process and queued them again' if stale else ''}; "
@@ -155,7 +155,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
         if ray is not None:  # the study's workers as Ray tasks (ray_workers.py)
             from .ray_workers import run_on_ray
 
-            run_on_ray(str(Path(path).resolve()), storage_url, total, timeout, n_workers, parent, study, ray)
+            run_on_ray(work, str(Path(path).resolve()), storage_url, total, timeout, n_workers, parent, study, ray)
         else:
             with lease.Lease(n_workers):  # this host's cores, divided with any other invocation's workers
                 run_workers(str(path), storage_url, total, timeout, n_workers, parent, pin, study)
