@@ -149,6 +149,8 @@ def _until_decided(args, shard) -> int:
 
     run.design(run.grid.load(args.file), args.max_seeds, args.block)  # a bad design is answered before any import
     ray = _ray(args)
+    if ray is not None and args.mps:
+        raise _mps_with_ray()
     n = _workers(args.workers, args.mps)
     if args.dry_run:
         return run.main(args.file, n, args.max_seeds, args.block, dry_run=True, storage_url=args.storage)

@@ -5,6 +5,7 @@ a node removed, and the driver killed then rerun, with the chaos suite's invaria
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -90,10 +91,15 @@ def _invariants(project: Path, experiment: str = "onray") -> dict:
             "retried": sum("trained again" in r.data.tags.get("failure", r.data.tags.get("error", "")) for r in cells)}
 
 
-def _cell_tasks() -> list[int]:
-    """Ray worker processes training a cell now (Ray names them after the task)."""
-    out = subprocess.run(["pgrep", "-f", "ray::_train_cell"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def _cell_tasks(grace_s: float = 0.0) -> list[int]:
+    """Ray worker processes training a cell (Ray names them after the task), once `grace_s` has let the
+    cluster end a finished or dead driver's workers (it notices a driver's death by its heartbeat)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        out = subprocess.run(["pgrep", "-f", "ray::_train_cell"], capture_output=True, text=True).stdout
+        if not out.split() or time.monotonic() >= deadline:
+            return [int(p) for p in out.split()]
+        time.sleep(0.5)
 
 
 @pytest.mark.subprocess
@@ -113,9 +119,9 @@ def test_a_grid_on_a_three_node_cluster_trains_every_cell_once_across_the_nodes(
 @pytest.mark.subprocess
 def test_cells_the_cluster_cannot_hold_are_a_one_line_error(project, cluster):
     c, _ = cluster
-    run = Cli("ablate", str(_grid(project)), "--ray", c.address, "--cpus-per-cell", "8", cwd=project)
-    assert run.finish() == 2, run.stdout + run.stderr
-    assert "a cell asks for 8 CPUs and 0 GPUs: lower --cpus-per-cell" in run.stderr
+    run = Cli("ablate", str(_grid(project)), "--ray", c.address, "--cpus-per-cell", "2", cwd=project)
+    assert run.finish() == 2, run.stdout + run.stderr  # 3 CPUs in all, but one per node: no node holds a cell
+    assert "holds a cell, which asks for 2 CPUs and 0 GPUs: lower --cpus-per-cell" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
@@ -170,7 +176,7 @@ def test_the_driver_killed_then_a_rerun_resumes(project, cluster):
     rerun = Cli("ablate", str(path), "--ray", c.address, cwd=project)
     assert rerun.finish() == 0, rerun.stderr[-3000:] + rerun.stdout[-2000:]
     figures = _invariants(project)
-    figures["processes_left"] = len(left_behind(first.seen_pids | rerun.seen_pids)) + len(_cell_tasks())
+    figures["processes_left"] = len(left_behind(first.seen_pids | rerun.seen_pids)) + len(_cell_tasks(grace_s=30))
     record("Ray: the driver SIGKILLed, then a rerun", kills=int(delivered), cells_expected=8,
            tasks_left_after_the_kill=len(orphans), **figures)
     assert delivered and figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0, figures
@@ -194,3 +200,54 @@ def test_a_study_on_ray_runs_exactly_its_trials_and_mlflow_agrees_with_optuna(pr
              if r.data.tags.get("lstm_mnist.role") == "trial"}
     record("Ray: a study of 4 trials", trials_counted=sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
            trials_in_optuna=len(trials), nodes=len(nodes))
+
+
+@pytest.mark.subprocess
+@pytest.mark.chaos
+def test_a_ray_driver_and_a_plain_ablate_share_one_grid(project, cluster):
+    """Claims are the engine's too: a plain `ablate` and a `--ray` one at once train every cell once."""
+    c, _ = cluster
+    path = _grid(project, epochs=3)
+    on_ray = Cli("ablate", str(path), "--ray", c.address, cwd=project)
+    plain = Cli("ablate", str(path), cwd=project)
+    assert (on_ray.finish(), plain.finish()) == (0, 0), on_ray.stderr[-2000:] + plain.stderr[-2000:]
+    figures = _invariants(project)
+    trained = [int(m.group(1)) if (m := re.search(r"\((\d+) trained now", x.stdout)) else 0 for x in (on_ray, plain)]
+    record("Ray and a plain ablate on one grid at once", cells_expected=8, trained_by_each=trained, **figures)
+    assert figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0, figures
+    assert figures["left_running"] == 0 and sum(trained) == 8, (trained, figures)
+
+
+@pytest.mark.subprocess
+@pytest.mark.chaos
+def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, cluster):
+    """The trial's token names its task: the driver fails it at once, whichever node it ran on."""
+    from optuna.trial import TrialState
+
+    from .test_tune import LR, mlflow_runs, trials_of, write_study
+
+    c, _ = cluster
+    path = write_study(project, "killray", LR, epochs=4, pruner="none")
+    proc = Cli("tune", str(path), "--trials", "4", "--workers", "1", "--ray", c.address, cwd=project)
+    deadline, killed = time.monotonic() + 180, None
+    while killed is None and time.monotonic() < deadline and proc.running():
+        try:
+            running = [t for t in trials_of(project, "killray") if t.state == TrialState.RUNNING
+                       and t.intermediate_values]
+        except (KeyError, FileNotFoundError, ValueError):
+            running = []
+        tasks = subprocess.run(["pgrep", "-f", "ray::_study_task"], capture_output=True, text=True).stdout.split()
+        if running and tasks:
+            os.kill(int(tasks[0]), signal.SIGKILL)
+            killed = running[0].number
+        time.sleep(0.1)
+    assert proc.finish() == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    trials = {t.number: t for t in trials_of(project, "killray")}
+    counted = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials.values())
+    retried = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed]
+    left = sum(r.info.status == "RUNNING" for r in mlflow_runs(project) if r.data.tags.get("study_name") == "killray")
+    record("Ray: a study's task SIGKILLed", kills=int(killed is not None), trials_counted=counted,
+           killed_trial_state=trials[killed].state.name if killed is not None else "", retries=len(retried),
+           left_running=left)
+    assert killed is not None and trials[killed].state == TrialState.FAIL and trials[killed].user_attrs.get("lost")
+    assert counted == 4 and len(retried) == 1 and retried[0].params == trials[killed].params and left == 0

@@ -214,6 +214,12 @@ def test_a_grid_until_decided_end_to_end_then_a_rerun_and_its_report(project):
     other = Cli("ablate", str(path), "--until-decided", "--max-seeds", "6", cwd=project)
     assert other.finish() == 2 and "the looks are fixed before the first one" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1, other.stderr
+    plain = Cli("ablate", str(path), cwd=project)  # a plain run in between: its plan has no looks ...
+    assert plain.finish() == 0, plain.stderr[-2000:]
+    other = Cli("ablate", str(path), "--until-decided", "--max-seeds", "6", cwd=project)
+    assert other.finish() == 2 and "the looks are fixed before the first one" in other.stderr  # ... looks.json does
+    again = Cli("ablate", str(path), "--until-decided", "--max-seeds", "4", cwd=project)
+    assert again.finish() == 0 and [ln for ln in again.stdout.splitlines() if ln.startswith("look ")] == lines
 
     rep = Cli("report", "--grid", "until", "--experiment", "until", "--out", "rep", cwd=project)
     assert rep.finish() == 0, rep.stderr[-2000:]

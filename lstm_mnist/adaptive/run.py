@@ -18,7 +18,7 @@ from ..grids import ablate, grid
 from ..grids.progress import say
 from ..machine import lease
 from ..report import gather, looks, members
-from ..tracking import records
+from ..tracking import query, records
 
 METRIC = "test_f1"  # what the looks decide on (the report's default metric)
 LOOKS_FILE = "looks.json"
@@ -56,12 +56,19 @@ def plan_entry(study: grid.Study, lk: sequential.Looks, order: list[int]) -> dic
 
 
 def check_recorded(study: grid.Study, entry: dict) -> None:
-    """The looks are fixed at the first one: a rerun must ask for the same."""
+    """The looks are fixed at the first one: a rerun must ask for the same. They are read from the grid's latest
+    plan, else from the looks.json any earlier look left (a plain `ablate` in between writes a plan without
+    them)."""
     try:
         _, latest, _ = gather.find_grid(study.experiment, study.name)
     except gather.ReportError:
         return
     before = (members.read_plan(latest.info.run_id) or {}).get("sequential")
+    if not before:
+        said = query.read_json_artifact(latest.info.run_id, LOOKS_FILE)
+        if isinstance(said, dict) and isinstance(said.get("design"), dict):
+            before = {**said["design"], "seed_order": said.get("seed_order"), "metric": said.get("metric"),
+                      "effect_of_interest": said.get("effect_of_interest")}
     now = entry["sequential"]
     keys = ("first", "block", "most", "alpha", "seed_order", "metric", "effect_of_interest")
     if before and any(before.get(k) != now[k] for k in keys):
@@ -101,12 +108,14 @@ def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int
                     "and go on (a look needs its whole block)")
                 return 1
             g = gather.load(study.experiment, study.name)
-            if g.missing:
-                out(f"look {k} at {n} seeds waits for {len(g.missing)} cells another process is training "
-                    f"({', '.join(g.missing[:3])}{', ...' * (len(g.missing) > 3)}); that process makes the look, "
-                    "or rerun this command when it ends")
+            if g.missing or sorted(g.seeds) != sorted(order[:n]):
+                why = (f"{len(g.missing)} cells another process is training ({', '.join(g.missing[:3])}"
+                       f"{', ...' * (len(g.missing) > 3)})" if g.missing else
+                       "another invocation of this grid, which has planned other seeds since")
+                out(f"look {k} at {n} seeds waits for {why}; that process makes the look, or rerun this command "
+                    "when it ends")
                 return 0
-            said = looks.build(g, g.sequential)
+            said = looks.build(g, entry["sequential"])
             records.log_dict(g.parent_id, looks.record(said), LOOKS_FILE)
             records.log_metric(g.parent_id, "undecided", len(said.undecided()), step=n)
             out(f"look {k}/{lk.k} at {n} seeds (α_k = {lk.alpha_at(n):.4f}): "

@@ -44,7 +44,7 @@ class RayOptions:
 def check(opts: RayOptions) -> None:
     if not (opts.cpus_per_cell > 0 and math.isfinite(opts.cpus_per_cell)):
         raise ConfigError(f"--cpus-per-cell {opts.cpus_per_cell}: give the CPUs each cell takes, e.g. 1 or 2")
-    if not (0 <= opts.gpus_per_cell <= 1 or float(opts.gpus_per_cell).is_integer()):
+    if not (0 <= opts.gpus_per_cell <= 1 or (opts.gpus_per_cell > 1 and float(opts.gpus_per_cell).is_integer())):
         raise ConfigError(f"--gpus-per-cell {opts.gpus_per_cell}: give a fraction of one GPU (0.25: four cells "
                           "share one) or a whole number")
 
@@ -60,19 +60,28 @@ def connect(opts: RayOptions, worker_output: bool = False):
         address = None if opts.address == "auto" else opts.address
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=worker_output, configure_logging=False)
-        except ConnectionError as e:
-            raise ConfigError(f"--ray {opts.address}: no Ray cluster there ({str(e).splitlines()[0]}); start one "
-                              "with `ray start --head`, or give --ray with no address for a local one") from None
+        except (ConnectionError, ValueError, RuntimeError) as e:  # nothing there, no port, another Ray version
+            raise ConfigError(f"--ray {opts.address}: cannot join a Ray cluster there ({str(e).splitlines()[0][:200]}); "
+                              "give HOST:PORT of a cluster started with `ray start --head` (the same Ray version), "
+                              "or --ray with no address for a local one") from None
     return ray
 
 
+def alive(ray) -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
 def capacity(ray, opts: RayOptions) -> int:
-    """Cells the cluster can train at once now (nodes may come and go): its CPUs and GPUs over a cell's."""
-    total = ray.cluster_resources()
-    n = int(total.get("CPU", 0) // opts.cpus_per_cell)
-    if opts.gpus_per_cell:
-        n = min(n, int(total.get("GPU", 0) // opts.gpus_per_cell))
-    return max(n, 0)
+    """Cells the cluster can train at once now (nodes may come and go): node by node, as Ray places a task
+    on one node, its CPUs and GPUs over a cell's."""
+    n = 0
+    for node in alive(ray):
+        have = node.get("Resources", {})
+        fits = int(have.get("CPU", 0) // opts.cpus_per_cell)
+        if opts.gpus_per_cell:
+            fits = min(fits, int(have.get("GPU", 0) // opts.gpus_per_cell))
+        n += fits
+    return n
 
 
 def room(ray, opts: RayOptions) -> int:
@@ -80,9 +89,10 @@ def room(ray, opts: RayOptions) -> int:
     n = capacity(ray, opts)
     if n == 0:
         total = ray.cluster_resources()
-        raise ConfigError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs, and a "
-                          f"cell asks for {opts.cpus_per_cell:g} CPUs and {opts.gpus_per_cell:g} GPUs: lower "
-                          "--cpus-per-cell / --gpus-per-cell, or add nodes")
+        raise ConfigError(f"no node of the Ray cluster ({len(alive(ray))} nodes, {total.get('CPU', 0):g} CPUs and "
+                          f"{total.get('GPU', 0):g} GPUs in all) holds a cell, which asks for {opts.cpus_per_cell:g} "
+                          f"CPUs and {opts.gpus_per_cell:g} GPUs: lower --cpus-per-cell / --gpus-per-cell, or add "
+                          "larger nodes")
     return n
 
 
@@ -112,7 +122,7 @@ def _train_cell(name: str, values: dict, raws: dict, fingerprint: str):
             data.provide(cfg.data_dir, raws, fingerprint)
             result = train.fit(cfg, on_epoch=lambda e, r: box.put(("epoch", e, r)))
             box.put(("done", result, time.perf_counter() - t0))
-        except Exception as e:  # noqa: BLE001 - the cell fails alone, with its reason
+        except BaseException as e:  # noqa: BLE001 - the cell fails alone, with its reason (never a silent hang)
             box.put(("failed", f"{type(e).__name__}: {e}", time.perf_counter() - t0))
 
     threading.Thread(target=fit, name=f"lstm-mnist-{name}", daemon=True).start()
@@ -143,7 +153,7 @@ def run(source, writer: Writer, opts: RayOptions, out=print) -> None:
     shipped: dict[str, tuple] = {}   # data_dir -> (object ref of the files' bytes, fingerprint)
     flights: dict = {}               # generator -> Flight
     again: list[Flight] = []         # cells to train again (their task died)
-    nodes = {n["NodeID"]: n for n in ray.nodes()}
+    nodes = alive(ray)
     out(f"Ray: {len(nodes)} node{'s' * (len(nodes) > 1)}, {ray.cluster_resources().get('CPU', 0):g} CPUs, "
         f"{ray.cluster_resources().get('GPU', 0):g} GPUs; {opts.cpus_per_cell:g} CPU and {opts.gpus_per_cell:g} "
         "GPU per cell")
@@ -156,9 +166,14 @@ def run(source, writer: Writer, opts: RayOptions, out=print) -> None:
             shipped[d] = (ray.put(data.raw_files(d)), data.fingerprint(d))
         flights[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
 
+    waiting = False  # said that no node can take a cell now
     try:
         while source.more() or flights or again:
-            room = capacity(ray, opts) - len(flights)
+            can = capacity(ray, opts)
+            if can == 0 and not flights and not waiting:
+                out("Ray: no live node can take a cell now; waiting for the cluster (Ctrl-C stops the grid)")
+            waiting = can == 0
+            room = can - len(flights)
             while room > 0 and again:
                 submit(again.pop(0))
                 room -= 1

@@ -130,7 +130,8 @@ def _decided_at(lk: Looks) -> dict:
 
 def notes(lk: Looks, report_metric: str) -> list[str]:
     d = lk.design
-    status = ("every effect decided" if not lk.undecided() else
+    status = ("no look complete yet (the first needs every cell of its seeds)" if not len(lk.frame) else
+              "every effect decided" if not lk.undecided() else
               f"{len(lk.undecided())} undecided at {lk.seeds_used} seeds"
               + (" (the most seeds planned)" if lk.seeds_used >= d.most else " (more seeds planned: rerun the grid "
                  "with --until-decided to go on)"))

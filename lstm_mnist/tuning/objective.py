@@ -31,14 +31,17 @@ class Surplus(RuntimeError):
 class Objective:
     """Train one trial as a child MLflow run; report each epoch's validation metric to the pruner."""
 
-    def __init__(self, study: Study, parent_run_id: str, placement, label: str, total: int, tags: dict | None = None):
+    def __init__(self, study: Study, parent_run_id: str, placement, label: str, total: int, tags: dict | None = None,
+                 attrs: dict | None = None):
         """`placement`: the trial's device and threads, or a function that gives them for each trial (and pins
         this process to its current share of the host's cores); `tags`: on every trial's run (a Ray node's)."""
         self.study, self.parent_run_id, self.placement, self.label = study, parent_run_id, placement, label
-        self.total, self.tags = total, tags or {}
+        self.total, self.tags, self.attrs = total, tags or {}, attrs or {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("process", host.process_stamp(os.getpid()))  # lets a later start spot a dead worker
+        for k, v in self.attrs.items():  # a Ray task's token: its driver fails its trials if it dies
+            trial.set_user_attr(k, v)
         # No overshoot: two workers can both see total-1 trials and each start one. Trial numbers order the
         # starts, so only the trials within the first `total` live ones (lower numbers) run.
         ahead = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
@@ -118,15 +121,16 @@ def _pruner(study: Study) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a dead process on this machine: FAIL them and queue their params again.
+def fail_stale_trials(study: optuna.Study, dead=None) -> list[int]:
+    """Trials left RUNNING by a dead process on this machine (or those `dead(trial)` names: a dead Ray task's,
+    on any node): FAIL them and queue their params again.
 
     The journal file storage has no heartbeat, so each trial records its process and a later start
     checks it; RDB storages also get Optuna's heartbeat, which covers workers on other machines.
     """
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not claims.is_stale(t):
+        if not (dead or claims.is_stale)(t):
             continue
         study._storage.set_trial_user_attr(t._trial_id, "lost", True)  # its process died: not its point's failure
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)

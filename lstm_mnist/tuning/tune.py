@@ -25,7 +25,8 @@ from .study import Study, load_study_file, trial_config
 
 # ---------------------------------------------------------------- workers
 def work(path: str, storage_url: str | None, total: int, timeout: float | None, index: int, n_workers: int,
-         parent_run_id: str, holder: int, pin: bool = True, placed: dict | None = None, tags: dict | None = None) -> None:
+         parent_run_id: str, holder: int, pin: bool = True, placed: dict | None = None, tags: dict | None = None,
+         attrs: dict | None = None) -> None:
     """One worker: take trials until the study holds `total` finished-or-running ones (or time is up). Each
     trial runs on the share of the host's cores that the lease held by `holder` (the tune process) gives
     this worker then, so several invocations on one host divide the cores; or, on Ray, on what the task was
@@ -42,7 +43,7 @@ def work(path: str, storage_url: str | None, total: int, timeout: float | None, 
             cores.pin_to(share)
         return cores.settings(index, n_workers, share)
 
-    objective = Objective(study_def, parent_run_id, placement, label, total, tags)
+    objective = Objective(study_def, parent_run_id, placement, label, total, tags, attrs)
     deadline = time.monotonic() + timeout if timeout else float("inf")
     failures = 0
     while counted(study) < total and failures < total and time.monotonic() < deadline:
