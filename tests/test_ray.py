@@ -68,12 +68,13 @@ def _grid(folder: Path, epochs: int = 2) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and two worker nodes of one CPU each: three raylets, three sets of worker processes."""
+    """A head and a worker node of one CPU each: two raylets, two sets of worker processes (a third joins and
+    is removed in the node test)."""
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    workers = [c.add_node(num_cpus=1)]
     c.wait_for_nodes()
     yield c, workers
     c.shutdown()
@@ -103,15 +104,15 @@ def _cell_tasks(grace_s: float = 0.0) -> list[int]:
 
 
 @pytest.mark.subprocess
-def test_a_grid_on_a_three_node_cluster_trains_every_cell_once_across_the_nodes(project, cluster):
+def test_a_grid_on_a_two_node_cluster_trains_every_cell_once_across_the_nodes(project, cluster):
     c, _ = cluster
     run = Cli("ablate", str(_grid(project)), "--ray", c.address, cwd=project)
     assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
     assert "Traceback" not in run.stderr + run.stdout
     figures = _invariants(project)
-    assert "Ray: 3 nodes, 3 CPUs" in run.stdout, run.stdout[:2000]
+    assert "Ray: 2 nodes, 2 CPUs" in run.stdout, run.stdout[:2000]
     assert figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0 and figures["left_running"] == 0
-    assert figures["nodes"] >= 2, figures  # three cells at a time on three one-CPU nodes
+    assert figures["nodes"] == 2, figures  # two cells at a time on two one-CPU nodes
     again = Cli("ablate", str(_grid(project)), "--ray", c.address, cwd=project)
     assert again.finish() == 0 and "nothing to train" in again.stdout
 
@@ -120,7 +121,7 @@ def test_a_grid_on_a_three_node_cluster_trains_every_cell_once_across_the_nodes(
 def test_cells_the_cluster_cannot_hold_are_a_one_line_error(project, cluster):
     c, _ = cluster
     run = Cli("ablate", str(_grid(project)), "--ray", c.address, "--cpus-per-cell", "2", cwd=project)
-    assert run.finish() == 2, run.stdout + run.stderr  # 3 CPUs in all, but one per node: no node holds a cell
+    assert run.finish() == 2, run.stdout + run.stderr  # 2 CPUs in all, but one per node: no node holds a cell
     assert "holds a cell, which asks for 2 CPUs and 0 GPUs: lower --cpus-per-cell" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
@@ -131,11 +132,13 @@ def test_a_cell_whose_ray_worker_is_killed_is_trained_again_once(project, cluste
     c, _ = cluster
     run = Cli("ablate", str(_grid(project, epochs=4)), "--ray", c.address, cwd=project)
     assert run.wait_for(r"^start ", 1, timeout=120), run.stdout
-    deadline, killed = time.monotonic() + 60, 0
-    while not killed and time.monotonic() < deadline:  # the first task's worker, once it trains
-        for pid in _cell_tasks()[:1]:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
+    deadline, killed = time.monotonic() + 120, 0
+    while not killed and time.monotonic() < deadline and run.running():  # a task that has begun to train:
+        for r in runs(f"sqlite:///{project}/mlruns/mlflow.db", "onray"):  # its first report named its process
+            worker = r.data.tags.get("worker", "")
+            if r.info.status == "RUNNING" and worker.startswith("ray:") and not killed:
+                os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+                killed += 1
         time.sleep(0.2)
     assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
     figures = _invariants(project)
@@ -151,9 +154,13 @@ def test_a_node_removed_mid_grid_has_its_cells_trained_on_the_others(project, cl
     c, _ = cluster
     extra = c.add_node(num_cpus=1)
     c.wait_for_nodes()
-    run = Cli("ablate", str(_grid(project, epochs=4)), "--ray", c.address, cwd=project)
-    assert run.wait_for(r"^start ", 4, timeout=120), run.stdout
-    time.sleep(2)  # every node has a cell
+    # Cells long enough that the removed node's worker notices its raylet is gone before its cell ends.
+    run = Cli("ablate", str(_grid(project, epochs=20)), "--ray", c.address, cwd=project)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and run.running() and not any(  # a cell training on the extra node
+            r.info.status == "RUNNING" and r.data.tags.get("ray_node_id") == extra.node_id
+            for r in runs(f"sqlite:///{project}/mlruns/mlflow.db", "onray")):
+        time.sleep(0.2)
     c.remove_node(extra, allow_graceful=False)
     assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
     figures = _invariants(project)
@@ -193,7 +200,7 @@ def test_a_study_on_ray_runs_exactly_its_trials_and_mlflow_agrees_with_optuna(pr
     path = write_study(project, "onray", LR)
     proc = run_cli("tune", str(path), "--trials", "4", "--ray", c.address, cwd=project)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "Ray: 3 study workers as tasks" in proc.stdout, proc.stdout[-2000:]
+    assert "Ray: 2 study workers as tasks" in proc.stdout, proc.stdout[-2000:]
     trials = trials_of(project, "onray")
     _assert_shared_study(project, proc, "onray", 4, trials, local=False)
     nodes = {r.data.tags.get("ray_node_id") for r in runs(f"sqlite:///{project}/mlruns/mlflow.db", "lstm-mnist-tune")
@@ -229,8 +236,8 @@ def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, clus
     c, _ = cluster
     path = write_study(project, "killray", LR, epochs=4, pruner="none")
     proc = Cli("tune", str(path), "--trials", "4", "--workers", "1", "--ray", c.address, cwd=project)
-    deadline, killed = time.monotonic() + 180, None
-    while killed is None and time.monotonic() < deadline and proc.running():
+    deadline, delivered = time.monotonic() + 180, False
+    while not delivered and time.monotonic() < deadline and proc.running():  # mid-trial: it has reported
         try:
             running = [t for t in trials_of(project, "killray") if t.state == TrialState.RUNNING
                        and t.intermediate_values]
@@ -239,15 +246,17 @@ def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, clus
         tasks = subprocess.run(["pgrep", "-f", "ray::_study_task"], capture_output=True, text=True).stdout.split()
         if running and tasks:
             os.kill(int(tasks[0]), signal.SIGKILL)
-            killed = running[0].number
+            delivered = True
         time.sleep(0.1)
     assert proc.finish() == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     trials = {t.number: t for t in trials_of(project, "killray")}
+    lost = [n for n, t in trials.items() if t.user_attrs.get("lost")]  # the trial the kill landed in
+    killed = lost[0] if len(lost) == 1 else None
     counted = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials.values())
     retried = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed]
     left = sum(r.info.status == "RUNNING" for r in mlflow_runs(project) if r.data.tags.get("study_name") == "killray")
-    record("Ray: a study's task SIGKILLed", kills=int(killed is not None), trials_counted=counted,
+    record("Ray: a study's task SIGKILLed", kills=int(delivered), lost=len(lost), trials_counted=counted,
            killed_trial_state=trials[killed].state.name if killed is not None else "", retries=len(retried),
            left_running=left)
-    assert killed is not None and trials[killed].state == TrialState.FAIL and trials[killed].user_attrs.get("lost")
+    assert delivered and killed is not None and trials[killed].state == TrialState.FAIL, trials
     assert counted == 4 and len(retried) == 1 and retried[0].params == trials[killed].params and left == 0

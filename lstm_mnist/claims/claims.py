@@ -80,6 +80,9 @@ class Claims:
                 continue
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
             try:
+                # Stamped before the flip too: a process killed between the flip and its stamp below would
+                # otherwise leave a RUNNING claim with no owner, judged stale only after STALE_NO_PID_S.
+                stamp_trial(self.storage, trial_id)
                 won = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
             except optuna.exceptions.UpdateFinishedTrialError:  # taken and finished by another since we read it
                 continue
