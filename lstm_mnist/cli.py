@@ -64,8 +64,6 @@ def cmd_tune(args) -> int:
     from .tuning import tune
 
     ray = _ray(args)
-    if ray is not None and args.mps:
-        raise _mps_with_ray()
     # On Ray, --workers caps the study's tasks; without it, as many as the cluster holds.
     n = _workers(args.workers) if not (ray and args.workers == "1") else 1 << 20
     outages.set_store_wait(args.store_wait)
@@ -73,13 +71,6 @@ def cmd_tune(args) -> int:
         tune.main(args.file, trials=args.trials, n_workers=n, storage_url=args.storage, timeout=args.timeout,
                   pin=not args.no_pin, ray=ray)
     return 0
-
-
-def _mps_with_ray():
-    from .config import ConfigError
-
-    return ConfigError("--mps does not go with --ray: Ray places the work on the cluster's CPUs and GPUs "
-                       "(--gpus-per-cell 0.25 shares a GPU four ways); drop it")
 
 
 def cmd_ablate(args) -> int:
@@ -93,9 +84,9 @@ def cmd_ablate(args) -> int:
     if args.max_seeds is not None or args.block != 1:
         raise ConfigError("--max-seeds and --block go with --until-decided: add it, or drop them")
     ray = _ray(args)
-    if ray is not None and (args.mps or shard):
-        raise ConfigError(f"{'--mps' if args.mps else '--shard'} does not go with --ray: Ray places the cells on the "
-                          "cluster's CPUs and GPUs (--gpus-per-cell 0.25 shares a GPU four ways); drop it")
+    if ray is not None and shard:
+        raise ConfigError("--shard does not go with --ray: Ray places the cells on the cluster's CPUs and GPUs "
+                          "(--gpus-per-cell 0.25 shares a GPU four ways); drop it")
     from .gpu import mps
     from .tracking import outages
 
@@ -122,13 +113,17 @@ def _ray_options(p) -> None:
 
 
 def _ray(args):
-    """--ray's options (grids/ray_engine.RayOptions), or None; --cpus/--gpus-per-cell without --ray is a mistake."""
+    """--ray's options (grids/ray_engine.RayOptions), or None; --cpus/--gpus-per-cell without --ray, or --mps
+    with it, is a mistake."""
     from .config import ConfigError
 
     if args.ray is None:
         if args.cpus_per_cell != 1.0 or args.gpus_per_cell != 0.0:
             raise ConfigError("--cpus-per-cell and --gpus-per-cell go with --ray: add it, or drop them")
         return None
+    if args.mps:
+        raise ConfigError("--mps does not go with --ray: Ray places the work on the cluster's CPUs and GPUs "
+                          "(--gpus-per-cell 0.25 shares a GPU four ways); drop it")
     from .grids.ray_engine import RayOptions, check
 
     opts = RayOptions(args.ray, args.cpus_per_cell, args.gpus_per_cell)
@@ -149,8 +144,6 @@ def _until_decided(args, shard) -> int:
 
     run.design(run.grid.load(args.file), args.max_seeds, args.block)  # a bad design is answered before any import
     ray = _ray(args)
-    if ray is not None and args.mps:
-        raise _mps_with_ray()
     n = _workers(args.workers, args.mps)
     if args.dry_run:
         return run.main(args.file, n, args.max_seeds, args.block, dry_run=True, storage_url=args.storage)

@@ -80,8 +80,12 @@ def cluster():
     c.shutdown()
 
 
+def _runs(project: Path, experiment: str = "onray") -> list:
+    return runs(f"sqlite:///{project}/mlruns/mlflow.db", experiment)
+
+
 def _invariants(project: Path, experiment: str = "onray") -> dict:
-    all_runs = runs(f"sqlite:///{project}/mlruns/mlflow.db", experiment)
+    all_runs = _runs(project, experiment)
     cells = [r for r in all_runs if r.data.tags.get("lstm_mnist.role") != "grid"]
     finished = Counter(r.data.tags["config_hash"] for r in cells if r.info.status == "FINISHED")
     return {"cells_finished": len(finished), "cells_lost": 8 - len(finished),
@@ -134,7 +138,7 @@ def test_a_cell_whose_ray_worker_is_killed_is_trained_again_once(project, cluste
     assert run.wait_for(r"^start ", 1, timeout=120), run.stdout
     deadline, killed = time.monotonic() + 120, 0
     while not killed and time.monotonic() < deadline and run.running():  # a task that has begun to train:
-        for r in runs(f"sqlite:///{project}/mlruns/mlflow.db", "onray"):  # its first report named its process
+        for r in _runs(project):  # its first report named its process
             worker = r.data.tags.get("worker", "")
             if r.info.status == "RUNNING" and worker.startswith("ray:") and not killed:
                 os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
@@ -159,7 +163,7 @@ def test_a_node_removed_mid_grid_has_its_cells_trained_on_the_others(project, cl
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and run.running() and not any(  # a cell training on the extra node
             r.info.status == "RUNNING" and r.data.tags.get("ray_node_id") == extra.node_id
-            for r in runs(f"sqlite:///{project}/mlruns/mlflow.db", "onray")):
+            for r in _runs(project)):
         time.sleep(0.2)
     c.remove_node(extra, allow_graceful=False)
     assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
@@ -203,7 +207,7 @@ def test_a_study_on_ray_runs_exactly_its_trials_and_mlflow_agrees_with_optuna(pr
     assert "Ray: 2 study workers as tasks" in proc.stdout, proc.stdout[-2000:]
     trials = trials_of(project, "onray")
     _assert_shared_study(project, proc, "onray", 4, trials, local=False)
-    nodes = {r.data.tags.get("ray_node_id") for r in runs(f"sqlite:///{project}/mlruns/mlflow.db", "lstm-mnist-tune")
+    nodes = {r.data.tags.get("ray_node_id") for r in _runs(project, "lstm-mnist-tune")
              if r.data.tags.get("lstm_mnist.role") == "trial"}
     record("Ray: a study of 4 trials", trials_counted=sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
            trials_in_optuna=len(trials), nodes=len(nodes))

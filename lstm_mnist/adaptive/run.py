@@ -16,7 +16,6 @@ from ..analysis import power, sequential
 from ..config import ConfigError
 from ..grids import ablate, grid
 from ..grids.progress import say
-from ..machine import lease
 from ..report import gather, looks, members
 from ..tracking import query, records
 
@@ -98,9 +97,7 @@ def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int
         out(describe(study, lk, order))
         return ablate.main(path, n_workers, dry_run=True, out=out)
     check_recorded(study, entry)
-    if ray is not None:  # Ray places the cells (grids/ray_engine.py)
-        n_workers = ablate.engine_capacity(ray)
-    with lease.Lease(1 if ray else n_workers) as held:
+    with ablate.hands(n_workers, ray) as (n_workers, held):
         for k, n in enumerate(lk.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))
             if ablate.plan_and_run(at, n_workers, None, False, out, pin, storage_url, held, entry, ray):

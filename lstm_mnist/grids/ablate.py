@@ -8,6 +8,7 @@ on the same grid and store train each cell once and share one parent run.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime
 
 from .. import claims
@@ -34,18 +35,20 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
                           "each arm before its cells (lstm_mnist.tuned.run.main)")
     if dry_run:
         return _dry_run(study, shard, force, out)
-    if ray is not None:  # Ray places the cells (ray_engine.py); this host only writes
-        n_workers = engine_capacity(ray)
-    with lease.Lease(1 if ray else n_workers) as held:
+    with hands(n_workers, ray) as (n_workers, held):
         return plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held, ray=ray)
 
 
-def engine_capacity(ray) -> int:
-    """Join the Ray cluster; the cells it can train at once now."""
-    from . import ray_engine
+@contextmanager
+def hands(n_workers: int, ray=None):
+    """(cells trained at once, this host's core lease): `n_workers` local workers; or, with Ray, what the
+    cluster holds now (Ray places the cells; this host only writes, on one leased share)."""
+    if ray is not None:
+        from . import ray_engine
 
-    ray_engine.check(ray)
-    return ray_engine.room(ray_engine.connect(ray), ray)
+        n_workers = ray_engine.join(ray)
+    with lease.Lease(1 if ray is not None else n_workers) as held:
+        yield n_workers, held
 
 
 def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out) -> int:

@@ -23,7 +23,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import config
 from ..config import ConfigError
@@ -96,11 +96,28 @@ def room(ray, opts: RayOptions) -> int:
     return n
 
 
+def join(opts: RayOptions, worker_output: bool = False) -> int:
+    """Check the options, join the cluster; the cells (or study workers) it can run at once now."""
+    check(opts)
+    return room(connect(opts, worker_output), opts)
+
+
+def placement(opts: RayOptions) -> dict:
+    """Config overrides for what a task was given (not identity): threads = its CPUs, and CPU unless it was
+    given a GPU."""
+    return {"num_threads": max(1, int(opts.cpus_per_cell)), "device": "auto" if opts.gpus_per_cell else "cpu"}
+
+
+def ship(ray, data_dir: str) -> tuple:
+    """The MNIST files' bytes put into the object store once, and their fingerprint: a task's data arguments."""
+    from ..training import data
+
+    return ray.put(data.raw_files(data_dir)), data.fingerprint(data_dir)
+
+
 def cell_values(job: Job, opts: RayOptions) -> dict:
-    """The cell's config as the task trains it: threads = its CPUs, and CPU unless it was given a GPU (not
-    identity), unless the grid's base file or [budget] sets them."""
-    extra = {"num_threads": max(1, int(opts.cpus_per_cell)), "device": "auto" if opts.gpus_per_cell else "cpu"}
-    return {**job.cfg.to_dict(), **{k: v for k, v in extra.items() if k not in job.pinned}}
+    """The cell's config as the task trains it: placement() unless the grid's base file or [budget] sets them."""
+    return {**job.cfg.to_dict(), **{k: v for k, v in placement(opts).items() if k not in job.pinned}}
 
 
 # ---------------------------------------------------------------- the task (runs on a Ray worker)
@@ -140,7 +157,6 @@ class Flight:
     t0: float
     attempt: int = 1
     node: str = ""
-    where: dict = field(default_factory=dict)
 
 
 def run(source, writer: Writer, opts: RayOptions, out=print) -> None:
@@ -161,9 +177,7 @@ def run(source, writer: Writer, opts: RayOptions, out=print) -> None:
     def submit(f: Flight) -> None:
         d = f.job.cfg.data_dir
         if d not in shipped:
-            from ..training import data
-
-            shipped[d] = (ray.put(data.raw_files(d)), data.fingerprint(d))
+            shipped[d] = ship(ray, d)
         flights[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
 
     waiting = False  # said that no node can take a cell now

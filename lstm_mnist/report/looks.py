@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..analysis import figures, power, sequential
 from .compare import comparisons
-from .factorial import build as factorial_build
+from .factorial import _num, build as factorial_build
 from .gather import Grid
 
 COLUMNS = ["look", "seeds", "effect", "estimate", "se", "df", "alpha", "ci_lo", "ci_hi", "tost_lo", "tost_hi",
@@ -82,7 +82,7 @@ def build(g: Grid, record: dict) -> Looks:
         for name, est, se, df in effects(at, metric):
             v = sequential.look_verdict(est, se, df, delta, design, n)
             history.setdefault(name, []).append(v)
-            lo, hi = power.interval(est, se, df, 1 - a)
+            lo, hi = sequential.look_interval(est, se, df, design, n)
             tlo, thi = power.interval(est, se, df, 1 - 2 * a)
             rows.append({"look": k, "seeds": n, "effect": name, "estimate": est, "se": se, "df": df, "alpha": a,
                          "ci_lo": lo, "ci_hi": hi, "tost_lo": tlo, "tost_hi": thi, "look_verdict": v,
@@ -99,17 +99,13 @@ def record(lk: Looks) -> dict:
 
 
 # ---------------------------------------------------------------- display
-def _num(x: float) -> str:
-    return "–" if pd.isna(x) else f"{x:+.4f}"
-
-
 def show(lk: Looks) -> pd.DataFrame:
     """One row per effect: its estimate and 1 − α_k interval at each look, then the verdict it settled on."""
     out = {}
     for k, x in lk.frame.groupby("look"):
         n = int(x["seeds"].iloc[0])
         out[f"{n} seeds (α {x['alpha'].iloc[0]:.4f})"] = {
-            e: f"{_num(est)} [{_num(lo)}, {_num(hi)}]" + ("" if lv == power.UNDECIDED else f" {_mark(lv)}")
+            e: f"{_num(est, sign=True)} [{_num(lo, sign=True)}, {_num(hi, sign=True)}]" + ("" if lv == power.UNDECIDED else f" {_mark(lv)}")
             for e, est, lo, hi, lv in zip(x["effect"], x["estimate"], x["ci_lo"], x["ci_hi"], x["look_verdict"])}
     df = pd.DataFrame(out)
     df.insert(0, "effect", df.index)

@@ -14,7 +14,6 @@ from ..grids import ablate, grid
 from ..grids.plan import cost, plan, table
 from ..grids.progress import say
 from ..grids.writer import Tally
-from ..machine import lease
 from ..tracking import store
 from ..training import data
 from .schedule import Schedule, tuned_plan
@@ -32,9 +31,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     if dry_run:
         out(describe(s, fingerprint, storage_url, force))
         return 0
-    if ray is not None:  # Ray places the trials and cells (grids/ray_engine.py); this host only writes
-        n_workers = ablate.engine_capacity(ray)
-    with lease.Lease(1 if ray else n_workers) as held:
+    with ablate.hands(n_workers, ray) as (n_workers, held):
         planned = datetime.now()  # before the store is read (the claims' rule, as in a plain grid)
         every: list = []
         jobs = plan(s, None, force, every)

@@ -50,9 +50,9 @@ def run_on_ray(work, path: str, storage_url: str | None, total: int, timeout: fl
     data_dir = trial_config(load_study_file(path), {}).data_dir
     env = {"MLFLOW_TRACKING_URI": store.tracking_uri(), "LSTM_MNIST_DATA": os.path.abspath(data_dir),
            **{k: os.environ[k] for k in CREDENTIALS if k in os.environ}}
-    placed = {"num_threads": max(1, int(opts.cpus_per_cell)), "device": "auto" if opts.gpus_per_cell else "cpu"}
+    placed = ray_engine.placement(opts)
     task = ray.remote(num_cpus=opts.cpus_per_cell, num_gpus=opts.gpus_per_cell, max_retries=0)(_study_task)
-    shipped = ray.put(data.raw_files(data_dir)), data.fingerprint(data_dir)
+    shipped = ray_engine.ship(ray, data_dir)
     print(f"Ray: {n_workers} study workers as tasks, {opts.cpus_per_cell:g} CPU and {opts.gpus_per_cell:g} GPU each",
           flush=True)
 

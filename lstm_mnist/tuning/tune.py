@@ -146,8 +146,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     if ray is not None:  # as many tasks as the cluster holds, at most --workers
         from ..grids import ray_engine
 
-        ray_engine.check(ray)
-        n_workers = min(n_workers, ray_engine.room(ray_engine.connect(ray, worker_output=True), ray))
+        n_workers = min(n_workers, ray_engine.join(ray, worker_output=True))
     done = counted(study)
     print(f"study {study_def.name}: {done} of {total} trials done or running"
           f"{f'; failed {len(stale)} left RUNNING by a dead process and queued them again' if stale else ''}; "
