@@ -2,6 +2,18 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PYTHON ?= python3
+# The install stamp is named by the content of pyproject.toml and constraints.txt, not their modification
+# time: a fresh clone or a copied checkout that was installed once never reinstalls (nor reaches the network).
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | (sha256sum 2>/dev/null || shasum -a 256) | cut -c1-16)
+# Offline install: WHEELS= a folder `make wheelhouse` made; FOR= another Python (3.12); SKIP= what the target has.
+WHEELS ?=
+FOR ?=
+SKIP ?=
+PROFILE ?= full
+OUT ?= gpu-accept
+PART ?= all
+CPU ?=
 EXP ?= experiments/full.toml
 ARGS ?=
 PORT ?= 5000
@@ -23,13 +35,23 @@ export LSTM_MNIST_DATA ?= $(if $(wildcard $(SHARED_MNIST)/train-images-idx3-ubyt
 help:  ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[ui,ray,postgres,test]'
+	rm -f $(VENV)/.installed*
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install the project and its test tools
+# With WHEELS=dir: pip --no-index from that folder only (checked against its lock first), never the network.
+install: $(if $(WHEELS),wheel-install,$(STAMP))  ## create .venv and install the project (WHEELS=dir: offline, from a wheel folder; PYTHON=python3.12)
+
+.PHONY: wheel-install wheelhouse
+wheel-install:
+	$(PYTHON) -m lstm_mnist.machine.wheels install $(WHEELS) --venv $(VENV) --stamp $(STAMP)
+
+wheelhouse:  ## on a connected machine: every wheel the project needs -> WHEELS=dir, with a lock [FOR=3.12] [SKIP="torch torchvision lightning"] [PROFILE=slim]
+	@test -n "$(WHEELS)" || { echo "error: give the folder to fill: make wheelhouse WHEELS=wheels/ [FOR=3.12] [SKIP=...]" >&2; exit 2; }
+	$(PYTHON) -m lstm_mnist.machine.wheels build $(WHEELS) $(if $(FOR),--for $(FOR)) $(if $(SKIP),--skip "$(SKIP)") --profile $(PROFILE) $(ARGS)
 
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
@@ -42,7 +64,7 @@ test-fast: install  ## the tests that start no subprocess (the edit loop, under 
 	$(PY) -m pytest -q -n 2 -m "not subprocess" $(ARGS)
 
 .PHONY: docs
-$(VENV)/.docs-installed: $(VENV)/.installed
+$(VENV)/.docs-installed: $(STAMP)
 	$(PY) -m pip install -q -e '.[docs]'
 	touch $@
 
@@ -80,3 +102,7 @@ ui: install  ## MLflow UI on this project's store; prints the link to the latest
 
 clean-venv:  ## remove the virtual environment
 	rm -rf $(VENV)
+
+.PHONY: gpu-accept
+gpu-accept: install  ## every GPU-specific check and the GPU answer -> OUT=gpu-accept/ [PART=answer|checks] [CPU=1: CPU mode]
+	$(PY) -m lstm_mnist gpu-accept --out $(OUT) --part $(PART) $(if $(CPU),--cpu) $(ARGS)

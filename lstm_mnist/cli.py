@@ -157,8 +157,23 @@ def cmd_gpu_check(args) -> int:
     from .gpu import check as gpu_check  # imports neither MLflow nor Optuna: runs on a bare GPU box
 
     kwargs = {"workers": gpu_check.parse_worker_counts(args.workers)} if args.workers else {}
+    if args.seconds is not None:
+        kwargs["seconds"] = args.seconds
     gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, **kwargs)  # --mps: measured with and without
     return 0
+
+
+def cmd_gpu_probes(args) -> int:
+    from .gpu import probes  # imports neither MLflow nor Optuna
+
+    probes.main(out=args.out, mps=args.mps, data_dir=args.data_dir)
+    return 0
+
+
+def cmd_gpu_accept(args) -> int:
+    from .accept import run
+
+    return run.main(out=args.out, part=args.part, cpu=args.cpu, again=args.again)
 
 
 def _workers(text: str, mps: bool = False) -> int:
@@ -280,8 +295,31 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="reports/gpu-check.json", help="where to write the JSON figures")
     g.add_argument("--mps", action="store_true", help="also measure the workers under a private NVIDIA MPS daemon")
     g.add_argument("--workers", help="worker counts to try, e.g. 1,2,4,8 (default: chosen for the device)")
+    g.add_argument("--seconds", type=_seconds, metavar="S", help="length of each throughput slice (default 20 on "
+                   "a GPU, 2 on a CPU)")
     g.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
     g.set_defaults(func=cmd_gpu_check)
+
+    gp = sub.add_parser("gpu-probes", help="speed probes of one optimizer step: harness, bare loop, CUDA graph, "
+                        "fused models vs processes under MPS -> reports/gpu-probes.json",
+                        description="Prototypes that decide what the training path builds next (gpu/probes.py). "
+                        "On a CPU, a smoke run without the probes that need CUDA.")
+    gp.add_argument("--out", default="reports/gpu-probes.json", help="where to write the JSON figures")
+    gp.add_argument("--mps", action="store_true", help="also measure M worker processes under a private MPS daemon")
+    gp.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
+    gp.set_defaults(func=cmd_gpu_probes)
+
+    ga = sub.add_parser("gpu-accept", help="every GPU-specific check and the GPU answer, resumable -> OUT/",
+                        description="Every GPU-specific path of the harness checked, and the GPU answer "
+                        "(experiments/factorial-gpu.toml and its report), in two resumable parts of under 8 "
+                        "minutes each on an H200: answer (gpu-check, grid, report) and checks (kill + rerun, "
+                        "tune, evaluate on the CPU, Ray, speed probes). Summary in OUT/summary.txt.")
+    ga.add_argument("--out", default="gpu-accept", help="folder for everything it writes (default gpu-accept/)")
+    ga.add_argument("--part", default="all", choices=["answer", "checks", "all"], help="which steps (default all)")
+    ga.add_argument("--cpu", action="store_true", help="CPU mode where there is no GPU: tiny budgets, no MPS, "
+                    "no CUDA probes (what the test suite runs)")
+    ga.add_argument("--again", action="store_true", help="run steps that passed before too")
+    ga.set_defaults(func=cmd_gpu_accept)
 
     ev = sub.add_parser("evaluate", help="re-verify a run: recompute its test metrics from its logged weights",
                         description="Load RUN_ID's logged weights and config, recompute the test metrics on the same "
@@ -309,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "file", None) == "":
         args.file = None
     try:
+        from .machine import versions
+
+        versions.check(args.command)  # an old torch or a missing MLflow: one line, before any import of them
         return args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import mlflow
 
+from lstm_mnist.machine.host import descendants
+
 from . import launcher
-from .launcher import alive, proc_stat
+from .launcher import alive
 from .conftest import free_port
 
 FIGURES: list[dict] = []  # one entry per scenario, printed by conftest's terminal summary
@@ -107,23 +109,6 @@ def worker_name(pid: int) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().startswith(("lstm-mnist-w", "lstm-mnist-t"))
     except OSError:
         return False
-
-
-def descendants(pid: int) -> list[int]:
-    """Live processes below `pid` (its workers, and theirs)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = proc_stat(int(entry.name))
-            if fields and fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        found += kids
-        frontier += kids
-    return found
 
 
 def left_behind(pids: set[int], grace_s: float = 10.0) -> list[int]:

@@ -261,6 +261,11 @@ def summary(r: dict) -> str:
         row = [c[i].get("steps_per_s") for c in curves.values()]
         lines.append(f"  {p['workers']:>7} " + "".join(f"{v:>10.1f}" if v is not None else f"{'failed':>10}"
                                                         for v in row))
+    mem = [w for c in curves.values() for p in c for w in p.get("per_worker", []) if "gpu_reserved_mib" in w]
+    if mem:
+        lines.append(f"GPU memory per worker (torch's count; the CUDA context adds a few hundred MiB): peak allocated "
+                     f"{max(w['gpu_peak_allocated_mib'] for w in mem):.0f} MiB, reserved "
+                     f"{max(w['gpu_reserved_mib'] for w in mem):.0f} MiB")
     for name, rec in r["recommended"].items():
         if rec is None:
             lines.append(f"{name}: every point failed; no recommendation")

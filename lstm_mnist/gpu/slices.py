@@ -95,7 +95,17 @@ def _worker(index: int, n_workers: int, values: dict, cell: str, seconds: float,
     elapsed = clock.t_end - clock.t0
     results.put(("done", index, {"worker": index, "cell": cell, "cores": cores.share_text(share),
                                  "mps_pipe": os.environ.get("CUDA_MPS_PIPE_DIRECTORY"),
-                                 "steps": clock.steps, "seconds": elapsed, "steps_per_s": clock.steps / elapsed}))
+                                 "steps": clock.steps, "seconds": elapsed, "steps_per_s": clock.steps / elapsed,
+                                 **_memory(device)}))
+
+
+def _memory(device) -> dict:
+    """torch's GPU memory of this worker, MiB: its peak allocation and what its caching allocator reserved
+    (the CUDA context, a few hundred MiB more, is not counted by torch). Nothing on a CPU."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+            "gpu_reserved_mib": torch.cuda.memory_reserved(device) / 2**20}
 
 
 def point(cells: list[tuple[str, dict]], n_workers: int, seconds: float, warmup: int) -> dict:

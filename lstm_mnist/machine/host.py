@@ -120,3 +120,32 @@ def die_with_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def comm(pid: int) -> str:
+    """A process's name (/proc/PID/comm: `lstm-mnist-w0` for a grid's worker), '' when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below `pid` (its workers, and theirs), from /proc; [] where there is none."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p == frontier[-1]]
+        frontier.pop()
+        found += kids
+        frontier += kids
+    return found

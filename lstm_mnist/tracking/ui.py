@@ -54,6 +54,7 @@ def main(port: int = 5000, host: str = "127.0.0.1", experiment: str | None = Non
     if uri.startswith(("http://", "https://")):  # a tracking server is its own UI
         print(runs_link(uri, exp) if exp else uri)
         return 0
+    require_full_mlflow()
     tag_experiments(c)
     base = f"http://{host}:{port}"
     link = runs_link(base, exp) if exp else base
@@ -76,6 +77,20 @@ def main(port: int = 5000, host: str = "127.0.0.1", experiment: str | None = Non
     except KeyboardInterrupt:
         stop(proc)
         return 0
+
+
+def require_full_mlflow() -> None:
+    """MLflow's UI is its server (Flask) and web app, which mlflow-skinny (the slim install) leaves out."""
+    import importlib.util
+    from pathlib import Path
+
+    import mlflow
+
+    app = Path(mlflow.__file__).parent / "server" / "js" / "build"
+    if importlib.util.find_spec("flask") is None or not app.is_dir():
+        raise UserError("`ui` needs the full mlflow package (its server and web app); this install has "
+                        "mlflow-skinny only: `pip install mlflow==3.17.2`, or on an offline machine a wheel folder "
+                        "made with PROFILE=full; or run the UI where the store can be read (docs/offline.md)")
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:

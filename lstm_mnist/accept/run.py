@@ -1,0 +1,132 @@
+"""`make gpu-accept [OUT=gpu-accept/] [PART=answer|checks|all] [CPU=1]` (`python -m lstm_mnist gpu-accept`):
+every GPU-specific path checked, and the GPU answer, in one prepared call.
+
+Sized for an offline GPU box with 15 minutes of GPU time, 10 minutes per command, a 1-2 minute start and
+at most 64 MiB carried there (source, MNIST, the slim wheel folder). So it runs as two commands of under
+8 minutes each, each resumable if cut off (a step that passed is not run again; a cut grid resumes):
+
+    make install WHEELS=wheels/ PYTHON=python3.12   # the image's torch stays; MLflow, Optuna from the folder
+    make gpu-accept PART=answer                     # gpu-check (short, MPS), the factorial-gpu grid, its report
+    make gpu-accept PART=checks                     # kill + rerun, tune, evaluate on the CPU, Ray, speed probes
+
+Everything goes under OUT: its own MLflow store (mlruns/), logs/, the figures as JSON, report/, steps.json
+(each step's result) and summary.txt (the one screen printed at the end). Without a GPU it runs only when
+asked for its CPU mode (CPU=1: tiny budgets, no MPS, no CUDA probes); the test suite runs that.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+from ..config import UserError
+from . import steps as s
+
+PARTS = {"answer": s.ANSWER, "checks": s.CHECKS, "all": (*s.ANSWER, *s.CHECKS[1:])}
+MARK = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}
+
+
+def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: bool = False) -> int:
+    """Run the part's steps (those that passed before are kept unless `again`); 0 when none failed."""
+    import torch
+
+    if part not in PARTS:
+        raise UserError(f"PART={part}: choose answer, checks or all")
+    if torch.cuda.device_count() == 0 and not cpu:
+        raise UserError("gpu-accept: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
+                        "`make gpu-accept CPU=1` runs its CPU mode (tiny budgets, no MPS, no CUDA probes)")
+    folder = Path(out).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _load(folder, again)
+    ctx = s.Context(folder, cpu, _environment(folder))
+    t0 = time.monotonic()
+    mode = "CPU mode: tiny budgets, not GPU figures" if cpu else "GPU mode"
+    print(f"gpu-accept {part} ({mode}) -> {folder}/", flush=True)
+    with _tracking(ctx.env):
+        for step in PARTS[part]:
+            name = step.__name__.replace("_", "-")
+            if state.get(name, {}).get("status") == "pass" and name != "environment":
+                print(f"  {name}: passed earlier ({state[name]['line'][:100]})", flush=True)
+                continue
+            print(f"  {name} ...", flush=True)
+            result = _run(step, ctx)
+            state[name] = {**result.__dict__, "name": name, "cpu_mode": cpu}
+            _save(folder, state)
+            print(f"  {MARK[result.status]} {name} ({result.seconds:.0f} s): {result.line}", flush=True)
+    text = summary(state, cpu, time.monotonic() - t0, folder)
+    (folder / "summary.txt").write_text(text + "\n")
+    print(text)
+    return 1 if any(v["status"] == "fail" for v in state.values()) else 0
+
+
+def _run(step, ctx: s.Context) -> s.Step:
+    t0 = time.monotonic()
+    name = step.__name__.replace("_", "-")
+    try:
+        result = step(ctx)
+    except s.Failed as e:
+        result = s.Step(name, "fail", str(e))
+    except UserError as e:  # the harness refused something the step asked: that is the step's failure
+        result = s.Step(name, "fail", f"error: {e}")
+    result.name, result.seconds = name, result.seconds or time.monotonic() - t0
+    return result
+
+
+def _environment(folder: Path) -> dict:
+    """The commands' environment: this checkout importable (a plain checkout runs with PYTHONPATH=.), the
+    tracking store under OUT (a grid interrupted by the command's time limit resumes from it)."""
+    path = os.pathsep.join(p for p in (str(s.ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}",
+            "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")}
+
+
+@contextlib.contextmanager
+def _tracking(env: dict):
+    """This process reads the same store the commands write."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _load(folder: Path, again: bool) -> dict:
+    path = folder / "steps.json"
+    if again or not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not JSON (cut off mid-write?): delete it, or rerun with --again") from None
+
+
+def _save(folder: Path, state: dict) -> None:
+    tmp = folder / "steps.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.replace(folder / "steps.json")
+
+
+def summary(state: dict, cpu: bool, wall_s: float, folder: Path) -> str:
+    """One screen: pass, fail or skip per step with its figures, in the order the parts run them."""
+    order = [f.__name__.replace("_", "-") for f in PARTS["all"]]
+    lines = ["gpu-accept summary" + (" (CPU mode: tiny budgets, not GPU figures)" if cpu else "")]
+    for name in order:
+        if name in state:
+            st = state[name]
+            lines.append(f"{MARK[st['status']]}  {name:<12} {st['line']}")
+        else:
+            lines.append(f"....  {name:<12} not run yet (PART={'answer' if name in _names(s.ANSWER) else 'checks'})")
+    failed = [n for n in order if state.get(n, {}).get("status") == "fail"]
+    lines.append(f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; this call {wall_s:.0f} s; "
+                 f"logs and figures under {folder}/")
+    return "\n".join(lines)
+
+
+def _names(part) -> set[str]:
+    return {f.__name__.replace("_", "-") for f in part}

@@ -1,0 +1,75 @@
+"""gpu-accept: its CPU mode end to end on tiny data (every step, as the next person with a GPU runs it), resumed
+without running again what passed; no GPU and no CPU mode is one line; the fused-model probe is exact."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lstm_mnist.gpu.fused import FusedLSTMClassifier, loss
+from lstm_mnist.training.model import LSTMClassifier
+
+from .conftest import run_cli
+
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU mode")
+STEPS = ["environment", "gpu-check", "grid", "report", "kill-rerun", "tune", "evaluate", "ray", "probes"]
+
+
+@pytest.mark.subprocess
+@cpu_only
+@pytest.mark.xdist_group("ray")  # a local Ray cluster, like tests/test_ray.py's: one at a time on 2 cores
+def test_cpu_mode_runs_every_step_and_a_rerun_keeps_what_passed(project):
+    first = run_cli("gpu-accept", "--cpu", "--out", "acc", cwd=project, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    state = json.loads((project / "acc" / "steps.json").read_text())
+    assert list(state) == STEPS and all(state[n]["status"] == "pass" for n in STEPS), \
+        {n: (v["status"], v["line"]) for n, v in state.items()}
+    summary = (project / "acc" / "summary.txt").read_text().splitlines()
+    assert summary[0].endswith("(CPU mode: tiny budgets, not GPU figures)")
+    assert [line.split()[:2] for line in summary[1:10]] == [["PASS", n] for n in STEPS]
+    grid = state["grid"]["figures"]
+    assert grid["cells"] == 16 and grid["finished"] == 16 and grid["duplicates"] == grid["left_running"] == 0
+    assert (project / "acc" / "report" / "main_effects.csv").exists()
+    kill = state["kill-rerun"]["figures"]
+    assert kill["finished"] == kill["cells"] == 8 and kill["retrained_by_rerun"] >= 1 and kill["left_running"] == 0
+    assert kill["finished_before_rerun"] < 8  # the killed worker's cell waited for the rerun
+    tune = state["tune"]["figures"]
+    assert len(tune["optuna"]) == len(tune["mlflow"]) >= 2
+    assert "agree" in state["evaluate"]["line"] or "same" in state["evaluate"]["line"], state["evaluate"]["line"]
+    probes = state["probes"]["figures"]
+    assert probes["steps_per_s"]["graph"] == "skipped: needs CUDA" and probes["steps_per_s"]["bare"] > 0
+    assert probes["fused"]["2"]["eager"]["total"] == pytest.approx(2 * probes["fused"]["2"]["eager"]["per_model"])
+    # The figures the CPU mode wrote stay in its folder: `--workers auto` there reads its own gpu-check.
+    assert (project / "acc" / "reports" / "gpu-check.json").exists() and not (project / "reports").exists()
+
+    again = run_cli("gpu-accept", "--cpu", "--out", "acc", "--part", "checks", cwd=project, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("passed earlier") == 5, again.stdout  # every check but the environment
+
+
+@pytest.mark.subprocess
+@cpu_only
+def test_without_a_gpu_it_runs_only_when_asked_for_its_cpu_mode(project):
+    proc = run_cli("gpu-accept", "--out", "acc", cwd=project)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "no CUDA GPU is visible here" in proc.stderr and "CPU=1" in proc.stderr
+    assert not (project / "acc").exists()
+
+
+@pytest.mark.parametrize("bidirectional,layers,readout", [(True, 2, "final_states"), (False, 1, "last"),
+                                                          (True, 1, "last"), (False, 2, "final_states")])
+def test_fused_models_compute_what_each_model_computes_alone(bidirectional, layers, readout):
+    torch.manual_seed(0)
+    nets = [LSTMClassifier(16, layers, bidirectional, 0.2, readout).eval() for _ in range(3)]
+    fused = FusedLSTMClassifier(3, 16, layers, bidirectional, 0.2, readout).load(nets).eval()
+    x, y = torch.randn(3, 5, 28, 28), torch.randint(0, 10, (3, 5))  # (M, B, 28 rows, 28 px)
+    out = fused(x)
+    torch.testing.assert_close(out, torch.stack([n(x[i]) for i, n in enumerate(nets)]), atol=1e-5, rtol=1e-5)
+    loss(out, y).backward()  # the summed loss: each model's own gradient
+    for i, n in enumerate(nets):
+        F.cross_entropy(n(x[i]), y[i]).backward()
+        torch.testing.assert_close(fused.w_hh[0].grad[i], n.lstm.weight_hh_l0.grad.T, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(fused.head_w.grad[i], n.head.weight.grad.T, atol=1e-6, rtol=1e-5)
+    if bidirectional:  # the backward direction sits after the M forward ones
+        torch.testing.assert_close(fused.w_ih[0].grad[3 + 1], nets[1].lstm.weight_ih_l0_reverse.grad.T,
+                                   atol=1e-6, rtol=1e-5)
