@@ -80,8 +80,9 @@ bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop ->
 	$(PY) -m lstm_mnist bench $(ARGS)
 
 .PHONY: ablation
-# EXP defaults to full.toml for `run`; the grid's own default applies unless EXP is given on the command line.
-ABLATION = $(if $(filter command line,$(origin EXP)),$(EXP),experiments/ablation.toml)
+# EXP defaults to full.toml for `run`; the grid's own default applies unless EXP is given (on the command line
+# or in the environment, as in an sbatch script: `EXP=experiments/ablation-quick.toml make ablation`).
+ABLATION = $(if $(filter file,$(origin EXP)),experiments/ablation.toml,$(EXP))
 ablation: install  ## ablation grid: make ablation [EXP=experiments/ablation-quick.toml] [WORKERS=2|auto] [MPS=1] [RAY=auto|ADDRESS] [ARGS="--dry-run" | "--until-decided --max-seeds 6"]
 	$(PY) -m lstm_mnist ablate $(ABLATION) --workers $(WORKERS) $(if $(MPS),--mps) $(if $(RAY),--ray $(RAY)) $(ARGS)
 
@@ -90,8 +91,8 @@ tune: install  ## Optuna study: make tune STUDY=studies/quick.toml TRIALS=8 WORK
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(RAY),--ray $(RAY)) $(ARGS)
 
 .PHONY: gpu-check
-gpu-check: install  ## measure this GPU (epoch time, workers per GPU, MPS) -> reports/gpu-check.json [MPS=1]
-	$(PY) -m lstm_mnist gpu-check $(if $(MPS),--mps) $(ARGS)
+gpu-check: install  ## measure this GPU (epoch time, workers per GPU, MPS) -> reports/gpu-check.json [MPS=1] [WORKERS=8,12,16]
+	$(PY) -m lstm_mnist gpu-check $(if $(MPS),--mps) $(if $(filter-out file,$(origin WORKERS)),--workers $(WORKERS)) $(ARGS)
 
 .PHONY: report
 report: install  ## results tables + figures of the latest ablation grid -> reports/<grid>/ (ARGS="--grid NAME --metric test_f1")

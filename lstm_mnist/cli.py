@@ -159,7 +159,7 @@ def cmd_gpu_check(args) -> int:
     kwargs = {"workers": gpu_check.parse_worker_counts(args.workers)} if args.workers else {}
     if args.seconds is not None:
         kwargs["seconds"] = args.seconds
-    gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, **kwargs)  # --mps: measured with and without
+    gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, plain=not args.no_plain, **kwargs)  # --mps: measured with and without
     return 0
 
 
@@ -295,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="reports/gpu-check.json", help="where to write the JSON figures")
     g.add_argument("--mps", action="store_true", help="also measure the workers under a private NVIDIA MPS daemon")
     g.add_argument("--workers", help="worker counts to try, e.g. 1,2,4,8 (default: chosen for the device)")
+    g.add_argument("--no-plain", action="store_true", help="with --mps: measure under MPS only (half the time)")
     g.add_argument("--seconds", type=_seconds, metavar="S", help="length of each throughput slice (default 20 on "
                    "a GPU, 2 on a CPU)")
     g.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")

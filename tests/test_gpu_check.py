@@ -130,3 +130,24 @@ def test_imports_neither_mlflow_nor_optuna():
             "[m for m in sys.modules if m.startswith(('mlflow', 'optuna'))]")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_no_plain_measures_under_mps_only(project, monkeypatch):
+    import contextlib
+
+    curves = []
+    monkeypatch.setattr(gpu_check.mps_daemon, "require", lambda: "nvidia-cuda-mps-control")
+    monkeypatch.setattr(gpu_check.mps_daemon, "daemon", lambda enabled: contextlib.nullcontext())
+    monkeypatch.setattr(gpu_check, "_curve", lambda cells, counts, s, w: curves.append(counts) or
+                        [{"workers": n, "steps_per_s": 10.0 * n} for n in counts])
+    monkeypatch.setattr(gpu_check, "single_process", lambda *a: {
+        "full_model": {"step_s": 0.01, "train_s": 7.5, "val_s": 0.5, "epoch_s": 8.0},
+        "throughput": {"harness_samples_per_s": 1.0, "bare_samples_per_s": 1.0, "harness_over_bare": 1.0}})
+    figures = gpu_check.main(out="g.json", mps=True, plain=False, workers=(1, 2))
+    assert len(curves) == 1 and set(figures["grid"]["curves"]) == set(figures["recommended"]) == {"mps"}
+    assert figures["recommended"]["mps"]["workers"] == 2 and "projections" in figures
+
+
+def test_no_plain_without_mps_is_one_line(project):
+    with pytest.raises(ConfigError, match="--no-plain goes with --mps"):
+        gpu_check.main(out="g.json", plain=False)

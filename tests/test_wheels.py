@@ -1,6 +1,6 @@
 """The offline install: what a wheel folder holds when packages are left to the target, the lock, the one-line
-errors for a folder that misses a wheel, the supported ranges against pyproject.toml, and the install stamp
-that follows the content of pyproject.toml rather than its modification time."""
+errors for a folder that misses a wheel, the supported ranges against pyproject.toml
+(tests/test_makefile.py: the install stamp that follows the content of pyproject.toml)."""
 import hashlib
 import re
 import shutil
@@ -13,6 +13,7 @@ from lstm_mnist.config import UserError
 from lstm_mnist.machine import versions, wheels
 
 from .conftest import REPO
+from .test_makefile import make
 
 
 def _item(name, version="1.0", requires=()):
@@ -141,30 +142,30 @@ def test_a_release_outside_the_range_is_one_line_with_the_range(monkeypatch):
         versions.check("tune")
 
 
-def _make(*args, cwd):
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-
-
-@pytest.mark.subprocess
-def test_the_install_stamp_follows_the_content_of_pyproject_not_its_time(tmp_path):
-    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
-        shutil.copy(REPO / name, tmp_path / name)
-    plan = _make("-n", "install", "VENV=v", cwd=tmp_path).stdout
-    stamp = re.search(r"touch (v/\.installed-[0-9a-f]{16})", plan).group(1)
-    (tmp_path / "v").mkdir()
-    (tmp_path / stamp).touch()
-    (tmp_path / "pyproject.toml").touch()  # newer than the stamp, the same content: a fresh clone
-    assert "venv" not in _make("-n", "install", "VENV=v", cwd=tmp_path).stdout
-    with open(tmp_path / "pyproject.toml", "a") as f:
-        f.write("\n# changed\n")
-    assert "-m venv v" in _make("-n", "install", "VENV=v", cwd=tmp_path).stdout
-
-
 @pytest.mark.subprocess
 def test_make_install_from_a_folder_missing_a_wheel_says_which_in_one_line(tmp_path):
     folder, _ = _folder(tmp_path, {}, {"optuna-5.0.0-py3-none-any.whl": b"o"})
-    proc = _make("install", f"WHEELS={folder}", f"VENV={tmp_path / 'v'}", cwd=REPO)
+    proc = make("install", f"WHEELS={folder}", f"VENV={tmp_path / 'v'}", cwd=REPO)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr
     assert "has no wheel for optuna==5.0.0" in errors[0] and "make wheelhouse WHEELS=wh/" in errors[0]
     assert "Traceback" not in proc.stderr and not (tmp_path / "v").exists()  # checked before anything is made
+
+
+@pytest.mark.subprocess
+def test_a_venv_without_ensurepip_gets_pip_from_the_folder(tmp_path):
+    import ensurepip
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "wh"
+    folder.mkdir()
+    for wheel in (Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"):  # the pip wheel Python ships
+        shutil.copy(wheel, folder)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "v")], check=True)
+    py = tmp_path / "v" / "bin" / "python"
+    assert subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True).returncode != 0
+    wheels.bootstrap_pip(py, folder)
+    assert subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True).returncode == 0
+    with pytest.raises(wheels.WheelError, match="has no pip wheel"):
+        wheels.bootstrap_pip(py, tmp_path)

@@ -131,23 +131,31 @@ def grid_cells(path: Path) -> tuple[str, set[str]]:
     return study.experiment, hashes
 
 
-def cell_counts(experiment: str, hashes: set[str]) -> dict:
-    """FINISHED runs per expected cell, duplicates, cells without one, and runs left RUNNING."""
+def cell_counts(experiment: str, hashes: set[str], name: str) -> dict:
+    """Over the grid `name`'s parent runs and its cells' runs: FINISHED runs per expected cell, duplicates,
+    cells without one, and runs left RUNNING."""
     from ..tracking import query
 
     runs = query.search(experiment)
-    children = [r for r in runs if r.data.tags.get("lstm_mnist.role") not in ("grid", "study")]
+    children = [r for r in runs if r.data.tags.get("config_hash") in hashes
+                and r.data.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")]
+    parents = [r for r in runs if r.data.tags.get("lstm_mnist.role") == "grid" and r.data.tags.get("grid_name") == name]
     finished = Counter(r.data.tags.get("config_hash") for r in children if r.info.status == "FINISHED")
-    return {"cells": len(hashes), "finished": sum(finished[h] for h in hashes),
+    return {"cells": len(hashes), "finished": sum(finished.values()),
             "duplicates": sum(n - 1 for n in finished.values() if n > 1), "missing": len(hashes - set(finished)),
-            "left_running": sum(r.info.status == "RUNNING" for r in runs),
+            "left_running": sum(r.info.status == "RUNNING" for r in children + parents),
             "failed_or_killed": sum(r.info.status in ("FAILED", "KILLED") for r in children)}
 
 
-def once(counts: dict) -> str:
-    """'' when every cell FINISHED exactly once and nothing is left RUNNING, else what is wrong."""
+def trained_once(path: Path, when: str) -> dict:
+    """The grid file's cell counts when every cell FINISHED exactly once and nothing is left RUNNING; else
+    Failed, saying what is wrong."""
+    experiment, hashes = grid_cells(path)
+    counts = cell_counts(experiment, hashes, path.stem)
     wrong = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("missing", "duplicates", "left_running") if counts[k]]
-    return ", ".join(wrong)
+    if wrong:
+        raise Failed(f"{when}: {', '.join(wrong)} (of {counts['cells']} cells)")
+    return counts
 
 
 def grid_file(ctx: Context, name: str, experiment: str, factors: list[str], seeds: list[int], budget: dict) -> Path:
@@ -179,7 +187,8 @@ def gpu_check(ctx: Context) -> Step:
     """A short gpu-check at the worker counts that matter on a big GPU (the H200's MPS knee was 12); its
     recommendation is what `--workers auto` reads next (reports/gpu-check.json)."""
     report = ctx.out / "reports" / "gpu-check.json"
-    args = (["--workers", "1", "--seconds", "1"] if ctx.cpu else ["--mps", "--workers", "8,12,16", "--seconds", "10"])
+    args = ["--workers", "1", "--seconds", "1"] if ctx.cpu else ["--mps", "--no-plain", "--workers", "8,12,16",
+                                                                 "--seconds", "10"]
     seconds = cli(ctx, "gpu-check", "gpu-check", *args, "--out", str(report), timeout=120 if ctx.cpu else 300)
     figures = json.loads(report.read_text())
     rec = figures["recommended"].get("mps" if not ctx.cpu else "plain")
@@ -206,11 +215,7 @@ def grid(ctx: Context) -> Step:
     path = answer_grid(ctx)
     workers = ["--workers", "2"] if ctx.cpu else ["--workers", "auto", *ctx.mps]
     seconds = cli(ctx, "grid", "ablate", str(path), *workers, timeout=300 if ctx.cpu else 460)
-    experiment, hashes = grid_cells(path)
-    counts = cell_counts(experiment, hashes)
-    wrong = once(counts)
-    if wrong:
-        raise Failed(f"{path.name}: {wrong} (of {counts['cells']} cells)")
+    counts = trained_once(path, path.name)
     return Step("grid", "pass", f"{counts['cells']} cells of {path.name} FINISHED once in {seconds:.0f} s "
                 f"({' '.join(workers[1:])} workers)", {**counts, "wall_s": seconds}, seconds)
 
@@ -231,8 +236,9 @@ def report(ctx: Context) -> Step:
 
 def kill_rerun(ctx: Context) -> Step:
     """A grid whose worker is SIGKILLed mid-cell, then the same command again: every cell FINISHED once."""
-    budget = CPU_BUDGET if ctx.cpu else CHECK_BUDGET
-    seeds = [0] if ctx.cpu else [0, 1]  # CPU mode: 8 cells, enough for a kill mid-grid
+    # CPU mode: 8 cells of a few seconds each, long enough for the kill to land mid-cell
+    budget = {**CPU_BUDGET, "max_epochs": 3} if ctx.cpu else CHECK_BUDGET
+    seeds = [0] if ctx.cpu else [0, 1]
     path = grid_file(ctx, "kill", CHECK_EXPERIMENT, ["bidirectional", "width", "adamw"], seeds, budget)
     experiment, hashes = grid_cells(path)
     args = ["ablate", str(path), "--workers", "2" if ctx.cpu else "4", *ctx.mps]
@@ -244,34 +250,36 @@ def kill_rerun(ctx: Context) -> Step:
     except subprocess.TimeoutExpired:
         stop(proc)
         raise Failed("the grid did not end after its worker was killed (a hang): see logs/kill-rerun.log") from None
-    before = cell_counts(experiment, hashes)
+    before = cell_counts(experiment, hashes, path.stem)
     cli(ctx, "kill-rerun", *args, timeout=300)
-    after = cell_counts(experiment, hashes)
-    wrong = once(after)
-    if wrong:
-        raise Failed(f"after the kill and a rerun: {wrong} (of {after['cells']} cells)")
+    after = trained_once(path, "after the kill and a rerun")
     retrained = after["finished"] - before["finished"]
+    hit = before["failed_or_killed"] >= 1  # the killed worker's cell ended FAILED, for the rerun to train
     figures = {"killed_pid": killed, "first_exit": first_rc, "finished_before_rerun": before["finished"],
-               "retrained_by_rerun": retrained, **after}
-    return Step("kill-rerun", "pass", f"killed worker {killed} mid-cell (first run exited {first_rc}, "
+               "retrained_by_rerun": retrained, "kill_failed_a_cell": hit, **after}
+    where = "mid-cell" if hit else "(between two of its cells)"
+    return Step("kill-rerun", "pass", f"killed worker {killed} {where} (first run exited {first_rc}, "
                 f"{before['finished']}/{after['cells']} FINISHED); the rerun trained {retrained}: every cell "
                 f"FINISHED once, none left RUNNING", figures, time.monotonic() - t0)
 
 
 def _kill_a_worker(proc: subprocess.Popen, experiment: str, hashes: set[str], timeout: float) -> int:
-    """Once a cell has FINISHED and a worker is training the next, SIGKILL that worker; its pid."""
+    """Once a cell has FINISHED, SIGKILL the worker process training a cell now (the run's `worker` tag names
+    it: lstm-mnist-wN); its pid."""
     from ..machine import host
+    from ..tracking import query
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise Failed(f"the grid ended (exit {proc.returncode}) before a worker could be killed mid-grid")
-        workers = [p for p in host.descendants(proc.pid) if host.comm(p).startswith("lstm-mnist-w")]
-        counts = cell_counts(experiment, hashes)
-        if workers and counts["finished"] >= 1 and counts["left_running"] >= 1:
+        runs = [r for r in query.search(experiment) if r.data.tags.get("config_hash") in hashes]
+        training = {f"lstm-mnist-w{r.data.tags.get('worker')}" for r in runs if r.info.status == "RUNNING"}
+        workers = [p for p in host.descendants(proc.pid) if host.comm(p) in training]
+        if workers and any(r.info.status == "FINISHED" for r in runs):
             os.kill(workers[0], signal.SIGKILL)
             return workers[0]
-        time.sleep(0.5)
+        time.sleep(0.3)
     stop(proc)
     raise Failed(f"no worker mid-cell within {timeout:.0f} s: see logs/kill-rerun.log")
 
@@ -332,11 +340,7 @@ def ray(ctx: Context) -> Step:
     path = grid_file(ctx, "ray", CHECK_EXPERIMENT + "-ray", ["bidirectional", "adamw"], [0], budget)
     gpus = [] if ctx.cpu else ["--gpus-per-cell", "0.25"]
     seconds = cli(ctx, "ray", "ablate", str(path), "--ray", *gpus, timeout=300)
-    experiment, hashes = grid_cells(path)
-    counts = cell_counts(experiment, hashes)
-    wrong = once(counts)
-    if wrong:
-        raise Failed(f"on Ray: {wrong} (of {counts['cells']} cells)")
+    counts = trained_once(path, "on Ray")
     return Step("ray", "pass", f"{counts['cells']} cells on a local Ray cluster{' at 0.25 GPU each' if gpus else ''}: "
                 f"each FINISHED once in {seconds:.0f} s", counts, seconds)
 

@@ -57,7 +57,7 @@ def parse_worker_counts(text: str) -> tuple[int, ...]:
 
 
 def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 4, 8),
-         seconds: float | None = None, data_dir: str | None = None) -> dict:
+         seconds: float | None = None, data_dir: str | None = None, plain: bool = True) -> dict:
     """Measure, recommend, project; print a summary and write the figures as JSON to `out`."""
     t0 = time.monotonic()
     on_gpu = torch.cuda.device_count() > 0  # no CUDA context here until the curves are done: MPS comes first
@@ -73,7 +73,9 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
     gpu_slice.quiet()
     _say(on_gpu, f"gpu-check on {device}: grid throughput of {', '.join(map(str, counts))} workers, "
          f"{slice_s:g} s slices{' (also under MPS)' if mps else ''}")
-    curves = {"plain": _curve(cells, counts, slice_s, slice_warmup)}
+    if not (plain or mps):
+        raise ConfigError("--no-plain goes with --mps: without both there is no curve to measure")
+    curves = {"plain": _curve(cells, counts, slice_s, slice_warmup)} if plain else {}
     if mps:
         with mps_daemon.daemon(True):
             curves["mps"] = _curve(cells, counts, slice_s, slice_warmup)
@@ -257,7 +259,7 @@ def summary(r: dict) -> str:
     lines.append(f"grid throughput, optimizer steps/s over all workers ({r['grid']['slice_s']:g} s slices of "
                  f"{r['grid']['cells_from']} cells of arm {r['grid']['arm']}):")
     lines.append("  workers " + "".join(f"{name:>10}" for name in curves))
-    for i, p in enumerate(curves["plain"]):
+    for i, p in enumerate(next(iter(curves.values()))):
         row = [c[i].get("steps_per_s") for c in curves.values()]
         lines.append(f"  {p['workers']:>7} " + "".join(f"{v:>10.1f}" if v is not None else f"{'failed':>10}"
                                                         for v in row))

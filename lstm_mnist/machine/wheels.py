@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -98,7 +99,8 @@ def project_requirements(pyproject: Path, extras: tuple[str, ...]) -> list[str]:
     reqs = list(meta["project"]["dependencies"])
     for e in extras:
         reqs += optional[e]
-    return reqs + list(meta["build-system"]["requires"])
+    # pip itself: a venv made without it (a Python with no ensurepip, as Debian's without python3-venv) gets it here
+    return reqs + list(meta["build-system"]["requires"]) + ["pip"]
 
 
 # ---------------------------------------------------------------- resolving, and leaving out what the target has
@@ -299,7 +301,7 @@ def install(folder: Path, venv: Path, python: str, stamp: Path | None = None) ->
     if not py.exists():
         parents = _venv_site(python) if lock.skip else []
         system = bool(lock.skip) and not parents  # the skipped packages are the system Python's
-        _run([python, "-m", "venv", *(["--system-site-packages"] if system else []), str(venv)], f"creating {venv}")
+        make_venv(python, venv, system, folder)
         if parents:
             (_purelib(py) / PARENT_PTH).write_text("\n".join(parents) + "\n")
     pip = [str(py), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(folder)]
@@ -312,6 +314,29 @@ def install(folder: Path, venv: Path, python: str, stamp: Path | None = None) ->
         for old in venv.glob(".installed*"):
             old.unlink()
         stamp.write_text(f"installed from {folder}/ ({lock.header.get('target', '?')})\n")
+
+
+def make_venv(python: str, venv: Path, system: bool, folder: Path) -> None:
+    """`python -m venv`; where the Python has no ensurepip, a venv without pip, which then gets pip from the
+    folder's own wheel (a pip wheel runs as a program)."""
+    cmd = [python, "-m", "venv", *(["--system-site-packages"] if system else []), str(venv)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return
+    if "ensurepip" not in proc.stdout + proc.stderr:
+        raise WheelError(f"creating {venv} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    shutil.rmtree(venv, ignore_errors=True)
+    _run(cmd[:3] + ["--without-pip"] + cmd[3:], f"creating {venv} without pip")
+    bootstrap_pip(venv / "bin" / "python", folder)
+
+
+def bootstrap_pip(py: Path, folder: Path) -> None:
+    wheel = next(iter(sorted(folder.glob("pip-*.whl"))), None)
+    if wheel is None:
+        raise WheelError(f"{py.parent.parent} has no pip (this Python has no ensurepip) and {folder}/ has no pip "
+                         f"wheel: make the folder again with this version of `make wheelhouse`")
+    _run([str(py), f"{wheel}/pip", "install", "--quiet", "--no-index", "--find-links", str(folder), "pip"],
+         f"installing pip into {py.parent.parent} from {wheel.name}")
 
 
 def _venv_site(python: str) -> list[str]:

@@ -1,0 +1,52 @@
+"""The Makefile as a user drives it (`make -n`: what would run): the install stamp that follows the content of
+pyproject.toml rather than its modification time, and variables taken alike from the command line and the
+environment."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import REPO
+
+
+def make(*args, cwd):
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def installed_copy(folder):
+    """The Makefile and what its install stamp is named by, in `folder`, with venv v/ marked installed."""
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(REPO / name, folder / name)
+    plan = make("-n", "install", "VENV=v", cwd=folder).stdout
+    (folder / "v").mkdir()
+    (folder / re.search(r"touch (v/\.installed-[0-9a-f]{16})", plan).group(1)).touch()
+    return folder
+
+
+@pytest.mark.subprocess
+def test_the_install_stamp_follows_the_content_of_pyproject_not_its_time(tmp_path):
+    installed_copy(tmp_path)
+    (tmp_path / "pyproject.toml").touch()  # newer than the stamp, the same content: a fresh clone
+    assert "venv" not in make("-n", "install", "VENV=v", cwd=tmp_path).stdout
+    with open(tmp_path / "pyproject.toml", "a") as f:
+        f.write("\n# changed\n")
+    assert "-m venv v" in make("-n", "install", "VENV=v", cwd=tmp_path).stdout
+
+
+@pytest.mark.subprocess
+def test_variables_from_the_environment_count_as_on_the_command_line(tmp_path):
+    installed_copy(tmp_path)
+
+    def plan(*args, **env):
+        out = subprocess.run(["make", "--no-print-directory", "-n", *args, "VENV=v"], cwd=tmp_path, text=True,
+                             capture_output=True, env={**os.environ, **env}, timeout=60).stdout
+        return out.strip().splitlines()[-1]
+
+    assert " ablate experiments/ablation.toml " in plan("ablation")  # the grid's own default
+    assert " ablate experiments/ablation-quick.toml " in plan("ablation", EXP="experiments/ablation-quick.toml")
+    assert " ablate experiments/factorial-quick.toml " in plan("ablation", "EXP=experiments/factorial-quick.toml")
+    assert plan("run").endswith(" run experiments/full.toml")
+    assert "--workers" not in plan("gpu-check") and "--workers 8,12,16" in plan("gpu-check", "WORKERS=8,12,16")
+    assert "--workers 4" in plan("gpu-check", WORKERS="4")
