@@ -173,7 +173,7 @@ def cmd_gpu_probes(args) -> int:
 def cmd_gpu_accept(args) -> int:
     from .accept import run
 
-    return run.main(out=args.out, part=args.part, cpu=args.cpu, again=args.again)
+    return run.main(out=args.out, part=args.part, cpu=args.cpu, again=args.again, budget=args.budget)
 
 
 def _workers(text: str, mps: bool = False) -> int:
@@ -320,6 +320,8 @@ def parser() -> argparse.ArgumentParser:
     ga.add_argument("--cpu", action="store_true", help="CPU mode where there is no GPU: tiny budgets, no MPS, "
                     "no CUDA probes (what the test suite runs)")
     ga.add_argument("--again", action="store_true", help="run steps that passed before too")
+    ga.add_argument("--budget", type=_seconds, metavar="SECONDS", help="end this call within SECONDS: a command "
+                    "that would run past it is cut (and resumes on the next call), later steps wait for that call")
     ga.set_defaults(func=cmd_gpu_accept)
 
     ev = sub.add_parser("evaluate", help="re-verify a run: recompute its test metrics from its logged weights",

@@ -73,3 +73,71 @@ def test_fused_models_compute_what_each_model_computes_alone(bidirectional, laye
     if bidirectional:  # the backward direction sits after the M forward ones
         torch.testing.assert_close(fused.w_ih[0].grad[3 + 1], nets[1].lstm.weight_ih_l0_reverse.grad.T,
                                    atol=1e-6, rtol=1e-5)
+
+
+def _steps(outcomes: dict, calls: list):
+    """Stand-in steps named as gpu-accept's: each records its call and ends as `outcomes` says."""
+    from lstm_mnist.accept import steps as s
+
+    def make(name):
+        def step(ctx):
+            calls.append(name)
+            what = outcomes.get(name, "pass")
+            if what == "out of time":
+                raise s.OutOfTime("not started")
+            if what == "fail":
+                raise s.Failed(f"{name} broke")
+            return s.Step(name, "pass", f"{name} ok")
+        step.__name__ = name.replace("-", "_")
+        return step
+    return {n: make(n) for n in ("environment", "grid", "report", "kill-rerun", "evaluate")}
+
+
+def test_a_step_waits_for_what_it_reads_and_reruns_when_that_ran_again(tmp_path, monkeypatch):
+    from lstm_mnist.accept import run
+
+    calls = []
+    f = _steps({"grid": "fail"}, calls)
+    monkeypatch.setattr(run, "PARTS", {"answer": (f["environment"], f["grid"], f["report"]), "all": ()})
+    assert run.main(out=str(tmp_path / "acc"), part="answer", cpu=True) == 1
+    state = json.loads((tmp_path / "acc" / "steps.json").read_text())
+    assert calls == ["environment", "grid"] and state["report"]["status"] == "skip"
+    assert state["report"]["line"] == "not run: grid has not passed"
+
+    calls.clear()
+    f = _steps({}, calls)
+    monkeypatch.setattr(run, "PARTS", {"answer": (f["environment"], f["grid"], f["report"]), "all": ()})
+    assert run.main(out=str(tmp_path / "acc"), part="answer", cpu=True) == 0
+    assert calls == ["environment", "grid", "report"]
+    calls.clear()
+    assert run.main(out=str(tmp_path / "acc"), part="answer", cpu=True) == 0
+    assert calls == ["environment"]  # both passed earlier
+    calls.clear()
+    assert run.main(out=str(tmp_path / "acc"), part="answer", cpu=True, again=True) == 0
+    assert calls == ["environment", "grid", "report"]
+
+
+def test_a_spent_budget_leaves_the_rest_for_the_next_call(tmp_path, monkeypatch):
+    from lstm_mnist.accept import run
+
+    calls = []
+    f = _steps({"evaluate": "out of time"}, calls)
+    monkeypatch.setattr(run, "PARTS", {"checks": (f["environment"], f["kill-rerun"], f["evaluate"]), "all": ()})
+    assert run.main(out=str(tmp_path / "acc"), part="checks", cpu=True, budget=600) == 0
+    state = json.loads((tmp_path / "acc" / "steps.json").read_text())
+    assert calls == ["environment", "kill-rerun", "evaluate"] and "evaluate" not in state
+    summary = (tmp_path / "acc" / "summary.txt").read_text()
+    assert "0 failed" in summary
+
+
+def test_a_commands_time_limit_is_what_is_left_of_the_budget(tmp_path):
+    import time
+
+    from lstm_mnist.accept import steps as s
+
+    ctx = s.Context(tmp_path, True, {}, deadline=time.monotonic() + 100)
+    assert 100 - s.RESERVE_S - 1 < ctx.limit(300) <= 100 - s.RESERVE_S and ctx.limit(10) == 10
+    ctx.deadline = time.monotonic() + s.RESERVE_S + s.MIN_START_S - 1
+    with pytest.raises(s.OutOfTime, match="of this call's budget left; rerun to continue"):
+        ctx.limit(300)
+    assert s.Context(tmp_path, True, {}).limit(300) == 300

@@ -18,7 +18,8 @@ from lstm_mnist.grids.progress import QUICK_FILE, Progress
 from lstm_mnist.tracking import groups, records, store
 from lstm_mnist.config import ConfigError
 
-from .chaos_tools import Server, proc_stat
+from .chaos_tools import Server
+from .launcher import proc_stat
 from . import launcher
 from .conftest import TINY_BUDGET, run_cli
 

@@ -187,7 +187,9 @@ def test_the_driver_killed_then_a_rerun_resumes(project, cluster):
     rerun = Cli("ablate", str(path), "--ray", c.address, cwd=project)
     assert rerun.finish() == 0, rerun.stderr[-3000:] + rerun.stdout[-2000:]
     figures = _invariants(project)
-    figures["processes_left"] = len(left_behind(first.seen_pids | rerun.seen_pids)) + len(_cell_tasks(grace_s=30))
+    # a SIGKILLed driver's children notice it by themselves: on a loaded machine that can take past 10 s
+    left = left_behind(first.seen_pids | rerun.seen_pids, grace_s=30)
+    figures["processes_left"] = len(left) + len(_cell_tasks(grace_s=30))
     record("Ray: the driver SIGKILLed, then a rerun", kills=int(delivered), cells_expected=8,
            tasks_left_after_the_kill=len(orphans), **figures)
     assert delivered and figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0, figures

@@ -45,6 +45,18 @@ def test_a_skipped_package_leaves_with_what_only_it_needs():
     assert older["python_version"] == "3.12" and "tomli" not in _names(wheels.needed(REPORT, ["torch"], set(), older))
 
 
+def test_a_dependency_pip_left_out_for_the_target_is_one_line():
+    # pip evaluates markers on the Python running it: resolving on 3.11 for 3.12, tomli (needed on the target
+    # by this marker) would be missing from the report, and the folder would not install there
+    report = {**REPORT, "install": [_item("lib", "1.0", ["tomli; python_version >= '3.12'"])]}
+    env = wheels.marker_environment(report, wheels.Target.parse("3.12"))
+    with pytest.raises(wheels.WheelError, match=r"tomli; python_version >= \"3.12\" is needed on the target, but "
+                                                r"pip, resolving on this machine's Python, left it out"):
+        wheels.needed(report, ["lib"], set(), env)
+    assert wheels.needed(report, ["lib"], set(), wheels.marker_environment(report, wheels.Target())) == \
+        report["install"]  # on 3.11 itself the marker does not hold
+
+
 def test_another_python_is_resolved_for_its_tags_and_a_bad_one_is_one_line():
     opts = wheels.Target.parse("3.12").pip_options()
     pairs = set(zip(opts, opts[1:]))

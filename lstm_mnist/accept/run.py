@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -26,10 +27,14 @@ from . import steps as s
 
 PARTS = {"answer": s.ANSWER, "checks": s.CHECKS, "all": (*s.ANSWER, *s.CHECKS[1:])}
 MARK = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}
+# A step that reads what another made: not run until that one passed, and run again whenever that one ran.
+NEEDS = {"report": "grid", "evaluate": "kill-rerun"}
 
 
-def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: bool = False) -> int:
-    """Run the part's steps (those that passed before are kept unless `again`); 0 when none failed."""
+def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: bool = False,
+         budget: float | None = None) -> int:
+    """Run the part's steps (those that passed before are kept unless `again`), ending within `budget`
+    seconds when given; 0 when none of them failed."""
     import torch
 
     if part not in PARTS:
@@ -37,35 +42,65 @@ def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: b
     if torch.cuda.device_count() == 0 and not cpu:
         raise UserError("gpu-accept: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
                         "`make gpu-accept CPU=1` runs its CPU mode (tiny budgets, no MPS, no CUDA probes)")
+    t0 = time.monotonic()
     folder = Path(out).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     state = _load(folder, again)
-    ctx = s.Context(folder, cpu, _environment(folder))
-    t0 = time.monotonic()
+    ctx = s.Context(folder, cpu, _environment(folder, cpu), t0 + budget if budget else None, state)
     mode = "CPU mode: tiny budgets, not GPU figures" if cpu else "GPU mode"
-    print(f"gpu-accept {part} ({mode}) -> {folder}/", flush=True)
-    with _tracking(ctx.env):
-        for step in PARTS[part]:
-            name = step.__name__.replace("_", "-")
-            if state.get(name, {}).get("status") == "pass" and name != "environment":
+    print(f"gpu-accept {part} ({mode}) -> {folder}/" + (f"; ends within {budget:.0f} s" if budget else ""), flush=True)
+    names, ran = [_name(step) for step in PARTS[part]], set()
+    with _tracking(ctx.env), _sigterm_as_interrupt():
+        for step, name in zip(PARTS[part], names):
+            need = NEEDS.get(name)
+            if state.get(name, {}).get("status") == "pass" and name != "environment" and need not in ran:
                 print(f"  {name}: passed earlier ({state[name]['line'][:100]})", flush=True)
+                continue
+            if need and state.get(need, {}).get("status") != "pass":
+                state[name] = {"name": name, "status": "skip", "line": f"not run: {need} has not passed",
+                               "figures": {}, "seconds": 0.0, "cpu_mode": cpu}
                 continue
             print(f"  {name} ...", flush=True)
             result = _run(step, ctx)
+            if result is None:  # out of this call's budget: left for the next call
+                print(f"  {name}: not started, this call's budget is spent; rerun to continue", flush=True)
+                break
+            ran.add(name)
             state[name] = {**result.__dict__, "name": name, "cpu_mode": cpu}
             _save(folder, state)
             print(f"  {MARK[result.status]} {name} ({result.seconds:.0f} s): {result.line}", flush=True)
+    _save(folder, state)
     text = summary(state, cpu, time.monotonic() - t0, folder)
     (folder / "summary.txt").write_text(text + "\n")
     print(text)
-    return 1 if any(v["status"] == "fail" for v in state.values()) else 0
+    return 1 if any(state.get(n, {}).get("status") == "fail" for n in names) else 0
 
 
-def _run(step, ctx: s.Context) -> s.Step:
+def _name(step) -> str:
+    return step.__name__.replace("_", "-")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """`kill` (SIGTERM) ends gpu-accept as Ctrl-C does: the running command is stopped with it."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(step, ctx: s.Context) -> s.Step | None:
+    """The step's result; None when the call's budget does not leave it time to start."""
     t0 = time.monotonic()
-    name = step.__name__.replace("_", "-")
+    name = _name(step)
     try:
         result = step(ctx)
+    except s.OutOfTime:
+        return None
     except s.Failed as e:
         result = s.Step(name, "fail", str(e))
     except UserError as e:  # the harness refused something the step asked: that is the step's failure
@@ -74,12 +109,17 @@ def _run(step, ctx: s.Context) -> s.Step:
     return result
 
 
-def _environment(folder: Path) -> dict:
+def _environment(folder: Path, cpu: bool) -> dict:
     """The commands' environment: this checkout importable (a plain checkout runs with PYTHONPATH=.), the
-    tracking store under OUT (a grid interrupted by the command's time limit resumes from it)."""
+    tracking store under OUT (a grid interrupted by the command's time limit resumes from it), the data
+    folder as an absolute path (the commands run in OUT), and in CPU mode no GPU at all."""
     path = os.pathsep.join(p for p in (str(s.ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}",
-            "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")}
+    env = {**os.environ, "PYTHONPATH": path, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}",
+           "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
+           "LSTM_MNIST_DATA": str(Path(os.environ.get("LSTM_MNIST_DATA", "data")).resolve())}
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU mode on a GPU machine too
+    return env
 
 
 @contextlib.contextmanager
@@ -114,7 +154,7 @@ def _save(folder: Path, state: dict) -> None:
 
 def summary(state: dict, cpu: bool, wall_s: float, folder: Path) -> str:
     """One screen: pass, fail or skip per step with its figures, in the order the parts run them."""
-    order = [f.__name__.replace("_", "-") for f in PARTS["all"]]
+    order = [_name(f) for f in PARTS["all"]]
     lines = ["gpu-accept summary" + (" (CPU mode: tiny budgets, not GPU figures)" if cpu else "")]
     for name in order:
         if name in state:
@@ -129,4 +169,4 @@ def summary(state: dict, cpu: bool, wall_s: float, folder: Path) -> str:
 
 
 def _names(part) -> set[str]:
-    return {f.__name__.replace("_", "-") for f in part}
+    return {_name(f) for f in part}

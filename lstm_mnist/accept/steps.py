@@ -26,8 +26,9 @@ FLAGS7 = ["bidirectional", "dropout", "early_stopping", "width", "adamw", "augme
 # A tiny model and budget for CPU mode (a cell in a second or two).
 CPU_BUDGET = {"max_epochs": 1, "batch_size": 32, "eval_batch_size": 256, "hidden_on": 16, "hidden_off": 16,
               "layers_on": 1, "train_samples": 512, "num_threads": 1}
-# The checks' own small grid on the GPU: 2^3 over three flags x 2 seeds = 16 cells of ~5 s each.
+# The checks' own small grid on the GPU: 2^3 over three flags x 2 seeds = 16 cells of a few seconds each.
 CHECK_BUDGET = {"max_epochs": 3, "train_samples": 12000, "eval_batch_size": 2000}
+KILL_EPOCHS = 6  # the kill grid's cells: long enough that a worker is caught with epochs left to train
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Context:
     out: Path
     cpu: bool                      # CPU mode: tiny budgets, no MPS, no CUDA probes
     env: dict                      # the commands' environment: the tracking store under OUT
+    deadline: float | None = None  # time.monotonic() by which this call must end (--budget), or None
+    state: dict = field(default_factory=dict)  # earlier steps' results (steps.json), for the steps that need them
 
     @property
     def mps(self) -> list[str]:
@@ -53,15 +56,34 @@ class Context:
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
         return self.out / "logs" / f"{step}.log"
 
+    def limit(self, seconds: float) -> float:
+        """A command's time limit: its own, or what is left of the call's budget (less a reserve for the
+        summary), whichever is shorter; Failed when too little is left to start it."""
+        if self.deadline is None:
+            return seconds
+        left = self.deadline - time.monotonic() - RESERVE_S
+        if left < MIN_START_S:
+            raise OutOfTime(f"not started: {max(left, 0):.0f} s of this call's budget left; rerun to continue")
+        return min(seconds, left)
+
+
+RESERVE_S = 15.0    # of a --budget: stopping a cut command and writing the summary
+MIN_START_S = 30.0  # a command given less than this would only be cut off
+
 
 class Failed(Exception):
     """A step's check did not hold: its message is the summary line."""
 
 
+class OutOfTime(Failed):
+    """The call's --budget ran out before the step could start: not run, not failed."""
+
+
 # ---------------------------------------------------------------- running the CLI as a user does
 def cli(ctx: Context, step: str, *args: str, timeout: float) -> float:
     """`python -m lstm_mnist ARGS` to its end (or its time limit); seconds taken. A non-zero exit is Failed,
-    with the command's last line."""
+    with the command's last line. Interrupted here (Ctrl-C, SIGTERM), the command is stopped too."""
+    timeout = ctx.limit(timeout)
     t0 = time.monotonic()
     proc = start(ctx, step, *args)
     try:
@@ -69,28 +91,37 @@ def cli(ctx: Context, step: str, *args: str, timeout: float) -> float:
     except subprocess.TimeoutExpired:
         stop(proc)
         raise Failed(f"`{' '.join(args[:2])}` cut off after {timeout:.0f} s; rerun gpu-accept to resume it") from None
+    except BaseException:
+        stop(proc)
+        raise
     if rc != 0:
         raise Failed(f"`{' '.join(args[:2])}` exited {rc}: {last_line(ctx.log(step))}")
     return time.monotonic() - t0
 
 
 def start(ctx: Context, step: str, *args: str) -> subprocess.Popen:
-    log = ctx.log(step).open("a")
-    log.write(f"$ python -m lstm_mnist {' '.join(args)}\n")
-    log.flush()
-    # In OUT: what a command writes beside itself (reports/gpu-check.json, which `--workers auto` reads next;
-    # experiments/best-STUDY.toml) stays there, and a CPU-mode run never replaces this checkout's GPU figures.
-    return subprocess.Popen([sys.executable, "-m", "lstm_mnist", *args], cwd=ctx.out, env=ctx.env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with ctx.log(step).open("a") as log:
+        log.write(f"$ python -m lstm_mnist {' '.join(args)}\n")
+        log.flush()
+        # In OUT: what a command writes beside itself (reports/gpu-check.json, which `--workers auto` reads
+        # next; experiments/best-STUDY.toml) stays there, and a CPU-mode run never replaces this checkout's
+        # GPU figures. Its own session, so it is stopped with its workers.
+        return subprocess.Popen([sys.executable, "-m", "lstm_mnist", *args], cwd=ctx.out, env=ctx.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """The command and its workers (its own process group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
+def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """The command and its workers (its own process group): Ctrl-C first, so it ends as a user's Ctrl-C ends
+    it (its MPS daemon told to quit, its runs marked), then SIGKILL for what is left after `grace_s`."""
+    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(proc.pid, sig)  # the second time: whatever of the group outlived its leader
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def last_line(path: Path) -> str:
@@ -235,37 +266,46 @@ def report(ctx: Context) -> Step:
 
 
 def kill_rerun(ctx: Context) -> Step:
-    """A grid whose worker is SIGKILLed mid-cell, then the same command again: every cell FINISHED once."""
-    # CPU mode: 8 cells of a few seconds each, long enough for the kill to land mid-cell
-    budget = {**CPU_BUDGET, "max_epochs": 3} if ctx.cpu else CHECK_BUDGET
+    """A grid whose worker is SIGKILLed mid-cell, then the same command again: every cell FINISHED once. Each
+    attempt is a grid of its own (kill-1, kill-2, ...), so a rerun of this step has cells left to kill."""
+    # CPU mode: 8 cells of several epochs each, so a worker is caught with epochs still to train
+    budget = {**CPU_BUDGET, "max_epochs": KILL_EPOCHS} if ctx.cpu else {**CHECK_BUDGET, "max_epochs": KILL_EPOCHS}
     seeds = [0] if ctx.cpu else [0, 1]
-    path = grid_file(ctx, "kill", CHECK_EXPERIMENT, ["bidirectional", "width", "adamw"], seeds, budget)
+    attempt = 1 + len(list((ctx.out / "grids").glob("kill-*.toml")))
+    path = grid_file(ctx, f"kill-{attempt}", f"{CHECK_EXPERIMENT}-kill-{attempt}", ["bidirectional", "width", "adamw"],
+                     seeds, budget)
     experiment, hashes = grid_cells(path)
     args = ["ablate", str(path), "--workers", "2" if ctx.cpu else "4", *ctx.mps]
     t0 = time.monotonic()
+    limit = ctx.limit(300)
     proc = start(ctx, "kill-rerun", *args)
-    killed = _kill_a_worker(proc, experiment, hashes, timeout=240)
     try:
-        first_rc = proc.wait(timeout=300)
+        killed = _kill_a_worker(proc, experiment, hashes, budget["max_epochs"], timeout=min(240, limit))
+        first_rc = proc.wait(timeout=max(limit - (time.monotonic() - t0), 1))
     except subprocess.TimeoutExpired:
         stop(proc)
         raise Failed("the grid did not end after its worker was killed (a hang): see logs/kill-rerun.log") from None
+    except BaseException:
+        stop(proc)
+        raise
     before = cell_counts(experiment, hashes, path.stem)
     cli(ctx, "kill-rerun", *args, timeout=300)
     after = trained_once(path, "after the kill and a rerun")
     retrained = after["finished"] - before["finished"]
     hit = before["failed_or_killed"] >= 1  # the killed worker's cell ended FAILED, for the rerun to train
-    figures = {"killed_pid": killed, "first_exit": first_rc, "finished_before_rerun": before["finished"],
-               "retrained_by_rerun": retrained, "kill_failed_a_cell": hit, **after}
+    figures = {"experiment": experiment, "killed_pid": killed, "first_exit": first_rc,
+               "finished_before_rerun": before["finished"], "retrained_by_rerun": retrained,
+               "kill_failed_a_cell": hit, **after}
     where = "mid-cell" if hit else "(between two of its cells)"
     return Step("kill-rerun", "pass", f"killed worker {killed} {where} (first run exited {first_rc}, "
                 f"{before['finished']}/{after['cells']} FINISHED); the rerun trained {retrained}: every cell "
                 f"FINISHED once, none left RUNNING", figures, time.monotonic() - t0)
 
 
-def _kill_a_worker(proc: subprocess.Popen, experiment: str, hashes: set[str], timeout: float) -> int:
-    """Once a cell has FINISHED, SIGKILL the worker process training a cell now (the run's `worker` tag names
-    it: lstm-mnist-wN); its pid."""
+def _kill_a_worker(proc: subprocess.Popen, experiment: str, hashes: set[str], epochs: int, timeout: float) -> int:
+    """Once a cell has FINISHED, SIGKILL a worker process caught mid-cell: its run (whose `worker` tag names
+    the process, lstm-mnist-wN) has logged an epoch and has at least two left. A run merely RUNNING may be
+    one whose worker is done and whose results the grid is still writing. The worker's pid."""
     from ..machine import host
     from ..tracking import query
 
@@ -274,12 +314,18 @@ def _kill_a_worker(proc: subprocess.Popen, experiment: str, hashes: set[str], ti
         if proc.poll() is not None:
             raise Failed(f"the grid ended (exit {proc.returncode}) before a worker could be killed mid-grid")
         runs = [r for r in query.search(experiment) if r.data.tags.get("config_hash") in hashes]
-        training = {f"lstm-mnist-w{r.data.tags.get('worker')}" for r in runs if r.info.status == "RUNNING"}
-        workers = [p for p in host.descendants(proc.pid) if host.comm(p) in training]
-        if workers and any(r.info.status == "FINISHED" for r in runs):
-            os.kill(workers[0], signal.SIGKILL)
-            return workers[0]
-        time.sleep(0.3)
+        if any(r.info.status == "FINISHED" for r in runs):
+            for r in runs:
+                if r.info.status != "RUNNING" or "val_loss" not in r.data.metrics:
+                    continue
+                if len(query.metric_history(r.info.run_id, "val_loss")) > epochs - 2:
+                    continue
+                name = f"lstm-mnist-w{r.data.tags.get('worker')}"
+                workers = [p for p in host.descendants(proc.pid) if host.comm(p) == name]
+                if workers:
+                    os.kill(workers[0], signal.SIGKILL)
+                    return workers[0]
+        time.sleep(0.2)
     stop(proc)
     raise Failed(f"no worker mid-cell within {timeout:.0f} s: see logs/kill-rerun.log")
 
@@ -321,10 +367,11 @@ def evaluate(ctx: Context) -> Step:
     """One GPU-trained run of the checks' grid re-verified on the CPU from its logged weights."""
     from ..tracking import query
 
-    runs = [r for r in query.search(CHECK_EXPERIMENT, statuses=["FINISHED"])
-            if r.data.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")]
+    experiment = ctx.state.get("kill-rerun", {}).get("figures", {}).get("experiment")
+    runs = [r for r in query.search(experiment, statuses=["FINISHED"])
+            if r.data.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")] if experiment else []
     if not runs:
-        raise Failed("no FINISHED cell of the checks' grid to evaluate: run the kill-rerun step first")
+        raise Failed("no FINISHED cell of the kill-rerun grid to evaluate: the kill-rerun step must pass first")
     run = runs[0]
     seconds = cli(ctx, "evaluate", "evaluate", run.info.run_id, "--device", "cpu", timeout=180)
     trained_on = run.data.tags.get("device_name", "?")
@@ -339,7 +386,8 @@ def ray(ctx: Context) -> Step:
     budget = CPU_BUDGET if ctx.cpu else CHECK_BUDGET
     path = grid_file(ctx, "ray", CHECK_EXPERIMENT + "-ray", ["bidirectional", "adamw"], [0], budget)
     gpus = [] if ctx.cpu else ["--gpus-per-cell", "0.25"]
-    seconds = cli(ctx, "ray", "ablate", str(path), "--ray", *gpus, timeout=300)
+    # `--ray local`: a Ray instance of this step's own, never a cluster that happens to run on this host
+    seconds = cli(ctx, "ray", "ablate", str(path), "--ray", "local", *gpus, timeout=300)
     counts = trained_once(path, "on Ray")
     return Step("ray", "pass", f"{counts['cells']} cells on a local Ray cluster{' at 0.25 GPU each' if gpus else ''}: "
                 f"each FINISHED once in {seconds:.0f} s", counts, seconds)

@@ -64,21 +64,41 @@ def measure(cfg, device: torch.device, budget: dict | None = None, processes=Non
     ds = data.load(cfg, device)
     train.quiet_lightning()
     cuda = device.type == "cuda"
-    rates = {"harness": bench.harness(cfg, ds, device, warmup, steps) / cfg.batch_size,
-             "bare": step_rate(cfg, ds, device, warmup, steps, models=None, graph=False)}
-    rates["graph"] = step_rate(cfg, ds, device, warmup, steps, models=None, graph=True) if cuda else NEEDS_CUDA
+    rates = {"harness": _tried(lambda: bench.harness(cfg, ds, device, warmup, steps) / cfg.batch_size),
+             "bare": _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=None, graph=False))}
+    rates["graph"] = _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=None, graph=True)) \
+        if cuda else NEEDS_CUDA
     fused = {}
     for m in budget["models"]:
-        eager = step_rate(cfg, ds, device, warmup, steps, models=m, graph=False)
-        graphed = step_rate(cfg, ds, device, warmup, steps, models=m, graph=True) if cuda else NEEDS_CUDA
-        fused[str(m)] = {"eager": _both(eager, m), "graph": _both(graphed, m) if cuda else graphed,
+        eager = _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=m, graph=False))
+        graphed = _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=m, graph=True)) \
+            if cuda else NEEDS_CUDA
+        fused[str(m)] = {"eager": _both(eager, m), "graph": _both(graphed, m),
                          "processes_mps": processes(m) if processes else "skipped: needs CUDA and MPS"}
     return {"device": train.device_name(device), "batch_size": cfg.batch_size, "warmup": warmup, "steps": steps,
-            "steps_per_s": rates, "fused": fused}
+            "steps_per_s": rates, "fused": fused, "compare": COMPARE}
 
 
-def _both(per_model: float, m: int) -> dict:
-    return {"per_model": per_model, "total": per_model * m}
+# What each figure is, so the comparison is read right.
+COMPARE = ("(a) trains with augmentation through Lightning; (b), (c) and (d) are bare loops without augmentation, "
+           "so (d) is to be read against M x (b), and (c) against (b). The M processes under MPS are gpu-check's "
+           "slices (Lightning, augmentation, the ablation grid's `full` arm): read them against M x (a). Beyond one "
+           "process per CPU core, the processes are CPU-bound.")
+
+
+def _tried(probe):
+    """A probe's steps/s, or what went wrong with it: one probe failing (a capture the GPU refuses) leaves
+    the others' figures standing."""
+    try:
+        return probe()
+    except Exception as e:  # noqa: BLE001 - any failure is this probe's result, in one line
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
+def _both(per_model, m: int):
+    return {"per_model": per_model, "total": per_model * m} if isinstance(per_model, float) else per_model
 
 
 def step_rate(cfg, ds, device: torch.device, warmup: int, steps: int, models: int | None, graph: bool) -> float:
@@ -125,7 +145,9 @@ def _eager(step, opt):
 
 def _graphed(step, opt, next_batch):
     """PyTorch's whole-network capture recipe: warm up on a side stream, then capture one step; a replay
-    reruns forward, backward and AdamW on whatever the static batch buffers hold."""
+    reruns forward, backward and AdamW on whatever the static batch buffers hold. The warm-up also makes
+    cuDNN's dropout state and AdamW's capturable state before capture (both would sync the host inside it):
+    no manual_seed may come between the two."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -146,15 +168,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _shown(v) -> str:
+    return f"{v:.0f}" if isinstance(v, float) else str(v)
+
+
 def summary(p: dict) -> list[str]:
     r = p["steps_per_s"]
-    graph = f"{r['graph']:.0f}" if isinstance(r["graph"], float) else r["graph"]
     lines = [f"probes on {p['device']}, full model, batch {p['batch_size']} ({p['steps']} timed steps each), "
-             f"optimizer steps/s: (a) harness {r['harness']:.0f}  (b) bare {r['bare']:.0f}  (c) CUDA graph {graph}"]
+             f"optimizer steps/s: (a) harness {_shown(r['harness'])}  (b) bare {_shown(r['bare'])}  "
+             f"(c) CUDA graph {_shown(r['graph'])}"]
     for m, f in p["fused"].items():
-        cells = [f"eager {f['eager']['per_model']:.0f}/model = {f['eager']['total']:.0f} total"]
-        g = f["graph"]
-        cells.append(f"graphed {g['per_model']:.0f}/model = {g['total']:.0f} total" if isinstance(g, dict) else g)
+        cells = [f"{kind} {v['per_model']:.0f}/model = {v['total']:.0f} total" if isinstance(v, dict) else f"{kind} {v}"
+                 for kind, v in (("eager", f["eager"]), ("graphed", f["graph"]))]
         mps = f["processes_mps"]
         cells.append(f"{m} processes under MPS {mps:.0f} total" if isinstance(mps, float) else f"processes: {mps}")
         lines.append(f"  (d) {m} fused models: " + "; ".join(cells))

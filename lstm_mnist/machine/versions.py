@@ -20,10 +20,10 @@ SUPPORTED = {
     "scipy": ">=1.13,<2",
     "matplotlib": ">=3.8,<4",
 }
-TRAINING = ("torch", "torchvision", "lightning", "torchmetrics")
-# What each command needs beyond the training stack (gpu-check and bench need nothing more).
-TRACKING = ("mlflow-skinny", "optuna", "pandas", "scipy", "matplotlib")
-NEEDS = {"gpu-check": (), "bench": (), "gpu-probes": ()}
+TRAINING = ("torch", "lightning", "torchmetrics")
+# What each command needs beyond the training stack (gpu-check and gpu-probes nothing more: a bare GPU box).
+TRACKING = ("torchvision", "mlflow-skinny", "optuna", "pandas", "scipy", "matplotlib")
+NEEDS = {"gpu-check": (), "gpu-probes": (), "bench": ("torchvision",)}
 INSTALL = "install it with `make install` (offline: `make install WHEELS=dir`, docs/offline.md)"
 
 

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +90,8 @@ class Target:
 
 def project_requirements(pyproject: Path, extras: tuple[str, ...]) -> list[str]:
     """The project's requirements and its extras', and its build backend (an editable install builds it)."""
+    import tomllib
+
     meta = tomllib.loads(pyproject.read_text())
     optional = meta["project"].get("optional-dependencies", {})
     unknown = [e for e in extras if e not in optional]
@@ -135,8 +136,13 @@ def needed(report: dict, roots: list[str], skip: set[str], env: dict) -> list[di
     while todo:
         req = todo.pop()
         name = canonical(req.name)
-        if name in skip or name not in items:
+        if name in skip:
             continue
+        if name not in items:
+            # pip evaluates markers on the Python that runs it (pip issues 11010, 13296), not the --for target
+            raise WheelError(f"{req} is needed on the target, but pip, resolving on this machine's Python, left it "
+                             "out: make the folder on a Linux machine of the target's architecture, with the "
+                             "target's Python (PYTHON=python3.12, no FOR)")
         if name in wanted and set(req.extras) <= wanted[name]:
             continue  # seen already, with these extras
         extras = wanted.setdefault(name, set())
@@ -272,8 +278,9 @@ def _wheel_of(dest: Path, item: dict) -> Wheel:
     path = dest / unquote(file)
     if not path.is_file():
         candidates = [p for p in dest.glob("*.whl") if _wheel_name(p.name) == (canonical(name), version)]
-        if not candidates:
-            raise WheelError(f"pip download left no wheel for {name}=={version} in {dest}/")
+        if len(candidates) != 1:  # none, or wheels of other platforms from an earlier build in this folder
+            raise WheelError(f"pip download left {len(candidates)} wheels for {name}=={version} in {dest}/: make "
+                             "the folder again in an empty one")
         path = candidates[0]
     digest = sha256(path)
     expected = _report_sha(item)
@@ -298,12 +305,12 @@ def install(folder: Path, venv: Path, python: str, stamp: Path | None = None) ->
         raise WheelError(f"{folder}/ holds wheels for Python {lock.header['python']}, and {python} is Python "
                          f"{here}: add PYTHON=python{lock.header['python']}, or make the folder with FOR={here}")
     py = venv / "bin" / "python"
+    parents = _venv_site(python) if lock.skip else []
     if not py.exists():
-        parents = _venv_site(python) if lock.skip else []
         system = bool(lock.skip) and not parents  # the skipped packages are the system Python's
         make_venv(python, venv, system, folder)
-        if parents:
-            (_purelib(py) / PARENT_PTH).write_text("\n".join(parents) + "\n")
+    if parents:  # site.addsitedir: the image venv's own .pth files (editable installs) count too
+        (_purelib(py) / PARENT_PTH).write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in parents))
     pip = [str(py), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(folder)]
     _install_step(pip + ["--require-hashes", "-r", str(folder / LOCK)], lock, folder, py)
     extras = f"[{','.join(lock.extras)}]" if lock.extras else ""
@@ -374,8 +381,11 @@ def explain_pip_failure(stderr: str, lock: Lock, folder: Path, version_of=lambda
                     f"Python has {f'{name} {have}' if have else f'no {name}'}; the harness needs {req}: install "
                     f"such a release, or make the folder without skipping {name}")
         return f"{folder}/ has no wheel for {req}: add it on a connected machine with `{again}`"
-    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
-    return f"pip could not install from {folder}/: {last[0].strip()}"
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()] or ["(no output)"]
+    error = next((line for line in lines if line.startswith("ERROR")), lines[-1])
+    if "hash" in stderr.lower():
+        return f"pip refused a wheel of {folder}/ ({error}): make the folder again with `{again}`"
+    return f"pip could not install from {folder}/: {error}"
 
 
 def _installed_version(py: Path, name: str) -> str | None:
@@ -414,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--venv", default=".venv")
     i.add_argument("--stamp", help="the file that marks the venv installed (the Makefile's)")
     args = p.parse_args(argv)
+    if sys.version_info < (3, 11):
+        print(f"error: {sys.executable} is Python {platform.python_version()}; the project needs 3.11 or newer: "
+              "give PYTHON=python3.11 (or 3.12)", file=sys.stderr)
+        return 2
     python = os.environ.get("LSTM_MNIST_PYTHON") or sys.executable
     try:
         if args.command == "build":
