@@ -173,7 +173,8 @@ def cmd_gpu_probes(args) -> int:
 def cmd_gpu_accept(args) -> int:
     from .accept import run
 
-    return run.main(out=args.out, part=args.part, cpu=args.cpu, again=args.again, budget=args.budget)
+    skip = tuple(n.strip() for n in (args.skip or "").split(",") if n.strip())
+    return run.main(out=args.out, part=args.part, cpu=args.cpu, again=args.again, budget=args.budget, skip=skip)
 
 
 def _workers(text: str, mps: bool = False) -> int:
@@ -320,6 +321,7 @@ def parser() -> argparse.ArgumentParser:
     ga.add_argument("--cpu", action="store_true", help="CPU mode where there is no GPU: tiny budgets, no MPS, "
                     "no CUDA probes (what the test suite runs)")
     ga.add_argument("--again", action="store_true", help="run steps that passed before too")
+    ga.add_argument("--skip", metavar="STEP[,STEP]", help="leave out steps that cannot run here, e.g. ray")
     ga.add_argument("--budget", type=_seconds, metavar="SECONDS", help="end this call within SECONDS: a command "
                     "that would run past it is cut (and resumes on the next call), later steps wait for that call")
     ga.set_defaults(func=cmd_gpu_accept)

@@ -32,13 +32,18 @@ NEEDS = {"report": "grid", "evaluate": "kill-rerun"}
 
 
 def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: bool = False,
-         budget: float | None = None) -> int:
+         budget: float | None = None, skip: tuple[str, ...] = ()) -> int:
     """Run the part's steps (those that passed before are kept unless `again`), ending within `budget`
     seconds when given; 0 when none of them failed."""
     import torch
 
     if part not in PARTS:
         raise UserError(f"PART={part}: choose answer, checks or all")
+    known = [_name(f) for f in PARTS["all"]]
+    unknown = [n for n in skip if n not in known or n == "environment"]
+    if unknown:
+        raise UserError(f"--skip {','.join(unknown)}: not a step that can be left out; the steps: "
+                        f"{', '.join(known[1:])}")
     if torch.cuda.device_count() == 0 and not cpu:
         raise UserError("gpu-accept: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
                         "`make gpu-accept CPU=1` runs its CPU mode (tiny budgets, no MPS, no CUDA probes)")
@@ -53,6 +58,10 @@ def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: b
     with _tracking(ctx.env), _sigterm_as_interrupt():
         for step, name in zip(PARTS[part], names):
             need = NEEDS.get(name)
+            if name in skip:
+                state[name] = {"name": name, "status": "skip", "line": "left out (--skip)", "figures": {},
+                               "seconds": 0.0, "cpu_mode": cpu}
+                continue
             if state.get(name, {}).get("status") == "pass" and name != "environment" and need not in ran:
                 print(f"  {name}: passed earlier ({state[name]['line'][:100]})", flush=True)
                 continue

@@ -98,6 +98,10 @@ def _planned(cell: dict | None) -> dict:
             "variant": cell.get("variant", "")}
 
 
+PROVENANCE = ("data_fingerprint", "protocol_version", "settings_key", "torch_version", "lightning_version",
+              "mlflow_version")
+
+
 def _seed(run) -> int:
     return int(run.data.tags.get("seed", run.data.params.get("seed", -1)))
 
@@ -111,7 +115,9 @@ def _row(run) -> dict:
            "config_hash": tags.get("config_hash", run.info.run_id), "start_time": run.info.start_time,
            "parent_run_id": tags.get("mlflow.parentRunId", ""), "git_commit": tags.get("git_commit", ""),
            "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", ""),
-           "variant": tags.get("variant", ""), "tuned_values": tags.get("tuned_values", "")}
+           "variant": tags.get("variant", ""), "tuned_values": tags.get("tuned_values", ""),
+           # what a reader needs to check a result against their own copy: the data, the protocol, the libraries
+           **{k: tags.get(k, "") for k in PROVENANCE}}
     row.update({f: params.get(f) == "True" for f in FLAGS})
     row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
     row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})

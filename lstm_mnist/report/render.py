@@ -2,6 +2,7 @@
 out), the provenance line, the notes, and the Markdown, LaTeX and terminal documents."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -160,7 +161,24 @@ def provenance(r: Report) -> str:
             f"grid wall time {r.grid.wall_time_s / 60:.1f} min.")
     mine = store.provenance()
     again = " (uncommitted changes)" if mine.get("git_dirty") == "true" else ""
-    return f"{grid} Report: `{host.invocation()}` at commit `{mine['git_commit'][:10]}`{again}."
+    report = f"Report: `{host.invocation()}` at commit `{mine['git_commit'][:10]}`{again}"
+    return f"{grid} {report}, {datetime.now(timezone.utc):%Y-%m-%d}. {checkable(r)}"
+
+
+def checkable(r: Report) -> str:
+    """What a reader checks their own copy against: the runs' data fingerprint and protocol version, and the
+    library versions the runs were trained with (the report's own Optuna: runs do not record it)."""
+    runs = r.grid.runs
+
+    def seen(col: str) -> str:
+        values = sorted({str(v) for v in runs.get(col, pd.Series(dtype=str)) if str(v) not in ("", "nan")})
+        return ", ".join(values) or "unrecorded"
+
+    from importlib import metadata
+
+    return (f"Data fingerprint `{seen('data_fingerprint')}`, protocol version {seen('protocol_version')}; trained with "
+            f"torch {seen('torch_version')}, Lightning {seen('lightning_version')}, MLflow {seen('mlflow_version')}; "
+            f"report with Optuna {metadata.version('optuna')}.")
 
 
 def notes(r: Report) -> list[str]:
