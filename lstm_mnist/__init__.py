@@ -2,7 +2,8 @@
 
 The packages, bottom to top (each imports only from those below it):
   config.py   the one frozen config, its identity and UserError        space.py   search spaces, checked (pure)
-  machine/    this host: processes, cores, supported releases, the offline install
+  wheels/     a wheel folder for machines without internet (stdlib only)
+  machine/    this host: processes, cores, supported releases
   analysis/   pure statistics, designs, tables, figures                training/  one run: data, model, train
   tracking/   MLflow (the only package importing it)                   claims/    atomic claims in Optuna storages
   runs/       one recorded run                                         grids/     ablation grids

@@ -10,7 +10,9 @@ import tomllib
 import pytest
 
 from lstm_mnist.config import UserError
-from lstm_mnist.machine import versions, wheels
+from lstm_mnist.machine import versions
+from lstm_mnist.wheels import build, install
+from lstm_mnist.wheels import lock as lockfile
 
 from .conftest import REPO
 from .test_makefile import make
@@ -34,38 +36,38 @@ def _names(items):
 
 
 def test_a_skipped_package_leaves_with_what_only_it_needs():
-    env = wheels.marker_environment(REPORT, wheels.Target())
-    kept = wheels.needed(REPORT, ["lightning>=2.6", "torchmetrics==1.9.0"], {"torch"}, env)
+    env = build.marker_environment(REPORT, build.Target())
+    kept = build.needed(REPORT, ["lightning>=2.6", "torchmetrics==1.9.0"], {"torch"}, env)
     # torch's CUDA library and filelock go with it; fsspec stays (lightning needs it too); no extra was asked
     assert _names(kept) == ["fsspec", "lightning", "numpy", "torchmetrics"]
-    everything = wheels.needed(REPORT, ["lightning[test]", "torchmetrics"], set(), env)
+    everything = build.needed(REPORT, ["lightning[test]", "torchmetrics"], set(), env)
     assert _names(everything) == ["filelock", "fsspec", "lightning", "numpy", "nvidia-cudnn-cu13", "pytest", "torch",
                                   "torchmetrics"]  # tomli's marker (python < 3.11) does not hold
-    older = wheels.marker_environment(REPORT, wheels.Target.parse("3.12"))
-    assert older["python_version"] == "3.12" and "tomli" not in _names(wheels.needed(REPORT, ["torch"], set(), older))
+    older = build.marker_environment(REPORT, build.Target.parse("3.12"))
+    assert older["python_version"] == "3.12" and "tomli" not in _names(build.needed(REPORT, ["torch"], set(), older))
 
 
 def test_a_dependency_pip_left_out_for_the_target_is_one_line():
     # pip evaluates markers on the Python running it: resolving on 3.11 for 3.12, tomli (needed on the target
     # by this marker) would be missing from the report, and the folder would not install there
     report = {**REPORT, "install": [_item("lib", "1.0", ["tomli; python_version >= '3.12'"])]}
-    env = wheels.marker_environment(report, wheels.Target.parse("3.12"))
-    with pytest.raises(wheels.WheelError, match=r"tomli; python_version >= \"3.12\" is needed on the target, but "
+    env = build.marker_environment(report, build.Target.parse("3.12"))
+    with pytest.raises(lockfile.WheelError, match=r"tomli; python_version >= \"3.12\" is needed on the target, but "
                                                 r"pip, resolving on this machine's Python, left it out"):
-        wheels.needed(report, ["lib"], set(), env)
-    assert wheels.needed(report, ["lib"], set(), wheels.marker_environment(report, wheels.Target())) == \
+        build.needed(report, ["lib"], set(), env)
+    assert build.needed(report, ["lib"], set(), build.marker_environment(report, build.Target())) == \
         report["install"]  # on 3.11 itself the marker does not hold
 
 
 def test_another_python_is_resolved_for_its_tags_and_a_bad_one_is_one_line():
-    opts = wheels.Target.parse("3.12").pip_options()
+    opts = build.Target.parse("3.12").pip_options()
     pairs = set(zip(opts, opts[1:]))
     assert {("--python-version", "3.12"), ("--implementation", "cp"), ("--abi", "cp312"), ("--abi", "abi3"),
             ("--platform", "manylinux_2_28_x86_64"), ("--platform", "manylinux2014_x86_64")} <= pairs
-    assert "--only-binary=:all:" in opts and wheels.Target.parse(None).pip_options() == ["--only-binary=:all:"]
-    assert wheels.Target.parse("3.12-aarch64").arch == "aarch64"
-    with pytest.raises(wheels.WheelError, match="FOR=py312: give a Python version such as 3.12"):
-        wheels.Target.parse("py312")
+    assert "--only-binary=:all:" in opts and build.Target.parse(None).pip_options() == ["--only-binary=:all:"]
+    assert build.Target.parse("3.12-aarch64").arch == "aarch64"
+    with pytest.raises(lockfile.WheelError, match="FOR=py312: give a Python version such as 3.12"):
+        build.Target.parse("py312")
 
 
 def _folder(tmp_path, files: dict[str, bytes], listed: dict[str, bytes]):
@@ -73,52 +75,52 @@ def _folder(tmp_path, files: dict[str, bytes], listed: dict[str, bytes]):
     folder.mkdir()
     for name, blob in files.items():
         (folder / name).write_bytes(blob)
-    lock = wheels.Lock([wheels.Wheel(n.split("-")[0], n.split("-")[1], hashlib.sha256(b).hexdigest(), n, len(b))
+    lock = lockfile.Lock([lockfile.Wheel(n.split("-")[0], n.split("-")[1], hashlib.sha256(b).hexdigest(), n, len(b))
                         for n, b in listed.items()],
                        {"made by": "make wheelhouse WHEELS=wh/ FOR=3.12 PROFILE=slim", "python": "3.12",
                         "profile": "slim", "extras": "ui,test", "skip": "lightning torch"})
-    (folder / wheels.LOCK).write_text(lock.text())
+    (folder / lockfile.LOCK).write_text(lock.text())
     return folder, lock
 
 
 def test_the_lock_reads_back_as_written(tmp_path):
     folder, lock = _folder(tmp_path, {}, {"alpha-1.0-py3-none-any.whl": b"a" * 3000, "beta-2.0-py3-none-any.whl": b"b"})
-    again = wheels.read_lock(folder)
+    again = lockfile.read_lock(folder)
     assert [(w.name, w.version, w.sha256, w.file) for w in again.wheels] == \
            [(w.name, w.version, w.sha256, w.file) for w in lock.wheels]
     assert again.skip == ["lightning", "torch"] and again.extras == ["ui", "test"]
     assert again.header["wheels"].startswith("2, ")
-    line = (folder / wheels.LOCK).read_text().splitlines()[-1]
+    line = (folder / lockfile.LOCK).read_text().splitlines()[-1]
     assert re.fullmatch(r"beta==2\.0 --hash=sha256:[0-9a-f]{64}  # beta-2\.0-py3-none-any\.whl 0\.0 MiB", line)
 
 
 def test_a_folder_missing_a_wheel_or_its_lock_is_one_line_naming_it_and_the_fix(tmp_path):
     blobs = {"alpha-1.0-py3-none-any.whl": b"a", "beta-2.0-py3-none-any.whl": b"b"}
     folder, lock = _folder(tmp_path, {"alpha-1.0-py3-none-any.whl": b"a"}, blobs)
-    with pytest.raises(wheels.WheelError) as e:
-        wheels.check_folder(folder, lock)
+    with pytest.raises(lockfile.WheelError) as e:
+        lockfile.check_folder(folder, lock)
     assert str(e.value) == (f"{folder}/ has no wheel for beta==2.0 (beta-2.0-py3-none-any.whl, listed in "
                             "requirements.lock): add it on a connected machine with `make wheelhouse WHEELS=wh/ "
                             "FOR=3.12 PROFILE=slim`")
     (folder / "beta-2.0-py3-none-any.whl").write_bytes(b"not b")
-    with pytest.raises(wheels.WheelError, match="its SHA-256 is not the one in requirements.lock"):
-        wheels.check_folder(folder, lock)
-    (folder / wheels.LOCK).unlink()
-    with pytest.raises(wheels.WheelError, match=r"has no requirements.lock: make the folder .* `make wheelhouse"):
-        wheels.read_lock(folder)
+    with pytest.raises(lockfile.WheelError, match="its SHA-256 is not the one in requirements.lock"):
+        lockfile.check_folder(folder, lock)
+    (folder / lockfile.LOCK).unlink()
+    with pytest.raises(lockfile.WheelError, match=r"has no requirements.lock: make the folder .* `make wheelhouse"):
+        lockfile.read_lock(folder)
 
 
 def test_what_pip_cannot_find_becomes_one_line(tmp_path):
     _, lock = _folder(tmp_path, {}, {})
     missing = ("ERROR: Could not find a version that satisfies the requirement optuna==5.0.0 (from versions: none)\n"
                "ERROR: No matching distribution found for optuna==5.0.0\n")
-    assert wheels.explain_pip_failure(missing, lock, tmp_path / "wh") == (
+    assert install.explain_pip_failure(missing, lock, tmp_path / "wh") == (
         f"{tmp_path}/wh/ has no wheel for optuna==5.0.0: add it on a connected machine with "
         "`make wheelhouse WHEELS=wh/ FOR=3.12 PROFILE=slim`")
     old_torch = "ERROR: No matching distribution found for torch<=2.14.1,>=2.11\n"
-    text = wheels.explain_pip_failure(old_torch, lock, tmp_path / "wh", version_of=lambda name: "2.9.0")
+    text = install.explain_pip_failure(old_torch, lock, tmp_path / "wh", version_of=lambda name: "2.9.0")
     assert "torch was left to this machine" in text and "has torch 2.9.0" in text and "torch<=2.14.1,>=2.11" in text
-    assert wheels.explain_pip_failure("boom\nERROR: disk full\n", lock, tmp_path).endswith("ERROR: disk full")
+    assert install.explain_pip_failure("boom\nERROR: disk full\n", lock, tmp_path).endswith("ERROR: disk full")
 
 
 def _dependency_specs() -> dict[str, str]:
@@ -177,7 +179,7 @@ def test_a_venv_without_ensurepip_gets_pip_from_the_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "v")], check=True)
     py = tmp_path / "v" / "bin" / "python"
     assert subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True).returncode != 0
-    wheels.bootstrap_pip(py, folder)
+    install.bootstrap_pip(py, folder)
     assert subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True).returncode == 0
-    with pytest.raises(wheels.WheelError, match="has no pip wheel"):
-        wheels.bootstrap_pip(py, tmp_path)
+    with pytest.raises(lockfile.WheelError, match="has no pip wheel"):
+        install.bootstrap_pip(py, tmp_path)
