@@ -159,7 +159,8 @@ def cmd_gpu_check(args) -> int:
     kwargs = {"workers": gpu_check.parse_worker_counts(args.workers)} if args.workers else {}
     if args.seconds is not None:
         kwargs["seconds"] = args.seconds
-    gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, plain=not args.no_plain, **kwargs)  # --mps: measured with and without
+    # --mps: measured under MPS too (and only, with --no-plain)
+    gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, plain=not args.no_plain, **kwargs)
     return 0
 
 
@@ -219,6 +220,14 @@ def _worker_options(p: argparse.ArgumentParser, what: str, storage: str) -> None
                    "out with backoff before the command stops; a rerun resumes (default 600)")
 
 
+def _measure_options(p: argparse.ArgumentParser, out: str, mps: str | None = None) -> None:
+    """--out, --data-dir and (with its help) --mps: the same for `bench`, `gpu-check` and `gpu-probes`."""
+    p.add_argument("--out", default=out, help="where to write the JSON figures")
+    if mps:
+        p.add_argument("--mps", action="store_true", help=mps)
+    p.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -245,8 +254,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batches", type=int, default=60, help="timed batches per pipeline")
     b.add_argument("--warmup", type=int, default=10, help="untimed batches first")
     b.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each pipeline's median counts")
-    b.add_argument("--out", default="reports/bench.json", help="where to write the JSON figures")
-    b.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
+    _measure_options(b, "reports/bench.json")
     b.set_defaults(func=cmd_bench)
 
     a = sub.add_parser("ablate", help="train every cell of an ablation grid (resumable, parallel)",
@@ -293,22 +301,18 @@ def parser() -> argparse.ArgumentParser:
                        "number of workers, the recommended WORKERS -> reports/gpu-check.json",
                        description="Needs only torch, lightning and torchmetrics (no MLflow, no Optuna). On a CPU it "
                        "runs a small smoke version and says it is not a GPU figure.")
-    g.add_argument("--out", default="reports/gpu-check.json", help="where to write the JSON figures")
-    g.add_argument("--mps", action="store_true", help="also measure the workers under a private NVIDIA MPS daemon")
+    _measure_options(g, "reports/gpu-check.json", "also measure the workers under a private NVIDIA MPS daemon")
     g.add_argument("--workers", help="worker counts to try, e.g. 1,2,4,8 (default: chosen for the device)")
     g.add_argument("--no-plain", action="store_true", help="with --mps: measure under MPS only (half the time)")
     g.add_argument("--seconds", type=_seconds, metavar="S", help="length of each throughput slice (default 20 on "
                    "a GPU, 2 on a CPU)")
-    g.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
     g.set_defaults(func=cmd_gpu_check)
 
     gp = sub.add_parser("gpu-probes", help="speed probes of one optimizer step: harness, bare loop, CUDA graph, "
                         "fused models vs processes under MPS -> reports/gpu-probes.json",
                         description="Prototypes that decide what the training path builds next (gpu/probes.py). "
                         "On a CPU, a smoke run without the probes that need CUDA.")
-    gp.add_argument("--out", default="reports/gpu-probes.json", help="where to write the JSON figures")
-    gp.add_argument("--mps", action="store_true", help="also measure M worker processes under a private MPS daemon")
-    gp.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
+    _measure_options(gp, "reports/gpu-probes.json", "also measure M worker processes under a private MPS daemon")
     gp.set_defaults(func=cmd_gpu_probes)
 
     ga = sub.add_parser("gpu-accept", help="every GPU-specific check and the GPU answer, resumable -> OUT/",

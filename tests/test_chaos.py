@@ -44,7 +44,7 @@ def chaos(project) -> Path:
 
 def hashes(path: str = GRID) -> set[str]:
     study = grid.load(path)
-    return {plan._job(study, cell).config_hash for cell in grid.expand(study)}
+    return {plan.resolve_cell(study, cell).config_hash for cell in grid.expand(study)}
 
 
 def local(folder: Path) -> str:

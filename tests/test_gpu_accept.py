@@ -85,7 +85,7 @@ def test_fused_models_compute_what_each_model_computes_alone(bidirectional, laye
 
 def _steps(outcomes: dict, calls: list):
     """Stand-in steps named as gpu-accept's: each records its call and ends as `outcomes` says."""
-    from lstm_mnist.accept import steps as s
+    from lstm_mnist.accept import harness as s
 
     def make(name):
         def step(ctx):
@@ -141,7 +141,7 @@ def test_a_spent_budget_leaves_the_rest_for_the_next_call(tmp_path, monkeypatch)
 def test_a_commands_time_limit_is_what_is_left_of_the_budget(tmp_path):
     import time
 
-    from lstm_mnist.accept import steps as s
+    from lstm_mnist.accept import harness as s
 
     ctx = s.Context(tmp_path, True, {}, deadline=time.monotonic() + 100)
     assert 100 - s.RESERVE_S - 1 < ctx.limit(300) <= 100 - s.RESERVE_S and ctx.limit(10) == 10

@@ -47,6 +47,26 @@ def test_a_skipped_package_leaves_with_what_only_it_needs():
     assert older["python_version"] == "3.12" and "tomli" not in _names(build.needed(REPORT, ["torch"], set(), older))
 
 
+def test_build_locks_what_it_downloaded_without_the_skipped(tmp_path, monkeypatch):
+    downloads = []
+
+    def download(cmd, what):  # pip download: a wheel file per pinned name==version
+        downloads.append(cmd)
+        for pin in cmd[cmd.index("--only-binary=:all:") + 1:]:
+            name, version = pin.split("==")
+            (tmp_path / "wh" / f"{name}-{version}-py3-none-any.whl").write_bytes(pin.encode())
+
+    monkeypatch.setattr(build, "project_requirements", lambda path, extras: ["lightning>=2.6", "torchmetrics==1.9.0"])
+    monkeypatch.setattr(build, "resolve", lambda python, reqs, constraints, target: REPORT)
+    monkeypatch.setattr(build, "_pip", download)
+    made = build.build(tmp_path / "wh", build.Target(), ["torch"], "slim", "python3", made_by="make wheelhouse X")
+    assert [w.name for w in made.wheels] == ["fsspec", "lightning", "numpy", "torchmetrics"] and len(downloads) == 1
+    again = lockfile.read_lock(tmp_path / "wh")
+    assert [(w.name, w.sha256) for w in again.wheels] == [(w.name, w.sha256) for w in made.wheels]
+    assert again.skip == ["torch"] and again.header["made by"] == "make wheelhouse X"
+    lockfile.check_folder(tmp_path / "wh", again)  # every wheel there, every hash right
+
+
 def test_a_dependency_pip_left_out_for_the_target_is_one_line():
     # pip evaluates markers on the Python running it: resolving on 3.11 for 3.12, tomli (needed on the target
     # by this marker) would be missing from the report, and the folder would not install there

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..config import UserError
 from . import steps as s
+from .harness import Context, Failed, OutOfTime, Step
 
 PARTS = {"answer": s.ANSWER, "checks": s.CHECKS, "all": (*s.ANSWER, *s.CHECKS[1:])}
 MARK = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}
@@ -51,7 +52,7 @@ def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: b
     folder = Path(out).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     state = _load(folder, again)
-    ctx = s.Context(folder, cpu, _environment(folder, cpu), t0 + budget if budget else None, state)
+    ctx = Context(folder, cpu, _environment(folder, cpu), t0 + budget if budget else None, state)
     mode = "CPU mode: tiny budgets, not GPU figures" if cpu else "GPU mode"
     print(f"gpu-accept {part} ({mode}) -> {folder}/" + (f"; ends within {budget:.0f} s" if budget else ""), flush=True)
     names, ran = [_name(step) for step in PARTS[part]], set()
@@ -59,15 +60,13 @@ def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: b
         for step, name in zip(PARTS[part], names):
             need = NEEDS.get(name)
             if name in skip:
-                state[name] = {"name": name, "status": "skip", "line": "left out (--skip)", "figures": {},
-                               "seconds": 0.0, "cpu_mode": cpu}
+                state[name] = _record(Step(name, "skip", "left out (--skip)"), cpu)
                 continue
             if state.get(name, {}).get("status") == "pass" and name != "environment" and need not in ran:
                 print(f"  {name}: passed earlier ({state[name]['line'][:100]})", flush=True)
                 continue
             if need and state.get(need, {}).get("status") != "pass":
-                state[name] = {"name": name, "status": "skip", "line": f"not run: {need} has not passed",
-                               "figures": {}, "seconds": 0.0, "cpu_mode": cpu}
+                state[name] = _record(Step(name, "skip", f"not run: {need} has not passed"), cpu)
                 continue
             print(f"  {name} ...", flush=True)
             result = _run(step, ctx)
@@ -75,7 +74,7 @@ def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: b
                 print(f"  {name}: not started, this call's budget is spent; rerun to continue", flush=True)
                 break
             ran.add(name)
-            state[name] = {**result.__dict__, "name": name, "cpu_mode": cpu}
+            state[name] = _record(result, cpu)
             _save(folder, state)
             print(f"  {MARK[result.status]} {name} ({result.seconds:.0f} s): {result.line}", flush=True)
     _save(folder, state)
@@ -83,6 +82,11 @@ def main(out: str = "gpu-accept", part: str = "all", cpu: bool = False, again: b
     (folder / "summary.txt").write_text(text + "\n")
     print(text)
     return 1 if any(state.get(n, {}).get("status") == "fail" for n in names) else 0
+
+
+def _record(result: Step, cpu: bool) -> dict:
+    """A step's entry in steps.json."""
+    return {**result.__dict__, "cpu_mode": cpu}
 
 
 def _name(step) -> str:
@@ -102,18 +106,18 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(step, ctx: s.Context) -> s.Step | None:
+def _run(step, ctx: Context) -> Step | None:
     """The step's result; None when the call's budget does not leave it time to start."""
     t0 = time.monotonic()
     name = _name(step)
     try:
         result = step(ctx)
-    except s.OutOfTime:
+    except OutOfTime:
         return None
-    except s.Failed as e:
-        result = s.Step(name, "fail", str(e))
+    except Failed as e:
+        result = Step(name, "fail", str(e))
     except UserError as e:  # the harness refused something the step asked: that is the step's failure
-        result = s.Step(name, "fail", f"error: {e}")
+        result = Step(name, "fail", f"error: {e}")
     result.name, result.seconds = name, result.seconds or time.monotonic() - t0
     return result
 

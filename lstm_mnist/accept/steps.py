@@ -16,183 +16,20 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from .harness import (Context, Failed, Step, cell_counts, cli, grid_cells, grid_file, last_line, start, stop,
+                      trained_once, write_toml)
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/accept/steps.py -> ./
 GRID = "experiments/factorial-gpu.toml"
 CHECK_EXPERIMENT = "lstm-mnist-gpu-accept"
-FLAGS7 = ["bidirectional", "dropout", "early_stopping", "width", "adamw", "augmentation", "readout"]
 # A tiny model and budget for CPU mode (a cell in a second or two).
 CPU_BUDGET = {"max_epochs": 1, "batch_size": 32, "eval_batch_size": 256, "hidden_on": 16, "hidden_off": 16,
               "layers_on": 1, "train_samples": 512, "num_threads": 1}
 # The checks' own small grid on the GPU: 2^3 over three flags x 2 seeds = 16 cells of a few seconds each.
 CHECK_BUDGET = {"max_epochs": 3, "train_samples": 12000, "eval_batch_size": 2000}
 KILL_EPOCHS = 6  # the kill grid's cells: long enough that a worker is caught with epochs left to train
-
-
-@dataclass
-class Step:
-    name: str
-    status: str                    # pass, fail or skip
-    line: str                      # one line of figures for the summary
-    figures: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-@dataclass
-class Context:
-    out: Path
-    cpu: bool                      # CPU mode: tiny budgets, no MPS, no CUDA probes
-    env: dict                      # the commands' environment: the tracking store under OUT
-    deadline: float | None = None  # time.monotonic() by which this call must end (--budget), or None
-    state: dict = field(default_factory=dict)  # earlier steps' results (steps.json), for the steps that need them
-
-    @property
-    def mps(self) -> list[str]:
-        return [] if self.cpu else ["--mps"]
-
-    def log(self, step: str) -> Path:
-        (self.out / "logs").mkdir(parents=True, exist_ok=True)
-        return self.out / "logs" / f"{step}.log"
-
-    def limit(self, seconds: float) -> float:
-        """A command's time limit: its own, or what is left of the call's budget (less a reserve for the
-        summary), whichever is shorter; Failed when too little is left to start it."""
-        if self.deadline is None:
-            return seconds
-        left = self.deadline - time.monotonic() - RESERVE_S
-        if left < MIN_START_S:
-            raise OutOfTime(f"not started: {max(left, 0):.0f} s of this call's budget left; rerun to continue")
-        return min(seconds, left)
-
-
-RESERVE_S = 15.0    # of a --budget: stopping a cut command and writing the summary
-MIN_START_S = 30.0  # a command given less than this would only be cut off
-
-
-class Failed(Exception):
-    """A step's check did not hold: its message is the summary line."""
-
-
-class OutOfTime(Failed):
-    """The call's --budget ran out before the step could start: not run, not failed."""
-
-
-# ---------------------------------------------------------------- running the CLI as a user does
-def cli(ctx: Context, step: str, *args: str, timeout: float) -> float:
-    """`python -m lstm_mnist ARGS` to its end (or its time limit); seconds taken. A non-zero exit is Failed,
-    with the command's last line. Interrupted here (Ctrl-C, SIGTERM), the command is stopped too."""
-    timeout = ctx.limit(timeout)
-    t0 = time.monotonic()
-    proc = start(ctx, step, *args)
-    try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-        raise Failed(f"`{' '.join(args[:2])}` cut off after {timeout:.0f} s; rerun gpu-accept to resume it") from None
-    except BaseException:
-        stop(proc)
-        raise
-    if rc != 0:
-        raise Failed(f"`{' '.join(args[:2])}` exited {rc}: {last_line(ctx.log(step))}")
-    return time.monotonic() - t0
-
-
-def start(ctx: Context, step: str, *args: str) -> subprocess.Popen:
-    with ctx.log(step).open("a") as log:
-        log.write(f"$ python -m lstm_mnist {' '.join(args)}\n")
-        log.flush()
-        # In OUT: what a command writes beside itself (reports/gpu-check.json, which `--workers auto` reads
-        # next; experiments/best-STUDY.toml) stays there, and a CPU-mode run never replaces this checkout's
-        # GPU figures. Its own session, so it is stopped with its workers.
-        return subprocess.Popen([sys.executable, "-m", "lstm_mnist", *args], cwd=ctx.out, env=ctx.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """The command and its workers (its own process group): Ctrl-C first, so it ends as a user's Ctrl-C ends
-    it (its MPS daemon told to quit, its runs marked), then SIGKILL for what is left after `grace_s`."""
-    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 30.0)):
-        try:
-            os.killpg(proc.pid, sig)  # the second time: whatever of the group outlived its leader
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def last_line(path: Path) -> str:
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "(no output)"
-
-
-def write_toml(path: Path, values: dict) -> Path:
-    """A grid or study file: top-level keys, then one table per dict value (strings, numbers, bools, lists)."""
-    def v(x):
-        return json.dumps(x) if not isinstance(x, bool) else str(x).lower()
-
-    top = [f"{k} = {v(x)}" for k, x in values.items() if not isinstance(x, dict)]
-    tables = [f"\n[{k}]\n" + "\n".join(f"{kk} = {v(xx) if not isinstance(xx, dict) else _inline(xx)}"
-                                       for kk, xx in x.items()) for k, x in values.items() if isinstance(x, dict)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(top) + "\n" + "\n".join(tables) + "\n")
-    return path
-
-
-def _inline(d: dict) -> str:
-    return "{" + ", ".join(f"{k} = {json.dumps(x) if not isinstance(x, bool) else str(x).lower()}"
-                           for k, x in d.items()) + "}"
-
-
-# ---------------------------------------------------------------- what the store says about a grid
-def grid_cells(path: Path) -> tuple[str, set[str]]:
-    """A grid file's experiment and the config_hash of every cell (what FINISHED once must cover)."""
-    from .. import config
-    from ..grids import grid
-    from ..training import data
-
-    study = grid.load(path)
-    hashes = set()
-    for cell in grid.expand(study):
-        cfg = config.build(grid.values(study, cell))
-        hashes.add(cfg.identity(data.fingerprint(cfg.data_dir)))
-    return study.experiment, hashes
-
-
-def cell_counts(experiment: str, hashes: set[str], name: str) -> dict:
-    """Over the grid `name`'s parent runs and its cells' runs: FINISHED runs per expected cell, duplicates,
-    cells without one, and runs left RUNNING."""
-    from ..tracking import query
-
-    runs = query.search(experiment)
-    children = [r for r in runs if r.data.tags.get("config_hash") in hashes
-                and r.data.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")]
-    parents = [r for r in runs if r.data.tags.get("lstm_mnist.role") == "grid" and r.data.tags.get("grid_name") == name]
-    finished = Counter(r.data.tags.get("config_hash") for r in children if r.info.status == "FINISHED")
-    return {"cells": len(hashes), "finished": sum(finished.values()),
-            "duplicates": sum(n - 1 for n in finished.values() if n > 1), "missing": len(hashes - set(finished)),
-            "left_running": sum(r.info.status == "RUNNING" for r in children + parents),
-            "failed_or_killed": sum(r.info.status in ("FAILED", "KILLED") for r in children)}
-
-
-def trained_once(path: Path, when: str) -> dict:
-    """The grid file's cell counts when every cell FINISHED exactly once and nothing is left RUNNING; else
-    Failed, saying what is wrong."""
-    experiment, hashes = grid_cells(path)
-    counts = cell_counts(experiment, hashes, path.stem)
-    wrong = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("missing", "duplicates", "left_running") if counts[k]]
-    if wrong:
-        raise Failed(f"{when}: {', '.join(wrong)} (of {counts['cells']} cells)")
-    return counts
-
-
-def grid_file(ctx: Context, name: str, experiment: str, factors: list[str], seeds: list[int], budget: dict) -> Path:
-    return write_toml(ctx.out / "grids" / f"{name}.toml", {
-        "experiment": experiment, "designs": ["factorial"], "flags": factors, "factorial": factors,
-        "seeds": seeds, "budget": budget})
 
 
 # ---------------------------------------------------------------- the steps

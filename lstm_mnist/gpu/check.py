@@ -69,7 +69,7 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
     extra = {"data_dir": data_dir} if data_dir else {}
     data.fingerprint(full_config(extra).data_dir)  # missing or corrupt data: one line now, not N failed workers
     device = "cuda:0" if on_gpu else "cpu"
-    cells = _cells(extra, device)
+    cells = arm_cells(extra, device)
     gpu_slice.quiet()
     _say(on_gpu, f"gpu-check on {device}: grid throughput of {', '.join(map(str, counts))} workers, "
          f"{slice_s:g} s slices{' (also under MPS)' if mps else ''}")
@@ -177,7 +177,7 @@ def validation_s(cfg: config.Config, ds: data.MNIST, device: torch.device) -> fl
 
 
 # ---------------------------------------------------------------- grid throughput, knee, projection
-def _cells(extra: dict, device: str) -> list[tuple[str, dict]]:
+def arm_cells(extra: dict, device: str) -> list[tuple[str, dict]]:
     """(cell name, config values) of the ablation grid's ARM cells, on one device: worker i trains cell
     i mod their number."""
     study = grid.load(ROOT / CELLS_FROM)

@@ -40,7 +40,7 @@ def main(out: str = "reports/gpu-probes.json", mps: bool = False, data_dir: str 
     processes = {}
     if on_gpu and mps:
         mps_daemon.require()
-        cells = check._cells(extra, "cuda:0")
+        cells = check.arm_cells(extra, "cuda:0")
         slices.quiet()
         with mps_daemon.daemon(True):
             for m in budget["models"]:

@@ -37,7 +37,7 @@ def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = 
          every: list[Job] | None = None) -> list[Job]:
     """Every cell of this machine's share, with its identity and its state in the store. `every`, when
     given, receives every cell of the grid (all shards): the plan recorded on the parent run."""
-    jobs = [_job(study, cell) for cell in grid.expand(study)]
+    jobs = [resolve_cell(study, cell) for cell in grid.expand(study)]
     if every is not None:
         every.extend(jobs)
     if shard:
@@ -55,7 +55,8 @@ def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = 
     return jobs
 
 
-def _job(study: grid.Study, cell: grid.Cell) -> Job:
+def resolve_cell(study: grid.Study, cell: grid.Cell) -> Job:
+    """A cell with its resolved config and identity (config_hash: the config, the data it will see, the protocol)."""
     from ..training import data  # here: reading a plan back (the report) needs no torch
 
     cfg = config.build(grid.values(study, cell), f"{study.path} cell {cell.name}")

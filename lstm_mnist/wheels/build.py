@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lock import Lock, Wheel, WheelError, canonical, sha256
+from .lock import LOCK, Lock, Wheel, WheelError, canonical, pip_error, sha256
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/wheels/build.py -> ./
 # What each profile installs beyond the project's own requirements (pyproject.toml's extras).
@@ -132,6 +132,7 @@ def needed(report: dict, roots: list[str], skip: set[str], env: dict) -> list[di
 def _applies(req, env: dict, extra: str) -> bool:
     return req.marker is None or req.marker.evaluate({**env, "extra": extra})
 
+
 # ---------------------------------------------------------------- build: resolve, leave out, download, lock
 def build(dest: Path, target: Target, skip: list[str], profile: str, python: str, dry_run: bool = False,
           made_by: str = "") -> Lock:
@@ -191,9 +192,8 @@ def _wheel_name(file: str) -> tuple[str, str]:
     parts = file[:-4].split("-")
     return canonical(parts[0]), parts[1]
 
+
 def _pip(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()] or ["(no output)"]
-        error = next((line for line in lines if line.startswith("ERROR")), lines[-1])
-        raise WheelError(f"pip failed {what}: {error.strip()}")
+        raise WheelError(f"pip failed {what}: {pip_error(proc.stderr)}")

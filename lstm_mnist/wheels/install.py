@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .lock import LOCK, Lock, WheelError, canonical, check_folder, read_lock
+from .lock import LOCK, Lock, WheelError, canonical, check_folder, pip_error, read_lock
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/wheels/install.py -> ./
 TELEMETRY_PTH = "lstm_mnist_offline.pth"  # sets MLFLOW_DISABLE_TELEMETRY=true in every process of the venv
@@ -100,8 +100,7 @@ def explain_pip_failure(stderr: str, lock: Lock, folder: Path, version_of=lambda
                     f"Python has {f'{name} {have}' if have else f'no {name}'}; the harness needs {req}: install "
                     f"such a release, or make the folder without skipping {name}")
         return f"{folder}/ has no wheel for {req}: add it on a connected machine with `{again}`"
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()] or ["(no output)"]
-    error = next((line for line in lines if line.startswith("ERROR")), lines[-1])
+    error = pip_error(stderr)
     if "hash" in stderr.lower():
         return f"pip refused a wheel of {folder}/ ({error}): make the folder again with `{again}`"
     return f"pip could not install from {folder}/: {error}"
@@ -112,6 +111,7 @@ def _installed_version(py: Path, name: str) -> str | None:
     code = f"import importlib.metadata as m\ntry: print(m.version({name!r}))\nexcept m.PackageNotFoundError: pass"
     out = subprocess.run([str(py), "-c", code], capture_output=True, text=True).stdout.strip()
     return out or None
+
 
 def _run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,5 +1,6 @@
 """The wheel folder's lock: one pinned, hashed line per wheel in pip's own requirements format, with a header
-saying who made the folder, for which Python, which profile and what was left to the target."""
+saying who made the folder, for which Python, which profile and what was left to the target; and what both
+sides of the folder share (its one-line error, pip's own error line)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,12 @@ class WheelError(Exception):
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pip_error(stderr: str) -> str:
+    """pip's own ERROR line from what it printed, else its last line."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()] or ["(no output)"]
+    return next((line for line in lines if line.startswith("ERROR")), lines[-1])
 
 
 @dataclass
