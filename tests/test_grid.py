@@ -261,7 +261,7 @@ def test_a_result_that_cannot_be_recorded_fails_its_cell_alone(tiny_grid, monkey
     job = plan.plan(study)[0]
     c, lines, tally = store.client(), [], writer.Tally(total=1)
     parent = groups.parent_run(study.experiment, "grid", study.name, {}, c)
-    w = writer.Writer(study, parent, c, tally, Progress(1, 1, out=lines.append))
+    w = writer.Writer(parent, c, tally, Progress(1, 1, out=lines.append))
     w.open(job)
     w.finished(job, None, 1.0)  # no training needed: recording is what fails
     assert not w.open_runs and tally.finished == 0 and tally.failed[0][0] == job.cell.name

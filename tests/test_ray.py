@@ -206,7 +206,7 @@ def test_a_study_on_ray_runs_exactly_its_trials_and_mlflow_agrees_with_optuna(pr
     path = write_study(project, "onray", LR)
     proc = run_cli("tune", str(path), "--trials", "4", "--ray", c.address, cwd=project)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "Ray: 2 study workers as tasks" in proc.stdout, proc.stdout[-2000:]
+    assert "Ray: 2 nodes" in proc.stdout, proc.stdout[-2000:]
     trials = trials_of(project, "onray")
     _assert_shared_study(project, proc, "onray", 4, trials, local=False)
     nodes = {r.data.tags.get("ray_node_id") for r in _runs(project, "lstm-mnist-tune")
@@ -234,7 +234,8 @@ def test_a_ray_driver_and_a_plain_ablate_share_one_grid(project, cluster):
 @pytest.mark.subprocess
 @pytest.mark.chaos
 def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, cluster):
-    """The trial's token names its task: the driver fails it at once, whichever node it ran on."""
+    """The driver hears its trial's task die: it fails the trial at once and queues it again, whichever node
+    it ran on."""
     from optuna.trial import TrialState
 
     from .test_tune import LR, mlflow_runs, trials_of, write_study
@@ -249,7 +250,7 @@ def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, clus
                        and t.intermediate_values]
         except (KeyError, FileNotFoundError, ValueError):
             running = []
-        tasks = subprocess.run(["pgrep", "-f", "ray::_study_task"], capture_output=True, text=True).stdout.split()
+        tasks = subprocess.run(["pgrep", "-f", "ray::_train_cell"], capture_output=True, text=True).stdout.split()
         if running and tasks:
             os.kill(int(tasks[0]), signal.SIGKILL)
             delivered = True

@@ -2,8 +2,8 @@
 train a grid cell, create a parent run. `Claims` (claims.py), the storages (storage.py), who holds a trial
 (owners.py). Imports `config`, `machine` and optuna only."""
 from .claims import Claim, Claims, Heartbeat, once
-from .owners import holder, is_stale, stamp_trial
+from .owners import heartbeat_s, holder, is_stale, stamp, stamp_trial
 from .storage import RETRIES, ClaimError, hide_password, open_storage, rdb_url
 
-__all__ = ["Claim", "Claims", "Heartbeat", "once", "holder", "is_stale", "stamp_trial", "RETRIES", "ClaimError",
+__all__ = ["Claim", "Claims", "Heartbeat", "once", "heartbeat_s", "holder", "is_stale", "stamp", "stamp_trial", "RETRIES", "ClaimError",
            "hide_password", "open_storage", "rdb_url"]

@@ -12,8 +12,8 @@ Two processes may offer the same key at once (two WAITING trials). The rule that
 process may take only the lowest-numbered unfinished trial of a key. When it takes trial T, every lower
 trial of the key was finished (COMPLETE or FAIL, states that never run again) when it read them, and the
 only racer for T itself loses the WAITING -> RUNNING flip; a higher trial is never taken while T is
-unfinished. A trial whose process died is failed (`reap`: a dead pid on this host; on an RDB also Optuna's
-heartbeat, for other machines), so its key can be offered and taken again.
+unfinished. A trial whose process died is failed (`reap`: a dead pid on this host, or no heartbeat for two
+periods from another host: owners.py), so its key can be offered and taken again.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from .owners import holder, is_stale, stamp_trial
-from .storage import HEARTBEAT_S, ClaimError
+from .owners import beat, heartbeat_s, holder, is_stale, stamp_trial
+from .storage import ClaimError
 
 
 ONCE_WAIT_S = 120.0   # how long a process waits for another to create a parent run
@@ -88,8 +88,6 @@ class Claims:
                 continue
             if won:
                 stamp_trial(self.storage, trial_id)
-                if isinstance(self.storage, optuna.storages.RDBStorage):
-                    self.storage.record_heartbeat(trial_id)  # from now on Optuna can tell when we go silent
                 claim = self.held[key] = Claim(key, trial_id, t.number)
                 return claim
         return "claimed by another process (it won every race for it)"
@@ -127,9 +125,8 @@ class Claims:
             pass
 
     def reap(self) -> int:
-        """Fail the claims left RUNNING by dead processes; returns how many."""
-        if isinstance(self.storage, optuna.storages.RDBStorage):
-            optuna.storages.fail_stale_trials(self.study)  # heartbeats: processes on other machines
+        """Fail the claims left RUNNING by dead processes (this host's, or silent ones of other hosts); returns
+        how many."""
         stale = [t for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=(TrialState.RUNNING,))
                  if is_stale(t)]
         for t in stale:
@@ -177,26 +174,31 @@ def once(claims: Claims, key: str, make: Callable[[], str], valid: Callable[[str
 
 
 class Heartbeat:
-    """RDB storages: a thread records a heartbeat for every claim this process holds, so a process on another
-    machine can tell they are alive (Optuna fails a trial silent for two heartbeats). A no-op on a journal."""
+    """A thread that records a heartbeat (owners.py) on every trial this process holds: its claims, and the
+    study trials `more()` names (storage, trial id) while they run, so a process on another host can tell
+    they are alive. Started and stopped by the engine around its loop."""
 
-    def __init__(self, claims: Claims):
-        self.claims, self._stop = claims, None
+    def __init__(self, claims: Claims | None, more: Callable[[], list] = list):
+        self.claims, self.more, self._stop = claims, more, None
+
+    def held(self) -> list[tuple]:
+        mine = [(self.claims.storage, c.trial_id) for c in list(self.claims.held.values())] if self.claims else []
+        return mine + list(self.more())
 
     def start(self) -> None:
-        if not isinstance(self.claims.storage, optuna.storages.RDBStorage) or self._stop:
+        if self._stop:
             return
         stop = threading.Event()
 
-        def beat():
-            while not stop.wait(HEARTBEAT_S / 2):
-                for trial_id in [c.trial_id for c in list(self.claims.held.values())]:
+        def run():
+            while not stop.wait(heartbeat_s() / 2):
+                for storage, trial_id in self.held():
                     try:
-                        self.claims.storage.record_heartbeat(trial_id)
-                    except Exception:  # the database is away: Optuna's grace period covers a short outage
+                        beat(storage, trial_id)
+                    except Exception:  # the storage is away or the trial ended meanwhile: two periods of grace
                         pass
 
-        threading.Thread(target=beat, name="claims-heartbeat", daemon=True).start()
+        threading.Thread(target=run, name="claims-heartbeat", daemon=True).start()
         self._stop = stop
 
     def stop(self) -> None:

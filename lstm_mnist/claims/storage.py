@@ -1,5 +1,5 @@
-"""Optuna storages the claims (and studies) live in: a journal file on one machine, or an RDB such as
-PostgreSQL (with heartbeats) for several; creating a fresh database's tables is retried when machines race."""
+"""Optuna storages the claims (and studies) live in: a journal file on one machine (or a shared file system),
+or an RDB such as PostgreSQL for several; creating a fresh database's tables is retried when machines race."""
 from __future__ import annotations
 
 import time
@@ -12,7 +12,6 @@ from ..config import ConfigError, UserError
 
 
 RETRIES = 2           # a study trial whose process died is queued again at most this often
-HEARTBEAT_S = 60      # RDB storages: a trial silent for 2 heartbeats is failed by Optuna (other machines too)
 
 
 class ClaimError(UserError):
@@ -21,7 +20,7 @@ class ClaimError(UserError):
 
 # ---------------------------------------------------------------- storages
 def open_storage(url: str | None, journal: Path) -> optuna.storages.BaseStorage:
-    """The RDB at `url` (with heartbeats), else a journal file (one machine, or a shared file system)."""
+    """The RDB at `url`, else a journal file (one machine, or a shared file system)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url:
@@ -33,18 +32,14 @@ def open_storage(url: str | None, journal: Path) -> optuna.storages.BaseStorage:
 
 
 def _rdb_storage(url: str, attempts: int = 6) -> optuna.storages.RDBStorage:
-    """Heartbeats let any process (on any machine) fail and re-queue a trial whose process went silent.
-
-    Optuna creates a fresh database's tables with no lock: machines starting together on it collide
+    """Optuna creates a fresh database's tables with no lock: machines starting together on it collide
     ("relation "studies" already exists", seen in tests/test_claims.py). The loser tries again and finds the
     tables made."""
     import sqlalchemy.exc
 
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(
-                rdb_url(url), heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+            return optuna.storages.RDBStorage(rdb_url(url))
         except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError) as e:
             if attempt + 1 == attempts or not any(w in str(e) for w in ("already exists", "duplicate key")):
                 raise ConfigError(f"--storage {hide_password(url)}: cannot create Optuna's tables "

@@ -16,9 +16,9 @@ from ..config import ConfigError
 from ..analysis import fractional
 from ..machine import host, lease
 from ..tracking import groups, query, records, store
-from . import grid
+from . import engine, grid
 from .plan import PLAN_FILE, Job, cost, plan, plan_record, table
-from .pool import Queue, parallel, serial
+from .pool import Queue
 from .progress import Progress, say
 from .writer import Tally, Writer
 
@@ -98,11 +98,8 @@ def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, e
     """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan
     (`record`: a tuned grid's, which also names its searches; else the plan of `every` cell)."""
     tags = {**parent_tags(study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
-    parent, made = claims.once(grid_claims, "parent",
-                               lambda: groups.parent_run(study.experiment, "grid", study.name, tags, c),
-                               valid=lambda run_id: query.exists(run_id, c))
-    if not made:  # created by another invocation (now, or an earlier one): continue it
-        groups.reopen(parent, tags, c)
+    parent = engine.held_run(grid_claims, "parent", lambda: groups.parent_run(study.experiment, "grid", study.name,
+                                                                            tags, c), tags, c)
     records.log_dict(parent, record or plan_record(every, study.effect_of_interest), PLAN_FILE, c)
     return parent
 
@@ -120,8 +117,8 @@ def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, ou
             pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job], schedule=None,
             total: int | None = None, record: dict | None = None, ray=None) -> int:
     """Train `todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
-    each arm's tuned cells; `total` of them), under the grid's one parent run, in this process, in worker
-    processes, or as Ray tasks (`ray`: ray_engine.RayOptions); 0 unless a cell failed."""
+    each arm's tuned cells; `total` of them), under the grid's one parent run, through the engine (this
+    process, worker processes, or Ray tasks: `ray`, a ray_engine.RayOptions); 0 unless a cell failed."""
     c = store.client()
     grid_claims.reap()
     for j in todo:
@@ -129,28 +126,16 @@ def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, ou
             records.mark_failed(c, run_id, "stale: process died")
     parent = open_parent(study, n_workers, grid_claims, every, c, record)
     progress = Progress(total or len(todo), n_workers, out, "trials and cells" if schedule else "cells")
-    writer = Writer(study, parent, c, tally, progress, grid_claims)
+    writer = Writer(parent, c, tally, progress, grid_claims)
     source = schedule(writer, parent) if schedule else Queue(todo, writer)
     status = records.KILLED  # unless the loop ends or raises: Ctrl-C
-    heartbeat = claims.Heartbeat(grid_claims)
-    heartbeat.start()
     try:
-        with writer.progress:
-            if ray is not None:
-                from . import ray_engine
-
-                ray_engine.run(source, writer, ray, writer.progress.line)
-            elif n_workers == 1:
-                serial(source, writer, held, pin)
-            else:
-                parallel(source, n_workers, writer, held, pin)
+        engine.drive(source, writer, n_workers, held, pin, ray, getattr(source, "beating", list))
         status = records.FAILED if tally.failed else records.FINISHED
     except Exception:
         status = records.FAILED
         raise
     finally:
-        heartbeat.stop()
-        writer.kill_open()
         grid_claims.release_all()
         try:
             source.finish()

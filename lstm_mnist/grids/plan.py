@@ -12,7 +12,7 @@ from . import grid
 
 
 PLAN_FILE = "plan.json"  # on the parent run: cell -> arm, seed, design, config_hash (the report's members)
-TRIALS_FILE = "trials.json"  # on a tuned grid's tuning run: each trial's state, value, params, seconds (the report's)
+TRIALS_FILE = "trials.json"  # on a search's run: each trial's state, value, params, seconds (the report's)
 
 
 @dataclass
@@ -28,8 +28,8 @@ class Job:
     fingerprint: str = ""        # the data's fingerprint (part of the identity)
     older: bool = False          # not done, but trained under another protocol version (so trained again)
     parent: str = ""             # the run this job's run goes under ("": the grid's parent run)
-    tags: dict = field(default_factory=dict)  # tags beside the cell's (a tuned cell's `tuned_from`, a trial's)
-    trial: object = None         # a tuning trial's hooks (tuned/search.py): its epochs and end go to Optuna too
+    tags: dict = field(default_factory=dict)  # its run's tags: the grid's (grid.tags), a tuned cell's, a trial's
+    trial: object = None         # a trial's hooks (tuning/search.Trial): its epochs and its end go to its study
 
 
 # ---------------------------------------------------------------- planning
@@ -61,7 +61,8 @@ def resolve_cell(study: grid.Study, cell: grid.Cell) -> Job:
 
     cfg = config.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
     fp = data.fingerprint(cfg.data_dir)
-    return Job(cell, cfg, cfg.identity(fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp)
+    return Job(cell, cfg, cfg.identity(fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp,
+               tags=grid.tags(study, cell))
 
 
 def classify(job: Job, runs: list, force: bool) -> None:

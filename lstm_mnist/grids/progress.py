@@ -65,7 +65,7 @@ class Progress:
     def trial(self, job: Job, outcome: str, seconds: float) -> None:
         """A tuning trial ended (`outcome`: its state and value, as its search words it)."""
         self._advance()
-        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} trial {job.cell.trial}  {outcome}  {seconds:.0f}s")
+        self.line(f"[{self.done}/{self.total}] {job.cell.arm:<28} trial {job.cell.trial} {outcome}  {seconds:.0f}s")
         self._estimate(seconds, "")
 
     def failed(self, job: Job, reason: str, seconds: float) -> None:

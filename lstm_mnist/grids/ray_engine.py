@@ -159,8 +159,9 @@ class Flight:
     node: str = ""
 
 
-def run(source, writer: Writer, opts: RayOptions, out=print) -> None:
-    """Hand `source`'s jobs to Ray as tasks while the cluster has room; record what they report."""
+def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = None) -> None:
+    """Hand `source`'s jobs to Ray as tasks while the cluster has room (and fewer than `most` run); record
+    what they report."""
     from ..tracking import store
 
     store.share_sqlite_store()  # WAL, as for local workers: a reader cannot block the one writer
@@ -187,7 +188,7 @@ def run(source, writer: Writer, opts: RayOptions, out=print) -> None:
             if can == 0 and not flights and not waiting:
                 out("Ray: no live node can take a cell now; waiting for the cluster (Ctrl-C stops the grid)")
             waiting = can == 0
-            room = can - len(flights)
+            room = min(can, most or can) - len(flights)
             while room > 0 and again:
                 submit(again.pop(0))
                 room -= 1

@@ -1,4 +1,5 @@
-"""The one writer: claims, opens, fills and closes every child run of a grid, and tallies what happened."""
+"""The one writer: claims, opens, fills and closes the run of every job the engine trains (a grid's cells, a
+search's trials), and tallies what happened."""
 from __future__ import annotations
 
 import time
@@ -7,7 +8,6 @@ from dataclasses import dataclass, field
 from .. import claims
 from ..tracking import outages, records
 from ..training import data
-from . import grid
 from .plan import Job
 from .progress import Progress
 
@@ -32,19 +32,18 @@ class Tally:
 
 # ---------------------------------------------------------------- the one writer
 class Writer:
-    """Claims, opens, fills and closes the child runs; every MLflow write of a grid goes through here.
-    The client is `store.client()`'s: a store outage blocks the call (bounded by --store-wait), so epochs
+    """Claims, opens, fills and closes the jobs' runs: every write of a job's run goes through here (the runs
+    that hold them, a grid's parent and an arm's tuning run, are their owners' to write). The client is `store.client()`'s: a store outage blocks the call (bounded by --store-wait), so epochs
     reported meanwhile wait in the workers' pipes and are written once the store is back."""
 
-    def __init__(self, study: grid.Study, parent: str, c, tally: Tally, progress: "Progress",
-                 grid_claims: claims.Claims | None = None):
-        self.study, self.parent, self.c, self.tally, self.progress = study, parent, c, tally, progress
+    def __init__(self, parent: str, c, tally: Tally, progress: "Progress", grid_claims: claims.Claims | None = None):
+        self.parent, self.c, self.tally, self.progress = parent, c, tally, progress
         self.claims = grid_claims
         self.open_runs: dict[str, records.RunRecord] = {}   # cell name -> its open run (owner-tagged by open_run)
 
     def claim(self, job: Job) -> bool:
         """Whether this process trains the cell: no other invocation holds it or finished it meanwhile. A
-        tuning trial is Optuna's to hand out (one caller gets each): no claim."""
+        trial is its study's to hand out (one asker gets each): no claim."""
         if self.claims is None or job.trial is not None:
             return True
         got = self.claims.take(job.config_hash)
@@ -56,7 +55,7 @@ class Writer:
 
     def open(self, job: Job, where: dict | None = None) -> bool:
         """Open the cell's run; False (the cell failed, with its one-line reason) when it cannot be written."""
-        tags = {**grid.tags(self.study, job.cell), **job.tags, **(where or {})}
+        tags = {**job.tags, **(where or {})}
         try:
             self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
                                                            data.fingerprint(job.cfg.data_dir), job.cell.name,

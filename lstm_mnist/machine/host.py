@@ -49,6 +49,12 @@ def invocation() -> str:
     return shlex.join(argv)
 
 
+def name() -> str:
+    """This host's identity in process stamps and owner tags: LSTM_MNIST_HOST when set (machines that share a
+    store but not a hostname, e.g. containers all called "localhost"), else the hostname."""
+    return os.environ.get("LSTM_MNIST_HOST") or socket.gethostname()
+
+
 def process_stamp(pid: int) -> str | None:
     """host:pid:start-time of a live process, None when it is gone (or a zombie). The start time makes a
     recycled pid look like what it is: another process."""
@@ -57,9 +63,9 @@ def process_stamp(pid: int) -> str | None:
     except FileNotFoundError:
         return None
     except OSError:  # no /proc (not Linux): the pid alone
-        return f"{socket.gethostname()}:{pid}:?"
+        return f"{name()}:{pid}:?"
     fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields after it do not
-    return None if fields[0] == "Z" else f"{socket.gethostname()}:{pid}:{fields[19]}"
+    return None if fields[0] == "Z" else f"{name()}:{pid}:{fields[19]}"
 
 
 def _prctl(option: int, arg) -> bool:

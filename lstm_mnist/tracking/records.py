@@ -163,10 +163,8 @@ def owner_tags() -> dict:
 
 def owner_alive(tags: dict) -> bool | None:
     """True/False for a run owned on this host; None when another host (or an unknown process) owns it."""
-    import socket
-
     name, pid, start = tags.get("owner_host"), tags.get("owner_pid", ""), tags.get("owner_start", "")
-    if name != socket.gethostname() or not pid.isdigit():
+    if name != host.name() or not pid.isdigit():
         return None
     if int(pid) == os.getpid():  # a restarted container reuses pids: this process has opened no runs yet
         return False

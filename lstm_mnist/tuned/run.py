@@ -17,7 +17,7 @@ from ..grids.writer import Tally
 from ..tracking import store
 from ..training import data
 from .schedule import Schedule, tuned_plan
-from .search import Search, arms, definition
+from .search import ArmSearch, arms, definition
 
 
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
@@ -40,7 +40,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
             if j.state == "elsewhere":
                 out(f"{j.cell.name}: {j.note}")
         grid_claims = ablate.open_claims(s, storage_url, planned)
-        searches = [Search(s, a, fingerprint, grid_claims.storage) for a in arms(s) if grid.searched(s, a.on)]
+        searches = [ArmSearch(s, a, fingerprint, grid_claims.storage) for a in arms(s) if grid.searched(s, a.on)]
         trials_left = sum(x.open_study() for x in searches)
         n_tuned = len(s.seeds) * len(searches)
         tally = Tally(total=len(jobs) + n_tuned, skipped=sum(j.state == "done" for j in jobs))

@@ -4,7 +4,6 @@ known from the start (arms that search nothing; the untuned cells with `fixed = 
 the grid's parent run grows with each arm's tuned cells, so the report's members are exactly the grid's."""
 from __future__ import annotations
 
-import time
 from collections import deque
 
 from ..grids import grid
@@ -12,14 +11,11 @@ from ..grids.plan import PLAN_FILE, Job, plan_record
 from ..grids.pool import first_open
 from ..grids.writer import Writer
 from ..tracking import records
-from ..tuning import objective as trials_of
-from .search import Search
-
-STALE_CHECK_S = 5.0  # a study waiting on another process's trials checks this often whether that process died
+from .search import ArmSearch
 
 
 class Schedule:
-    def __init__(self, s: grid.Study, searches: list[Search], todo: list[Job], writer: Writer, parent: str,
+    def __init__(self, s: grid.Study, searches: list[ArmSearch], todo: list[Job], writer: Writer, parent: str,
                  every: list[Job], share: set[str], grid_claims, force: bool):
         self.grid, self.writer, self.parent, self.every, self.share = s, writer, parent, every, share
         self.force, self.searches = force, searches
@@ -27,7 +23,7 @@ class Schedule:
         self.ready: deque[Job] = deque()  # tuned cells of complete studies, not trained yet
         self.tuned: list[Job] = []     # every tuned cell known (the plan's)
         self.searching = [x for x in searches]
-        self.turn, self.checked = 0, 0.0
+        self.turn = 0
         for x in searches:
             x.open_run(parent, grid_claims, writer.c)
         self._advance()
@@ -49,13 +45,14 @@ class Schedule:
     def more(self) -> bool:
         return bool(self.ready or self.pending or self.searching)
 
+    def beating(self) -> list[tuple]:
+        """This process's live trials, for the engine's heartbeat."""
+        return [b for x in self.searching for b in x.beating()]
+
     def _advance(self) -> None:
         """Studies that became complete (here or in another process): close them, queue their tuned cells."""
-        check_stale = time.monotonic() - self.checked > STALE_CHECK_S
         for x in list(self.searching):
-            state = x.state()
-            if state == "waiting" and check_stale:  # the rest runs elsewhere: is that process alive?
-                trials_of.fail_stale_trials(x.study)
+            state = x.poll()  # a study that waits on another process's trials: is that process alive?
             if state not in ("complete", "exhausted"):
                 continue
             self.searching.remove(x)
@@ -67,10 +64,8 @@ class Schedule:
                 self.writer.progress.line(f"{x.arm.arm}: {x.gave_up}; its tuned cells are not trained")
                 continue
             self._queue(x.tuned_jobs(self.force), x)
-        if check_stale:
-            self.checked = time.monotonic()
 
-    def _queue(self, jobs: list[Job], x: Search) -> None:
+    def _queue(self, jobs: list[Job], x: ArmSearch) -> None:
         best = jobs[0].tags["tuned_values"]
         self.writer.progress.line(f"{x.arm.arm}: study complete, tuned values {best}; its {len(jobs)} replicate "
                                   f"cells are queued")
@@ -102,7 +97,7 @@ class Schedule:
         self.record_plan()
 
 
-def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[Search]) -> dict:
+def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[ArmSearch]) -> dict:
     """plan.json of a tuned grid: its cells (a tuned cell once its arm's study is complete), and per arm what
     it searched, its study and its tuning run (the report's budget curves and tuning costs)."""
     t = s.tune

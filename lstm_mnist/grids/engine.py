@@ -1,0 +1,50 @@
+"""The engine every command trains through (`ablate`, tuned grids, `tune`): a work source hands out jobs, the
+writer records them, and they train in this process, in worker processes (pool.py) or as Ray tasks
+(ray_engine.py).
+
+A work source has three methods: `take(where)` (the next job, claimed and its run open, or None when none can
+start now), `more()` (whether work may still come) and `finish()` (at the end, finished or not). A job may
+carry trial hooks (`Job.trial`: `epoch(e, record)` -> a reason to stop it, `ended(...)`), which the writer
+calls. The runs that hold the jobs' runs (a grid's parent, a study's parent, an arm's tuning run) are made
+once under a claim (`held_run`), however many invocations start together.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .. import claims
+from ..machine import lease
+from ..tracking import groups, query
+from .pool import parallel, serial
+from .writer import Writer
+
+
+def drive(source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool = True, ray=None,
+          beating: Callable[[], list] = list, most: int | None = None) -> None:
+    """Train what `source` hands out until it has nothing more, `n_workers` jobs at once (on Ray: what the
+    cluster holds, at most `most`); a heartbeat marks this process's claims (and the trials `beating()`
+    names) alive meanwhile. Runs still open when it stops early end KILLED."""
+    heartbeat = claims.Heartbeat(writer.claims, beating)
+    heartbeat.start()
+    try:
+        with writer.progress:
+            if ray is not None:
+                from . import ray_engine
+
+                ray_engine.run(source, writer, ray, writer.progress.line, most)
+            elif n_workers == 1:
+                serial(source, writer, held, pin)
+            else:
+                parallel(source, n_workers, writer, held, pin)
+    finally:
+        heartbeat.stop()
+        writer.kill_open()
+
+
+def held_run(held_by: claims.Claims, key: str, make: Callable[[], str], tags: dict, c, reopen: bool = True) -> str:
+    """The one run `make()` creates for `key` under a claim; made by another invocation (now, or an earlier
+    one), it is continued: reopened RUNNING with this invocation's `tags` (unless `reopen` is False)."""
+    run_id, made = claims.once(held_by, key, make, valid=lambda r: query.exists(r, c))
+    if not made and reopen:
+        groups.reopen(run_id, tags, c)
+    return run_id
