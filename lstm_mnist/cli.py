@@ -282,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
                        "Rerunning continues the study up to --trials COMPLETE+PRUNED trials.")
     t.add_argument("file", help="study file, e.g. studies/quick.toml")
     t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")
-    _worker_options(t, "worker processes sharing the study (and the GPUs), each pinned to its own CPU cores",
+    _worker_options(t, "trials trained at once, in worker processes (sharing the GPUs), each pinned to its own CPU cores",
                     "a journal file next to the study file")
     t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")
     _ray_options(t)

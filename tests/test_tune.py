@@ -158,7 +158,7 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
 def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(project):
     path = write_study(project, "resume", LR, epochs=3, pruner="none")
     proc = launcher.popen(["tune", str(path), "--trials", "3"], project, stderr=subprocess.STDOUT)
-    killed = _kill_mid_trial(proc, project)
+    killed = _kill_mid_trial(proc, project, "resume")
     again = run_cli("tune", str(path), "--trials", "3", cwd=project)
     assert again.returncode == 0, again.stderr
     assert "failed 1 left RUNNING by a dead process" in again.stdout
@@ -174,12 +174,12 @@ def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(projec
     assert third.returncode == 0 and len(trials_of(project, "resume")) == len(trials)
 
 
-def _kill_mid_trial(proc: subprocess.Popen, project: Path) -> int:
+def _kill_mid_trial(proc: subprocess.Popen, project: Path, name: str) -> int:
     """SIGKILL the tune process once a trial is complete and the next one has logged an epoch."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            trials = trials_of(project, "resume")
+            trials = trials_of(project, name)
         except (KeyError, FileNotFoundError, ValueError):  # the study is not created yet
             trials = []
         running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
@@ -190,6 +190,55 @@ def _kill_mid_trial(proc: subprocess.Popen, project: Path) -> int:
         time.sleep(0.05)
     proc.kill()
     pytest.fail(f"no trial was caught mid-run: {proc.communicate()[0][-2000:]}")
+
+
+@pytest.mark.subprocess
+def test_a_dead_hosts_trials_are_recovered_by_another_host_on_the_shared_storage(project):
+    """Two hosts (distinct host identities) on one study storage: host-a is SIGKILLed mid-trial; host-b fails
+    that trial once host-a has sent no heartbeat for two periods, queues it again, trains it and reaches the
+    total; nothing is left RUNNING in Optuna or MLflow."""
+    from .chaos_tools import record
+
+    path = write_study(project, "hosts", LR, epochs=3, pruner="none")
+    beat = {"LSTM_MNIST_HEARTBEAT_S": "1"}
+    a = launcher.popen(["tune", str(path), "--trials", "3"], project, env={**beat, "LSTM_MNIST_HOST": "host-a"},
+                       stderr=subprocess.STDOUT)
+    killed = _kill_mid_trial(a, project, "hosts")
+    b = run_cli("tune", str(path), "--trials", "3", cwd=project, env={**beat, "LSTM_MNIST_HOST": "host-b"})
+    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-2000:]
+    trials = {t.number: t for t in trials_of(project, "hosts")}
+    (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed]
+    counted = [t for t in trials.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    runs = [r for r in mlflow_runs(project) if r.data.tags.get("study_name") == "hosts"]
+    figures = record("a dead host's trial recovered by another host", trials_counted=len(counted),
+                     killed_trial=f"{trials[killed].state.name} lost={trials[killed].user_attrs.get('lost')}",
+                     recovered_by=retry.user_attrs["process"].split(":")[0], retry_state=retry.state.name,
+                     running_in_optuna=sum(t.state == TrialState.RUNNING for t in trials.values()),
+                     running_in_mlflow=sum(r.info.status == "RUNNING" for r in runs))
+    assert trials[killed].state == TrialState.FAIL and trials[killed].user_attrs["lost"], figures
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params, figures
+    assert figures["recovered_by"] == "host-b" and len(counted) == 3, figures
+    assert figures["running_in_optuna"] == figures["running_in_mlflow"] == 0, figures
+
+
+def test_another_hosts_trial_is_stale_only_after_two_silent_heartbeats(monkeypatch):
+    from datetime import datetime
+
+    from lstm_mnist.claims import owners
+
+    monkeypatch.setenv("LSTM_MNIST_HEARTBEAT_S", "10")
+    monkeypatch.setenv("LSTM_MNIST_HOST", "here")
+
+    def trial(process, heartbeat):
+        attrs = {"process": process} | ({"heartbeat": heartbeat} if heartbeat is not None else {})
+        return optuna.trial.FrozenTrial(0, TrialState.RUNNING, None, datetime.now(), None, {}, {}, attrs, {}, {}, 0)
+
+    now = time.time()
+    assert not owners.is_stale(trial("there:1:1", now - 19)) and owners.is_stale(trial("there:1:1", now - 21))
+    assert not owners.is_stale(trial("there:1:1", None))  # no heartbeat: an older version's, its host's to judge
+    assert owners.is_stale(trial("here:999999999:1", now))  # this host's: its pid decides, at once
+    mine = owners.host.process_stamp(os.getpid())
+    assert mine.startswith("here:") and not owners.is_stale(trial(mine, now - 100))
 
 
 def _assert_shared_study(project: Path, proc, name: str, total: int, trials: list, local: bool = True) -> None:

@@ -97,7 +97,7 @@ def room(ray, opts: RayOptions) -> int:
 
 
 def join(opts: RayOptions, worker_output: bool = False) -> int:
-    """Check the options, join the cluster; the cells (or study workers) it can run at once now."""
+    """Check the options, join the cluster; the cells (or trials) it can run at once now."""
     check(opts)
     return room(connect(opts, worker_output), opts)
 

@@ -1,6 +1,7 @@
 """One tracked run: resolve the identity, skip it if already FINISHED, else train and record it.
 
-This is what `run`, the ablation grid and the Optuna trials all call, so every run is recorded alike.
+This is the `run` command's path; grids and studies record their runs through the engine's writer
+(grids/writer.py), with the same records.open_run and RunRecord.
 """
 from __future__ import annotations
 
