@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 
+from lstm_mnist import config
 from lstm_mnist.analysis import effects, fractional
+from lstm_mnist.grids import planned
 from lstm_mnist.report import compare, factorial, gather, render
 from lstm_mnist.config import FLAGS, ConfigError
 
@@ -148,16 +150,17 @@ def _fake_factorial(project, seeds=(0, 1), skip=()):
     c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
     exp = c.create_experiment(EXP, artifact_location=(project / "mlruns" / "artifacts").as_uri())
     tags = {"lstm_mnist.role": "grid", "grid_name": GRID, "grid_file": f"experiments/{GRID}.toml",
-            "factorial_factors": ",".join(d.factors), "factorial_generators": ",".join(d.generators),
             "command": f"python -m lstm_mnist ablate experiments/{GRID}.toml --workers 2", "git_commit": "abc1234567",
             "git_dirty": "false", "machine": "Linux x86_64, 2 CPU cores (test), no GPU"}
     parent = c.create_run(exp, tags=tags, run_name=GRID).info.run_id
     c.log_metric(parent, "wall_time_s", 600.0)
     c.set_terminated(parent, "FINISHED")
     obs = _synthetic(d, seeds, [0.004, 0.0, 0.002, 0.0, -0.001, 0.03], noise=0.0005)
+    cells = []
     for s, row, y in obs:
         on = [f for f, x in zip(d.factors, row) if x > 0]
         arm = "full" if len(on) == 6 else "+".join(["baseline", *on])
+        cells.append(planned.PlannedCell(f"{arm}-s{s}", arm, s, f"{arm}-{s}", (("factorial", "", arm),)))
         if (arm, s) in skip:
             continue
         rt = {"arm": arm, "design": "factorial", "designs": "factorial", "seed": str(s), "grid_name": GRID,
@@ -167,6 +170,8 @@ def _fake_factorial(project, seeds=(0, 1), skip=()):
                                   Metric("test_loss", 1 - y, 0, 0), Metric("val_f1", y, 0, 0)],
                     params=[Param(f, str(f in on)) for f in FLAGS] + [Param("seed", str(s))])
         c.set_terminated(rid, "FINISHED")
+    plan = planned.Plan(tuple(cells), config.PROTOCOL_VERSION, factorial=planned.Fraction(d.factors, d.generators))
+    c.log_dict(parent, plan.to_dict(), planned.PLAN_FILE)
     return d, obs
 
 

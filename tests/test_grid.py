@@ -381,3 +381,25 @@ def test_a_grid_name_that_mlflow_filters_would_misread_is_refused_at_load(tmp_pa
     with pytest.raises(ConfigError, match="use only letters, digits") as e:
         grid.load(path)
     assert "rename the grid file" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_recorded_plan_reads_back_as_it_was_written_and_an_older_one_is_one_line(tmp_path):
+    import json
+
+    from lstm_mnist.grids import planned
+
+    path = tmp_path / "two.toml"
+    path.write_text('flags = ["dropout", "adamw"]\nfull = ["dropout", "adamw"]\nseeds = [0, 1]\ndesigns = ["leave_one_out", "add_one_in", '
+                    '"factorial"]\nfactorial = ["dropout", "adamw"]\neffect_of_interest = 0.01\n')
+    study = grid.load(path)
+    jobs = [plan.Job(c, None, f"h{i}") for i, c in enumerate(grid.expand(study))]
+    written = plan.recorded(study, jobs, sequential={"looks": [2, 3]})
+    back = planned.Plan.from_dict(json.loads(json.dumps(written.to_dict())))
+    assert back == written and back.factorial.design.factors == ("dropout", "adamw")
+    full_dropout = next(c for c in back.cells if c.arm == "full-dropout")
+    assert full_dropout.roles == (("leave_one_out", "dropout", "full-dropout"), ("add_one_in", "adamw", "baseline+adamw"),
+                                  ("factorial", "adamw", "baseline+adamw"))
+    with pytest.raises(planned.PlanError, match="recorded by an older version of lstm-mnist: run its `python -m "
+                                                "lstm_mnist ablate FILE` again") as err:
+        planned.Plan.from_dict({"protocol_version": 3, "cells": []}, "grid 'old'")
+    assert "\n" not in str(err.value) and str(err.value).startswith("grid 'old'")

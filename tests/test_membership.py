@@ -54,8 +54,8 @@ def test_a_copy_with_a_third_seed_reuses_the_shared_seeds_in_training_and_in_its
     head = render.header(r)
     assert "12 FINISHED runs over 4 arms (the cells of its latest plan), seeds 0, 1, 2." in head
     assert "outside the plan" not in head and "missing" not in head
-    plan = members.read_plan(_parent(project, "g3").info.run_id)
-    assert len(plan["cells"]) == 12 and plan["protocol_version"] == config.PROTOCOL_VERSION
+    plan = members.read_plan(_parent(project, "g3").info.run_id, "g3")
+    assert len(plan.cells) == 12 and plan.protocol_version == config.PROTOCOL_VERSION
     assert _parent(project, "g3").data.metrics["cells_done"] == 12
     # the original grid's report is its own plan: 2 seeds, none of g3's third
     assert set(gather.load("members", "g").runs["seed"]) == {0, 1}

@@ -171,16 +171,22 @@ def test_markdown_and_latex_rendering():
 
 
 def test_an_arm_two_designs_share_is_compared_in_both():
-    """With two flags, baseline+adamw is full-dropout: the runner records it once, tagged with both designs."""
-    def run(arm, designs, on, seed, f1):
-        return {"arm": arm, "design": designs.split(",")[0], "designs": designs, "flag": "", "seed": seed,
-                "readout": "last", "test_f1": f1, **{f: f in on for f in FLAGS}}
+    """With two flags, baseline+adamw is full-dropout: the grid plans it once, with its role in both designs."""
+    from lstm_mnist.grids import grid as grids
 
-    rows = [run(arm, designs, on, seed, base + 0.001 * seed * (i + 1)) for seed in (0, 1, 2)
-            for i, (arm, designs, on, base) in enumerate([
-                ("full", "reference", {"dropout", "adamw"}, 0.99), ("baseline", "reference", set(), 0.90),
-                ("full-dropout", "leave_one_out,add_one_in", {"adamw"}, 0.98),
-                ("full-adamw", "leave_one_out,add_one_in", {"dropout"}, 0.91)])]
+    study = grids.Study("t", "t.toml", flags=("dropout", "adamw"), full=frozenset({"dropout", "adamw"}))
+    arms = {a.arm: a for a in grids.unique_arms(study)}
+    assert arms["full-dropout"].roles == (("leave_one_out", "dropout", "full-dropout"),
+                                          ("add_one_in", "adamw", "baseline+adamw"))
+
+    def run(arm, seed, f1):
+        a = arms[arm]
+        return {"arm": arm, "design": a.roles[0][0], "designs": ",".join(a.designs), "flag": a.roles[0][1],
+                "roles": a.roles, "seed": seed, "readout": "last", "test_f1": f1, **{f: f in a.on for f in FLAGS}}
+
+    rows = [run(arm, seed, base + 0.001 * seed * (i + 1)) for seed in (0, 1, 2)
+            for i, (arm, base) in enumerate([("full", 0.99), ("baseline", 0.90), ("full-dropout", 0.98),
+                                             ("full-adamw", 0.91)])]
     grid = gather.Grid(EXP, GRID, "parent", 1, pd.DataFrame(rows), [0, 1, 2], Counter())
     comp = compare.comparisons(grid, "test_f1").set_index("arm")
     assert comp.loc["baseline+adamw", "recorded_arm"] == "full-dropout"

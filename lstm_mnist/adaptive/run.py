@@ -50,8 +50,8 @@ def design(study: grid.Study, max_seeds: int | None, block: int) -> tuple[sequen
 
 
 def plan_entry(study: grid.Study, lk: sequential.Looks, order: list[int]) -> dict:
-    return {"sequential": {**lk.record(), "metric": METRIC, "seed_order": order,
-                           "effect_of_interest": study.effect_of_interest}}
+    """The looks as the plan records them (Plan.sequential)."""
+    return {**lk.record(), "metric": METRIC, "seed_order": order, "effect_of_interest": study.effect_of_interest}
 
 
 def check_recorded(study: grid.Study, entry: dict) -> None:
@@ -62,13 +62,14 @@ def check_recorded(study: grid.Study, entry: dict) -> None:
         _, latest, _ = gather.find_grid(study.experiment, study.name)
     except gather.ReportError:
         return
-    before = (members.read_plan(latest.info.run_id) or {}).get("sequential")
+    recorded = members.read_plan(latest.info.run_id, study.name, missing_ok=True)
+    before = recorded.sequential if recorded else None
     if not before:
         said = query.read_json_artifact(latest.info.run_id, LOOKS_FILE)
         if isinstance(said, dict) and isinstance(said.get("design"), dict):
             before = {**said["design"], "seed_order": said.get("seed_order"), "metric": said.get("metric"),
                       "effect_of_interest": said.get("effect_of_interest")}
-    now = entry["sequential"]
+    now = entry
     keys = ("first", "block", "most", "alpha", "seed_order", "metric", "effect_of_interest")
     if before and any(before.get(k) != now[k] for k in keys):
         raise ConfigError(
@@ -112,7 +113,7 @@ def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int
                 out(f"look {k} at {n} seeds waits for {why}; that process makes the look, or rerun this command "
                     "when it ends")
                 return 0
-            said = looks.build(g, entry["sequential"])
+            said = looks.build(g, entry)
             records.log_dict(g.parent_id, looks.record(said), LOOKS_FILE)
             records.log_metric(g.parent_id, "undecided", len(said.undecided()), step=n)
             out(f"look {k}/{lk.k} at {n} seeds (α_k = {lk.alpha_at(n):.4f}): "

@@ -17,7 +17,7 @@ from ..analysis import fractional
 from ..machine import host, lease
 from ..tracking import groups, query, records, store
 from . import engine, grid
-from .plan import PLAN_FILE, Job, cost, plan, plan_record, table
+from .plan import PLAN_FILE, Job, Plan, cost, plan, recorded, table
 from .pool import Queue
 from .progress import Progress, say
 from .writer import Tally, Writer
@@ -60,8 +60,9 @@ def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out)
 
 
 def plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
-                  storage_url: str | None, held: lease.Lease, extra: dict | None = None, ray=None) -> int:
-    """Plan and train; `extra` joins the plan recorded on the parent run (a grid run --until-decided: its looks)."""
+                  storage_url: str | None, held: lease.Lease, sequential: dict | None = None, ray=None) -> int:
+    """Plan and train; `sequential` joins the plan recorded on the parent run (a grid run --until-decided: its
+    looks)."""
     planned = datetime.now()  # before the store is read: a cell finished elsewhere after this is skipped
     every: list[Job] = []
     jobs = plan(study, shard, force, every)
@@ -72,7 +73,7 @@ def plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | Non
             out(f"{j.cell.name}: {j.note}")
     tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
     grid_claims = open_claims(study, storage_url, planned)
-    record = plan_record(every, study.effect_of_interest) | (extra or {})
+    record = recorded(study, every, sequential=sequential)
     if not todo:  # the plan is still this grid's latest: the report reads its members from it
         out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
         c = store.client()
@@ -94,13 +95,13 @@ def open_claims(study: grid.Study, storage_url: str | None = None, since: dateti
 
 
 def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, every: list[Job], c,
-                record: dict | None = None) -> str:
+                record: Plan | None = None) -> str:
     """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan
     (`record`: a tuned grid's, which also names its searches; else the plan of `every` cell)."""
     tags = {**parent_tags(study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
     parent = engine.held_run(grid_claims, "parent", lambda: groups.parent_run(study.experiment, "grid", study.name,
                                                                             tags, c), tags, c)
-    records.log_dict(parent, record or plan_record(every, study.effect_of_interest), PLAN_FILE, c)
+    records.log_dict(parent, (record or recorded(study, every)).to_dict(), PLAN_FILE, c)
     return parent
 
 
@@ -115,7 +116,7 @@ def close_parent(parent: str, tally: Tally, status: str, c) -> None:
 
 def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
             pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job], schedule=None,
-            total: int | None = None, record: dict | None = None, ray=None) -> int:
+            total: int | None = None, record: Plan | None = None, ray=None) -> int:
     """Train `todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
     each arm's tuned cells; `total` of them), under the grid's one parent run, through the engine (this
     process, worker processes, or Ray tasks: `ray`, a ray_engine.RayOptions); 0 unless a cell failed."""
@@ -155,12 +156,11 @@ def _finished_in_store(study: grid.Study, share: set[str], c) -> int:
 
 
 def parent_tags(study: grid.Study) -> dict:
-    """The grid file, and its factorial design (factors in letter order, generator words) for the report."""
+    """The grid file, and its factorial design in words for the UI (the report reads the plan's)."""
     tags = {"grid_file": study.path}
     fraction = grid.design(study)
     if fraction:
-        tags |= {"factorial_factors": ",".join(fraction.factors), "factorial_generators": ",".join(fraction.generators),
-                 "factorial_design": f"{fraction.title} {fraction.resolution_text}"}
+        tags["factorial_design"] = f"{fraction.title} {fraction.resolution_text}"
     return tags
 
 

@@ -81,12 +81,14 @@ class Study:
 class Cell:
     arm: str          # "full", "baseline", "full-<flag>", "baseline+<flag>", "baseline+a+b"
     design: str       # the first design that asked for the arm ("reference" for full and baseline)
-    flag: str         # the flag the arm varies ("" for reference and multi-flag factorial arms)
+    flag: str         # the flag the arm varies in that design ("" for reference and multi-flag factorial arms)
     seed: int
     on: frozenset     # factors that are on
     designs: tuple = ()   # every design that uses this arm
     variant: str = ""     # in a tuned grid: "fixed" (untuned), "tuned", "both" (an arm that searches nothing)
     trial: int | None = None  # a tuning trial of the arm (trained at tune_seed), not a replicate
+    roles: tuple = ()     # (design, flag, the arm's name there) for every design that uses this arm: with two flags,
+    #                       full-dropout is also baseline+adamw (it varies dropout, then adamw)
 
     @property
     def name(self) -> str:
@@ -283,16 +285,37 @@ def arms(s: Study) -> list[tuple[str, str, str, frozenset]]:
     return out
 
 
-def expand(s: Study) -> list[Cell]:
-    """Every (arm, seed) once: an arm two designs share is one cell that lists both designs."""
-    merged: dict[frozenset, list] = {}
+@dataclass(frozen=True)
+class Arm:
+    """An arm once, however many designs use it: its name and factors from the first design that asked for
+    it, and its role in each: (design, the flag it varies there, its name there)."""
+    arm: str
+    on: frozenset
+    roles: tuple  # ((design, flag, name), ...) in the grid's design order
+
+    @property
+    def designs(self) -> tuple:
+        return tuple(r[0] for r in self.roles)
+
+    def cell(self, seed: int, variant: str = "", trial: int | None = None) -> Cell:
+        (design, flag, _), *_ = self.roles
+        return Cell(self.arm, design, flag, seed, self.on, self.designs, variant, trial, self.roles)
+
+
+def unique_arms(s: Study) -> list[Arm]:
+    """The grid's arms, each once (an arm two designs share is one), in the grid's order."""
+    merged: dict[frozenset, Arm] = {}
     for arm, design, flag, on in arms(s):
         if on in merged:
-            merged[on][4].append(design)
+            merged[on] = dataclasses.replace(merged[on], roles=(*merged[on].roles, (design, flag, arm)))
         else:
-            merged[on] = [arm, design, flag, on, [design]]
-    cells = [Cell(arm, design, flag, seed, on, tuple(ds))
-             for seed in s.seeds for arm, design, flag, on, ds in merged.values()]
+            merged[on] = Arm(arm, on, ((design, flag, arm),))
+    return list(merged.values())
+
+
+def expand(s: Study) -> list[Cell]:
+    """Every (arm, seed) once: an arm two designs share is one cell that lists both designs."""
+    cells = [a.cell(seed) for seed in s.seeds for a in unique_arms(s)]
     if s.tune is None:
         return cells
     # A tuned grid plans the cells known before any search: an arm that searches nothing (its values are its

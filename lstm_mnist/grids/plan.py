@@ -1,6 +1,6 @@
 """A grid's plan: every cell resolved against the data (its identity) and the store (done, todo, stale,
 RUNNING elsewhere, trained under another protocol version); the order cells run in; the dry-run table and
-the plan recorded on the parent run (the report's members)."""
+the plan recorded on the parent run (planned.py: the report's members)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,9 +9,9 @@ from .. import config
 from ..config import Config
 from ..tracking import query, records
 from . import grid
+from .planned import PLAN_FILE, Fraction, Plan, PlannedCell  # noqa: F401 - PLAN_FILE: the writers' name for it
 
 
-PLAN_FILE = "plan.json"  # on the parent run: cell -> arm, seed, design, config_hash (the report's members)
 TRIALS_FILE = "trials.json"  # on a search's run: each trial's state, value, params, seconds (the report's)
 
 
@@ -81,13 +81,14 @@ def classify(job: Job, runs: list, force: bool) -> None:
             return
 
 
-def plan_record(jobs: list[Job], effect_of_interest: float | None = None) -> dict:
-    """The grid's plan as the parent run records it (plan.json): the report's members are exactly these cells."""
-    cells = [{"cell": j.cell.name, "arm": j.cell.arm, "seed": j.cell.seed, "design": j.cell.design,
-              "designs": ",".join(j.cell.designs), "flag": j.cell.flag, "config_hash": j.config_hash,
-              **({"variant": j.cell.variant} if j.cell.variant else {})} for j in jobs]
-    out = {"protocol_version": config.PROTOCOL_VERSION, "cells": cells}
-    return out | ({"effect_of_interest": effect_of_interest} if effect_of_interest else {})
+def recorded(study: grid.Study, jobs: list[Job], **extra) -> Plan:
+    """The grid's plan as its parent run records it (plan.json): the report's members are exactly these cells,
+    in these roles; `extra`: a tuned grid's `tuning`, an --until-decided grid's `sequential`."""
+    fraction = grid.design(study)
+    cells = tuple(PlannedCell(j.cell.name, j.cell.arm, j.cell.seed, j.config_hash, j.cell.roles, j.cell.variant)
+                  for j in jobs)
+    return Plan(cells, config.PROTOCOL_VERSION, study.effect_of_interest,
+                Fraction(fraction.factors, fraction.generators) if fraction else None, **extra)
 
 
 def cost(cfg: Config) -> float:

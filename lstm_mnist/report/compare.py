@@ -25,8 +25,6 @@ DESIGNS = ("reference", "leave_one_out", "add_one_in")  # table order; other des
 REFERENCE = {"leave_one_out": "full", "add_one_in": "baseline"}  # the arm each design is paired against
 
 
-
-
 # ---------------------------------------------------------------- the three tables (full precision)
 def arm_table(g: Grid, metric: str) -> pd.DataFrame:
     rows = []
@@ -78,8 +76,8 @@ def comparisons(g: Grid, metric: str) -> pd.DataFrame:
     scored = g.runs.dropna(subset=[metric])  # a run without the metric cannot be paired
     by_arm = {m: {arm: dict(zip(r["seed"], r[m])) for arm, r in scored.groupby("arm")} if m in scored else {}
               for m in (metric, *COSTS)}
-    rows = [_compare(arm, design, flag, by_arm, metric, g.delta) for design in REFERENCE
-            for arm, flag in design_members(g, design)]
+    rows = [_compare(arm, design, flag, name, by_arm, metric, g.delta) for design in REFERENCE
+            for arm, flag, name in design_members(g, design)]
     df = pd.DataFrame(rows, columns=["design", "flag", "arm", "recorded_arm", "reference", "metric", "n_pairs",
                                      "diff_mean", "diff_ci_lo", "diff_ci_hi", "p", "p_holm", "d_z", "note",
                                      "epochs_diff_mean", "time_diff_mean", *power.COLUMNS])
@@ -88,29 +86,17 @@ def comparisons(g: Grid, metric: str) -> pd.DataFrame:
     return _design_order(df)
 
 
-def design_members(g: Grid, design: str) -> list[tuple[str, str]]:
-    """(recorded arm, flag) of each arm in a design.
-
-    The grid runner records an arm two designs share once, under the first design's name (with two
-    flags, baseline+adamw is full-dropout); its `designs` tag lists both. The flag is then the one
-    factor in which the arm differs from the design's reference arm.
-    """
-    ref = g.runs[g.runs["arm"] == REFERENCE[design]]
-    ref_on = _on(ref.iloc[0]) if len(ref) else None
+def design_members(g: Grid, design: str) -> list[tuple[str, str, str]]:
+    """(recorded arm, flag, the arm's name in the design) of each arm in a design, as the plan says: an arm two
+    designs share is recorded once, under the first design's name, with its role in each design."""
     out = []
     for arm, runs in g.runs.groupby("arm"):
-        first = runs.iloc[0]
-        if design in str(first["designs"]).split(","):
-            diff = _on(first) ^ ref_on if ref_on is not None else set()
-            out.append((arm, next(iter(diff)) if len(diff) == 1 else first["flag"]))
+        out += [(arm, flag, name) for d, flag, name in runs.iloc[0]["roles"] if d == design]
     return out
 
 
-def _on(run: pd.Series) -> set[str]:
-    return {f for f in FLAGS if run[f]} | ({"readout"} if run["readout"] == "final_states" else set())
-
-
-def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str, delta: float | None = None) -> dict:
+def _compare(recorded: str, design: str, flag: str, arm: str, by_arm: dict, metric: str,
+             delta: float | None = None) -> dict:
     ref = REFERENCE[design]
 
     def paired(m: str) -> stats.Paired:
@@ -120,7 +106,6 @@ def _compare(recorded: str, design: str, flag: str, by_arm: dict, metric: str, d
 
     r = paired(metric)
     note = r.reason if ref in by_arm[metric] else f"no FINISHED {ref!r} runs"
-    arm = f"full-{flag}" if design == "leave_one_out" else f"baseline+{flag}"
     return {"design": design, "flag": flag, "arm": arm, "recorded_arm": recorded, "reference": ref,
             "metric": metric, "n_pairs": r.n,
             "diff_mean": r.mean_diff, "diff_ci_lo": r.ci_lo, "diff_ci_hi": r.ci_hi, "p": r.p, "p_holm": np.nan,
@@ -188,6 +173,6 @@ def build(g: Grid, metric: str) -> Report:
         raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
     arms = arm_table(g, metric)
     comp = comparisons(g, metric)
-    ff = factorial.build(g.runs, g.seeds, g.parent_tags, metric, g.delta)
-    costs = {m: factorial.build(g.runs, g.seeds, g.parent_tags, m) for m in COSTS} if ff else {}
+    ff = factorial.build(g.runs, g.seeds, g.fraction, metric, g.delta)
+    costs = {m: factorial.build(g.runs, g.seeds, g.fraction, m) for m in COSTS} if ff else {}
     return Report(g, metric, arms, comp, worth(comp, metric, ff, costs), ff)

@@ -47,25 +47,18 @@ class Factorial:
         return next((e for e in self.analysis.family("main") if e.term.factor == flag), None)
 
 
-def design_of(parent_tags: dict) -> fractional.Design | None:
-    """The fraction the grid ran, as its runner recorded it on the parent run (None: no factorial design)."""
-    factors = parent_tags.get("factorial_factors")
-    if not factors:
-        return None
-    gens = tuple(g for g in parent_tags.get("factorial_generators", "").split(",") if g)
-    return fractional.Design(tuple(factors.split(",")), gens)
-
-
 def levels(run: pd.Series, factors: tuple[str, ...]) -> tuple[int, ...]:
     """±1 per factor of a report row (flags are booleans; readout on = final_states)."""
     return tuple(1 if (run["readout"] == "final_states" if f == "readout" else bool(run[f])) else -1 for f in factors)
 
 
-def build(runs: pd.DataFrame, seeds: list[int], parent_tags: dict, metric: str,
+def build(runs: pd.DataFrame, seeds: list[int], fraction, metric: str,
           delta: float | None = None) -> Factorial | None:
-    d = design_of(parent_tags)
-    if d is None:
+    """The factorial analysis of the grid's factorial cells (`fraction`: the plan's Fraction; None: the grid
+    has no factorial design)."""
+    if fraction is None:
         return None
+    d = fraction.design
     mine = runs[runs["designs"].astype(str).str.split(",").map(lambda ds: "factorial" in ds)]
     mine = mine.dropna(subset=[metric])
     names = {levels(r, d.factors): r["arm"] for _, r in mine.iterrows()}

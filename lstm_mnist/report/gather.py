@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import FACTORS, FLAGS, UserError
+from ..grids.planned import Fraction, Tuning
 from ..tracking import query, store
 from . import members
 
@@ -36,10 +37,11 @@ class Grid:
     missing: list = field(default_factory=list)     # planned cells without a FINISHED run
     mismatched: list = field(default_factory=list)  # runs left out: settings other than the grid's common ones
     planned: bool = True    # False: no plan recorded (a grid from before plans), members by tag
-    tune: dict | None = None  # a tuned grid's [tune] as its plan records it (arms: searched keys, tuning runs)
+    tune: Tuning | None = None  # a tuned grid's [tune] as its plan records it (arms: searched keys, tuning runs)
     fixed: pd.DataFrame | None = None  # a tuned grid with `fixed = true`: its untuned members (runs: the tuned)
     delta: float | None = None  # the grid's effect_of_interest: each row's verdict
     sequential: dict | None = None  # run with --until-decided: its looks' design (report/looks.py)
+    fraction: Fraction | None = None  # the factorial design the grid planned
 
 
 # ---------------------------------------------------------------- reading the store
@@ -61,19 +63,21 @@ def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
 def load(experiment: str, grid: str | None = None) -> Grid:
     """The grid's members (members.py: by the latest invocation's plan), as report rows."""
     name, latest, parents = find_grid(experiment, grid)
-    plan = members.read_plan(latest.info.run_id)
+    plan = members.read_plan(latest.info.run_id, name)
     m = members.by_plan(experiment, name, plan) if plan else members.by_tag(experiment, name)
     if not m.runs:
         left = counts(m.dropped) or "none"
         raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
     rows = [{**_row(r), **_planned(m.cells.get(r.info.run_id))} for r in m.runs]
-    tune = plan.get("tune") if plan else None
+    if not plan:  # a grid from before plans: the roles its runs' tags imply
+        rows = _roles_from_tags(rows)
+    tune = plan.tuning if plan else None
     fixed = None
     if tune:  # the tuned members are the report's; the untuned ones (fixed = true) its "before tuning" view
         fixed, _ = members.agreeing([r for r in rows if r["variant"] in ("fixed", "both")])
-        rows = [members.ignoring(r, tune["space"]) for r in rows if r["variant"] in ("tuned", "both")]
-        fixed = pd.DataFrame(fixed) if tune.get("fixed") and fixed else None
+        rows = [members.ignoring(r, tune.space) for r in rows if r["variant"] in ("tuned", "both")]
+        fixed = pd.DataFrame(fixed) if tune.fixed and fixed else None
         if not rows:
             raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED tuned cells yet (its arms' "
                               "studies are not complete); run `make ablation` with its file to finish it")
@@ -85,17 +89,40 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
     wall = sum(v for p in parents for _, v in query.metric_history(p.info.run_id, "wall_time_s"))
     return Grid(experiment, name, latest.info.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.data.tags),
-                wall, m.outside, m.missing, mismatched, m.planned, tune, fixed, (plan or {}).get("effect_of_interest"),
-                (plan or {}).get("sequential"))
+                wall, m.outside, m.missing, mismatched, m.planned, tune, fixed,
+                plan.effect_of_interest if plan else None, plan.sequential if plan else None,
+                plan.factorial if plan else None)
 
 
-def _planned(cell: dict | None) -> dict:
-    """The plan's word on a member's arm, seed and designs (a run may have been trained under another grid)."""
-    if not cell:
+def _planned(cell) -> dict:
+    """The plan's word on a member's arm, seed and roles (a run may have been trained under another grid)."""
+    if cell is None:
         return {}
-    return {"arm": cell["arm"], "seed": int(cell["seed"]), "design": cell["design"],
-            "designs": cell["designs"] or cell["design"], "flag": cell["flag"] or _flag_from_arm(cell["arm"]),
-            "variant": cell.get("variant", "")}
+    (design, flag, _), *_ = cell.roles
+    return {"arm": cell.arm, "seed": cell.seed, "design": design, "designs": ",".join(cell.designs), "flag": flag,
+            "variant": cell.variant, "roles": cell.roles}
+
+
+def _roles_from_tags(rows: list[dict]) -> list[dict]:
+    """Roles for the rows of a grid recorded before plans (members by tag), as those grids' report read them:
+    the runner recorded an arm two designs share once, under the first design's name and flag (with two
+    flags, baseline+adamw is full-dropout), and its `designs` tag lists both; in each design the flag is the
+    one factor in which the arm differs from that design's reference arm (full, baseline)."""
+    def on(row: dict) -> set:
+        return {f for f in FLAGS if row[f]} | ({"readout"} if row["readout"] == "final_states" else set())
+
+    refs = {design: next((on(r) for r in rows if r["arm"] == arm), None)
+            for design, arm in (("leave_one_out", "full"), ("add_one_in", "baseline"))}
+    out = []
+    for r in rows:
+        roles = []
+        for design in str(r["designs"]).split(","):
+            diff = on(r) ^ refs[design] if refs.get(design) is not None else set()
+            flag = next(iter(diff)) if len(diff) == 1 else r["flag"]
+            name = {"leave_one_out": f"full-{flag}", "add_one_in": f"baseline+{flag}"}.get(design, r["arm"])
+            roles.append((design, flag, name))
+        out.append({**r, "roles": tuple(roles)})
+    return out
 
 
 PROVENANCE = ("data_fingerprint", "protocol_version", "settings_key", "torch_version", "lightning_version",

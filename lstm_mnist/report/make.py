@@ -17,7 +17,8 @@ from .render import latex_doc, markdown_doc, shown
 def write(r: Report, out: Path) -> list[Path]:
     """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures."""
     out.mkdir(parents=True, exist_ok=True)
-    csvs = {"runs.csv": r.grid.runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
+    runs = r.grid.runs.drop(columns=["roles"], errors="ignore")  # a run's designs are its `designs` column
+    csvs = {"runs.csv": runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
     if r.looks:
         csvs["looks.csv"] = r.looks.frame
     if r.factorial:

@@ -1,7 +1,7 @@
 """Which runs are a grid's: the rule the report and resume share.
 
-Each `ablate` invocation records its plan on the grid's parent run (`plan.json`: cell -> arm, seed,
-design, config_hash). A grid's members are, for each planned cell, the FINISHED run with that config_hash
+Each `ablate` invocation records its plan on the grid's parent run (grids/planned.Plan: each cell's arm,
+seed, config_hash and roles). A grid's members are, for each planned cell, the FINISHED run with that config_hash
 in the experiment, whatever `grid_name` tag it carries: the rule resume uses to call a cell done, so a
 copy of a grid file with one more seed reuses the shared seeds' runs in its report as it did in training.
 FINISHED runs tagged with the grid but outside the plan (an older [budget], a removed seed) are not
@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..config import FACTORS, FIELDS, NOT_IDENTITY
-from ..grids.plan import PLAN_FILE
+from ..grids.planned import PLAN_FILE, Plan, PlanError
 from ..tracking import query, records
 
 # What a member's settings are compared on: every identity key but the factors and the seed.
@@ -29,7 +29,7 @@ SETTINGS = tuple(sorted(k for k in FIELDS if k not in NOT_IDENTITY and k not in 
 @dataclass
 class Members:
     runs: list                      # the member runs (MLflow Run objects), one per planned cell present
-    cells: dict                     # run_id -> its planned cell (arm, seed, design, designs, flag), {} without a plan
+    cells: dict                     # run_id -> its PlannedCell, {} without a plan
     seeds: list[int]                # the seeds the grid asks for (the plan's; else every seed attempted)
     dropped: Counter                # non-members that carry the grid's hashes or tag: status, duplicate
     outside: list[str] = field(default_factory=list)   # FINISHED runs tagged with the grid, not in the plan
@@ -37,14 +37,23 @@ class Members:
     planned: bool = True            # False: no plan recorded (an older grid), members by tag
 
 
-def read_plan(parent_run_id: str) -> dict | None:
-    plan = query.read_json_artifact(parent_run_id, PLAN_FILE)
-    return plan if isinstance(plan, dict) and isinstance(plan.get("cells"), list) else None
+def read_plan(parent_run_id: str, name: str, missing_ok: bool = False) -> Plan | None:
+    """The grid's latest plan; None when it recorded none (a grid from before plans); an unreadable one (an
+    older version's) is a one-line PlanError, or None with `missing_ok`."""
+    raw = query.read_json_artifact(parent_run_id, PLAN_FILE)
+    if raw is None:
+        return None
+    try:
+        return Plan.from_dict(raw, f"grid {name!r}")
+    except PlanError:
+        if missing_ok:
+            return None
+        raise
 
 
-def by_plan(experiment: str, name: str, plan: dict) -> Members:
+def by_plan(experiment: str, name: str, plan: Plan) -> Members:
     """For each planned cell, its newest FINISHED run in the experiment (any grid's); the rest accounted for."""
-    cells = {c["config_hash"]: c for c in plan["cells"]}
+    cells = {c.config_hash: c for c in plan.cells}
     found: dict[str, list] = {}
     dropped, outside = Counter(), []
     for r in query.search(experiment):
@@ -66,8 +75,8 @@ def by_plan(experiment: str, name: str, plan: dict) -> Members:
             dropped["duplicate"] += len(found[h]) - 1
             runs.append(newest)
             member_cells[newest.info.run_id] = c
-    missing = [c["cell"] for h, c in cells.items() if h not in found]
-    seeds = sorted({int(c["seed"]) for c in cells.values()})
+    missing = [c.cell for h, c in cells.items() if h not in found]
+    seeds = sorted({c.seed for c in cells.values()})
     return Members(runs, member_cells, seeds, dropped, sorted(outside), missing)
 
 

@@ -38,8 +38,8 @@ class Tuning:
 def trials(g: Grid) -> dict[str, list[dict]]:
     """Each searched arm's trials, from its tuning run (arms whose study is not complete have none yet)."""
     out = {}
-    for arm, info in g.tune.get("arms", {}).items():
-        found = query.read_json_artifact(info["tuning_run"], TRIALS_FILE) if info.get("tuning_run") else None
+    for arm, info in g.tune.arms.items():
+        found = query.read_json_artifact(info.tuning_run, TRIALS_FILE) if info.tuning_run else None
         if found:
             out[arm] = found["trials"]
     return out
@@ -48,11 +48,11 @@ def trials(g: Grid) -> dict[str, list[dict]]:
 def build(g: Grid, r: Report) -> Tuning:
     t = g.tune
     found = trials(g)
-    direction = "minimize" if t["objective"] == "val_loss" else "maximize"
+    direction = "minimize" if t.objective == "val_loss" else "maximize"
     fixed = build_report(replace(g, runs=g.fixed, fixed=None, tune=None), r.metric) if g.fixed is not None else None
     curves = {arm: budget.curve(_values(rows), maximize=direction == "maximize")
               for arm, rows in found.items() if _values(rows)}
-    return Tuning(t["objective"], direction, fixed, worth_change(fixed, r), cost(g, found), curves,
+    return Tuning(t.objective, direction, fixed, worth_change(fixed, r), cost(g, found), curves,
                   order(r, found, direction == "maximize"))
 
 
@@ -106,19 +106,19 @@ def conclusion(before: tuple, after: tuple) -> str:
 def cost(g: Grid, found: dict[str, list[dict]]) -> pd.DataFrame:
     """Per arm: what it searched, its trials by state, their training seconds, the best value and its values."""
     rows = []
-    for arm, info in g.tune.get("arms", {}).items():
+    for arm, info in g.tune.arms.items():
         got = found.get(arm, [])
         complete = [x for x in got if x["state"] == "COMPLETE"]
-        best = (max if g.tune["objective"] != "val_loss" else min)(complete, key=lambda x: x["value"]) if complete else None
+        best = (max if g.tune.objective != "val_loss" else min)(complete, key=lambda x: x["value"]) if complete else None
         counted = sum(x["state"] in ("COMPLETE", "PRUNED") for x in got)
-        rows.append({"arm": arm, "searched": ", ".join(info.get("searched", [])), "trials": counted,
+        rows.append({"arm": arm, "searched": ", ".join(info.searched), "trials": counted,
                      "complete": len(complete), "pruned": sum(x["state"] == "PRUNED" for x in got),
                      "failed": sum(x["state"] == "FAIL" and not x.get("lost") for x in got),
                      "train_seconds": float(sum(x.get("seconds") or 0.0 for x in got)),
                      "best_value": best["value"] if best else np.nan, "best_trial": best["number"] if best else -1,
                      "tuned_values": json.dumps(best["params"], sort_keys=True) if best else "",
-                     "state": ("complete" if counted >= g.tune["trials"] else f"short: {counted} of {g.tune['trials']}")
-                     if got else info.get("gave_up") or "not complete"})
+                     "state": ("complete" if counted >= g.tune.trials else f"short: {counted} of {g.tune.trials}")
+                     if got else info.gave_up or "not complete"})
     for arm in sorted(set(g.runs.loc[g.runs["variant"] == "both", "arm"])) if "variant" in g.runs else []:
         rows.append({"arm": arm, "searched": "", "trials": 0, "complete": 0, "pruned": 0, "failed": 0,
                      "train_seconds": 0.0, "best_value": np.nan, "best_trial": -1, "tuned_values": "",

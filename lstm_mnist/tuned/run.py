@@ -17,7 +17,7 @@ from ..grids.writer import Tally
 from ..tracking import store
 from ..training import data
 from .schedule import Schedule, tuned_plan
-from .search import ArmSearch, arms, definition
+from .search import ArmSearch, definition
 
 
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
@@ -40,7 +40,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
             if j.state == "elsewhere":
                 out(f"{j.cell.name}: {j.note}")
         grid_claims = ablate.open_claims(s, storage_url, planned)
-        searches = [ArmSearch(s, a, fingerprint, grid_claims.storage) for a in arms(s) if grid.searched(s, a.on)]
+        searches = [ArmSearch(s, a, fingerprint, grid_claims.storage) for a in grid.unique_arms(s) if grid.searched(s, a.on)]
         trials_left = sum(x.open_study() for x in searches)
         n_tuned = len(s.seeds) * len(searches)
         tally = Tally(total=len(jobs) + n_tuned, skipped=sum(j.state == "done" for j in jobs))
@@ -68,9 +68,9 @@ def describe(s: grid.Study, fingerprint: str, storage_url: str | None, force: bo
              f"seeds {', '.join(map(str, s.seeds))}" + ("; the untuned cells are trained too (fixed = true)"
                                                          if t.fixed else "")]
     stored = _stored_studies(s, storage_url)
-    w = max(28, *(len(a.arm) for a in arms(s)))
+    w = max(28, *(len(a.arm) for a in grid.unique_arms(s)))
     lines.append(f"{'arm':<{w}} {'designs':<26} {'study':<20} searches")
-    for a in arms(s):
+    for a in grid.unique_arms(s):
         space = grid.searched(s, a.on)
         if not space:
             lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {'-':<20} nothing (its cells are its tuned cells)")
@@ -78,7 +78,7 @@ def describe(s: grid.Study, fingerprint: str, storage_url: str | None, force: bo
         name = definition(s, a, fingerprint).name
         lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {stored.get(name, 'not started'):<20} {', '.join(space)}")
     jobs = plan(s, None, force)
-    tuned = [a for a in arms(s) if grid.searched(s, a.on)]
+    tuned = [a for a in grid.unique_arms(s) if grid.searched(s, a.on)]
     lines.append("replicate cells known before tuning:" if jobs else "no replicate cell is known before tuning")
     if jobs:
         lines.append(table(jobs))

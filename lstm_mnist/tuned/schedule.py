@@ -4,10 +4,12 @@ known from the start (arms that search nothing; the untuned cells with `fixed = 
 the grid's parent run grows with each arm's tuned cells, so the report's members are exactly the grid's."""
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 
 from ..grids import grid
-from ..grids.plan import PLAN_FILE, Job, plan_record
+from ..grids.plan import PLAN_FILE, Job, Plan, recorded
+from ..grids.planned import TunedArm, Tuning
 from ..grids.pool import first_open
 from ..grids.writer import Writer
 from ..tracking import records
@@ -85,8 +87,8 @@ class Schedule:
         self.record_plan()
 
     def record_plan(self) -> None:
-        records.log_dict(self.parent, tuned_plan(self.grid, self.every + self.tuned, self.searches), PLAN_FILE,
-                         self.writer.c)
+        records.log_dict(self.parent, tuned_plan(self.grid, self.every + self.tuned, self.searches).to_dict(),
+                         PLAN_FILE, self.writer.c)
 
     def finish(self) -> None:
         """The grid stops (done or not): this process's unfinished trials FAIL and are queued again; studies
@@ -97,19 +99,17 @@ class Schedule:
         self.record_plan()
 
 
-def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[ArmSearch]) -> dict:
-    """plan.json of a tuned grid: its cells (a tuned cell once its arm's study is complete), and per arm what
+def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[ArmSearch]) -> Plan:
+    """The plan of a tuned grid: its cells (a tuned cell once its arm's study is complete), and per arm what
     it searched, its study and its tuning run (the report's budget curves and tuning costs)."""
     t = s.tune
-    arms = {x.arm.arm: {"searched": list(x.definition.space), "study_name": x.definition.name,
-                        "tuning_run": x.run_id, "complete": x.done, "gave_up": x.gave_up} for x in searches}
-    record = plan_record(jobs, s.effect_of_interest)
-    cells: dict[str, dict] = {}
-    for cell in record["cells"]:  # a tuned cell whose best values are the grid's own is its untuned cell too
-        if cell["config_hash"] in cells:
-            cells[cell["config_hash"]]["variant"] = "both"
+    arms = {x.arm.arm: TunedArm(tuple(x.definition.space), x.definition.name, x.run_id, x.done, x.gave_up)
+            for x in searches}
+    plan = recorded(s, jobs, tuning=Tuning(t.trials, t.objective, t.fixed, t.seed, t.space, arms))
+    cells: dict[str, object] = {}
+    for cell in plan.cells:  # a tuned cell whose best values are the grid's own is its untuned cell too
+        if cell.config_hash in cells:
+            cells[cell.config_hash] = dataclasses.replace(cells[cell.config_hash], variant="both")
         else:
-            cells[cell["config_hash"]] = cell
-    return {**record, "cells": list(cells.values()),
-            "tune": {"trials": t.trials, "objective": t.objective, "fixed": t.fixed, "tune_seed": t.seed,
-                     "space": t.space, "arms": arms}}
+            cells[cell.config_hash] = cell
+    return dataclasses.replace(plan, cells=tuple(cells.values()))

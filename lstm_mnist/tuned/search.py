@@ -10,7 +10,6 @@ values (Search.best) make the arm's tuned cells, one per seed.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -24,31 +23,10 @@ from ..tuning.study import Study
 
 
 
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    arm: str
-    design: str
-    flag: str
-    on: frozenset
-    designs: tuple
-
-
-def arms(s: grid.Study) -> list[Arm]:
-    """The grid's arms, each once (an arm two designs share is one), in the grid's order."""
-    merged: dict[frozenset, Arm] = {}
-    for arm, design, flag, on in grid.arms(s):
-        if on in merged:
-            merged[on] = dataclasses.replace(merged[on], designs=(*merged[on].designs, design))
-        else:
-            merged[on] = Arm(arm, design, flag, on, (design,))
-    return list(merged.values())
-
-
-def definition(s: grid.Study, a: Arm, fingerprint: str) -> Study:
+def definition(s: grid.Study, a: grid.Arm, fingerprint: str) -> Study:
     """The arm's study, as a study file would declare it: its config at tune_seed, the keys it searches."""
     t = s.tune
-    cell = grid.Cell(a.arm, a.design, a.flag, t.seed, a.on, a.designs)
-    start = grid.values(s, cell)
+    start = grid.values(s, a.cell(t.seed))
     space = grid.searched(s, a.on)
     settings = {k: getattr(t, k) for k in ("objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
                                            "pruner_startup_trials", "pruner_warmup_epochs")}
@@ -61,11 +39,11 @@ def definition(s: grid.Study, a: Arm, fingerprint: str) -> Study:
 class ArmSearch(Search):
     """One arm's study (tuning/search.Search) in the grid's storage, its tuning run, and its tuned cells."""
 
-    def __init__(self, s: grid.Study, a: Arm, fingerprint: str, storage):
+    def __init__(self, s: grid.Study, a: grid.Arm, fingerprint: str, storage):
         self.grid, self.arm = s, a
 
         def cell(number: int | None) -> grid.Cell:
-            return grid.Cell(a.arm, a.design, a.flag, s.tune.seed, a.on, a.designs, trial=number)
+            return a.cell(s.tune.seed, trial=number)
 
         super().__init__(definition(s, a, fingerprint), storage, s.tune.trials, fingerprint, cell,
                          pinned=frozenset({*s.base, *s.budget}), tags=grid.tags(s, cell(None)))
@@ -98,7 +76,7 @@ class ArmSearch(Search):
         a, s = self.arm, self.grid
         jobs = []
         for seed in s.seeds:
-            cell = grid.Cell(a.arm, a.design, a.flag, seed, a.on, a.designs, variant="tuned")
+            cell = a.cell(seed, variant="tuned")
             cfg = config.build({**grid.values(s, cell), **best.params}, f"{s.path} cell {cell.name}")
             tags = {**grid.tags(s, cell), "tuned_from": best.user_attrs.get("mlflow_run_id", ""),
                     "tuning_run": self.run_id, "tuned_values": json.dumps(best.params, sort_keys=True)}
