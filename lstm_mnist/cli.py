@@ -56,12 +56,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .tuning import study
+    from .study import file as study_file
 
-    study.load_study_file(args.file)  # a mistake in the file is answered before seconds of imports
+    study_file.load_study_file(args.file)  # a mistake in the file is answered before seconds of imports
     from .gpu import mps
     from .tracking import outages
-    from .tuning import tune
+    from .study import tune
 
     ray = _ray(args)
     # On Ray, --workers caps the study's tasks; without it, as many as the cluster holds.
@@ -91,7 +91,7 @@ def cmd_ablate(args) -> int:
     from .tracking import outages
 
     if tuned:  # a [tune] table: every arm searched with an equal budget before its replicates
-        from .tuned.run import main
+        from .grids.tuned.run import main
     else:
         from .grids.ablate import main
     n = _workers(args.workers, args.mps)
@@ -113,7 +113,7 @@ def _ray_options(p) -> None:
 
 
 def _ray(args):
-    """--ray's options (grids/ray_engine.RayOptions), or None; --cpus/--gpus-per-cell without --ray, or --mps
+    """--ray's options (engine/ray_tasks.RayOptions), or None; --cpus/--gpus-per-cell without --ray, or --mps
     with it, is a mistake."""
     from .config import ConfigError
 
@@ -124,7 +124,7 @@ def _ray(args):
     if args.mps:
         raise ConfigError("--mps does not go with --ray: Ray places the work on the cluster's CPUs and GPUs "
                           "(--gpus-per-cell 0.25 shares a GPU four ways); drop it")
-    from .grids.ray_engine import RayOptions, check
+    from .engine.ray_tasks import RayOptions, check
 
     opts = RayOptions(args.ray, args.cpus_per_cell, args.gpus_per_cell)
     check(opts)
@@ -138,7 +138,7 @@ def _until_decided(args, shard) -> int:
         if given:
             raise ConfigError(f"{what} does not go with --until-decided (each look needs the whole block, trained "
                               "once): drop it; several machines share a grid's looks through --storage")
-    from .adaptive import run
+    from .grids import until_decided as run
     from .gpu import mps
     from .tracking import outages
 

@@ -8,7 +8,8 @@ import pytest
 from lstm_mnist import config
 from lstm_mnist.grids import grid
 from lstm_mnist.training import train
-from lstm_mnist.tuning import study as study_file
+from lstm_mnist.engine import search
+from lstm_mnist.study import file as study_file
 
 from .conftest import REPO
 
@@ -43,7 +44,7 @@ STUDY_FILES = sorted((REPO / "studies").glob("*.toml"))
 def test_study_file_loads_and_one_trial_runs_one_short_epoch(path, tiny_data):
     study = study_file.load_study_file(path)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    cfg = study_file.trial_config(study, study_file.suggest(trial, study))
+    cfg = search.trial_config(study, search.suggest(trial, study))
     cfg = config.build({**cfg.to_dict(), "max_epochs": 1, "train_samples": 64, "data_dir": str(tiny_data),
                         "num_threads": 1})
     result = train.fit(cfg)

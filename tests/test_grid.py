@@ -13,8 +13,9 @@ import mlflow
 import pytest
 
 from lstm_mnist import config
-from lstm_mnist.grids import ablate, grid, plan, writer
-from lstm_mnist.grids.progress import QUICK_FILE, Progress
+from lstm_mnist.engine import writer
+from lstm_mnist.grids import ablate, grid, plan
+from lstm_mnist.engine.progress import QUICK_FILE, Progress
 from lstm_mnist.tracking import groups, records, store
 from lstm_mnist.config import ConfigError
 
@@ -34,7 +35,7 @@ max_epochs = 1
 TINY_ARMS = {"full", "baseline", "full-dropout", "full-adamw", "baseline+dropout", "baseline+adamw"}
 
 
-def _study(tmp_path, text: str) -> grid.Study:
+def _study(tmp_path, text: str) -> grid.GridSpec:
     path = tmp_path / "g.toml"
     path.write_text(text)
     return grid.load(path)
@@ -352,7 +353,7 @@ def _stops_mid_report(index, inbox, outbox):
 
 @pytest.mark.subprocess
 def test_a_worker_stopped_halfway_through_a_report_is_given_up_within_the_bound(monkeypatch):
-    from lstm_mnist.grids import pool
+    from lstm_mnist.engine import pool
 
     monkeypatch.setattr(pool, "MESSAGE_S", 2.0)
     workers = pool.Pool(1, pin=False, target=_stops_mid_report)

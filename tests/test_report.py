@@ -174,7 +174,7 @@ def test_an_arm_two_designs_share_is_compared_in_both():
     """With two flags, baseline+adamw is full-dropout: the grid plans it once, with its role in both designs."""
     from lstm_mnist.grids import grid as grids
 
-    study = grids.Study("t", "t.toml", flags=("dropout", "adamw"), full=frozenset({"dropout", "adamw"}))
+    study = grids.GridSpec("t", "t.toml", flags=("dropout", "adamw"), full=frozenset({"dropout", "adamw"}))
     arms = {a.arm: a for a in grids.unique_arms(study)}
     assert arms["full-dropout"].roles == (("leave_one_out", "dropout", "full-dropout"),
                                           ("add_one_in", "adamw", "baseline+adamw"))

@@ -8,19 +8,19 @@ on the same grid and store train each cell once and share one parent run.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import datetime
 
 from .. import claims
 from ..config import ConfigError
 from ..analysis import fractional
+from ..engine import drive as engine
+from ..engine.pool import Queue
+from ..engine.progress import Progress, say
+from ..engine.writer import Tally, Writer
 from ..machine import host, lease
 from ..tracking import groups, query, records, store
-from . import engine, grid
+from . import grid
 from .plan import PLAN_FILE, Job, Plan, cost, plan, recorded, table
-from .pool import Queue
-from .progress import Progress, say
-from .writer import Tally, Writer
 
 
 # ---------------------------------------------------------------- the whole command
@@ -30,28 +30,16 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     claimed are that process's to finish), else 1. The host's cores are leased from the start (before the
     plan's seconds of reading), so invocations started together divide them from their first cell."""
     study = grid.load(path)
-    if study.tune is not None:  # its searches come first: lstm_mnist.tuned.run (the CLI picks it by the file)
+    if study.tune is not None:  # its searches come first: lstm_mnist.grids.tuned.run (the CLI picks it by the file)
         raise ConfigError(f"{path} has a [tune] table: run it with `python -m lstm_mnist ablate {path}`, which tunes "
-                          "each arm before its cells (lstm_mnist.tuned.run.main)")
+                          "each arm before its cells (lstm_mnist.grids.tuned.run.main)")
     if dry_run:
         return _dry_run(study, shard, force, out)
-    with hands(n_workers, ray) as (n_workers, held):
+    with engine.capacity(n_workers, ray) as (n_workers, held):
         return plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held, ray=ray)
 
 
-@contextmanager
-def hands(n_workers: int, ray=None):
-    """(cells trained at once, this host's core lease): `n_workers` local workers; or, with Ray, what the
-    cluster holds now (Ray places the cells; this host only writes, on one leased share)."""
-    if ray is not None:
-        from . import ray_engine
-
-        n_workers = ray_engine.join(ray)
-    with lease.Lease(1 if ray is not None else n_workers) as held:
-        yield n_workers, held
-
-
-def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out) -> int:
+def _dry_run(study: grid.GridSpec, shard: tuple[int, int] | None, force: bool, out) -> int:
     fraction = grid.design(study)
     if fraction:
         out("\n".join(fractional.describe(fraction)))
@@ -59,7 +47,7 @@ def _dry_run(study: grid.Study, shard: tuple[int, int] | None, force: bool, out)
     return 0
 
 
-def plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
+def plan_and_run(study: grid.GridSpec, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
                   storage_url: str | None, held: lease.Lease, sequential: dict | None = None, ray=None) -> int:
     """Plan and train; `sequential` joins the plan recorded on the parent run (a grid run --until-decided: its
     looks)."""
@@ -87,14 +75,14 @@ def plan_and_run(study: grid.Study, n_workers: int, shard: tuple[int, int] | Non
                    record=record, ray=ray)
 
 
-def open_claims(study: grid.Study, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
+def open_claims(study: grid.GridSpec, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
     """The grid's claims: a journal file beside the tracking store (one machine), or the RDB at --storage
     (several machines against one tracking server)."""
     storage = claims.open_storage(storage_url, store.local_dir() / "claims.journal")
     return claims.Claims(storage, f"grid {study.experiment}/{study.name}", since)
 
 
-def open_parent(study: grid.Study, n_workers: int, grid_claims: claims.Claims, every: list[Job], c,
+def open_parent(study: grid.GridSpec, n_workers: int, grid_claims: claims.Claims, every: list[Job], c,
                 record: Plan | None = None) -> str:
     """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan
     (`record`: a tuned grid's, which also names its searches; else the plan of `every` cell)."""
@@ -114,12 +102,12 @@ def close_parent(parent: str, tally: Tally, status: str, c) -> None:
     records.end_run(parent, status, metrics, c=c)
 
 
-def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
+def execute(study: grid.GridSpec, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
             pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job], schedule=None,
             total: int | None = None, record: Plan | None = None, ray=None) -> int:
     """Train `todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
     each arm's tuned cells; `total` of them), under the grid's one parent run, through the engine (this
-    process, worker processes, or Ray tasks: `ray`, a ray_engine.RayOptions); 0 unless a cell failed."""
+    process, worker processes, or Ray tasks: `ray`, a ray_tasks.RayOptions); 0 unless a cell failed."""
     c = store.client()
     grid_claims.reap()
     for j in todo:
@@ -149,13 +137,13 @@ def execute(study: grid.Study, todo: list[Job], n_workers: int, tally: Tally, ou
     return 1 if tally.failed else 0
 
 
-def _finished_in_store(study: grid.Study, share: set[str], c) -> int:
+def _finished_in_store(study: grid.GridSpec, share: set[str], c) -> int:
     """Planned cells with a FINISHED run in the experiment, whichever grid trained them (resume's rule)."""
     runs = query.search(study.experiment, statuses=(records.FINISHED,), c=c)
     return len({r.data.tags.get("config_hash") for r in runs} & share)
 
 
-def parent_tags(study: grid.Study) -> dict:
+def parent_tags(study: grid.GridSpec) -> dict:
     """The grid file, and its factorial design in words for the UI (the report reads the plan's)."""
     tags = {"grid_file": study.path}
     fraction = grid.design(study)
@@ -164,7 +152,7 @@ def parent_tags(study: grid.Study) -> dict:
     return tags
 
 
-def summary(study: grid.Study, tally: Tally, status: str) -> str:
+def summary(study: grid.GridSpec, tally: Tally, status: str) -> str:
     m = tally.metrics()
     head = (f"{study.name} {'interrupted' if status == records.KILLED else 'done'}: "
             + (f"{tally.trials} tuning trials ended, " if tally.trials else "")

@@ -59,7 +59,8 @@ class Tune:
 
 
 @dataclass(frozen=True)
-class Study:
+class GridSpec:
+    """A grid file, read and checked: its arms, designs, seeds, budget and, for a tuned grid, its [tune]."""
     name: str                            # the grid file's stem: the parent run's name and the `grid_name` tag
     path: str                            # the grid file
     experiment: str = "lstm-mnist-ablation"
@@ -105,23 +106,23 @@ class Cell:
 
 
 # ---------------------------------------------------------------- reading a grid file
-def load(path: str | Path) -> Study:
+def load(path: str | Path) -> GridSpec:
     """Read and check a grid file; any mistake is a one-line ConfigError naming the key and what is allowed."""
     return config.parse_file(path, _study, "grid", KEYS)
 
 
-def _study(p: Path, raw: dict) -> Study:
+def _study(p: Path, raw: dict) -> GridSpec:
     flags = _names("flags", raw.get("flags", list(config.FLAGS)), FACTORS)
     full = frozenset(_names("full", raw.get("full", sorted({*config.FLAGS, *flags})), FACTORS))
     name = config.check_name("grid name", p.stem, "rename the grid file")
-    study = Study(name=name, path=str(p), experiment=_experiment(raw), base=_base(p, raw.get("base")),
-                  designs=_names("designs", raw.get("designs", list(Study.designs)), DESIGNS), flags=flags,
-                  seeds=_seeds(raw.get("seeds", list(Study.seeds))), full=full,
-                  baseline=frozenset(_names("baseline", raw.get("baseline", []), FACTORS)),
-                  factorial=_names("factorial", raw.get("factorial", []), FACTORS), budget=_budget(raw),
-                  resolution=_optional(raw, "resolution", fractional.parse_resolution),
-                  runs_per_seed=_optional(raw, "runs_per_seed", _runs),
-                  effect_of_interest=_optional(raw, "effect_of_interest", _delta))
+    study = GridSpec(name=name, path=str(p), experiment=_experiment(raw), base=_base(p, raw.get("base")),
+                     designs=_names("designs", raw.get("designs", list(GridSpec.designs)), DESIGNS), flags=flags,
+                     seeds=_seeds(raw.get("seeds", list(GridSpec.seeds))), full=full,
+                     baseline=frozenset(_names("baseline", raw.get("baseline", []), FACTORS)),
+                     factorial=_names("factorial", raw.get("factorial", []), FACTORS), budget=_budget(raw),
+                     resolution=_optional(raw, "resolution", fractional.parse_resolution),
+                     runs_per_seed=_optional(raw, "runs_per_seed", _runs),
+                     effect_of_interest=_optional(raw, "effect_of_interest", _delta))
     _check_designs(study)
     config.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
     if "tune" in raw or "tune_seed" in raw:
@@ -129,7 +130,7 @@ def _study(p: Path, raw: dict) -> Study:
     return study
 
 
-def _tune(raw: dict, s: Study) -> Tune:
+def _tune(raw: dict, s: GridSpec) -> Tune:
     """The [tune] table and tune_seed, checked against the grid's arms."""
     t = raw.get("tune")
     if not isinstance(t, dict):
@@ -210,7 +211,7 @@ def _runs(value) -> int:
 
 
 def _experiment(raw: dict) -> str:
-    name = raw.get("experiment", Study.experiment)
+    name = raw.get("experiment", GridSpec.experiment)
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"experiment={name!r}: expected a non-empty string (an MLflow experiment name)")
     return name
@@ -239,7 +240,7 @@ def _budget(raw: dict) -> dict:
     return dict(budget)
 
 
-def _check_designs(s: Study) -> None:
+def _check_designs(s: GridSpec) -> None:
     """Each design must change something: leave-one-out flags on in full, add-one-in flags off in baseline."""
     if "leave_one_out" in s.designs:
         _require("full", [f for f in s.flags if f not in s.full], "on", "leave_one_out")
@@ -260,14 +261,14 @@ def _require(arm: str, wrong: list, side: str, design: str) -> None:
 
 
 # ---------------------------------------------------------------- expansion
-def design(s: Study) -> fractional.Design | None:
+def design(s: GridSpec) -> fractional.Design | None:
     """The two-level design of the factorial arms (None when the grid has none)."""
     if "factorial" not in s.designs:
         return None
     return fractional.choose(s.factorial, s.resolution, s.runs_per_seed)
 
 
-def arms(s: Study) -> list[tuple[str, str, str, frozenset]]:
+def arms(s: GridSpec) -> list[tuple[str, str, str, frozenset]]:
     """(arm, design, flag, factors on) in a fixed order: references, leave-one-out, add-one-in, factorial."""
     runs = [s.baseline | on for on in design(s).on_sets()] if "factorial" in s.designs else []
     out = []
@@ -302,7 +303,7 @@ class Arm:
         return Cell(self.arm, design, flag, seed, self.on, self.designs, variant, trial, self.roles)
 
 
-def unique_arms(s: Study) -> list[Arm]:
+def unique_arms(s: GridSpec) -> list[Arm]:
     """The grid's arms, each once (an arm two designs share is one), in the grid's order."""
     merged: dict[frozenset, Arm] = {}
     for arm, design, flag, on in arms(s):
@@ -313,7 +314,7 @@ def unique_arms(s: Study) -> list[Arm]:
     return list(merged.values())
 
 
-def expand(s: Study) -> list[Cell]:
+def expand(s: GridSpec) -> list[Cell]:
     """Every (arm, seed) once: an arm two designs share is one cell that lists both designs."""
     cells = [a.cell(seed) for seed in s.seeds for a in unique_arms(s)]
     if s.tune is None:
@@ -329,20 +330,20 @@ def _flag_values(on: frozenset) -> dict:
     return {f: f in on for f in config.FLAGS}
 
 
-def searched(s: Study, on: frozenset) -> dict:
+def searched(s: GridSpec, on: frozenset) -> dict:
     """The [tune.space] keys an arm with these factors on searches: those its config reads (config.reads)."""
     if s.tune is None:
         return {}
     return {k: d for k, d in s.tune.space.items() if config.reads(_flag_values(on), k)}
 
 
-def values(s: Study, cell: Cell) -> dict:
+def values(s: GridSpec, cell: Cell) -> dict:
     """The cell's config values: defaults < base file < [budget] < the cell's flags, seed and experiment."""
     return {**s.base, **s.budget, **cell.overrides((*s.flags, *s.factorial)), "seed": cell.seed,
             "experiment": s.experiment}
 
 
-def tags(s: Study, cell: Cell) -> dict:
+def tags(s: GridSpec, cell: Cell) -> dict:
     """Child-run tags: the contract the report reads (arm, design, flag, seed, grid_name)."""
     out = {"arm": cell.arm, "design": cell.design, "designs": ",".join(cell.designs), "seed": str(cell.seed),
            "grid_name": s.name}

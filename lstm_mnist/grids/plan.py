@@ -3,37 +3,16 @@ RUNNING elsewhere, trained under another protocol version); the order cells run 
 the plan recorded on the parent run (planned.py: the report's members)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from .. import config
 from ..config import Config
+from ..engine.jobs import Job
 from ..tracking import query, records
 from . import grid
-from .planned import PLAN_FILE, Fraction, Plan, PlannedCell  # noqa: F401 - PLAN_FILE: the writers' name for it
-
-
-TRIALS_FILE = "trials.json"  # on a search's run: each trial's state, value, params, seconds (the report's)
-
-
-@dataclass
-class Job:
-    """A cell resolved against the data and the store."""
-    cell: grid.Cell
-    cfg: Config
-    config_hash: str
-    state: str = "todo"          # todo | done | stale (RUNNING, owner dead) | elsewhere (RUNNING, owner alive)
-    note: str = ""
-    stale_ids: list = field(default_factory=list)
-    pinned: frozenset = frozenset()  # keys the study's base file or [budget] sets (workers leave them alone)
-    fingerprint: str = ""        # the data's fingerprint (part of the identity)
-    older: bool = False          # not done, but trained under another protocol version (so trained again)
-    parent: str = ""             # the run this job's run goes under ("": the grid's parent run)
-    tags: dict = field(default_factory=dict)  # its run's tags: the grid's (grid.tags), a tuned cell's, a trial's
-    trial: object = None         # a trial's hooks (tuning/search.Trial): its epochs and its end go to its study
+from .planned import PLAN_FILE, Fraction, Plan, PlannedCell  # noqa: F401 - PLAN_FILE: the writers' name
 
 
 # ---------------------------------------------------------------- planning
-def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = False,
+def plan(study: grid.GridSpec, shard: tuple[int, int] | None = None, force: bool = False,
          every: list[Job] | None = None) -> list[Job]:
     """Every cell of this machine's share, with its identity and its state in the store. `every`, when
     given, receives every cell of the grid (all shards): the plan recorded on the parent run."""
@@ -55,7 +34,7 @@ def plan(study: grid.Study, shard: tuple[int, int] | None = None, force: bool = 
     return jobs
 
 
-def resolve_cell(study: grid.Study, cell: grid.Cell) -> Job:
+def resolve_cell(study: grid.GridSpec, cell: grid.Cell) -> Job:
     """A cell with its resolved config and identity (config_hash: the config, the data it will see, the protocol)."""
     from ..training import data  # here: reading a plan back (the report) needs no torch
 
@@ -81,7 +60,7 @@ def classify(job: Job, runs: list, force: bool) -> None:
             return
 
 
-def recorded(study: grid.Study, jobs: list[Job], **extra) -> Plan:
+def recorded(study: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
     """The grid's plan as its parent run records it (plan.json): the report's members are exactly these cells,
     in these roles; `extra`: a tuned grid's `tuning`, an --until-decided grid's `sequential`."""
     fraction = grid.design(study)

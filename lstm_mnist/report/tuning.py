@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import budget, figures
-from ..grids.plan import TRIALS_FILE
+from ..engine.jobs import TRIALS_FILE
 from ..tracking import query
 from .compare import Report, build as build_report
 from .gather import Grid

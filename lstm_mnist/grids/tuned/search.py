@@ -14,16 +14,16 @@ import hashlib
 import json
 from pathlib import Path
 
-from .. import claims, config
-from ..grids import engine, grid
-from ..grids.plan import Job, classify
-from ..tracking import groups, query, records
-from ..tuning.search import Search
-from ..tuning.study import Study
+from ... import claims, config
+from ...engine import drive as engine
+from .. import grid
+from ..plan import Job, classify
+from ...tracking import groups, query, records
+from ...engine.search import Search, StudySpec
 
 
 
-def definition(s: grid.Study, a: grid.Arm, fingerprint: str) -> Study:
+def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str) -> StudySpec:
     """The arm's study, as a study file would declare it: its config at tune_seed, the keys it searches."""
     t = s.tune
     start = grid.values(s, a.cell(t.seed))
@@ -32,14 +32,14 @@ def definition(s: grid.Study, a: grid.Arm, fingerprint: str) -> Study:
                                            "pruner_startup_trials", "pruner_warmup_epochs")}
     key = json.dumps({"config": config.build(start).identity(fingerprint), "space": space, **settings}, sort_keys=True)
     name = f"tune {s.experiment}/{s.name}/{a.arm}/{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    return Study(path=Path(s.path), name=name, experiment=s.experiment, start=start,
+    return StudySpec(path=Path(s.path), name=name, experiment=s.experiment, start=start,
                  space=space, trials=t.trials, **settings)
 
 
 class ArmSearch(Search):
     """One arm's study (tuning/search.Search) in the grid's storage, its tuning run, and its tuned cells."""
 
-    def __init__(self, s: grid.Study, a: grid.Arm, fingerprint: str, storage):
+    def __init__(self, s: grid.GridSpec, a: grid.Arm, fingerprint: str, storage):
         self.grid, self.arm = s, a
 
         def cell(number: int | None) -> grid.Cell:

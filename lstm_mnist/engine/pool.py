@@ -20,7 +20,7 @@ from .. import config
 from ..config import Config
 from ..machine import cores, host, lease
 from ..tracking import outages, store
-from .plan import Job
+from .jobs import Job
 from .writer import Writer
 
 MESSAGE_S = 60.0  # a report that has begun must arrive whole within this long (a 2 MB result takes milliseconds)

@@ -7,17 +7,17 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from ..grids import grid
-from ..grids.plan import PLAN_FILE, Job, Plan, recorded
-from ..grids.planned import TunedArm, Tuning
-from ..grids.pool import first_open
-from ..grids.writer import Writer
-from ..tracking import records
+from .. import grid
+from ..plan import PLAN_FILE, Job, Plan, recorded
+from ..planned import TunedArm, Tuning
+from ...engine.pool import first_open
+from ...engine.writer import Writer
+from ...tracking import records
 from .search import ArmSearch
 
 
 class Schedule:
-    def __init__(self, s: grid.Study, searches: list[ArmSearch], todo: list[Job], writer: Writer, parent: str,
+    def __init__(self, s: grid.GridSpec, searches: list[ArmSearch], todo: list[Job], writer: Writer, parent: str,
                  every: list[Job], share: set[str], grid_claims, force: bool):
         self.grid, self.writer, self.parent, self.every, self.share = s, writer, parent, every, share
         self.force, self.searches = force, searches
@@ -99,7 +99,7 @@ class Schedule:
         self.record_plan()
 
 
-def tuned_plan(s: grid.Study, jobs: list[Job], searches: list[ArmSearch]) -> Plan:
+def tuned_plan(s: grid.GridSpec, jobs: list[Job], searches: list[ArmSearch]) -> Plan:
     """The plan of a tuned grid: its cells (a tuned cell once its arm's study is complete), and per arm what
     it searched, its study and its tuning run (the report's budget curves and tuning costs)."""
     t = s.tune

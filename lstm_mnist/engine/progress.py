@@ -2,7 +2,7 @@
 whole grid after the first cell."""
 from __future__ import annotations
 
-from .plan import Job
+from .jobs import Job
 
 
 

@@ -1,12 +1,12 @@
 """`python -m lstm_mnist tune studies/NAME.toml`: one Optuna study, run or continued to its total of trials.
 
-The study is one search (search.py) through the engine a grid trains with (grids/engine.py): this process
+The study is one search (engine/search.py) through the engine a grid trains with (engine/drive.py): this process
 asks Optuna for each trial and hands it to a worker process (`--workers N`), a Ray task (`--ray`) or trains it
 itself, and is the only one that writes to Optuna and MLflow. Every trial is a child run of the study's one
 parent run (made under a claim, however many `tune` processes start at once). The Optuna storage (a journal
 next to the study file, or the RDB at --storage) is what resumes: a rerun continues up to the total, any
 number of processes on one storage share the study, and a trial whose process died (on any host) is failed
-and queued again. At the end the best trial (search.Search.best) is recorded on the parent and exported as
+and queued again. At the end the best trial (engine/search.Search.best) is recorded on the parent and exported as
 an experiment file.
 """
 from __future__ import annotations
@@ -19,15 +19,15 @@ import optuna
 
 from .. import claims, config
 from ..config import ConfigError
-from ..grids import engine, grid
-from ..grids.ablate import hands
-from ..grids.progress import Progress, say
-from ..grids.writer import Tally, Writer
+from ..engine import drive as engine
+from ..engine.progress import Progress, say
+from ..engine.search import Search, StudySpec, shown_storage, trial_config
+from ..engine.writer import Tally, Writer
+from ..grids import grid
 from ..machine import host
 from ..tracking import groups, records, store
 from ..training import data
-from .search import Search, shown_storage
-from .study import Study, load_study_file, trial_config
+from .file import load_study_file
 
 
 class Trials:
@@ -75,7 +75,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
                                     lambda: groups.parent_run(study_def.experiment, "study", study_def.name, tags, c),
                                     tags, c)
     search.client = c
-    with hands(n_workers, ray) as (room, held):
+    with engine.capacity(n_workers, ray) as (room, held):
         n = min(n_workers, room)  # on Ray, --workers caps the trials at once; else room is --workers
         n_run = total - left
         out(f"study {study_def.name}: {n_run + search.counts()['RUNNING']} of {total} trials done or running"
@@ -98,7 +98,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     return finish(search, study_def, c, out)
 
 
-def finish(search: Search, study_def: Study, c, out=say) -> dict:
+def finish(search: Search, study_def: StudySpec, c, out=say) -> dict:
     """The study's record on its run (Search.record), the best trial exported; the run FINISHED."""
     metrics, tags = search.record(c)
     summary = {"complete": metrics["n_complete"], "pruned": metrics["n_pruned"], "fail": metrics["n_fail"]}
@@ -113,7 +113,7 @@ def finish(search: Search, study_def: Study, c, out=say) -> dict:
     return summary
 
 
-def _summary_line(study_def: Study, s: dict) -> str:
+def _summary_line(study_def: StudySpec, s: dict) -> str:
     line = f"study {study_def.name}: {s['complete']} complete, {s['pruned']} pruned, {s['fail']} failed"
     if "best_value" in s:
         line += (f"; best trial {s['best_trial']}: {study_def.objective} {s['best_value']:.4f}; "
@@ -121,7 +121,7 @@ def _summary_line(study_def: Study, s: dict) -> str:
     return line
 
 
-def export(study_def: Study, best: optuna.trial.FrozenTrial) -> Path:
+def export(study_def: StudySpec, best: optuna.trial.FrozenTrial) -> Path:
     """The best trial as an experiment file: only what differs from the defaults, runnable by `run`."""
     cfg, defaults = trial_config(study_def, best.params), config.Config()
     keys = [k for k in config.FIELDS if k not in config.NOT_IDENTITY and getattr(cfg, k) != getattr(defaults, k)]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .. import claims
 from ..tracking import outages, records
 from ..training import data
-from .plan import Job
+from .jobs import Job
 from .progress import Progress
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .. import config
 from ..config import ConfigError
-from .plan import Job
+from .jobs import Job
 from .writer import Writer
 
 RETRIES = 1        # a cell whose task died (worker process or node lost) is trained again this many times

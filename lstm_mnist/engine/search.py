@@ -1,4 +1,4 @@
-"""One Optuna study as work for the engine (grids/pool.py, grids/ray_engine.py): the one trial path.
+"""One Optuna study as work for the engine (pool.py, ray_tasks.py): the one trial path.
 
 `tune STUDY` is one search; a tuned grid runs one search per arm. Either way this (the driver) process is the
 only one that talks to Optuna and MLflow: it asks the study for a trial, hands it to a worker as a job
@@ -19,26 +19,74 @@ rules below exist once:
 from __future__ import annotations
 
 import json
-import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from .. import claims
+from .. import claims, config
 from ..config import ConfigError
-from ..grids.plan import TRIALS_FILE, Job
+from ..space import OBJECTIVES
 from ..tracking import groups, records
-from .study import Study, suggest, trial_config
+from .jobs import TRIALS_FILE, Job
 
 
 RETRIES = claims.RETRIES  # a trial whose process died is queued again at most this often
 STALE_CHECK_S = 5.0       # a study waiting on another process's trials checks this often whether it died
 
 
+# ---------------------------------------------------------------- what a study searches
+@dataclass(frozen=True)
+class StudySpec:
+    """What one Optuna study searches and how: read from a study file (study/file.py), or made for each arm of a
+    tuned grid (grids/tuned/search.py)."""
+    path: Path
+    name: str
+    experiment: str       # MLflow experiment of the study's parent run and its trials
+    start: dict           # config values every trial starts from: base file, then [fixed]
+    space: dict           # key -> {type, low, high, log, step} or {type: categorical, choices}
+    trials: int           # default total of COMPLETE + PRUNED trials
+    objective: str        # val_f1 (maximize) or val_loss (minimize), at the best-val_loss epoch
+    sampler: str
+    sampler_seed: int
+    sampler_startup_trials: int
+    pruner: str
+    pruner_startup_trials: int
+    pruner_warmup_epochs: int
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVES[self.objective]
+
+    @property
+    def journal(self) -> Path:
+        return self.path.parent / f"{self.name}.journal"
+
+
+def suggest(trial: optuna.Trial, study: StudySpec) -> dict:
+    """The trial's point in the search space."""
+    params = {}
+    for key, d in study.space.items():
+        if d["type"] == "categorical":
+            params[key] = trial.suggest_categorical(key, d["choices"])
+        elif d["type"] == "int":
+            params[key] = trial.suggest_int(key, d["low"], d["high"], step=d.get("step", 1), log=d.get("log", False))
+        else:
+            params[key] = trial.suggest_float(key, d["low"], d["high"], step=d.get("step"), log=d.get("log", False))
+    return params
+
+
+def trial_config(study: StudySpec, params: dict, overrides: dict | None = None) -> config.Config:
+    """Later wins: worker placement (device, threads) < start values (base file, then [fixed]) < the trial's
+    params; the experiment is always the study's. So a [fixed] device or num_threads overrides placement."""
+    return config.build({**(overrides or {}), **study.start, **params, "experiment": study.experiment})
+
+
 # ---------------------------------------------------------------- the study in its storage
-def open_study(study: Study, storage_url: str | None = None, seed_offset: int = 0,
+def open_study(study: StudySpec, storage_url: str | None = None, seed_offset: int = 0,
                storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Create or load the study: journal file next to the study file, or the RDB at `storage_url`."""
     storage = storage or claims.open_storage(storage_url, study.journal)
@@ -56,7 +104,7 @@ def open_study(study: Study, storage_url: str | None = None, seed_offset: int = 
     return opened
 
 
-def _pruner(study: Study) -> optuna.pruners.BasePruner:
+def _pruner(study: StudySpec) -> optuna.pruners.BasePruner:
     if study.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=study.pruner_startup_trials,
                                            n_warmup_steps=study.pruner_warmup_epochs)
@@ -65,7 +113,7 @@ def _pruner(study: Study) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def shown_storage(study: Study, url: str | None) -> str:
+def shown_storage(study: StudySpec, url: str | None) -> str:
     return claims.hide_password(url) if url else str(study.journal)
 
 
@@ -103,7 +151,7 @@ class Search:
     """One study as a source of trial jobs; `cell(number)` names a trial's cell (grids.grid.Cell), `pinned`
     the config keys the engine leaves alone, `tags` what every trial's run carries beside the trial tags."""
 
-    def __init__(self, definition: Study, storage, total: int, fingerprint: str, cell: Callable[[int], object],
+    def __init__(self, definition: StudySpec, storage, total: int, fingerprint: str, cell: Callable[[int], object],
                  pinned: frozenset = frozenset(), tags: dict | None = None):
         self.definition, self.storage, self.total, self.fingerprint = definition, storage, total, fingerprint
         self.cell, self.pinned, self.tags = cell, pinned, tags or {}

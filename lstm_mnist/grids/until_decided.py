@@ -14,8 +14,9 @@ import dataclasses
 
 from ..analysis import power, sequential
 from ..config import ConfigError
-from ..grids import ablate, grid
-from ..grids.progress import say
+from ..engine import drive as engine
+from . import ablate, grid
+from ..engine.progress import say
 from ..report import gather, looks, members
 from ..tracking import query, records
 
@@ -23,7 +24,7 @@ METRIC = "test_f1"  # what the looks decide on (the report's default metric)
 LOOKS_FILE = "looks.json"
 
 
-def design(study: grid.Study, max_seeds: int | None, block: int) -> tuple[sequential.Looks, list[int]]:
+def design(study: grid.GridSpec, max_seeds: int | None, block: int) -> tuple[sequential.Looks, list[int]]:
     """The looks and the seed order (the file's seeds, then the next unused integers), checked."""
     first = len(study.seeds)
     if study.tune is not None:
@@ -49,12 +50,12 @@ def design(study: grid.Study, max_seeds: int | None, block: int) -> tuple[sequen
     return sequential.Looks(first, block, most), order
 
 
-def plan_entry(study: grid.Study, lk: sequential.Looks, order: list[int]) -> dict:
+def plan_entry(study: grid.GridSpec, lk: sequential.Looks, order: list[int]) -> dict:
     """The looks as the plan records them (Plan.sequential)."""
     return {**lk.record(), "metric": METRIC, "seed_order": order, "effect_of_interest": study.effect_of_interest}
 
 
-def check_recorded(study: grid.Study, entry: dict) -> None:
+def check_recorded(study: grid.GridSpec, entry: dict) -> None:
     """The looks are fixed at the first one: a rerun must ask for the same. They are read from the grid's latest
     plan, else from the looks.json any earlier look left (a plain `ablate` in between writes a plan without
     them)."""
@@ -79,7 +80,7 @@ def check_recorded(study: grid.Study, entry: dict) -> None:
             f"copy the grid file to a new name for another design")
 
 
-def describe(study: grid.Study, lk: sequential.Looks, order: list[int]) -> str:
+def describe(study: grid.GridSpec, lk: sequential.Looks, order: list[int]) -> str:
     lines = [f"--until-decided on {METRIC}, δ = {study.effect_of_interest:g}: {lk.k} looks, the seeds added in the "
              f"order {', '.join(map(str, order))}",
              *(f"  look {i} at {n} seeds (seeds {', '.join(map(str, order[:n]))}): α_k = {a:.4f}"
@@ -98,7 +99,7 @@ def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int
         out(describe(study, lk, order))
         return ablate.main(path, n_workers, dry_run=True, out=out)
     check_recorded(study, entry)
-    with ablate.hands(n_workers, ray) as (n_workers, held):
+    with engine.capacity(n_workers, ray) as (n_workers, held):
         for k, n in enumerate(lk.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))
             if ablate.plan_and_run(at, n_workers, None, False, out, pin, storage_url, held, entry, ray):

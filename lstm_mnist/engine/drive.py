@@ -1,6 +1,6 @@
 """The engine every command trains through (`ablate`, tuned grids, `tune`): a work source hands out jobs, the
 writer records them, and they train in this process, in worker processes (pool.py) or as Ray tasks
-(ray_engine.py).
+(ray_tasks.py).
 
 A work source has three methods: `take(where)` (the next job, claimed and its run open, or None when none can
 start now), `more()` (whether work may still come) and `finish()` (at the end, finished or not). A job may
@@ -10,6 +10,7 @@ once under a claim (`held_run`), however many invocations start together.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 from .. import claims
@@ -29,9 +30,9 @@ def drive(source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool =
     try:
         with writer.progress:
             if ray is not None:
-                from . import ray_engine
+                from . import ray_tasks
 
-                ray_engine.run(source, writer, ray, writer.progress.line, most)
+                ray_tasks.run(source, writer, ray, writer.progress.line, most)
             elif n_workers == 1:
                 serial(source, writer, held, pin)
             else:
@@ -39,6 +40,18 @@ def drive(source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool =
     finally:
         heartbeat.stop()
         writer.kill_open()
+
+
+@contextmanager
+def capacity(n_workers: int, ray=None):
+    """(cells trained at once, this host's core lease): `n_workers` local workers; or, with Ray, what the
+    cluster holds now (Ray places the cells; this host only writes, on one leased share)."""
+    if ray is not None:
+        from . import ray_tasks
+
+        n_workers = ray_tasks.join(ray)
+    with lease.Lease(1 if ray is not None else n_workers) as held:
+        yield n_workers, held
 
 
 def held_run(held_by: claims.Claims, key: str, make: Callable[[], str], tags: dict, c, reopen: bool = True) -> str:

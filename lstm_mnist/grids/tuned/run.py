@@ -8,14 +8,15 @@ from pathlib import Path
 
 import optuna
 
-from .. import claims, config
-from ..config import ConfigError
-from ..grids import ablate, grid
-from ..grids.plan import cost, plan, table
-from ..grids.progress import say
-from ..grids.writer import Tally
-from ..tracking import store
-from ..training import data
+from ... import claims, config
+from ...config import ConfigError
+from ...engine import drive as engine
+from .. import ablate, grid
+from ..plan import cost, plan, table
+from ...engine.progress import say
+from ...engine.writer import Tally
+from ...tracking import store
+from ...training import data
 from .schedule import Schedule, tuned_plan
 from .search import ArmSearch, definition
 
@@ -31,7 +32,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     if dry_run:
         out(describe(s, fingerprint, storage_url, force))
         return 0
-    with ablate.hands(n_workers, ray) as (n_workers, held):
+    with engine.capacity(n_workers, ray) as (n_workers, held):
         planned = datetime.now()  # before the store is read (the claims' rule, as in a plain grid)
         every: list = []
         jobs = plan(s, None, force, every)
@@ -59,7 +60,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
 
 
 # ---------------------------------------------------------------- the dry run
-def describe(s: grid.Study, fingerprint: str, storage_url: str | None, force: bool) -> str:
+def describe(s: grid.GridSpec, fingerprint: str, storage_url: str | None, force: bool) -> str:
     """Arms, the keys each searches and its study's progress; then the replicate cells, known and to come."""
     t = s.tune
     lines = [f"{s.name}: a tuned grid. Each arm searches the [tune.space] keys its config reads, {t.trials} trials "
@@ -87,7 +88,7 @@ def describe(s: grid.Study, fingerprint: str, storage_url: str | None, force: bo
     return "\n".join(lines)
 
 
-def _stored_studies(s: grid.Study, storage_url: str | None) -> dict:
+def _stored_studies(s: grid.GridSpec, storage_url: str | None) -> dict:
     """Study name -> 'N of M trials' for the grid's studies already in the storage (read only: a dry run creates
     nothing)."""
     journal = store.local_dir() / "claims.journal"
