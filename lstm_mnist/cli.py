@@ -145,12 +145,14 @@ def _until_decided(args, shard) -> int:
     run.design(run.grid.load(args.file), args.max_seeds, args.block)  # a bad design is answered before any import
     ray = _ray(args)
     n = _workers(args.workers, args.mps)
+    from .report import looks  # the report's estimates, judged by the stopping rule after each block
+
     if args.dry_run:
-        return run.main(args.file, n, args.max_seeds, args.block, dry_run=True, storage_url=args.storage)
+        return run.main(args.file, looks.judge, n, args.max_seeds, args.block, dry_run=True, storage_url=args.storage)
     outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
-        return run.main(args.file, n, args.max_seeds, args.block, pin=not args.no_pin, storage_url=args.storage,
-                        ray=ray)
+        return run.main(args.file, looks.judge, n, args.max_seeds, args.block, pin=not args.no_pin,
+                        storage_url=args.storage, ray=ray)
 
 
 def cmd_gpu_check(args) -> int:

@@ -8,6 +8,7 @@ import pytest
 
 from lstm_mnist import config
 from lstm_mnist.grids import ablate
+from lstm_mnist.grids.plan import read_plan
 from lstm_mnist.report import gather, make, members, render
 
 from .conftest import TINY_BUDGET
@@ -54,7 +55,7 @@ def test_a_copy_with_a_third_seed_reuses_the_shared_seeds_in_training_and_in_its
     head = render.header(r)
     assert "12 FINISHED runs over 4 arms (the cells of its latest plan), seeds 0, 1, 2." in head
     assert "outside the plan" not in head and "missing" not in head
-    plan = members.read_plan(_parent(project, "g3").info.run_id, "g3")
+    plan = read_plan(_parent(project, "g3").info.run_id, "g3")
     assert len(plan.cells) == 12 and plan.protocol_version == config.PROTOCOL_VERSION
     assert _parent(project, "g3").data.metrics["cells_done"] == 12
     # the original grid's report is its own plan: 2 seeds, none of g3's third

@@ -9,14 +9,17 @@ freedom, spend little), and Σ α_k = α. So the chance that an effect gets a wr
 whatever the data make the runner do, is at most α, for each of the two wrong verdicts ("effect" when
 there is none; "no effect ≥ δ" when the effect is δ or more). It needs no assumption about how the looks'
 statistics are correlated. An effect's verdict is its first decisive one (it stays: the guarantee covers
-every look at once). Pure (scipy via power.py).
+every look at once). `decide` applies the rule look by look to any estimator of the effects (the report's
+paired comparisons and factorial main effects: report/looks.py). Pure (scipy via power.py, pandas).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from . import power
 
@@ -88,6 +91,62 @@ def settle(history: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- the proof by simulation (tests, docs)
+COLUMNS = ["look", "seeds", "effect", "estimate", "se", "df", "alpha", "ci_lo", "ci_hi", "tost_lo", "tost_hi",
+           "look_verdict", "verdict"]
+
+
+@dataclass
+class Decided:
+    """What the looks said: one row per (look, effect) up to the seeds the grid holds."""
+    design: Looks
+    metric: str
+    order: list[int]           # the seeds in the order the looks add them
+    delta: float
+    frame: pd.DataFrame        # COLUMNS
+
+    @property
+    def last(self) -> pd.DataFrame:
+        return self.frame[self.frame["look"] == self.frame["look"].max()] if len(self.frame) else self.frame
+
+    @property
+    def seeds_used(self) -> int:
+        return int(self.last["seeds"].iloc[0]) if len(self.frame) else 0
+
+    def verdicts(self) -> dict[str, str]:
+        return dict(zip(self.last["effect"], self.last["verdict"]))
+
+    def undecided(self) -> list[str]:
+        return [e for e, v in self.verdicts().items() if v == power.UNDECIDED]
+
+    def record(self) -> dict:
+        """The looks as the runner records them on the grid's parent run (looks.json)."""
+        return {"design": self.design.record(), "metric": self.metric, "effect_of_interest": self.delta,
+                "seed_order": self.order, "looks": [
+                    {"look": int(k), "seeds": int(x["seeds"].iloc[0]), "alpha": float(x["alpha"].iloc[0]),
+                     "verdicts": dict(zip(x["effect"], x["verdict"]))} for k, x in self.frame.groupby("look")]}
+
+
+def decide(design: Looks, order: list[int], metric: str, delta: float, complete: set,
+           effects_at: Callable[[list[int]], list[tuple]]) -> Decided:
+    """Every planned look the `complete` seeds (those with the whole design) reach: at look k on the first n_k
+    seeds of `order`, each effect (name, estimate, se, df) that `effects_at(seeds)` gives gets its look's
+    verdict and interval, and the verdict it settles on."""
+    rows, history = [], {}
+    for k, n in enumerate(design.seeds, 1):
+        if not set(order[:n]) <= complete:
+            break
+        a = design.alpha_at(n)
+        for name, est, se, df in effects_at(order[:n]):
+            v = look_verdict(est, se, df, delta, design, n)
+            history.setdefault(name, []).append(v)
+            lo, hi = look_interval(est, se, df, design, n)
+            tlo, thi = power.interval(est, se, df, 1 - 2 * a)
+            rows.append({"look": k, "seeds": n, "effect": name, "estimate": est, "se": se, "df": df, "alpha": a,
+                         "ci_lo": lo, "ci_hi": hi, "tost_lo": tlo, "tost_hi": thi, "look_verdict": v,
+                         "verdict": settle(history[name])})
+    return Decided(design, metric, order, delta, pd.DataFrame(rows, columns=COLUMNS))
+
+
 @dataclass
 class Simulated:
     verdicts: list[str]   # per replication: the final verdict

@@ -8,7 +8,7 @@ from ..config import Config
 from ..engine.jobs import Job
 from ..tracking import query, records
 from . import grid
-from .planned import PLAN_FILE, Fraction, Plan, PlannedCell  # noqa: F401 - PLAN_FILE: the writers' name
+from .planned import PLAN_FILE, Fraction, Plan, PlanError, PlannedCell
 
 
 # ---------------------------------------------------------------- planning
@@ -68,6 +68,20 @@ def recorded(study: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
                   for j in jobs)
     return Plan(cells, config.PROTOCOL_VERSION, study.effect_of_interest,
                 Fraction(fraction.factors, fraction.generators) if fraction else None, **extra)
+
+
+def read_plan(parent_run_id: str, name: str, missing_ok: bool = False) -> Plan | None:
+    """The grid's latest plan; None when it recorded none (a grid from before plans); an unreadable one (an
+    older version's) is a one-line PlanError, or None with `missing_ok`."""
+    raw = query.read_json_artifact(parent_run_id, PLAN_FILE)
+    if raw is None:
+        return None
+    try:
+        return Plan.from_dict(raw, f"grid {name!r}")
+    except PlanError:
+        if missing_ok:
+            return None
+        raise
 
 
 def cost(cfg: Config) -> float:

@@ -17,8 +17,8 @@ from ..config import ConfigError
 from ..engine import drive as engine
 from . import ablate, grid
 from ..engine.progress import say
-from ..report import gather, looks, members
 from ..tracking import query, records
+from .plan import read_plan
 
 METRIC = "test_f1"  # what the looks decide on (the report's default metric)
 LOOKS_FILE = "looks.json"
@@ -50,26 +50,26 @@ def design(study: grid.GridSpec, max_seeds: int | None, block: int) -> tuple[seq
     return sequential.Looks(first, block, most), order
 
 
-def plan_entry(study: grid.GridSpec, lk: sequential.Looks, order: list[int]) -> dict:
+def plan_entry(study: grid.GridSpec, looks: sequential.Looks, order: list[int]) -> dict:
     """The looks as the plan records them (Plan.sequential)."""
-    return {**lk.record(), "metric": METRIC, "seed_order": order, "effect_of_interest": study.effect_of_interest}
+    return {**looks.record(), "metric": METRIC, "seed_order": order, "effect_of_interest": study.effect_of_interest}
 
 
 def check_recorded(study: grid.GridSpec, entry: dict) -> None:
     """The looks are fixed at the first one: a rerun must ask for the same. They are read from the grid's latest
     plan, else from the looks.json any earlier look left (a plain `ablate` in between writes a plan without
     them)."""
-    try:
-        _, latest, _ = gather.find_grid(study.experiment, study.name)
-    except gather.ReportError:
+    parents = query.parents(study.experiment, "grid", study.name)
+    if not parents:
         return
-    recorded = members.read_plan(latest.info.run_id, study.name, missing_ok=True)
+    latest = max(parents, key=query.last_invoked)
+    recorded = read_plan(latest.info.run_id, study.name, missing_ok=True)
     before = recorded.sequential if recorded else None
     if not before:
-        said = query.read_json_artifact(latest.info.run_id, LOOKS_FILE)
-        if isinstance(said, dict) and isinstance(said.get("design"), dict):
-            before = {**said["design"], "seed_order": said.get("seed_order"), "metric": said.get("metric"),
-                      "effect_of_interest": said.get("effect_of_interest")}
+        left = query.read_json_artifact(latest.info.run_id, LOOKS_FILE)
+        if isinstance(left, dict) and isinstance(left.get("design"), dict):
+            before = {**left["design"], "seed_order": left.get("seed_order"), "metric": left.get("metric"),
+                      "effect_of_interest": left.get("effect_of_interest")}
     now = entry
     keys = ("first", "block", "most", "alpha", "seed_order", "metric", "effect_of_interest")
     if before and any(before.get(k) != now[k] for k in keys):
@@ -80,49 +80,48 @@ def check_recorded(study: grid.GridSpec, entry: dict) -> None:
             f"copy the grid file to a new name for another design")
 
 
-def describe(study: grid.GridSpec, lk: sequential.Looks, order: list[int]) -> str:
-    lines = [f"--until-decided on {METRIC}, δ = {study.effect_of_interest:g}: {lk.k} looks, the seeds added in the "
+def describe(study: grid.GridSpec, looks: sequential.Looks, order: list[int]) -> str:
+    lines = [f"--until-decided on {METRIC}, δ = {study.effect_of_interest:g}: {looks.k} looks, the seeds added in the "
              f"order {', '.join(map(str, order))}",
              *(f"  look {i} at {n} seeds (seeds {', '.join(map(str, order[:n]))}): α_k = {a:.4f}"
-               for i, (n, a) in enumerate(zip(lk.seeds, lk.alphas), 1)),
-             f"  {sequential.METHOD}; Σ α_k = {lk.alpha:g}", "The first look's cells:"]
+               for i, (n, a) in enumerate(zip(looks.seeds, looks.alphas), 1)),
+             f"  {sequential.METHOD}; Σ α_k = {looks.alpha:g}", "The first look's cells:"]
     return "\n".join(lines)
 
 
-def main(path: str, n_workers: int = 1, max_seeds: int | None = None, block: int = 1, dry_run: bool = False,
+def main(path: str, judge, n_workers: int = 1, max_seeds: int | None = None, block: int = 1, dry_run: bool = False,
          out=say, pin: bool = True, storage_url: str | None = None, ray=None) -> int:
-    """Blocks of seeds until every effect is decided or the seeds reach the most; 0 unless a cell failed."""
+    """Blocks of seeds until every effect is decided or the seeds reach the most; 0 unless a cell failed.
+    `judge(experiment, grid name, looks, seeds)` says what the looks say once a block is in the store: the
+    report's estimates under the stopping rule (report/looks.judge; analysis/sequential.decide)."""
     study = grid.load(path)
-    lk, order = design(study, max_seeds, block)
-    entry = plan_entry(study, lk, order)
+    looks, order = design(study, max_seeds, block)
+    entry = plan_entry(study, looks, order)
     if dry_run:
-        out(describe(study, lk, order))
+        out(describe(study, looks, order))
         return ablate.main(path, n_workers, dry_run=True, out=out)
     check_recorded(study, entry)
     with engine.capacity(n_workers, ray) as (n_workers, held):
-        for k, n in enumerate(lk.seeds, 1):
+        for k, n in enumerate(looks.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))
             if ablate.plan_and_run(at, n_workers, None, False, out, pin, storage_url, held, entry, ray):
                 out(f"look {k} at {n} seeds waits: a cell failed (above); rerun the same command to train it again "
                     "and go on (a look needs its whole block)")
                 return 1
-            g = gather.load(study.experiment, study.name)
-            if g.missing or sorted(g.seeds) != sorted(order[:n]):
-                why = (f"{len(g.missing)} cells another process is training ({', '.join(g.missing[:3])}"
-                       f"{', ...' * (len(g.missing) > 3)})" if g.missing else
-                       "another invocation of this grid, which has planned other seeds since")
-                out(f"look {k} at {n} seeds waits for {why}; that process makes the look, or rerun this command "
+            decided, parent, waits = judge(study.experiment, study.name, entry, order[:n])
+            if decided is None:
+                out(f"look {k} at {n} seeds waits for {waits}; that process makes the look, or rerun this command "
                     "when it ends")
                 return 0
-            said = looks.build(g, entry)
-            records.log_dict(g.parent_id, looks.record(said), LOOKS_FILE)
-            records.log_metric(g.parent_id, "undecided", len(said.undecided()), step=n)
-            out(f"look {k}/{lk.k} at {n} seeds (α_k = {lk.alpha_at(n):.4f}): "
-                + "; ".join(f"{e}: {v}" for e, v in said.verdicts().items()))
-            if not said.undecided():
-                out(f"{study.name}: every effect decided at {n} seeds (of at most {lk.most}); "
+            records.log_dict(parent, decided.record(), LOOKS_FILE)
+            records.log_metric(parent, "undecided", len(decided.undecided()), step=n)
+            out(f"look {k}/{looks.k} at {n} seeds (α_k = {looks.alpha_at(n):.4f}): "
+                + "; ".join(f"{e}: {v}" for e, v in decided.verdicts().items()))
+            if not decided.undecided():
+                out(f"{study.name}: every effect decided at {n} seeds (of at most {looks.most}); "
                     f"`make report ARGS=\"--grid {study.name} --experiment {study.experiment}\"`")
                 return 0
-    out(f"{study.name}: {len(said.undecided())} effects still {power.UNDECIDED} at {lk.most} seeds, the most planned "
-        f"({', '.join(said.undecided())}); the looks were fixed in advance, so more seeds need a new grid file")
+    out(f"{study.name}: {len(decided.undecided())} effects still {power.UNDECIDED} at {looks.most} seeds, the most "
+        f"planned ({', '.join(decided.undecided())}); the looks were fixed in advance, so more seeds need a new grid "
+        "file")
     return 0

@@ -164,7 +164,7 @@ class Report:
     worth: pd.DataFrame
     factorial: factorial.Factorial | None = None
     tuning: object = None   # a tuned grid's report/tuning.Tuning (before vs after, costs, budget curves)
-    looks: object = None    # a grid run --until-decided: report/looks.Looks (each look's intervals and verdicts)
+    looks: object = None    # a grid run --until-decided: analysis/sequential.Decided (each look's intervals and verdicts)
 
 
 def build(g: Grid, metric: str) -> Report:

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 
 from ..config import FACTORS, FLAGS, UserError
+from ..grids.plan import read_plan
 from ..grids.planned import Fraction, Tuning
 from ..tracking import query, store
 from . import members
 
 
 SUMMARY = ("test_f1", "test_acc", "test_loss", "epochs_trained", "train_time_s")  # per arm, mean ± sd
-GRID_ROLE = "tags.`lstm_mnist.role` = 'grid'"
 
 
 class ReportError(UserError):
@@ -47,7 +47,7 @@ class Grid:
 # ---------------------------------------------------------------- reading the store
 def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
     """(grid name, its latest parent run, all its parent runs); the latest grid when none is named."""
-    parents = query.search(experiment, GRID_ROLE)
+    parents = query.parents(experiment, "grid")
     if not parents:
         raise ReportError(f"no ablation grid runs in MLflow experiment {experiment!r} at {store.tracking_uri()}; "
                           "run `make ablation` first (or pass --experiment)")
@@ -63,7 +63,7 @@ def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
 def load(experiment: str, grid: str | None = None) -> Grid:
     """The grid's members (members.py: by the latest invocation's plan), as report rows."""
     name, latest, parents = find_grid(experiment, grid)
-    plan = members.read_plan(latest.info.run_id, name)
+    plan = read_plan(latest.info.run_id, name)
     m = members.by_plan(experiment, name, plan) if plan else members.by_tag(experiment, name)
     if not m.runs:
         left = counts(m.dropped) or "none"

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..config import FACTORS, FIELDS, NOT_IDENTITY
-from ..grids.planned import PLAN_FILE, Plan, PlanError
+from ..grids.planned import Plan
 from ..tracking import query, records
 
 # What a member's settings are compared on: every identity key but the factors and the seed.
@@ -35,20 +35,6 @@ class Members:
     outside: list[str] = field(default_factory=list)   # FINISHED runs tagged with the grid, not in the plan
     missing: list[str] = field(default_factory=list)   # planned cells without a FINISHED run
     planned: bool = True            # False: no plan recorded (an older grid), members by tag
-
-
-def read_plan(parent_run_id: str, name: str, missing_ok: bool = False) -> Plan | None:
-    """The grid's latest plan; None when it recorded none (a grid from before plans); an unreadable one (an
-    older version's) is a one-line PlanError, or None with `missing_ok`."""
-    raw = query.read_json_artifact(parent_run_id, PLAN_FILE)
-    if raw is None:
-        return None
-    try:
-        return Plan.from_dict(raw, f"grid {name!r}")
-    except PlanError:
-        if missing_ok:
-            return None
-        raise
 
 
 def by_plan(experiment: str, name: str, plan: Plan) -> Members:

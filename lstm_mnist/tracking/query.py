@@ -53,6 +53,13 @@ def search(experiment: str, filter_string: str = "", statuses=None, c: MlflowCli
     return [r for r in runs if statuses is None or r.info.status in statuses]
 
 
+def parents(experiment: str, role: str, name: str | None = None, c: MlflowClient | None = None) -> list:
+    """The parent runs of this role ("grid", "study") in the experiment, those of grid or study `name` only when
+    given."""
+    runs = search(experiment, f"tags.`lstm_mnist.role` = '{role}'", c=c)
+    return [r for r in runs if name is None or r.data.tags.get(f"{role}_name") == name]
+
+
 def metric_history(run_id: str, key: str, c: MlflowClient | None = None) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in (c or client()).get_metric_history(run_id, key)]
 
