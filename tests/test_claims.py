@@ -1,4 +1,4 @@
-"""Claims (lstm_mnist/claims.py): one winner per key across processes; store outages (outages.Patient)."""
+"""Claims (lstm_mnist/claims.py): one winner per key across processes; store outages (outages.WaitingClient)."""
 from __future__ import annotations
 
 import json
@@ -147,7 +147,7 @@ def patient(monkeypatch):
 
 def test_an_outage_is_waited_out_and_a_long_one_is_one_line(monkeypatch, capsys, patient):
     flaky = Flaky(3)
-    assert outages.Patient(flaky, "http://h:5000").log_batch("r") == "ok" and flaky.calls == 4
+    assert outages.WaitingClient(flaky, "http://h:5000").log_batch("r") == "ok" and flaky.calls == 4
     out = capsys.readouterr().out
     assert "unreachable (Connection refused)" in out and "back after" in out
 
@@ -155,14 +155,14 @@ def test_an_outage_is_waited_out_and_a_long_one_is_one_line(monkeypatch, capsys,
     monkeypatch.setattr(outages.time, "monotonic", lambda: next(clock))
     monkeypatch.setenv("LSTM_MNIST_STORE_WAIT_S", "250")
     with pytest.raises(outages.StoreDown, match=r"unreachable for \d+ s \(Connection refused\).*run the same command"):
-        outages.Patient(Flaky(99), "http://h:5000").log_batch("r")
+        outages.WaitingClient(Flaky(99), "http://h:5000").log_batch("r")
     with pytest.raises(ValueError):  # not an outage: raised at once
-        outages.Patient(Broken(), "u").log_batch("r")
+        outages.WaitingClient(Broken(), "u").log_batch("r")
 
 
 def test_a_retried_create_finds_the_run_the_lost_attempt_made(patient):
     flaky = Flaky(0)
-    assert outages.Patient(flaky, "u").create_run("1", tags={"a": "b"}) == "found"
+    assert outages.WaitingClient(flaky, "u").create_run("1", tags={"a": "b"}) == "found"
     assert flaky.calls == 1 and "lstm_mnist.create_id" in flaky.tags
 
 

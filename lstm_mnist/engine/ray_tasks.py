@@ -152,7 +152,8 @@ def _train_cell(name: str, values: dict, raws: dict, fingerprint: str):
 
 # ---------------------------------------------------------------- the driver
 @dataclass
-class Flight:
+class RunningTask:
+    """A job handed to Ray: since when, which attempt, on which node."""
     job: Job
     t0: float
     attempt: int = 1
@@ -168,27 +169,27 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
     ray = connect(opts)
     task = ray.remote(num_cpus=opts.cpus_per_cell, num_gpus=opts.gpus_per_cell, max_retries=0)(_train_cell)
     shipped: dict[str, tuple] = {}   # data_dir -> (object ref of the files' bytes, fingerprint)
-    flights: dict = {}               # generator -> Flight
-    again: list[Flight] = []         # cells to train again (their task died)
+    running: dict = {}               # generator -> RunningTask
+    again: list[RunningTask] = []         # cells to train again (their task died)
     nodes = alive(ray)
     out(f"Ray: {len(nodes)} node{'s' * (len(nodes) > 1)}, {ray.cluster_resources().get('CPU', 0):g} CPUs, "
         f"{ray.cluster_resources().get('GPU', 0):g} GPUs; {opts.cpus_per_cell:g} CPU and {opts.gpus_per_cell:g} "
         "GPU per cell")
 
-    def submit(f: Flight) -> None:
+    def submit(f: RunningTask) -> None:
         d = f.job.cfg.data_dir
         if d not in shipped:
             shipped[d] = ship(ray, d)
-        flights[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
+        running[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
 
     waiting = False  # said that no node can take a cell now
     try:
-        while source.more() or flights or again:
+        while source.more() or running or again:
             can = capacity(ray, opts)
-            if can == 0 and not flights and not waiting:
+            if can == 0 and not running and not waiting:
                 out("Ray: no live node can take a cell now; waiting for the cluster (Ctrl-C stops the grid)")
             waiting = can == 0
-            room = min(can, most or can) - len(flights)
+            room = min(can, most or can) - len(running)
             while room > 0 and again:
                 submit(again.pop(0))
                 room -= 1
@@ -196,21 +197,21 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
                 job = source.take({"worker": "ray"})
                 if job is None:
                     break
-                submit(Flight(job, time.perf_counter()))
+                submit(RunningTask(job, time.perf_counter()))
                 room -= 1
-            if not flights:
+            if not running:
                 time.sleep(WAIT_S)
                 continue
-            ready, _ = ray.wait(list(flights), num_returns=1, timeout=WAIT_S)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
             for gen in ready:
-                _receive(ray, gen, flights, again, writer)
+                _receive(ray, gen, running, again, writer)
     finally:
-        for gen in flights:  # Ctrl-C or an error here: the tasks stop with the grid (their runs end KILLED)
+        for gen in running:  # Ctrl-C or an error here: the tasks stop with the grid (their runs end KILLED)
             ray.cancel(gen, force=True)
 
 
-def _receive(ray, gen, flights: dict, again: list, writer: Writer) -> None:
-    f = flights[gen]
+def _receive(ray, gen, running: dict, again: list, writer: Writer) -> None:
+    f = running[gen]
     job = f.job
     try:
         message = ray.get(next(gen))
@@ -219,11 +220,11 @@ def _receive(ray, gen, flights: dict, again: list, writer: Writer) -> None:
     except ray.exceptions.RayTaskError as e:  # an error in the task's own code, e.g. its data arriving broken
         message = ("failed", str(e.cause if e.cause else e).splitlines()[0][:300], time.perf_counter() - f.t0)
     except ray.exceptions.RayError as e:      # its worker process or its node died
-        del flights[gen]
+        del running[gen]
         why = f"Ray task died ({type(e).__name__}{' on node ' + f.node[:12] if f.node else ''})"
         seconds = time.perf_counter() - f.t0
         if job.trial is None and f.attempt <= RETRIES and writer.restart(job, why, seconds, {"worker": "ray"}):
-            again.append(Flight(job, time.perf_counter(), f.attempt + 1))
+            again.append(RunningTask(job, time.perf_counter(), f.attempt + 1))
         elif job.cell.name in writer.open_runs:
             writer.failed(job, why, seconds, died=True)
         return
@@ -236,9 +237,9 @@ def _receive(ray, gen, flights: dict, again: list, writer: Writer) -> None:
     if kind == "epoch":
         why = writer.epoch(job, *message[1:])
         if why:  # a trial its pruner stops
-            del flights[gen]
+            del running[gen]
             ray.cancel(gen, force=True)
             writer.pruned(job, why, time.perf_counter() - f.t0)
         return
-    del flights[gen]
+    del running[gen]
     (writer.finished if kind == "done" else writer.failed)(job, *message[1:])

@@ -8,7 +8,9 @@ on the same grid and store train each cell once and share one parent run.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 from .. import claims
 from ..config import ConfigError
@@ -21,6 +23,30 @@ from ..machine import host, lease
 from ..tracking import groups, query, records, store
 from . import grid
 from .plan import PLAN_FILE, Job, Plan, cost, plan, recorded, table
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How this invocation trains: jobs at once, this host's core lease, pinning, where lines go, the claims'
+    storage (None: the journal beside the tracking store) and Ray (engine/ray_tasks.RayOptions, or None)."""
+    n_workers: int
+    held: lease.Lease
+    out: Callable = say
+    pin: bool = True
+    storage_url: str | None = None
+    ray: object = None
+
+
+@dataclass
+class Planned:
+    """A grid planned by this invocation against the store: every cell of the grid, those of this share, what is
+    left to train (longest first), the identities it covers (a tuned grid adds its tuned cells') and its claims."""
+    study: grid.GridSpec
+    every: list
+    jobs: list
+    todo: list
+    share: set
+    claims: claims.Claims
 
 
 # ---------------------------------------------------------------- the whole command
@@ -36,7 +62,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     if dry_run:
         return _dry_run(study, shard, force, out)
     with engine.capacity(n_workers, ray) as (n_workers, held):
-        return plan_and_run(study, n_workers, shard, force, out, pin, storage_url, held, ray=ray)
+        return plan_and_run(study, Invocation(n_workers, held, out, pin, storage_url, ray), shard, force)
 
 
 def _dry_run(study: grid.GridSpec, shard: tuple[int, int] | None, force: bool, out) -> int:
@@ -47,32 +73,40 @@ def _dry_run(study: grid.GridSpec, shard: tuple[int, int] | None, force: bool, o
     return 0
 
 
-def plan_and_run(study: grid.GridSpec, n_workers: int, shard: tuple[int, int] | None, force: bool, out, pin: bool,
-                  storage_url: str | None, held: lease.Lease, sequential: dict | None = None, ray=None) -> int:
-    """Plan and train; `sequential` joins the plan recorded on the parent run (a grid run --until-decided: its
-    looks)."""
-    planned = datetime.now()  # before the store is read: a cell finished elsewhere after this is skipped
+def prepare(study: grid.GridSpec, inv: Invocation, shard: tuple[int, int] | None = None,
+            force: bool = False) -> Planned:
+    """The grid planned against the store, and its claims (opened with the time of planning: a cell finished
+    elsewhere after it is skipped)."""
+    planned = datetime.now()  # before the store is read
     every: list[Job] = []
     jobs = plan(study, shard, force, every)
     # Longest cells first: with several workers the grid then ends with short cells, not one long straggler.
     todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -cost(j.cfg))
     for j in jobs:
         if j.state == "elsewhere":
-            out(f"{j.cell.name}: {j.note}")
-    tally = Tally(total=len(jobs), skipped=sum(j.state == "done" for j in jobs))
-    grid_claims = open_claims(study, storage_url, planned)
-    record = recorded(study, every, sequential=sequential)
-    if not todo:  # the plan is still this grid's latest: the report reads its members from it
-        out(f"all {len(jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: nothing to train")
+            inv.out(f"{j.cell.name}: {j.note}")
+    return Planned(study, every, jobs, todo, {j.config_hash for j in jobs},
+                   open_claims(study, inv.storage_url, planned))
+
+
+def plan_and_run(study: grid.GridSpec, inv: Invocation, shard: tuple[int, int] | None = None, force: bool = False,
+                 sequential: dict | None = None) -> int:
+    """Plan and train; `sequential` joins the plan recorded on the parent run (a grid run --until-decided: its
+    looks)."""
+    p = prepare(study, inv, shard, force)
+    tally = Tally(total=len(p.jobs), skipped=sum(j.state == "done" for j in p.jobs))
+    record = recorded(study, p.every, sequential=sequential)
+    if not p.todo:  # the plan is still this grid's latest: the report reads its members from it
+        inv.out(f"all {len(p.jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: "
+                "nothing to train")
         c = store.client()
-        close_parent(open_parent(study, n_workers, grid_claims, every, c, record), tally, records.FINISHED, c)
+        close_parent(open_parent(p, inv.n_workers, c, record), tally, records.FINISHED, c)
         return 0
-    older = sum(j.older for j in todo)
-    out(f"{study.name}: {len(jobs)} cells, {len(jobs) - len(todo)} already FINISHED, {len(todo)} to train "
-        f"with {n_workers} worker{'s' * (n_workers > 1)} (experiment {study.experiment})"
-        + (f"; {older} of them trained before under another protocol version" if older else ""))
-    return execute(study, todo, n_workers, tally, out, held, pin, grid_claims, {j.config_hash for j in jobs}, every,
-                   record=record, ray=ray)
+    older = sum(j.older for j in p.todo)
+    inv.out(f"{study.name}: {len(p.jobs)} cells, {len(p.jobs) - len(p.todo)} already FINISHED, {len(p.todo)} to "
+            f"train with {inv.n_workers} worker{'s' * (inv.n_workers > 1)} (experiment {study.experiment})"
+            + (f"; {older} of them trained before under another protocol version" if older else ""))
+    return execute(p, inv, tally, record)
 
 
 def open_claims(study: grid.GridSpec, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
@@ -82,14 +116,12 @@ def open_claims(study: grid.GridSpec, storage_url: str | None = None, since: dat
     return claims.Claims(storage, f"grid {study.experiment}/{study.name}", since)
 
 
-def open_parent(study: grid.GridSpec, n_workers: int, grid_claims: claims.Claims, every: list[Job], c,
-                record: Plan | None = None) -> str:
-    """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan
-    (`record`: a tuned grid's, which also names its searches; else the plan of `every` cell)."""
-    tags = {**parent_tags(study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
-    parent = engine.held_run(grid_claims, "parent", lambda: groups.parent_run(study.experiment, "grid", study.name,
-                                                                            tags, c), tags, c)
-    records.log_dict(parent, (record or recorded(study, every)).to_dict(), PLAN_FILE, c)
+def open_parent(p: Planned, n_workers: int, c, record: Plan) -> str:
+    """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan."""
+    tags = {**parent_tags(p.study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
+    parent = engine.held_run(p.claims, "parent", lambda: groups.parent_run(p.study.experiment, "grid", p.study.name,
+                                                                         tags, c), tags, c)
+    records.log_dict(parent, record.to_dict(), PLAN_FILE, c)
     return parent
 
 
@@ -102,38 +134,36 @@ def close_parent(parent: str, tally: Tally, status: str, c) -> None:
     records.end_run(parent, status, metrics, c=c)
 
 
-def execute(study: grid.GridSpec, todo: list[Job], n_workers: int, tally: Tally, out, held: lease.Lease,
-            pin: bool, grid_claims: claims.Claims, share: set[str], every: list[Job], schedule=None,
-            total: int | None = None, record: Plan | None = None, ray=None) -> int:
-    """Train `todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
+def execute(p: Planned, inv: Invocation, tally: Tally, record: Plan, schedule=None, total: int | None = None) -> int:
+    """Train `p.todo` (a plain grid), or what `schedule(writer, parent)` hands out (a tuned grid: its trials, then
     each arm's tuned cells; `total` of them), under the grid's one parent run, through the engine (this
-    process, worker processes, or Ray tasks: `ray`, a ray_tasks.RayOptions); 0 unless a cell failed."""
+    process, worker processes, or Ray tasks); 0 unless a cell failed."""
     c = store.client()
-    grid_claims.reap()
-    for j in todo:
+    p.claims.reap()
+    for j in p.todo:
         for run_id in j.stale_ids:
             records.mark_failed(c, run_id, "stale: process died")
-    parent = open_parent(study, n_workers, grid_claims, every, c, record)
-    progress = Progress(total or len(todo), n_workers, out, "trials and cells" if schedule else "cells")
-    writer = Writer(parent, c, tally, progress, grid_claims)
-    source = schedule(writer, parent) if schedule else Queue(todo, writer)
+    parent = open_parent(p, inv.n_workers, c, record)
+    progress = Progress(total or len(p.todo), inv.n_workers, inv.out, "trials and cells" if schedule else "cells")
+    writer = Writer(parent, c, tally, progress, p.claims)
+    source = schedule(writer, parent) if schedule else Queue(p.todo, writer)
     status = records.KILLED  # unless the loop ends or raises: Ctrl-C
     try:
-        engine.drive(source, writer, n_workers, held, pin, ray, getattr(source, "beating", list))
+        engine.drive(source, writer, inv.n_workers, inv.held, inv.pin, inv.ray, getattr(source, "beating", list))
         status = records.FAILED if tally.failed else records.FINISHED
     except Exception:
         status = records.FAILED
         raise
     finally:
-        grid_claims.release_all()
+        p.claims.release_all()
         try:
             source.finish()
             if tally.elsewhere:  # another invocation trained some: count what the store holds now
-                tally.done_in_store = _finished_in_store(study, share, c)
+                tally.done_in_store = _finished_in_store(p.study, p.share, c)
             close_parent(parent, tally, status, c)
         except Exception as e:  # the store is away: a later start reopens the parent anyway
-            out(f"the grid's parent run {parent} stays RUNNING until the next start ({type(e).__name__})")
-        out(summary(study, tally, status))
+            inv.out(f"the grid's parent run {parent} stays RUNNING until the next start ({type(e).__name__})")
+        inv.out(summary(p.study, tally, status))
     return 1 if tally.failed else 0
 
 

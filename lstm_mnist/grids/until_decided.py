@@ -102,9 +102,10 @@ def main(path: str, judge, n_workers: int = 1, max_seeds: int | None = None, blo
         return ablate.main(path, n_workers, dry_run=True, out=out)
     check_recorded(study, entry)
     with engine.capacity(n_workers, ray) as (n_workers, held):
+        inv = ablate.Invocation(n_workers, held, out, pin, storage_url, ray)
         for k, n in enumerate(looks.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))
-            if ablate.plan_and_run(at, n_workers, None, False, out, pin, storage_url, held, entry, ray):
+            if ablate.plan_and_run(at, inv, sequential=entry):
                 out(f"look {k} at {n} seeds waits: a cell failed (above); rerun the same command to train it again "
                     "and go on (a look needs its whole block)")
                 return 1

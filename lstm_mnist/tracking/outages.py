@@ -51,7 +51,7 @@ def unreachable(e: BaseException) -> str | None:
     return found
 
 
-class Patient:
+class WaitingClient:
     """An MlflowClient (`c`) whose every call waits out a store outage: retried with a bounded exponential
     backoff (1 s, doubling to 30 s) while the error says the store is unreachable, locked or read-only, and
     StoreDown once one outage has lasted `store_wait()` seconds. Nothing is dropped meanwhile: the caller

@@ -51,13 +51,13 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def client() -> MlflowClient:
-    """The store's client, its calls made to wait out an outage (outages.Patient)."""
+    """The store's client, its calls made to wait out an outage (outages.WaitingClient)."""
     # An explicit URI, not mlflow.set_tracking_uri(): that one also sets MLFLOW_TRACKING_URI for the process.
     uri = tracking_uri()
     _ready(uri)
     for key, value in outages.SERVER_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    return outages.Patient(MlflowClient(tracking_uri=uri), uri)
+    return outages.WaitingClient(MlflowClient(tracking_uri=uri), uri)
 
 
 def local_dir() -> Path:

@@ -3,7 +3,6 @@
 cells trained at its best trial's values, all on the grid's workers, claims and parent run (grids/ablate.py)."""
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -11,12 +10,12 @@ import optuna
 from ... import claims, config
 from ...config import ConfigError
 from ...engine import drive as engine
-from .. import ablate, grid
-from ..plan import cost, plan, table
 from ...engine.progress import say
 from ...engine.writer import Tally
 from ...tracking import store
 from ...training import data
+from .. import ablate, grid
+from ..plan import plan, table
 from .schedule import Schedule, tuned_plan
 from .search import ArmSearch, definition
 
@@ -33,30 +32,22 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
         out(describe(s, fingerprint, storage_url, force))
         return 0
     with engine.capacity(n_workers, ray) as (n_workers, held):
-        planned = datetime.now()  # before the store is read (the claims' rule, as in a plain grid)
-        every: list = []
-        jobs = plan(s, None, force, every)
-        todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -cost(j.cfg))
-        for j in jobs:
-            if j.state == "elsewhere":
-                out(f"{j.cell.name}: {j.note}")
-        grid_claims = ablate.open_claims(s, storage_url, planned)
-        searches = [ArmSearch(s, a, fingerprint, grid_claims.storage) for a in grid.unique_arms(s) if grid.searched(s, a.on)]
+        inv = ablate.Invocation(n_workers, held, out, pin, storage_url, ray)
+        p = ablate.prepare(s, inv, None, force)
+        searches = [ArmSearch(s, a, fingerprint, p.claims.storage) for a in grid.unique_arms(s) if grid.searched(s, a.on)]
         trials_left = sum(x.open_study() for x in searches)
         n_tuned = len(s.seeds) * len(searches)
-        tally = Tally(total=len(jobs) + n_tuned, skipped=sum(j.state == "done" for j in jobs))
+        tally = Tally(total=len(p.jobs) + n_tuned, skipped=sum(j.state == "done" for j in p.jobs))
         store.share_sqlite_store()
         out(f"{s.name}: {len(searches)} arms tuned with {s.tune.trials} trials each ({trials_left} trials to run), "
-            f"then {n_tuned} tuned cells; {len(jobs)} cells known before tuning, {len(jobs) - len(todo)} already "
-            f"FINISHED; {n_workers} worker{'s' * (n_workers > 1)} (experiment {s.experiment})")
+            f"then {n_tuned} tuned cells; {len(p.jobs)} cells known before tuning, {len(p.jobs) - len(p.todo)} "
+            f"already FINISHED; {n_workers} worker{'s' * (n_workers > 1)} (experiment {s.experiment})")
 
         def schedule(writer, parent):
-            return Schedule(s, searches, todo, writer, parent, every, share, grid_claims, force)
+            return Schedule(s, searches, p.todo, writer, parent, p.every, p.share, p.claims, force)
 
-        share = {j.config_hash for j in jobs}
-        return ablate.execute(s, todo, n_workers, tally, out, held, pin, grid_claims, share, every,
-                              schedule=schedule, total=trials_left + len(todo) + n_tuned,
-                              record=tuned_plan(s, every, searches), ray=ray)
+        return ablate.execute(p, inv, tally, tuned_plan(s, p.every, searches), schedule,
+                              trials_left + len(p.todo) + n_tuned)
 
 
 # ---------------------------------------------------------------- the dry run
