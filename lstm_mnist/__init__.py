@@ -1,15 +1,13 @@
 """lstm-mnist: an ablation harness for an LSTM-on-MNIST classifier (flags, grids, Optuna, MLflow, report).
 
-The packages, bottom to top (each imports only from those below it):
-  config.py   the one frozen config, its identity and UserError        space.py   search spaces, checked (pure)
-  wheels/     a wheel folder for machines without internet (stdlib only)
-  machine/    this host: processes, cores, supported releases
-  analysis/   pure statistics, designs, tables, figures                training/  one run: data, model, train
-  tracking/   MLflow (the only package importing it)                   claims/    atomic claims in Optuna storages
-  runs/       one recorded run                                         grids/     ablation grids
-  tuning/     Optuna studies        report/  the results report        gpu/       GPU measurement, MPS
-  tuned/      tuned ablations: every arm searched with an equal budget before it is compared
-  adaptive/   `ablate --until-decided`: seeds added in blocks until every effect is decided
+The packages, bottom to top (each imports only from the layers below it; tests/test_architecture.py checks it):
+  config.py   the one frozen config, its identity and UserError        wheels/    offline wheel folders (stdlib)
+  space.py    search spaces, checked (pure)   machine/  this host       analysis/  statistics, designs, the stopping rule
+  claims/     atomic claims in Optuna storages                         training/  one run: data, model, train
+  tracking/   MLflow (the only package that uses it)
+  runs/       one recorded run (`run`, `evaluate`)                     engine/    the engine every command trains through
+  grids/      ablation grids: the definition, plain, tuned, until decided
+  study/      `tune`: an Optuna study       report/   the results report       gpu/   GPU measurement, MPS
   accept/     `gpu-accept`: every GPU-specific path checked, and the GPU answer
   cli.py      the command line
 """

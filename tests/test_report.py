@@ -205,7 +205,7 @@ def test_the_latest_grid_is_the_one_run_last_even_when_it_was_created_first(mess
 
     g.c.set_tag(first, "last_invoked_ms", str(int(time.time() * 1000) + 10_000))  # GRID resumed just now
     name, parent, _ = gather.find_grid(EXP, None)
-    assert name == GRID and parent.info.run_id == first
+    assert name == GRID and parent.run_id == first
 
 
 def test_a_run_whose_settings_differ_from_the_grids_is_named_and_never_paired(messy_grid):

@@ -47,7 +47,7 @@ def test_the_newest_grid_is_found_among_more_parents_than_one_search_page(projec
     for i in range(11):
         tags = {"lstm_mnist.role": "grid", "grid_name": f"g{i}", "last_invoked_ms": str(2_000_000_000_000 + i)}
         c.create_run(exp, start_time=1_700_000_000_000 - i, tags=tags)  # the newest invocation started first
-    assert query.latest_parent(("grid",)).data.tags["grid_name"] == "g10"
+    assert query.latest_parent(("grid",)).tags["grid_name"] == "g10"
     assert len(query.search("many")) == 11
 
 

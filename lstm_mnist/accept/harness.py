@@ -144,14 +144,14 @@ def cell_counts(experiment: str, hashes: set[str], name: str) -> dict:
     from ..tracking import query
 
     runs = query.search(experiment)
-    children = [r for r in runs if r.data.tags.get("config_hash") in hashes
-                and r.data.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")]
-    parents = [r for r in runs if r.data.tags.get("lstm_mnist.role") == "grid" and r.data.tags.get("grid_name") == name]
-    finished = Counter(r.data.tags.get("config_hash") for r in children if r.info.status == "FINISHED")
+    children = [r for r in runs if r.tags.get("config_hash") in hashes
+                and r.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")]
+    parents = [r for r in runs if r.tags.get("lstm_mnist.role") == "grid" and r.tags.get("grid_name") == name]
+    finished = Counter(r.tags.get("config_hash") for r in children if r.status == "FINISHED")
     return {"cells": len(hashes), "finished": sum(finished.values()),
             "duplicates": sum(n - 1 for n in finished.values() if n > 1), "missing": len(hashes - set(finished)),
-            "left_running": sum(r.info.status == "RUNNING" for r in children + parents),
-            "failed_or_killed": sum(r.info.status in ("FAILED", "KILLED") for r in children)}
+            "left_running": sum(r.status == "RUNNING" for r in children + parents),
+            "failed_or_killed": sum(r.status in ("FAILED", "KILLED") for r in children)}
 
 
 def trained_once(path: Path, when: str) -> dict:

@@ -150,14 +150,14 @@ def _kill_a_worker(proc: subprocess.Popen, experiment: str, hashes: set[str], ep
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise Failed(f"the grid ended (exit {proc.returncode}) before a worker could be killed mid-grid")
-        runs = [r for r in query.search(experiment) if r.data.tags.get("config_hash") in hashes]
-        if any(r.info.status == "FINISHED" for r in runs):
+        runs = [r for r in query.search(experiment) if r.tags.get("config_hash") in hashes]
+        if any(r.status == "FINISHED" for r in runs):
             for r in runs:
-                if r.info.status != "RUNNING" or "val_loss" not in r.data.metrics:
+                if r.status != "RUNNING" or "val_loss" not in r.metrics:
                     continue
-                if len(query.metric_history(r.info.run_id, "val_loss")) > epochs - 2:
+                if len(query.metric_history(r.run_id, "val_loss")) > epochs - 2:
                     continue
-                name = f"lstm-mnist-w{r.data.tags.get('worker')}"
+                name = f"lstm-mnist-w{r.tags.get('worker')}"
                 workers = [p for p in host.descendants(proc.pid) if host.comm(p) == name]
                 if workers:
                     os.kill(workers[0], signal.SIGKILL)
@@ -195,8 +195,8 @@ def _study_trials(path: Path, name: str) -> tuple[dict, dict]:
     storage = JournalStorage(JournalFileBackend(str(path.parent / f"{name}.journal")))
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     in_optuna = {t.number: t.state.name for t in trials}
-    runs = query.search(CHECK_EXPERIMENT, f"tags.study_name = '{name}' and tags.`lstm_mnist.role` = 'trial'")
-    in_mlflow = {int(r.data.tags["trial_number"]): r.info.status for r in runs}
+    runs = query.search(CHECK_EXPERIMENT, study_name=name, **{"lstm_mnist.role": "trial"})
+    in_mlflow = {int(r.tags["trial_number"]): r.status for r in runs}
     return in_optuna, in_mlflow
 
 
@@ -206,14 +206,14 @@ def evaluate(ctx: Context) -> Step:
 
     experiment = ctx.state.get("kill-rerun", {}).get("figures", {}).get("experiment")
     runs = [r for r in query.search(experiment, statuses=["FINISHED"])
-            if r.data.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")] if experiment else []
+            if r.tags.get("lstm_mnist.role") not in ("grid", "study", "trial")] if experiment else []
     if not runs:
         raise Failed("no FINISHED cell of the kill-rerun grid to evaluate: the kill-rerun step must pass first")
     run = runs[0]
-    seconds = cli(ctx, "evaluate", "evaluate", run.info.run_id, "--device", "cpu", timeout=180)
-    trained_on = run.data.tags.get("device_name", "?")
+    seconds = cli(ctx, "evaluate", "evaluate", run.run_id, "--device", "cpu", timeout=180)
+    trained_on = run.tags.get("device_name", "?")
     return Step("evaluate", "pass", f"trained on {trained_on}, recomputed on the CPU from its logged weights: "
-                f"{last_line(ctx.log('evaluate'))}", {"run_id": run.info.run_id, "trained_on": trained_on}, seconds)
+                f"{last_line(ctx.log('evaluate'))}", {"run_id": run.run_id, "trained_on": trained_on}, seconds)
 
 
 def ray(ctx: Context) -> Step:

@@ -46,7 +46,7 @@ def first_open(pending: deque, writer: Writer, where: dict) -> Job | None:
 
 class Queue:
     """A plain grid's work: its cells in order, each claimed and its run opened when a worker takes it. A tuned
-    grid's source (tuned/schedule.py) has the same two methods and hands out trials as well."""
+    grid's source (grids/tuned/schedule.py) has the same methods and hands out trials as well."""
 
     def __init__(self, todo: list[Job], writer: Writer):
         self.pending, self.writer = deque(todo), writer

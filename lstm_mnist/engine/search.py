@@ -2,8 +2,8 @@
 
 `tune STUDY` is one search; a tuned grid runs one search per arm. Either way this (the driver) process is the
 only one that talks to Optuna and MLflow: it asks the study for a trial, hands it to a worker as a job
-(grids/plan.Job, with this module's `Trial` as its hooks), reports each epoch the worker sends to the pruner,
-and tells the study how the trial ended; the grid's writer (grids/writer.py) records the trial's run. So the
+(jobs.Job, with this module's `Trial` as its hooks), reports each epoch the worker sends to the pruner,
+and tells the study how the trial ended; the engine's writer (writer.py) records the trial's run. So the
 rules below exist once:
 - the budget: `total` COMPLETE + PRUNED trials; a trial asked beyond it (two drivers that each saw one
   missing) ends FAIL unrun with the user attr `surplus` (trial numbers order the asks: the lower ones run);

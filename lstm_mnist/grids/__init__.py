@@ -1,3 +1,7 @@
-"""Ablation grids: a grid file expanded into cells (grid.py, pure), the plan against the store (plan.py), the
-one MLflow writer (writer.py), worker processes (pool.py), progress (progress.py) and the command (ablate.py).
-May import `config`, `space`, `analysis`, `claims`, `machine`, `tracking` and `training`; never `report` or `tuning`."""
+"""Ablation grids, the definition and its variants: a grid file read into a GridSpec and expanded into cells
+(grid.py, pure), the plan against the store (plan.py) and the plan as recorded for the report (planned.py),
+the plain grid (ablate.py), the tuned grid (tuned/: every arm searched with an equal budget before its
+replicates) and the grid run until decided (until_decided.py: seeds in blocks, judged by the stopping rule).
+May import `config`, `space`, `analysis`, `machine`, `claims`, `training`, `tracking` and `engine`; never
+`study`, `report` or above (until_decided is handed the report's judge by the CLI).
+"""

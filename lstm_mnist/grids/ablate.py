@@ -170,7 +170,7 @@ def execute(p: Planned, inv: Invocation, tally: Tally, record: Plan, schedule=No
 def _finished_in_store(study: grid.GridSpec, share: set[str], c) -> int:
     """Planned cells with a FINISHED run in the experiment, whichever grid trained them (resume's rule)."""
     runs = query.search(study.experiment, statuses=(records.FINISHED,), c=c)
-    return len({r.data.tags.get("config_hash") for r in runs} & share)
+    return len({r.tags.get("config_hash") for r in runs} & share)
 
 
 def parent_tags(study: grid.GridSpec) -> dict:

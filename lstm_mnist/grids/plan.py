@@ -24,9 +24,9 @@ def plan(study: grid.GridSpec, shard: tuple[int, int] | None = None, force: bool
         jobs = [j for j in jobs if j.config_hash in mine]
     runs, older = {}, set()
     for r in query.search(study.experiment):
-        tags = r.data.tags
+        tags = r.tags
         runs.setdefault(tags.get("config_hash"), []).append(r)
-        if r.info.status == records.FINISHED and tags.get("protocol_version", "0") != str(config.PROTOCOL_VERSION):
+        if r.status == records.FINISHED and tags.get("protocol_version", "0") != str(config.PROTOCOL_VERSION):
             older.add(tags.get("settings_key") or tags.get("config_hash"))  # before the tag: the old identity
     for j in jobs:
         classify(j, runs.get(j.config_hash, []), force)
@@ -46,17 +46,17 @@ def resolve_cell(study: grid.GridSpec, cell: grid.Cell) -> Job:
 
 def classify(job: Job, runs: list, force: bool) -> None:
     """The job's state from the runs with its config_hash: done, stale (RUNNING, owner dead), elsewhere, todo."""
-    if any(r.info.status == records.FINISHED for r in runs) and not force:
+    if any(r.status == records.FINISHED for r in runs) and not force:
         job.state = "done"
         return
-    for r in (r for r in runs if r.info.status == records.RUNNING):
-        alive = records.owner_alive(r.data.tags)
+    for r in (r for r in runs if r.status == records.RUNNING):
+        alive = records.owner_alive(r.tags)
         if alive is False:
             job.state, job.note = "stale", "left RUNNING by a dead process"
-            job.stale_ids.append(r.info.run_id)
+            job.stale_ids.append(r.run_id)
         elif not force:
-            where = r.data.tags.get("owner_host", "an unknown process")
-            job.state, job.note = "elsewhere", f"RUNNING on {where} (run {r.info.run_id}); not touched"
+            where = r.tags.get("owner_host", "an unknown process")
+            job.state, job.note = "elsewhere", f"RUNNING on {where} (run {r.run_id}); not touched"
             return
 
 

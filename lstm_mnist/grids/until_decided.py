@@ -63,10 +63,10 @@ def check_recorded(study: grid.GridSpec, entry: dict) -> None:
     if not parents:
         return
     latest = max(parents, key=query.last_invoked)
-    recorded = read_plan(latest.info.run_id, study.name, missing_ok=True)
+    recorded = read_plan(latest.run_id, study.name, missing_ok=True)
     before = recorded.sequential if recorded else None
     if not before:
-        left = query.read_json_artifact(latest.info.run_id, LOOKS_FILE)
+        left = query.read_json_artifact(latest.run_id, LOOKS_FILE)
         if isinstance(left, dict) and isinstance(left.get("design"), dict):
             before = {**left["design"], "seed_order": left.get("seed_order"), "metric": left.get("metric"),
                       "effect_of_interest": left.get("effect_of_interest")}

@@ -51,9 +51,9 @@ def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
     if not parents:
         raise ReportError(f"no ablation grid runs in MLflow experiment {experiment!r} at {store.tracking_uri()}; "
                           "run `make ablation` first (or pass --experiment)")
-    names = {p.data.tags.get("grid_name", "") for p in parents}
-    name = grid or max(parents, key=query.last_invoked).data.tags.get("grid_name")
-    mine = [p for p in parents if p.data.tags.get("grid_name") == name]
+    names = {p.tags.get("grid_name", "") for p in parents}
+    name = grid or max(parents, key=query.last_invoked).tags.get("grid_name")
+    mine = [p for p in parents if p.tags.get("grid_name") == name]
     if not mine:
         raise ReportError(f"no grid named {grid!r} in experiment {experiment!r}; grids there: "
                           f"{', '.join(sorted(n for n in names if n))}")
@@ -63,13 +63,13 @@ def find_grid(experiment: str, grid: str | None) -> tuple[str, object, list]:
 def load(experiment: str, grid: str | None = None) -> Grid:
     """The grid's members (members.py: by the latest invocation's plan), as report rows."""
     name, latest, parents = find_grid(experiment, grid)
-    plan = read_plan(latest.info.run_id, name)
+    plan = read_plan(latest.run_id, name)
     m = members.by_plan(experiment, name, plan) if plan else members.by_tag(experiment, name)
     if not m.runs:
         left = counts(m.dropped) or "none"
         raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
-    rows = [{**_row(r), **_planned(m.cells.get(r.info.run_id))} for r in m.runs]
+    rows = [{**_row(r), **_planned(m.cells.get(r.run_id))} for r in m.runs]
     if not plan:  # a grid from before plans: the roles its runs' tags imply
         rows = _roles_from_tags(rows)
     tune = plan.tuning if plan else None
@@ -87,8 +87,8 @@ def load(experiment: str, grid: str | None = None) -> Grid:
         runs, dupes = _latest_only(runs)
         m.dropped["duplicate"] += dupes
     # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
-    wall = sum(v for p in parents for _, v in query.metric_history(p.info.run_id, "wall_time_s"))
-    return Grid(experiment, name, latest.info.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.data.tags),
+    wall = sum(v for p in parents for _, v in query.metric_history(p.run_id, "wall_time_s"))
+    return Grid(experiment, name, latest.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.tags),
                 wall, m.outside, m.missing, mismatched, m.planned, tune, fixed,
                 plan.effect_of_interest if plan else None, plan.sequential if plan else None,
                 plan.factorial if plan else None)
@@ -130,17 +130,17 @@ PROVENANCE = ("data_fingerprint", "protocol_version", "settings_key", "torch_ver
 
 
 def _seed(run) -> int:
-    return int(run.data.tags.get("seed", run.data.params.get("seed", -1)))
+    return int(run.tags.get("seed", run.params.get("seed", -1)))
 
 
 def _row(run) -> dict:
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    arm = tags.get("arm", run.info.run_name)
+    tags, params, metrics = run.tags, run.params, run.metrics
+    arm = tags.get("arm", run.name)
     design = tags.get("design", "other")
-    row = {"run_id": run.info.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
+    row = {"run_id": run.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
            "flag": tags.get("flag") or _flag_from_arm(arm), "seed": _seed(run),
-           "config_hash": tags.get("config_hash", run.info.run_id), "start_time": run.info.start_time,
-           "parent_run_id": tags.get("mlflow.parentRunId", ""), "git_commit": tags.get("git_commit", ""),
+           "config_hash": tags.get("config_hash", run.run_id), "start_time": run.start_time,
+           "parent_run_id": run.parent_id, "git_commit": tags.get("git_commit", ""),
            "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", ""),
            "variant": tags.get("variant", ""), "tuned_values": tags.get("tuned_values", ""),
            # what a reader needs to check a result against their own copy: the data, the protocol, the libraries
@@ -165,11 +165,11 @@ def _flag_from_arm(arm: str) -> str:
 
 def _train_time(run) -> float:
     """The sum of the run's per-epoch `epoch_time_s`; its wall time when no epoch was logged."""
-    epochs = query.metric_history(run.info.run_id, "epoch_time_s")
+    epochs = query.metric_history(run.run_id, "epoch_time_s")
     if epochs:
         return float(sum(v for _, v in epochs))
-    end = run.info.end_time or run.info.start_time
-    return (end - run.info.start_time) / 1000
+    end = run.end_time or run.start_time
+    return (end - run.start_time) / 1000
 
 
 def _latest_only(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -190,4 +190,4 @@ def latest_grid_experiment(grid: str | None = None) -> str:
         named = f"named {grid!r} " if grid else ""
         raise ReportError(f"no ablation grid runs {named}in the tracking store {store.tracking_uri()}; run "
                           "`make ablation` first (or pass --experiment)")
-    return store.client().get_experiment(latest.info.experiment_id).name
+    return store.client().get_experiment(latest.experiment_id).name

@@ -43,24 +43,24 @@ def by_plan(experiment: str, name: str, plan: Plan) -> Members:
     found: dict[str, list] = {}
     dropped, outside = Counter(), []
     for r in query.search(experiment):
-        tags = r.data.tags
+        tags = r.tags
         if tags.get("lstm_mnist.role") in ("grid", "study", "tuning", "trial"):  # a tuned grid's searches: not cells
             continue
         h = tags.get("config_hash")
         if h in cells:
-            if r.info.status == records.FINISHED:
+            if r.status == records.FINISHED:
                 found.setdefault(h, []).append(r)
             else:
-                dropped[r.info.status] += 1
-        elif tags.get("grid_name") == name and r.info.status == records.FINISHED:
-            outside.append(r.info.run_name or r.info.run_id)
+                dropped[r.status] += 1
+        elif tags.get("grid_name") == name and r.status == records.FINISHED:
+            outside.append(r.name or r.run_id)
     runs, member_cells = [], {}
     for h, c in cells.items():
         if h in found:
-            newest = max(found[h], key=lambda r: r.info.start_time)
+            newest = max(found[h], key=lambda r: r.start_time)
             dropped["duplicate"] += len(found[h]) - 1
             runs.append(newest)
-            member_cells[newest.info.run_id] = c
+            member_cells[newest.run_id] = c
     missing = [c.cell for h, c in cells.items() if h not in found]
     seeds = sorted({c.seed for c in cells.values()})
     return Members(runs, member_cells, seeds, dropped, sorted(outside), missing)
@@ -68,17 +68,17 @@ def by_plan(experiment: str, name: str, plan: Plan) -> Members:
 
 def by_tag(experiment: str, name: str) -> Members:
     """A grid recorded before plans: its runs tagged `grid_name` (duplicates are resolved by the report)."""
-    children = [r for r in query.search(experiment, f"tags.grid_name = '{name}'")
-                if r.data.tags.get("lstm_mnist.role") != "grid"]
-    seeds = sorted({int(r.data.tags.get("seed", r.data.params.get("seed", -1))) for r in children})
-    finished = [r for r in children if r.info.status == records.FINISHED]
-    dropped = Counter(r.info.status for r in children if r.info.status != records.FINISHED)
+    children = [r for r in query.search(experiment, grid_name=name)
+                if r.tags.get("lstm_mnist.role") != "grid"]
+    seeds = sorted({int(r.tags.get("seed", r.params.get("seed", -1))) for r in children})
+    finished = [r for r in children if r.status == records.FINISHED]
+    dropped = Counter(r.status for r in children if r.status != records.FINISHED)
     return Members(finished, {}, seeds, dropped, planned=False)
 
 
 def settings(run) -> str:
     """The run's settings other than the factors and the seed, as one comparable string."""
-    p, tags = run.data.params, run.data.tags
+    p, tags = run.params, run.tags
     values = {k: p.get(k) for k in SETTINGS}
     values["data_fingerprint"] = tags.get("data_fingerprint", p.get("data_fingerprint"))
     values["protocol_version"] = tags.get("protocol_version", "0")

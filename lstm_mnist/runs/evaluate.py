@@ -41,27 +41,27 @@ def check(run_id: str, data_dir: str | None = None, device: str | None = None) -
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the output is the comparison
     c = store.client()
     run = query.get_run(c, run_id)
-    recorded = {k: run.data.metrics[k] for k in METRICS if k in run.data.metrics}
+    recorded = {k: run.metrics[k] for k in METRICS if k in run.metrics}
     if len(recorded) < len(METRICS):
-        raise UserError(f"run {run_id} has no test metrics ({run.info.status}): only FINISHED runs can be re-verified")
+        raise UserError(f"run {run_id} has no test metrics ({run.status}): only FINISHED runs can be re-verified")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(c, run, tmp, data_dir, device)
     _same_data(run, cfg)
     net = models.load_logged_model(c, run_id)
     recomputed = {k: float(v) for k, v in train.evaluate(cfg, net).items() if k in METRICS}
     here = train.device_name(train.resolve_device(cfg))
-    return Check(run_id, recorded, recomputed, here == run.data.tags.get("device_name"))
+    return Check(run_id, recorded, recomputed, here == run.tags.get("device_name"))
 
 
 def _config(c, run, tmp: str, data_dir: str | None, device: str | None) -> config.Config:
     """The run's resolved config, with this machine's data folder and the run's own threads."""
     try:
-        path = query.download(run.info.run_id, "config.toml", tmp, c)
+        path = query.download(run.run_id, "config.toml", tmp, c)
     except Exception as e:  # MlflowException or OSError: the artifact is not there
-        raise UserError(f"run {run.info.run_id} has no config.toml artifact ({type(e).__name__}); it was not "
+        raise UserError(f"run {run.run_id} has no config.toml artifact ({type(e).__name__}); it was not "
                         "recorded by this harness") from None
     overrides = {"data_dir": data_dir or config.Config().data_dir}
-    threads = train.threads_of(run.data.tags.get("device_name", ""))
+    threads = train.threads_of(run.tags.get("device_name", ""))
     if threads:  # the run's own CPU thread count: the same arithmetic, so the same last digit
         overrides["num_threads"] = threads
     if device:
@@ -70,9 +70,9 @@ def _config(c, run, tmp: str, data_dir: str | None, device: str | None) -> confi
 
 
 def _same_data(run, cfg: config.Config) -> None:
-    want, have = run.data.tags.get("data_fingerprint"), data.fingerprint(cfg.data_dir)
+    want, have = run.tags.get("data_fingerprint"), data.fingerprint(cfg.data_dir)
     if want != have:
-        raise UserError(f"run {run.info.run_id} was trained on data {want} but {cfg.data_dir} holds {have}: point "
+        raise UserError(f"run {run.run_id} was trained on data {want} but {cfg.data_dir} holds {have}: point "
                         "LSTM_MNIST_DATA (or --data-dir) at the data it was trained on")
 
 

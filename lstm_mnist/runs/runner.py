@@ -1,7 +1,7 @@
 """One tracked run: resolve the identity, skip it if already FINISHED, else train and record it.
 
 This is the `run` command's path; grids and studies record their runs through the engine's writer
-(grids/writer.py), with the same records.open_run and RunRecord.
+(engine/writer.py), with the same records.open_run and RunRecord.
 """
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None 
     done = [] if force else records.find_runs(c, exp_id, config_hash)
     if done:
         r = done[0]
-        test = {k: r.data.metrics[k] for k in records.TEST_METRICS if k in r.data.metrics}
-        return Outcome(config_hash, r.info.run_id, "SKIPPED", test)
+        test = {k: r.metrics[k] for k in records.TEST_METRICS if k in r.metrics}
+        return Outcome(config_hash, r.run_id, "SKIPPED", test)
     t0, rec = time.perf_counter(), None  # rec stays None if the store refuses to open the run
     try:
         with records.run(cfg, config_hash, fp, run_name=run_name, parent_run_id=parent_run_id, tags=tags, c=c,

@@ -1,3 +1,5 @@
-"""Optuna studies over the hyperparameters the ablation does not compare: the study file (study.py, pure), one
-study as the engine's work (search.py: the one trial path, which tuned grids use too), and the `tune` command
-(tune.py). May import `config`, `space`, `claims`, `machine`, `tracking`, `training` and `grids`."""
+"""`tune`: an Optuna study over the hyperparameters the ablation does not compare. The study file read into an
+engine/search.StudySpec (file.py, pure) and the command (tune.py: one search through the engine, the best
+trial exported). May import `config`, `space`, `machine`, `claims`, `training`, `tracking`, `engine` and
+`grids` (a trial's cell); never `report` or above.
+"""

@@ -16,11 +16,13 @@ from .store import client, experiment_id, provenance
 
 
 def start_parent(experiment: str, run_name: str, tags: dict | None = None, params: dict | None = None,
-                 c: MlflowClient | None = None) -> str:
-    """A parent run that groups child runs (a grid, a study); returns its run id."""
+                 c: MlflowClient | None = None, parent: str = "") -> str:
+    """A run that groups child runs (a grid, a study, an arm's search: a child itself of `parent`, if given);
+    returns its run id."""
     c = c or client()
     exp_id = experiment_id(c, experiment)
-    run = c.create_run(exp_id, run_name=run_name, tags={**provenance(), **(tags or {})})
+    nested = {"mlflow.parentRunId": parent} if parent else {}
+    run = c.create_run(exp_id, run_name=run_name, tags={**provenance(), **(tags or {}), **nested})
     if params:
         c.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
@@ -36,7 +38,7 @@ def parent_run(experiment: str, role: str, name: str, tags: dict, c: MlflowClien
     if not found:
         tags = {**tags, "last_invoked_ms": str(int(time.time() * 1000))}
         return start_parent(experiment, name, tags={**tags, key: name, "lstm_mnist.role": role}, c=c)
-    return reopen(found[0].info.run_id, tags, c)  # search returns newest first
+    return reopen(found[0].run_id, tags, c)  # search returns newest first
 
 
 def reopen(run_id: str, tags: dict, c: MlflowClient | None = None) -> str:
@@ -87,16 +89,16 @@ def settle_trial_runs(experiment: str, study_name: str, states: dict[int, str],
     flt = f"tags.study_name = '{study_name}' and tags.`lstm_mnist.role` = 'trial'"
     changed = 0
     for r in search(experiment, flt, c=c):
-        state = states.get(int(r.data.tags.get("trial_number", -1)))
+        state = states.get(int(r.tags.get("trial_number", -1)))
         if state not in TRIAL_RUN_STATUS:  # still RUNNING (a live worker), or not this study's trial
             continue
-        tags = {"trial_state": state} if r.data.tags.get("trial_state") != state else {}
-        wrong = r.info.status not in TRIAL_RUN_STATUS[state]
+        tags = {"trial_state": state} if r.tags.get("trial_state") != state else {}
+        wrong = r.status not in TRIAL_RUN_STATUS[state]
         if wrong:
             tags["error"] = "its worker process died (killed) before the trial ended"
         if tags:
-            c.log_batch(r.info.run_id, tags=tag_list(tags))
+            c.log_batch(r.run_id, tags=tag_list(tags))
             changed += 1
         if wrong:
-            c.set_terminated(r.info.run_id, TRIAL_RUN_STATUS[state][-1])
+            c.set_terminated(r.run_id, TRIAL_RUN_STATUS[state][-1])
     return changed

@@ -26,9 +26,11 @@ TEST_METRICS = ("test_loss", "test_f1", "test_acc")
 
 
 def find_runs(c: MlflowClient, exp_id: str, config_hash: str, statuses=(FINISHED,)) -> list:
-    """Runs of this identity in the experiment with one of the given statuses."""
+    """Runs of this identity in the experiment with one of the given statuses (query.Run)."""
+    from .query import Run
+
     runs = c.search_runs([exp_id], filter_string=f"tags.config_hash = '{config_hash}'", max_results=1000)
-    return [r for r in runs if r.info.status in statuses]
+    return [Run.of(r) for r in runs if r.info.status in statuses]
 
 
 class RunRecord:

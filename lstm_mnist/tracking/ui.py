@@ -34,7 +34,7 @@ def latest_experiment(c, name: str | None = None) -> str | None:
         return found
     latest = query.latest_parent(c=c)
     if latest:
-        return latest.info.experiment_id
+        return latest.experiment_id
     exps = [e.experiment_id for e in c.search_experiments()]
     runs = c.search_runs(exps, order_by=["attributes.start_time DESC"], max_results=1) if exps else []
     return runs[0].info.experiment_id if runs else None  # no grid yet: the newest run's experiment

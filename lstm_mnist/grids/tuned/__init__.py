@@ -1,3 +1,3 @@
 """Tuned ablations: a grid whose every arm is tuned with an equal budget before it is compared (search.py: one
-arm's Optuna study and its trials; schedule.py: trials, then each arm's tuned cells, on the grid's workers;
-run.py: the `ablate` command for a grid file with a [tune] table)."""
+arm's search, engine/search.py's, its tuning run and its tuned cells; schedule.py: trials, then each arm's
+tuned cells, as the engine's work source; run.py: `ablate` for a grid file with a [tune] table)."""

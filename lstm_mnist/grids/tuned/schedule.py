@@ -1,4 +1,4 @@
-"""A tuned grid's work for the grid's workers (grids/pool.py's source): each arm's tuned cells as soon as its
+"""A tuned grid's work for the engine (a work source, engine/drive.py): each arm's tuned cells as soon as its
 study is complete, then trials (one arm after another, so the searches advance together), then the cells
 known from the start (arms that search nothing; the untuned cells with `fixed = true`). The plan recorded on
 the grid's parent run grows with each arm's tuned cells, so the report's members are exactly the grid's."""

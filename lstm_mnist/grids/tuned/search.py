@@ -1,4 +1,4 @@
-"""One arm's search in a tuned grid: its Optuna study (tuning/search.py: the one trial path), its tuning run,
+"""One arm's search in a tuned grid: its Optuna study (engine/search.py: the one trial path), its tuning run,
 and its tuned cells.
 
 The study lives in the grid's claims storage (a journal beside the tracking store, or the RDB at --storage),
@@ -37,7 +37,7 @@ def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str) -> StudySpec:
 
 
 class ArmSearch(Search):
-    """One arm's study (tuning/search.Search) in the grid's storage, its tuning run, and its tuned cells."""
+    """One arm's study (engine/search.Search) in the grid's storage, its tuning run, and its tuned cells."""
 
     def __init__(self, s: grid.GridSpec, a: grid.Arm, fingerprint: str, storage):
         self.grid, self.arm = s, a
@@ -55,12 +55,12 @@ class ArmSearch(Search):
         complete); trial runs made to agree with Optuna."""
         self.client = c
         self.settle_runs(c)
-        tags = {"mlflow.parentRunId": parent, "lstm_mnist.role": "tuning", "grid_name": self.grid.name,
+        tags = {"lstm_mnist.role": "tuning", "grid_name": self.grid.name,
                 "arm": self.arm.arm, "study_name": self.definition.name, "searched": ",".join(self.definition.space),
                 "objective": self.definition.objective, "trials_requested": str(self.total)}
         self.run_id = engine.held_run(
             grid_claims, f"tuning {self.definition.name}",
-            lambda: groups.start_parent(self.grid.experiment, f"{self.arm.arm}-tuning", tags, c=c), tags, c,
+            lambda: groups.start_parent(self.grid.experiment, f"{self.arm.arm}-tuning", tags, c=c, parent=parent), tags, c,
             reopen=self.state() != "complete")
 
     def interrupted(self, c) -> None:
@@ -82,7 +82,7 @@ class ArmSearch(Search):
                     "tuning_run": self.run_id, "tuned_values": json.dumps(best.params, sort_keys=True)}
             job = Job(cell, cfg, cfg.identity(self.fingerprint), pinned=self.pinned, fingerprint=self.fingerprint,
                       tags=tags)
-            classify(job, query.search(s.experiment, f"tags.config_hash = '{job.config_hash}'"), force)
+            classify(job, query.search(s.experiment, config_hash=job.config_hash), force)
             jobs.append(job)
         return jobs
 
