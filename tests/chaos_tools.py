@@ -129,6 +129,24 @@ def runs(uri: str, experiment: str) -> list:
     return c.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
 
+def training(folder: Path, experiment: str, n: int, timeout: float = 180, alive=lambda: True,
+             role: str | None = None) -> list:
+    """Until `n` runs of the experiment (of this `lstm_mnist.role`, e.g. "trial"; any child run when None) are
+    RUNNING with an epoch logged, i.e. mid-training: their runs; [] when time ran out or `alive()` turned
+    False."""
+    uri, deadline = f"sqlite:///{folder}/mlruns/mlflow.db", time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            mid = [r for r in runs(uri, experiment) if r.info.status == "RUNNING" and "val_loss" in r.data.metrics
+                   and r.data.tags.get("lstm_mnist.role") == role]
+        except Exception:  # the store is being created
+            mid = []
+        if len(mid) >= n:
+            return mid
+        time.sleep(0.1)
+    return []
+
+
 def cell_figures(all_runs: list, expected_hashes: set[str]) -> dict:
     """FINISHED, duplicates (hashes with more than one FINISHED run, or trained by two invocations), lost
     (expected hashes without a FINISHED run) and runs left RUNNING, over a grid's child runs."""

@@ -82,15 +82,18 @@ def test_cli_prints_one_line_and_exits_2(capsys, argv, expected):
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
 
 
-def test_the_identity_of_a_known_config_is_pinned():
+def test_the_identity_of_a_known_config_is_pinned(monkeypatch):
     """A change here must be deliberate: bump config.PROTOCOL_VERSION when what a run computes changes."""
     cfg = Config(bidirectional=True, dropout=True, seed=3, max_epochs=5)
     assert config.PROTOCOL_VERSION == 1
     assert cfg.identity("0123456789abcdef") == "51595cc6d95edc3c"
-    assert cfg.settings_key("0123456789abcdef") == cfg.identity("0123456789abcdef", protocol=0)
+    assert cfg.settings_key("0123456789abcdef") == "4638771a585d74fa"  # the config_hash runs had before version 1
     assert cfg.identity("fp", protocol=2) != cfg.identity("fp")
     # thread count and device change the last digits, not the protocol: outside the identity
     assert cfg.identity("fp") == Config(**{**cfg.to_dict(), "num_threads": 7, "device": "cpu"}).identity("fp")
+    monkeypatch.setattr(config, "PROTOCOL_VERSION", 2)  # a new protocol: a new identity, the same settings
+    assert cfg.identity("0123456789abcdef") != "51595cc6d95edc3c"
+    assert cfg.settings_key("0123456789abcdef") == "4638771a585d74fa"
 
 
 def test_protocol_keys_are_never_searched():

@@ -19,7 +19,7 @@ from lstm_mnist.engine.progress import QUICK_FILE, Progress
 from lstm_mnist.tracking import groups, records, store
 from lstm_mnist.config import ConfigError
 
-from .chaos_tools import Server
+from .chaos_tools import Server, training
 from .launcher import proc_stat
 from . import launcher
 from .conftest import TINY_BUDGET, run_cli
@@ -223,12 +223,7 @@ def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, 
 def test_ctrl_c_ends_the_open_cells_and_the_parent_killed(tiny_grid):
     (tiny_grid / "experiments" / "tiny-grid.toml").write_text(TINY_GRID.replace("max_epochs = 1", "max_epochs = 200"))
     proc = launcher.popen(["ablate", "experiments/tiny-grid.toml", "--workers", "2"], tiny_grid)  # SIGINT as a shell leaves it
-    started = 0
-    for line in proc.stdout:  # both workers have a cell: interrupt mid-training
-        started += line.startswith("start")
-        if started == 2:
-            break
-    time.sleep(1.0)
+    assert training(tiny_grid, "grid-test", 2, alive=lambda: proc.poll() is None)  # both workers mid-cell
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; rerun the same command to continue" in err and "Traceback" not in err

@@ -163,7 +163,7 @@ def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c
     import time
 
     from . import launcher
-    from .chaos_tools import descendants, worker_name
+    from .chaos_tools import descendants, runs, training, worker_name
 
     log = standin(tmp_path, monkeypatch)
     (project / "g.toml").write_text('designs = ["add_one_in"]\nflags = ["dropout", "width", "adamw"]\nseeds = [0, 1]\n'
@@ -176,10 +176,17 @@ def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c
             time.sleep(0.5)
         daemon_dirs = [c["env"]["CUDA_MPS_PIPE_DIRECTORY"] for c in calls(log) if c["argv"] == ["-d"]]
         assert len(daemon_dirs) == 1 and Path(daemon_dirs[0]).is_dir()
-        time.sleep(8)  # both workers are training their first cell
-        worker = sorted(c for c in descendants(proc.pid) if worker_name(c))[0]
+        running = lambda: proc.poll() is None  # noqa: E731
+        assert training(project, "lstm-mnist-ablation", 2, alive=running)  # both workers are mid-cell
+        before = {c for c in descendants(proc.pid) if worker_name(c)}
+        worker = sorted(before)[0]
         os.kill(worker, signal.SIGKILL)
-        time.sleep(6)  # the grid notices, fails that cell, replaces the worker and goes on
+        deadline = time.monotonic() + 120  # the grid notices, fails that cell, replaces the worker and goes on
+        while running() and time.monotonic() < deadline and not (
+                any(r.info.status == "FAILED" for r in runs(f"sqlite:///{project}/mlruns/mlflow.db",
+                                                            "lstm-mnist-ablation"))
+                and len({c for c in descendants(proc.pid) if worker_name(c)} - {worker}) == 2):
+            time.sleep(0.2)
         assert proc.poll() is None, proc.stdout.read()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -16,7 +16,7 @@ import pytest
 
 from lstm_mnist.training import data
 
-from .chaos_tools import Cli, left_behind, record, runs
+from .chaos_tools import Cli, descendants, left_behind, record, runs, training
 from .conftest import TINY_BUDGET, cli
 
 ray = pytest.importorskip("ray")
@@ -182,8 +182,7 @@ def test_the_driver_killed_then_a_rerun_resumes(project, cluster):
     assert first.wait_for(r"^\[\d+/8\]", 1, timeout=180), first.stdout
     delivered = first.running()
     first.kill()
-    time.sleep(3)  # Ray ends a dead driver's tasks
-    orphans = _cell_tasks()
+    orphans = _cell_tasks(grace_s=30)  # Ray ends a dead driver's tasks once it notices (its heartbeat)
     rerun = Cli("ablate", str(path), "--ray", c.address, cwd=project)
     assert rerun.finish() == 0, rerun.stderr[-3000:] + rerun.stdout[-2000:]
     figures = _invariants(project)
@@ -267,3 +266,34 @@ def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, clus
            left_running=left)
     assert delivered and killed is not None and trials[killed].state == TrialState.FAIL, trials
     assert counted == 4 and len(retried) == 1 and retried[0].params == trials[killed].params and left == 0
+
+
+@pytest.mark.subprocess
+@pytest.mark.chaos
+def test_the_local_cluster_dying_mid_grid_is_one_line_and_a_rerun_resumes(project):
+    """`ablate --ray local` starts its own cluster; its dashboard agent SIGKILLed mid-cell makes Ray end the
+    node: the command says so in one line (exit 2), nothing is left RUNNING, and a rerun trains the rest."""
+    path = _grid(project, epochs=20)
+    run = Cli("ablate", str(path), "--ray", "local", cwd=project)
+    assert training(project, "onray", 1, timeout=240, alive=run.running), run.stdout[-2000:] + run.stderr[-2000:]
+    agents = [p for p in descendants(run.pid) if "dashboard/agent.py" in _cmdline(p)]
+    assert agents, [_cmdline(p) for p in descendants(run.pid)]
+    os.kill(agents[0], signal.SIGKILL)
+    code = run.finish(timeout=240)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    before = _invariants(project)
+    rerun = Cli("ablate", str(path), cwd=project)
+    assert rerun.finish() == 0, rerun.stderr[-2000:]
+    after = _invariants(project)
+    record("Ray: the local cluster's node dies mid-grid, then a rerun without Ray", kills=1, exit_code=code,
+           error_lines=len(errors), left_running_after_the_exit=before["left_running"], **after)
+    assert code == 2 and len(errors) == 1 and "the Ray cluster is gone" in errors[0], run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and before["left_running"] == 0, before
+    assert after["cells_finished"] == 8 and after["cells_trained_twice"] == 0 and after["left_running"] == 0, after
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

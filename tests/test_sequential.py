@@ -253,6 +253,7 @@ def test_the_main_process_killed_mid_block_then_a_rerun(project):
     assert delivered and figures["looks"] == [2, 3], figures
     assert figures["cells_finished"] == 12 and figures["cells_trained_twice"] == 0, figures
     assert figures["left_running"] == 0 and figures["processes_left"] == 0, figures
-    assert "still undecided at 3 seeds" in rerun.stdout or "effects still undecided at 3 seeds" in rerun.stdout
+    assert re.search(r"^until: \d+ effects still undecided at 3 seeds, the most planned \([^)]*factorial: "
+                     r"early_stopping", rerun.stdout, re.M), rerun.stdout[-2000:]
     assert looks["looks"][-1]["verdicts"]["factorial: early_stopping"] == power.UNDECIDED
     assert re.search(r"look 1/2 at 2 seeds", rerun.stdout)

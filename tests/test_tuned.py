@@ -19,7 +19,7 @@ from lstm_mnist.grids import grid
 from lstm_mnist.report.tuning import conclusion
 from lstm_mnist.training import train
 
-from .chaos_tools import Cli, left_behind, record, runs
+from .chaos_tools import Cli, left_behind, record, runs, training
 from .conftest import TINY_BUDGET, cli
 
 
@@ -240,7 +240,7 @@ def test_the_main_process_killed_during_tuning_then_a_rerun(project):
     path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 3").replace("fixed = true", "fixed = false"))
     first = Cli("ablate", str(path), "--workers", "2", cwd=project)
     assert first.wait_for(r"trial \d+\s+(COMPLETE|PRUNED)", 2, timeout=240), first.stdout + first.stderr
-    time.sleep(0.5)  # mid-trial: two trials are running in the workers
+    assert training(project, "tuned", 2, alive=first.running, role="trial"), first.stdout  # two trials mid-epochs
     delivered = first.running()
     first.kill()
     rerun = Cli("ablate", str(path), "--workers", "2", cwd=project)

@@ -13,7 +13,10 @@ and each task parses and fingerprints them on arrival (training/data.provide), s
 a run's identity is unchanged. Faults: Ray's own task retries are off; a cell whose task died with its
 worker process or its node is trained again once, in a new run (the dead attempt's run FAILED with the
 reason), on whatever node Ray picks. If this process dies, Ray ends its tasks with it, and a rerun's
-stale rule trains their cells again.
+stale rule trains their cells again. If the node this process runs on dies (the only node of the local
+cluster `--ray` started, say), Ray would end this process seconds later, when it next reaches that node's
+object store: it stops first, with one line (ClusterGone) and its runs in flight ended KILLED; so it does
+when no node has been alive for GONE_S.
 """
 from __future__ import annotations
 
@@ -26,12 +29,17 @@ import time
 from dataclasses import dataclass
 
 from .. import config
-from ..config import ConfigError
+from ..config import ConfigError, UserError
 from .jobs import Job
 from .writer import Writer
 
 RETRIES = 1        # a cell whose task died (worker process or node lost) is trained again this many times
 WAIT_S = 1.0       # the longest a turn waits for a report
+GONE_S = 20.0      # no node alive (or none the cluster can name) this long: the cluster is gone
+
+
+class ClusterGone(UserError):
+    """The Ray cluster a command trains on went away; one line says so and how to go on."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,11 @@ def connect(opts: RayOptions, worker_output: bool = False):
 
 
 def alive(ray) -> list[dict]:
-    return [n for n in ray.nodes() if n.get("Alive")]
+    """The cluster's live nodes; none when it cannot say (its control store is gone too)."""
+    try:
+        return [n for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # noqa: BLE001 - a dead GCS raises whatever its client raises: no node is known alive
+        return []
 
 
 def capacity(ray, opts: RayOptions) -> int:
@@ -182,9 +194,17 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
             shipped[d] = ship(ray, d)
         running[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
 
-    waiting = False  # said that no node can take a cell now
+    waiting, gone_since = False, None  # said that no node can take a cell now; since when none is alive
     try:
         while source.more() or running or again:
+            if alive(ray):
+                gone_since = None
+            else:  # nothing is submitted to a cluster without a live node: Ray may end this process for it
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since > GONE_S:
+                    raise ClusterGone(gone(f"no node alive for {GONE_S:.0f} s"))
+                time.sleep(WAIT_S)
+                continue
             can = capacity(ray, opts)
             if can == 0 and not running and not waiting:
                 out("Ray: no live node can take a cell now; waiting for the cluster (Ctrl-C stops the grid)")
@@ -206,8 +226,14 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
             for gen in ready:
                 _receive(ray, gen, running, again, writer)
     finally:
-        for gen in running:  # Ctrl-C or an error here: the tasks stop with the grid (their runs end KILLED)
-            ray.cancel(gen, force=True)
+        if alive(ray):  # Ctrl-C or an error here: the tasks stop with the grid (their runs end KILLED)
+            for gen in running:
+                ray.cancel(gen, force=True)
+
+
+def gone(why: str) -> str:
+    return (f"the Ray cluster is gone ({why}; Ray's lines above say why). Every FINISHED cell is kept and the runs "
+            "in flight end KILLED: start the cluster again (or drop --ray) and rerun the same command")
 
 
 def _receive(ray, gen, running: dict, again: list, writer: Writer) -> None:
@@ -223,6 +249,13 @@ def _receive(ray, gen, running: dict, again: list, writer: Writer) -> None:
         del running[gen]
         why = f"Ray task died ({type(e).__name__}{' on node ' + f.node[:12] if f.node else ''})"
         seconds = time.perf_counter() - f.t0
+        # This process's own node died (a local cluster's only one): Ray ends this process seconds later, when
+        # it next reaches that node's object store, so it stops now, cleanly. Any other node: train it again.
+        here = isinstance(e, ray.exceptions.LocalRayletDiedError) or (
+            isinstance(e, ray.exceptions.NodeDiedError) and f.node == ray.get_runtime_context().get_node_id())
+        if here or not alive(ray):
+            writer.failed(job, why, seconds, died=True)
+            raise ClusterGone(gone(f"{why}: the node this process runs on" if here else f"{why}: no node is left"))
         if job.trial is None and f.attempt <= RETRIES and writer.restart(job, why, seconds, {"worker": "ray"}):
             again.append(RunningTask(job, time.perf_counter(), f.attempt + 1))
         elif job.cell.name in writer.open_runs:
