@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lstm_mnist.machine.host import cmdline
 from lstm_mnist.training import data
 
 from .chaos_tools import Cli, descendants, left_behind, record, runs, training
@@ -242,18 +243,11 @@ def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, clus
     c, _ = cluster
     path = write_study(project, "killray", LR, epochs=8, pruner="none")
     proc = Cli("tune", str(path), "--trials", "4", "--workers", "1", "--ray", c.address, cwd=project)
-    deadline, delivered = time.monotonic() + 180, False
-    while not delivered and time.monotonic() < deadline and proc.running():  # mid-trial: epochs done and to come
-        try:
-            running = [t for t in trials_of(project, "killray") if t.state == TrialState.RUNNING
-                       and 1 <= len(t.intermediate_values) <= 5]
-        except (KeyError, FileNotFoundError, ValueError):
-            running = []
-        tasks = subprocess.run(["pgrep", "-f", "ray::_train_cell"], capture_output=True, text=True).stdout.split()
-        if running and tasks:
-            os.kill(int(tasks[0]), signal.SIGKILL)
-            delivered = True
-        time.sleep(0.1)
+    mid = training(project, "lstm-mnist-tune", 1, alive=proc.running, role="trial")  # a trial mid-epochs
+    worker = mid[0].data.tags.get("worker", "") if mid else ""  # ray:HOST:PID of the task training it
+    delivered = worker.count(":") == 2
+    if delivered:
+        os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
     assert proc.finish() == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     trials = {t.number: t for t in trials_of(project, "killray")}
     lost = [n for n, t in trials.items() if t.user_attrs.get("lost")]  # the trial the kill landed in
@@ -276,8 +270,8 @@ def test_the_local_cluster_dying_mid_grid_is_one_line_and_a_rerun_resumes(projec
     path = _grid(project, epochs=20)
     run = Cli("ablate", str(path), "--ray", "local", cwd=project)
     assert training(project, "onray", 1, timeout=240, alive=run.running), run.stdout[-2000:] + run.stderr[-2000:]
-    agents = [p for p in descendants(run.pid) if "dashboard/agent.py" in _cmdline(p)]
-    assert agents, [_cmdline(p) for p in descendants(run.pid)]
+    agents = [p for p in descendants(run.pid) if any(n in cmdline(p) for n in ("dashboard/agent.py", "DashboardAgent"))]
+    assert agents, [cmdline(p) for p in descendants(run.pid)]
     os.kill(agents[0], signal.SIGKILL)
     code = run.finish(timeout=240)
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
@@ -291,9 +285,3 @@ def test_the_local_cluster_dying_mid_grid_is_one_line_and_a_rerun_resumes(projec
     assert "Traceback" not in run.stderr and before["left_running"] == 0, before
     assert after["cells_finished"] == 8 and after["cells_trained_twice"] == 0 and after["left_running"] == 0, after
 
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from .. import config
 from ..config import ConfigError, UserError
+from ..machine import host
 from .jobs import Job
 from .writer import Writer
 
@@ -194,15 +195,10 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
             shipped[d] = ship(ray, d)
         running[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
 
-    waiting, gone_since = False, None  # said that no node can take a cell now; since when none is alive
+    waiting, lost = False, Silence()  # said that no node can take a cell now; since when none is alive
     try:
         while source.more() or running or again:
-            if alive(ray):
-                gone_since = None
-            else:  # nothing is submitted to a cluster without a live node: Ray may end this process for it
-                gone_since = gone_since or time.monotonic()
-                if time.monotonic() - gone_since > GONE_S:
-                    raise ClusterGone(gone(f"no node alive for {GONE_S:.0f} s"))
+            if lost.still(ray):  # nothing is submitted to a cluster without a live node: Ray may end us for it
                 time.sleep(WAIT_S)
                 continue
             can = capacity(ray, opts)
@@ -229,6 +225,37 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
         if alive(ray):  # Ctrl-C or an error here: the tasks stop with the grid (their runs end KILLED)
             for gen in running:
                 ray.cancel(gen, force=True)
+
+
+class Silence:
+    """Since when the cluster has had no live node; ClusterGone once that lasts GONE_S, or at once when the
+    raylet of the local cluster this process started has died (a thread watches its process: Ray would end
+    this process seconds later, at its next call into that node's object store)."""
+
+    def __init__(self):
+        self.since: float | None = None
+        self.raylet_died = threading.Event()
+        raylets = [p for p in host.descendants(os.getpid()) if "/raylet/raylet " in host.cmdline(p)]
+        if raylets:
+            threading.Thread(target=self._watch, args=(raylets[0],), name="lstm-mnist-raylet-watch",
+                             daemon=True).start()
+
+    def _watch(self, pid: int) -> None:
+        while host.process_stamp(pid) is not None:  # gone, or a zombie
+            time.sleep(0.2)
+        self.raylet_died.set()
+
+    def still(self, ray) -> bool:
+        """Whether no node is alive now (raising ClusterGone when none has been for GONE_S)."""
+        if self.raylet_died.is_set():
+            raise ClusterGone(gone("the raylet of the local cluster this command started died"))
+        if alive(ray):
+            self.since = None
+            return False
+        self.since = self.since or time.monotonic()
+        if time.monotonic() - self.since > GONE_S:
+            raise ClusterGone(gone(f"no node alive for {GONE_S:.0f} s"))
+        return True
 
 
 def gone(why: str) -> str:

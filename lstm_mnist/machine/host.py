@@ -136,6 +136,14 @@ def comm(pid: int) -> str:
         return ""
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces; '' when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def descendants(pid: int) -> list[int]:
     """Live processes below `pid` (its workers, and theirs), from /proc; [] where there is none."""
     parents = {}
