@@ -2,8 +2,9 @@
 writer records them, and they train in this process, in worker processes (pool.py) or as Ray tasks
 (ray_tasks.py).
 
-A work source has three methods: `take(where)` (the next job, claimed and its run open, or None when none can
-start now), `more()` (whether work may still come) and `finish()` (at the end, finished or not). A job may
+A work source has four methods: `take(where)` (the next job, claimed and its run open, or None when none can
+start now), `more()` (whether work may still come), `beating()` (the (study, trial) pairs this process trains,
+for the heartbeat) and `finish()` (at the end, finished or not). A job may
 carry trial hooks (`Job.trial`: `epoch(e, record)` -> a reason to stop it, `ended(...)`), which the writer
 calls. The runs that hold the jobs' runs (a grid's parent, a study's parent, an arm's tuning run) are made
 once under a claim (`held_run`), however many invocations start together.
@@ -21,11 +22,11 @@ from .writer import Writer
 
 
 def drive(source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool = True, ray=None,
-          beating: Callable[[], list] = list, most: int | None = None) -> None:
+          most: int | None = None) -> None:
     """Train what `source` hands out until it has nothing more, `n_workers` jobs at once (on Ray: what the
-    cluster holds, at most `most`); a heartbeat marks this process's claims (and the trials `beating()`
+    cluster holds, at most `most`); a heartbeat marks this process's claims (and the trials `source.beating()`
     names) alive meanwhile. Runs still open when it stops early end KILLED."""
-    heartbeat = claims.Heartbeat(writer.claims, beating)
+    heartbeat = claims.Heartbeat(writer.claims, source.beating)
     heartbeat.start()
     try:
         with writer.progress:

@@ -59,6 +59,10 @@ class Queue:
         """Whether work may still come (a tuned grid's may arrive later: a study another process completes)."""
         return bool(self.pending)
 
+    def beating(self) -> list[tuple]:
+        """No trials: a plain grid's cells are kept alive by their claims alone."""
+        return []
+
     def finish(self) -> None:
         """At the grid's end, finished or not: a plain grid has nothing to record beyond its cells."""
 

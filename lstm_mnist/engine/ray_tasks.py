@@ -84,11 +84,11 @@ def alive(ray) -> list[dict]:
         return []
 
 
-def capacity(ray, opts: RayOptions) -> int:
-    """Cells the cluster can train at once now (nodes may come and go): node by node, as Ray places a task
-    on one node, its CPUs and GPUs over a cell's."""
+def capacity(nodes: list[dict], opts: RayOptions) -> int:
+    """Cells the cluster's live `nodes` (alive()) can train at once: node by node, as Ray places a task on one
+    node, its CPUs and GPUs over a cell's."""
     n = 0
-    for node in alive(ray):
+    for node in nodes:
         have = node.get("Resources", {})
         fits = int(have.get("CPU", 0) // opts.cpus_per_cell)
         if opts.gpus_per_cell:
@@ -99,10 +99,11 @@ def capacity(ray, opts: RayOptions) -> int:
 
 def room(ray, opts: RayOptions) -> int:
     """capacity(), or a one-line error when the cluster cannot hold a single cell."""
-    n = capacity(ray, opts)
+    nodes = alive(ray)
+    n = capacity(nodes, opts)
     if n == 0:
         total = ray.cluster_resources()
-        raise ConfigError(f"no node of the Ray cluster ({len(alive(ray))} nodes, {total.get('CPU', 0):g} CPUs and "
+        raise ConfigError(f"no node of the Ray cluster ({len(nodes)} nodes, {total.get('CPU', 0):g} CPUs and "
                           f"{total.get('GPU', 0):g} GPUs in all) holds a cell, which asks for {opts.cpus_per_cell:g} "
                           f"CPUs and {opts.gpus_per_cell:g} GPUs: lower --cpus-per-cell / --gpus-per-cell, or add "
                           "larger nodes")
@@ -198,10 +199,11 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
     waiting, lost = False, Silence()  # said that no node can take a cell now; since when none is alive
     try:
         while source.more() or running or again:
-            if lost.still(ray):  # nothing is submitted to a cluster without a live node: Ray may end us for it
+            nodes = lost.nodes(ray)
+            if not nodes:  # nothing is submitted to a cluster without a live node: Ray may end us for it
                 time.sleep(WAIT_S)
                 continue
-            can = capacity(ray, opts)
+            can = capacity(nodes, opts)  # nodes may come and go: asked every turn
             if can == 0 and not running and not waiting:
                 out("Ray: no live node can take a cell now; waiting for the cluster (Ctrl-C stops the grid)")
             waiting = can == 0
@@ -245,17 +247,19 @@ class Silence:
             time.sleep(0.2)
         self.raylet_died.set()
 
-    def still(self, ray) -> bool:
-        """Whether no node is alive now (raising ClusterGone when none has been for GONE_S)."""
+    def nodes(self, ray) -> list[dict]:
+        """The live nodes now, none while the cluster has none (raising ClusterGone when none has been for
+        GONE_S)."""
         if self.raylet_died.is_set():
             raise ClusterGone(gone("the raylet of the local cluster this command started died"))
-        if alive(ray):
+        nodes = alive(ray)
+        if nodes:
             self.since = None
-            return False
+            return nodes
         self.since = self.since or time.monotonic()
         if time.monotonic() - self.since > GONE_S:
             raise ClusterGone(gone(f"no node alive for {GONE_S:.0f} s"))
-        return True
+        return []
 
 
 def gone(why: str) -> str:

@@ -156,6 +156,8 @@ class Search:
         self.definition, self.storage, self.total, self.fingerprint = definition, storage, total, fingerprint
         self.cell, self.pinned, self.tags = cell, pinned, tags or {}
         self.study: optuna.Study | None = None
+        self.study_id = -1        # the study's id in `storage`, once open
+        self.stale: list[int] = []  # trials a dead process left RUNNING, failed when the study was opened
         self.run_id = ""          # the run the trials' runs go under (a study's parent, an arm's tuning run)
         self.client = None        # the writer's MLflow client, once that run is open
         self.live: dict[int, Trial] = {}  # this process's trials that have not ended
@@ -171,6 +173,7 @@ class Search:
         offset = len(self.study.get_trials(deepcopy=False))
         if offset:
             self.study = open_study(self.definition, storage=self.storage, seed_offset=offset)
+        self.study_id = self.storage.get_study_id_from_name(self.definition.name)
         self.stale = fail_stale_trials(self.study, self.storage)
         n = self.counts()
         return max(0, self.total - n["COMPLETE"] - n["PRUNED"])
@@ -236,8 +239,7 @@ class Search:
             raise
         tags = {**self.tags, "lstm_mnist.role": "trial", "study_name": self.definition.name,
                 "trial_number": str(trial.number), "trial_state": "RUNNING", "trial_params": json.dumps(params)}
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(
-            self.storage.get_study_id_from_name(self.definition.name), trial.number)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         self.live[trial.number] = Trial(self, trial, params, trial_id)
         return Job(self.cell(trial.number), cfg, cfg.identity(self.fingerprint), pinned=self.pinned,
                    fingerprint=self.fingerprint, parent=self.run_id, tags=tags, trial=self.live[trial.number])

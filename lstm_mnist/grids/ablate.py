@@ -149,7 +149,7 @@ def execute(p: Planned, inv: Invocation, tally: Tally, record: Plan, schedule=No
     source = schedule(writer, parent) if schedule else Queue(p.todo, writer)
     status = records.KILLED  # unless the loop ends or raises: Ctrl-C
     try:
-        engine.drive(source, writer, inv.n_workers, inv.held, inv.pin, inv.ray, getattr(source, "beating", list))
+        engine.drive(source, writer, inv.n_workers, inv.held, inv.pin, inv.ray)
         status = records.FAILED if tally.failed else records.FINISHED
     except Exception:
         status = records.FAILED

@@ -85,7 +85,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
         writer = Writer(search.run_id, c, Tally(), Progress(left, n, out, "trials"))
         source = Trials(search, writer, time.monotonic() + timeout if timeout else float("inf"))
         try:
-            engine.drive(source, writer, n, held, pin, ray, source.beating, most=n)
+            engine.drive(source, writer, n, held, pin, ray, most=n)
         except BaseException as e:
             try:  # this process's trials FAIL and are queued again; the study's run KILLED (Ctrl-C) or FAILED
                 source.finish()
