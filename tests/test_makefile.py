@@ -11,8 +11,17 @@ import pytest
 from .conftest import REPO
 
 
+def clean_env(**env):
+    """This process's environment without what an outer make (`make test ARGS=...`) hands its children: the
+    variables given on its command line travel in MAKEFLAGS and would count as this make's own."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
+            *re.findall(r"^([A-Z_]+) \?=", (REPO / "Makefile").read_text(), re.M)}
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **env}
+
+
 def make(*args, cwd):
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True,
+                          env=clean_env(), timeout=60)
 
 
 def installed_copy(folder):
@@ -41,7 +50,7 @@ def test_variables_from_the_environment_count_as_on_the_command_line(tmp_path):
 
     def plan(*args, **env):
         out = subprocess.run(["make", "--no-print-directory", "-n", *args, "VENV=v"], cwd=tmp_path, text=True,
-                             capture_output=True, env={**os.environ, **env}, timeout=60).stdout
+                             capture_output=True, env=clean_env(**env), timeout=60).stdout
         return out.strip().splitlines()[-1]
 
     assert " ablate experiments/ablation.toml " in plan("ablation")  # the grid's own default
