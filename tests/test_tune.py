@@ -23,7 +23,7 @@ from lstm_mnist.study import tune
 from lstm_mnist.config import ConfigError
 
 from . import launcher
-from .conftest import free_port, run_cli
+from .conftest import cli, free_port, run_cli
 
 TINY_FIXED = "max_epochs = {epochs}\nbatch_size = 32\neval_batch_size = 256\nnum_threads = 1\nadamw = true\n"
 
@@ -322,6 +322,28 @@ def test_a_trial_beyond_the_total_is_ended_before_it_trains(project):
     (surplus,) = [t for t in search.study.get_trials(deepcopy=False) if t.user_attrs.get("surplus")]
     assert surplus.state == TrialState.FAIL and not surplus.params and trial_search.failed(search.study) == 0
     assert query.search(study_def.experiment) == []  # it opened no MLflow run
+
+
+def test_a_study_whose_runs_this_store_lacks_is_one_line_and_the_right_store_continues(project, monkeypatch, capsys):
+    """A user deletes mlruns/ (or points MLFLOW_TRACKING_URI elsewhere) and keeps the study's journal: continuing
+    would count trials whose runs nobody can see, so tune says which two ways go on."""
+    path = write_study(project, "lost", LR, epochs=1)
+    assert cli(capsys, "tune", str(path), "--trials", "2")[0] == 0
+    other = f"sqlite:///{project}/elsewhere/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    code, out, err = cli(capsys, "tune", str(path), "--trials", "3")
+    own = [line for line in err.splitlines() if "mlflow.store.db.utils" not in line]  # MLflow making the new store
+    assert code == 2 and len(own) == 1 and "Traceback" not in err, err
+    assert "holds 2 ended trials, but the MLflow store" in err and "holds none of their runs" in err, err
+    assert "point MLFLOW_TRACKING_URI at the store that has them" in err and "studies/lost.journal)" in err
+    assert len(trials_of(project, "lost")) == 2  # nothing asked, nothing trained
+    assert mlflow.MlflowClient(other).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(other).search_experiments()]) == []  # no parent run either
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    code, out, err = cli(capsys, "tune", str(path), "--trials", "3")
+    assert code == 0, out + err
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials_of(project, "lost")) == 3
+    assert len([r for r in mlflow_runs(project) if r.data.tags.get("lstm_mnist.role") == "trial"]) == 3
 
 
 def test_a_study_name_with_a_quote_is_refused_at_load(tmp_path):

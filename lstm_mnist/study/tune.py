@@ -68,6 +68,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     left = search.open_study()
     store.share_sqlite_store()
     c = store.client()
+    runs_lost(search, study_def, storage_url, c)
     tags = {"storage": shown_storage(study_def, storage_url), "objective": study_def.objective,
             "direction": study_def.direction, "trials_requested": str(total), "study_file": str(path),
             "space": json.dumps(study_def.space), "command": host.invocation()}
@@ -96,6 +97,20 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
             raise
         source.finish()
     return finish(search, study_def, c, out)
+
+
+def runs_lost(search: Search, study_def: StudySpec, storage_url: str | None, c) -> None:
+    """One line when the study's storage holds ended trials and this MLflow store none of their runs (a store
+    deleted or another one pointed at): continuing would count trials whose runs nobody can see."""
+    n = search.counts()
+    ended = n["COMPLETE"] + n["PRUNED"]
+    if not ended or groups.trial_runs(study_def.experiment, study_def.name, c):
+        return
+    afresh = (f"delete {study_def.journal}" if not storage_url else
+              f"optuna delete-study --study-name {study_def.name} --storage {shown_storage(study_def, storage_url)}")
+    raise ConfigError(f"study {study_def.name}: its storage {shown_storage(study_def, storage_url)} holds {ended} "
+                      f"ended trials, but the MLflow store {store.tracking_uri()} holds none of their runs: point "
+                      f"MLFLOW_TRACKING_URI at the store that has them, or start the study afresh ({afresh})")
 
 
 def finish(search: Search, study_def: StudySpec, c, out=say) -> dict:

@@ -80,15 +80,23 @@ def log_files(run_id: str, paths: list[Path], artifact_path: str | None = None,
 TRIAL_RUN_STATUS = {"COMPLETE": (FINISHED,), "PRUNED": (KILLED,), "FAIL": (FAILED, KILLED)}
 
 
+def _trials_of(study_name: str) -> str:
+    return f"tags.study_name = '{study_name}' and tags.`lstm_mnist.role` = 'trial'"
+
+
+def trial_runs(experiment: str, study_name: str, c: MlflowClient | None = None) -> int:
+    """How many runs of the study's trials this store holds (any status)."""
+    return len(search(experiment, _trials_of(study_name), c=c or client()))
+
+
 def settle_trial_runs(experiment: str, study_name: str, states: dict[int, str],
                       c: MlflowClient | None = None) -> int:
     """Make every trial's MLflow run agree with Optuna: tag `trial_state` = the trial's state, and a run status
     that state allows. A trial whose worker died (RUNNING in MLflow, or FINISHED just before the worker died
     and Optuna never heard) ends KILLED with the reason in `error`. Returns how many runs were changed."""
     c = c or client()
-    flt = f"tags.study_name = '{study_name}' and tags.`lstm_mnist.role` = 'trial'"
     changed = 0
-    for r in search(experiment, flt, c=c):
+    for r in search(experiment, _trials_of(study_name), c=c):
         state = states.get(int(r.tags.get("trial_number", -1)))
         if state not in TRIAL_RUN_STATUS:  # still RUNNING (a live worker), or not this study's trial
             continue

@@ -155,6 +155,7 @@ def share_sqlite_store() -> None:
     uri = tracking_uri()
     if not uri.startswith("sqlite:///"):
         return
+    _ready(uri)  # a store not made yet (its folder included) is made first
     deadline = time.monotonic() + 30
     while True:
         try:
