@@ -24,6 +24,14 @@ MPS ?=
 STORAGE ?=
 RAY ?=
 TEST_PROCS ?= 4
+# Which torch build a fresh .venv gets: empty, the package index's default (on Linux x86_64 a CUDA 13.0 build,
+# about 5.5 GB, which needs an NVIDIA driver 580 or newer to use a GPU and runs on a CPU as well); cpu, the
+# CPU-only wheels from TORCH_INDEX (about 1 GB).
+TORCH ?=
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+ifneq ($(filter-out cpu,$(TORCH)),)
+$(error TORCH=$(TORCH): give TORCH=cpu for the CPU-only wheels, or leave it out for the default build)
+endif
 # MNIST: LSTM_MNIST_DATA when set; else the verified copy beside a development checkout; else data/
 # (where torchvision downloads it on a machine with internet).
 SHARED_MNIST := $(abspath $(CURDIR)/../shared/mnist)
@@ -38,12 +46,15 @@ help:  ## list the targets
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@if [ "$(TORCH)" = cpu ]; then echo "$(PY) -m pip install -c constraints.txt torch torchvision --index-url $(TORCH_INDEX)"; \
+	  $(PY) -m pip install -q -c constraints.txt torch torchvision --index-url $(TORCH_INDEX) >$(VENV)/torch-install.log 2>&1 \
+	  || { echo "error: the CPU-only torch wheels could not be installed from $(TORCH_INDEX) (pip's words in $(VENV)/torch-install.log): leave out TORCH=cpu for the package index's default build, or install from a wheel folder (make install WHEELS=dir, docs/offline.md)" >&2; exit 2; }; fi
 	$(PY) -m pip install -q -c constraints.txt -e '.[ui,ray,postgres,test]'
 	rm -f $(VENV)/.installed*
 	touch $@
 
 # With WHEELS=dir: pip --no-index from that folder only (checked against its lock first), never the network.
-install: $(if $(WHEELS),wheel-install,$(STAMP))  ## create .venv and install the project (WHEELS=dir: offline, from a wheel folder; PYTHON=python3.12)
+install: $(if $(WHEELS),wheel-install,$(STAMP))  ## create .venv and install the project [TORCH=cpu: CPU-only torch] [WHEELS=dir: offline, from a wheel folder] [PYTHON=python3.12]
 
 .PHONY: wheel-install wheelhouse
 wheel-install:

@@ -9,6 +9,6 @@ The packages, bottom to top (each imports only from the layers below it; tests/t
   grids/      ablation grids: the definition, plain, tuned, until decided
   study/      `tune`: an Optuna study       report/   the results report       gpu/   GPU measurement, MPS
   accept/     `gpu-accept`: every GPU-specific path checked, and the GPU answer
-  cli.py      the command line
+  cli.py      the command line                 api.py    the same for a notebook: DataFrames, not files
 """
 __version__ = "0.1.0"

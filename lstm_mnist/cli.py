@@ -105,7 +105,7 @@ def cmd_ablate(args) -> int:
 def _ray_options(p) -> None:
     p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                    help="train on a Ray cluster: its address (e.g. 10.0.0.5:6379), or none for RAY_ADDRESS, the "
-                   "cluster `ray start` made here, else a local one; --workers is then Ray's placement")
+                   "cluster `ray start` made here, else a local one; a grid then trains as many cells as the cluster holds (--workers is ignored), a study at most --workers trials at once")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, metavar="N",
                    help="with --ray: CPUs per cell (torch's threads follow it; default 1)")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, metavar="F",

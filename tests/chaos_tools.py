@@ -162,17 +162,20 @@ def cell_figures(all_runs: list, expected_hashes: set[str]) -> dict:
 class Server:
     """`mlflow server` on loopback over a SQLite file, with artifacts served through it; kill and restart."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, app_name: str | None = None, env: dict | None = None):
         self.folder, self.port, self.proc = folder, free_port(), None
         self.uri = f"http://127.0.0.1:{self.port}"
+        self.app_name, self.env = app_name, env or {}
 
     def start(self, timeout: float = 90) -> None:
+        app = ["--app-name", self.app_name] if self.app_name else []
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+            [str(Path(sys.executable).parent / "mlflow"), "server", *app, "--backend-store-uri",
              f"sqlite:///{self.folder}/server.db", "--artifacts-destination", str(self.folder / "server-artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as `lstm_mnist ui` starts it
+            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "ab"),
+            start_new_session=True,  # as `lstm_mnist ui` starts it
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

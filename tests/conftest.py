@@ -131,7 +131,9 @@ def pytest_collection_modifyitems(config, items) -> None:
     """`--dist loadgroup` keeps an xdist_group's tests in one pytest process (test_ray's one Ray cluster) by a
     suffix pytest-xdist adds to their node ids. A pytest that drops the suffix (9.2, pytest-xdist#1386) spreads
     them over the workers without a word; two clusters then load the machine and count each other's tasks.
-    Those tests fail at once instead (`_groups_hold`), naming the fix."""
+    Those tests fail at once instead (`_groups_hold`), naming the fix. The tests marked `long` go first (xdist
+    hands out the groups, then single tests in this order), so no worker starts one as the others finish."""
+    items.sort(key=lambda i: not i.get_closest_marker("long"))  # stable: the long ones first, each in its order
     if os.environ.get("PYTEST_XDIST_WORKER") and config.getvalue("loadgroup"):
         GROUP_LOST.update(i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid)
 
@@ -145,8 +147,18 @@ def _groups_hold(request):
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The chaos suite's figures, one line per scenario, when any scenario ran."""
+    """What the suite left out and what would run it (PostgreSQL, pdflatex, Ray...), then the chaos suite's
+    figures, one line per scenario, when any scenario ran."""
+    from collections import Counter
+
     from .chaos_tools import FIGURES
+
+    skipped = Counter(r.longrepr[2].removeprefix("Skipped: ") for r in terminalreporter.stats.get("skipped", [])
+                      if isinstance(r.longrepr, tuple))
+    if skipped:
+        terminalreporter.section("tests left out here, and what runs them")
+        for why, n in sorted(skipped.items()):
+            terminalreporter.write_line(f"{n:>3} skipped: {why}")
 
     if FIGURES:
         terminalreporter.section("chaos figures")

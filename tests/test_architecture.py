@@ -18,7 +18,7 @@ LAYERS = [
     {"grids"},
     {"study", "report", "gpu"},
     {"accept"},
-    {"cli"},
+    {"cli", "api"},
     {"__main__"},
 ]
 LAYER = {p: i for i, layer in enumerate(LAYERS) for p in layer}

@@ -61,6 +61,7 @@ def check(figures: dict) -> None:
     assert figures["duplicates"] == figures["lost"] == figures["left_running"] == 0, figures
 
 
+@pytest.mark.long
 # ---------------------------------------------------------------- kills
 def test_sigkills_to_workers_and_the_main_process_then_a_rerun(chaos):
     """A 2-worker grid: three SIGKILLs to workers and two to the main process, at random instants."""
@@ -120,6 +121,7 @@ def test_two_ablate_processes_at_once_on_a_fresh_store(chaos):
     assert parent.info.status == "FINISHED" and parent.data.metrics["cells_done"] == 12  # the later one counted all
 
 
+@pytest.mark.long
 # ---------------------------------------------------------------- the tracking server goes away
 def test_tracking_server_killed_and_restarted_mid_grid(chaos, tmp_path, _store_template):
     """Against `mlflow server`: away past --store-wait, the grid stops with one line; the rerun resumes, and an
@@ -253,6 +255,7 @@ def _set_writable(folder: Path, writable: bool) -> None:
         p.chmod(mode | stat.S_IWUSR if writable else mode & ~bits)
 
 
+@pytest.mark.long
 def test_artifact_folder_made_read_only_mid_grid(chaos):
     t0, prefix = time.monotonic(), _no_permission_override()
     cli = Cli("ablate", GRID, "--workers", "2", cwd=chaos, prefix=prefix)

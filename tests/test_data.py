@@ -105,7 +105,8 @@ def test_batches_shapes_normalization_and_reshuffling(tiny_data):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.skipif(not (REAL_DATA / "train-images-idx3-ubyte.gz").exists(), reason="real MNIST not beside the repo")
+@pytest.mark.skipif(not (REAL_DATA / "train-images-idx3-ubyte.gz").exists(),
+                    reason="real MNIST not found (set LSTM_MNIST_DATA to the folder of its four .gz files)")
 def test_real_mnist_split_counts():
     ds = data.load(Config(data_dir=str(REAL_DATA)))
     assert (len(ds.train_y), len(ds.val_y), len(ds.test_y)) == (48000, 12000, 10000)

@@ -11,28 +11,51 @@ from lstm_mnist.training.model import LSTMClassifier
 
 from .conftest import run_cli
 
-cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU mode")
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU mode, on a machine without a GPU (make gpu-accept checks a GPU)")
 STEPS = ["environment", "gpu-check", "grid", "report", "kill-rerun", "tune", "evaluate", "ray", "probes"]
+ANSWER = ["environment", "gpu-check", "grid", "report"]
+CHECKS = ["environment", "kill-rerun", "tune", "evaluate", "ray", "probes"]
 
 
+# The two parts run as two tests (two pytest processes at once): each is a minute or more of CPU-mode commands.
 @pytest.mark.subprocess
+@pytest.mark.long
 @cpu_only
-def test_cpu_mode_runs_every_step_and_a_rerun_keeps_what_passed(project):
-    # Ray left out: a Ray instance of its own beside tests/test_ray.py's cluster upsets that one's process
-    # counts (the step itself is `ablate --ray local`, which test_ray covers, and ran in CPU mode by hand)
-    first = run_cli("gpu-accept", "--cpu", "--out", "acc", "--skip", "ray", cwd=project, timeout=900)
+def test_cpu_mode_part_answer_runs_its_steps_and_a_rerun_keeps_what_passed(project):
+    first = run_cli("gpu-accept", "--cpu", "--out", "acc", "--part", "answer", cwd=project, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     state = json.loads((project / "acc" / "steps.json").read_text())
-    ran = [n for n in STEPS if n != "ray"]
-    assert list(state) == STEPS and all(state[n]["status"] == "pass" for n in ran), \
+    assert list(state) == ANSWER and all(state[n]["status"] == "pass" for n in ANSWER), \
         {n: (v["status"], v["line"]) for n, v in state.items()}
-    assert state["ray"]["status"] == "skip" and state["ray"]["line"] == "left out (--skip)"
     summary = (project / "acc" / "summary.txt").read_text().splitlines()
     assert summary[0].endswith("(CPU mode: tiny budgets, not GPU figures)")
-    assert [line.split()[:2] for line in summary[1:10]] == [["SKIP" if n == "ray" else "PASS", n] for n in STEPS]
+    assert [line.split()[:2] for line in summary[1:10]] == [["PASS" if n in ANSWER else "....", n] for n in STEPS]
     grid = state["grid"]["figures"]
     assert grid["cells"] == 16 and grid["finished"] == 16 and grid["duplicates"] == grid["left_running"] == 0
     assert (project / "acc" / "report" / "main_effects.csv").exists()
+    # The figures the CPU mode wrote stay in its folder: `--workers auto` there reads its own gpu-check.
+    assert (project / "acc" / "reports" / "gpu-check.json").exists() and not (project / "reports").exists()
+    again = run_cli("gpu-accept", "--cpu", "--out", "acc", "--part", "answer", cwd=project, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("passed earlier") == 3, again.stdout  # every step but the environment
+    bad = run_cli("gpu-accept", "--cpu", "--out", "acc", "--skip", "rays", cwd=project)
+    assert bad.returncode == 2 and "--skip rays: not a step that can be left out" in bad.stderr
+
+
+@pytest.mark.subprocess
+@pytest.mark.long
+@cpu_only
+def test_cpu_mode_part_checks_runs_its_steps_and_a_rerun_keeps_what_passed(project):
+    # Ray left out: a Ray instance of its own beside tests/test_ray.py's clusters upsets their process counts
+    # (the step itself is `ablate --ray local`, which test_ray covers, and ran in CPU mode by hand)
+    first = run_cli("gpu-accept", "--cpu", "--out", "acc", "--part", "checks", "--skip", "ray", cwd=project,
+                    timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    state = json.loads((project / "acc" / "steps.json").read_text())
+    ran = [n for n in CHECKS if n != "ray"]
+    assert list(state) == CHECKS and all(state[n]["status"] == "pass" for n in ran), \
+        {n: (v["status"], v["line"]) for n, v in state.items()}
+    assert state["ray"]["status"] == "skip" and state["ray"]["line"] == "left out (--skip)"
     kill = state["kill-rerun"]["figures"]
     assert kill["finished"] == kill["cells"] == 8 and kill["left_running"] == kill["duplicates"] == 0
     # Whether the kill lands mid-cell is timing on tiny CPU cells (the store lags a loaded machine's workers):
@@ -44,15 +67,10 @@ def test_cpu_mode_runs_every_step_and_a_rerun_keeps_what_passed(project):
     probes = state["probes"]["figures"]
     assert probes["steps_per_s"]["graph"] == "skipped: needs CUDA" and probes["steps_per_s"]["bare"] > 0
     assert probes["fused"]["2"]["eager"]["total"] == pytest.approx(2 * probes["fused"]["2"]["eager"]["per_model"])
-    # The figures the CPU mode wrote stay in its folder: `--workers auto` there reads its own gpu-check.
-    assert (project / "acc" / "reports" / "gpu-check.json").exists() and not (project / "reports").exists()
-
     again = run_cli("gpu-accept", "--cpu", "--out", "acc", "--part", "checks", "--skip", "ray", cwd=project,
                     timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("passed earlier") == 4, again.stdout  # every check but the environment (and Ray)
-    bad = run_cli("gpu-accept", "--cpu", "--out", "acc", "--skip", "rays", cwd=project)
-    assert bad.returncode == 2 and "--skip rays: not a step that can be left out" in bad.stderr
 
 
 @pytest.mark.subprocess

@@ -1,10 +1,11 @@
 """The Makefile as a user drives it (`make -n`: what would run): the install stamp that follows the content of
-pyproject.toml rather than its modification time, and variables taken alike from the command line and the
-environment."""
+pyproject.toml rather than its modification time, variables taken alike from the command line and the
+environment, TORCH=cpu and its one line when the index cannot be reached; the suite names what it left out."""
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -59,3 +60,33 @@ def test_variables_from_the_environment_count_as_on_the_command_line(tmp_path):
     assert plan("run").endswith(" run experiments/full.toml")
     assert "--workers" not in plan("gpu-check") and "--workers 8,12,16" in plan("gpu-check", "WORKERS=8,12,16")
     assert "--workers 4" in plan("gpu-check", WORKERS="4")
+
+
+@pytest.mark.subprocess
+def test_torch_cpu_from_an_index_that_cannot_be_reached_is_one_line_naming_the_alternatives(tmp_path):
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(REPO / name, tmp_path / name)
+    assert "--index-url https://download.pytorch.org/whl/cpu" in make("-n", "install", "TORCH=cpu", "VENV=v",
+                                                                      cwd=tmp_path).stdout
+    bad = make("install", "TORCH=gpu", "VENV=v", cwd=tmp_path)
+    assert bad.returncode == 2 and "TORCH=gpu: give TORCH=cpu for the CPU-only wheels" in bad.stderr
+    assert not (tmp_path / "v").exists()
+    # An index nobody listens on, and no local wheel to fall back on: pip fails at once.
+    env = clean_env(PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="", PIP_RETRIES="0", PIP_DEFAULT_TIMEOUT="5")
+    proc = subprocess.run(["make", "--no-print-directory", "install", "TORCH=cpu", "VENV=v",
+                           "TORCH_INDEX=http://127.0.0.1:9/simple"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=240)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(ours) == 1, proc.stderr[-2000:]
+    assert "could not be installed from http://127.0.0.1:9/simple" in ours[0]
+    assert "leave out TORCH=cpu" in ours[0] and "make install WHEELS=dir" in ours[0]
+    assert (tmp_path / "v" / "torch-install.log").exists() and not list((tmp_path / "v").glob(".installed-*"))
+
+
+@pytest.mark.subprocess
+def test_the_suite_names_the_tests_it_left_out_and_what_runs_them(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_data.py::test_real_mnist_split_counts"], cwd=REPO, capture_output=True,
+                          text=True, env=clean_env(LSTM_MNIST_DATA=str(tmp_path)), timeout=180)
+    assert proc.returncode == 0 and "tests left out here, and what runs them" in proc.stdout, proc.stdout[-2000:]
+    assert "1 skipped: real MNIST not found (set LSTM_MNIST_DATA to the folder of its four .gz files)" in proc.stdout

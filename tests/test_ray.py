@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,9 +19,13 @@ from lstm_mnist.training import data
 from .chaos_tools import Cli, descendants, left_behind, record, runs, training
 from .conftest import TINY_BUDGET, cli
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray", reason="Ray is not installed (the ray extra: make install)")
 
-pytestmark = pytest.mark.xdist_group("ray")  # one cluster per session: these tests run in one pytest process
+# The tests on a cluster come in two groups (`--dist loadgroup`): each group's tests run in one pytest process,
+# on that process's one cluster (the module's fixture), and the two groups at once, on two clusters; each test
+# counts the processes of its own cluster only.
+GROUP_A = pytest.mark.xdist_group("ray-a")
+GROUP_B = pytest.mark.xdist_group("ray-b")
 
 
 # ---------------------------------------------------------------- the data, shipped (no cluster)
@@ -97,17 +100,20 @@ def _invariants(project: Path, experiment: str = "onray") -> dict:
             "retried": sum("trained again" in r.data.tags.get("failure", r.data.tags.get("error", "")) for r in cells)}
 
 
-def _cell_tasks(grace_s: float = 0.0) -> list[int]:
-    """Ray worker processes training a cell (Ray names them after the task), once `grace_s` has let the
-    cluster end a finished or dead driver's workers (it notices a driver's death by its heartbeat)."""
+def _cell_tasks(c, grace_s: float = 0.0) -> list[int]:
+    """This cluster's worker processes training a cell (Ray names them after the task; a raylet starts its
+    node's workers), once `grace_s` has let the cluster end a finished or dead driver's workers (it notices a
+    driver's death by its heartbeat)."""
+    raylets = [n.all_processes["raylet"][0].process.pid for n in (c.head_node, *c.worker_nodes)]
     deadline = time.monotonic() + grace_s
     while True:
-        out = subprocess.run(["pgrep", "-f", "ray::_train_cell"], capture_output=True, text=True).stdout
-        if not out.split() or time.monotonic() >= deadline:
-            return [int(p) for p in out.split()]
+        tasks = [p for r in raylets for p in descendants(r) if "ray::_train_cell" in cmdline(p)]
+        if not tasks or time.monotonic() >= deadline:
+            return tasks
         time.sleep(0.5)
 
 
+@GROUP_A
 @pytest.mark.subprocess
 def test_a_grid_on_a_two_node_cluster_trains_every_cell_once_across_the_nodes(project, cluster):
     c, _ = cluster
@@ -122,6 +128,7 @@ def test_a_grid_on_a_two_node_cluster_trains_every_cell_once_across_the_nodes(pr
     assert again.finish() == 0 and "nothing to train" in again.stdout
 
 
+@GROUP_A
 @pytest.mark.subprocess
 def test_cells_the_cluster_cannot_hold_are_a_one_line_error(project, cluster):
     c, _ = cluster
@@ -131,6 +138,7 @@ def test_cells_the_cluster_cannot_hold_are_a_one_line_error(project, cluster):
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
+@GROUP_A
 @pytest.mark.subprocess
 @pytest.mark.chaos
 def test_a_cell_whose_ray_worker_is_killed_is_trained_again_once(project, cluster):
@@ -153,6 +161,7 @@ def test_a_cell_whose_ray_worker_is_killed_is_trained_again_once(project, cluste
     assert "retry " in run.stdout
 
 
+@GROUP_B
 @pytest.mark.subprocess
 @pytest.mark.chaos
 def test_a_node_removed_mid_grid_has_its_cells_trained_on_the_others(project, cluster):
@@ -174,6 +183,7 @@ def test_a_node_removed_mid_grid_has_its_cells_trained_on_the_others(project, cl
     assert figures["runs_failed"] == figures["retried"] >= 1 and figures["left_running"] == 0, figures
 
 
+@GROUP_B
 @pytest.mark.subprocess
 @pytest.mark.chaos
 def test_the_driver_killed_then_a_rerun_resumes(project, cluster):
@@ -183,13 +193,13 @@ def test_the_driver_killed_then_a_rerun_resumes(project, cluster):
     assert first.wait_for(r"^\[\d+/8\]", 1, timeout=180), first.stdout
     delivered = first.running()
     first.kill()
-    orphans = _cell_tasks(grace_s=30)  # Ray ends a dead driver's tasks once it notices (its heartbeat)
+    orphans = _cell_tasks(c, grace_s=30)  # Ray ends a dead driver's tasks once it notices (its heartbeat)
     rerun = Cli("ablate", str(path), "--ray", c.address, cwd=project)
     assert rerun.finish() == 0, rerun.stderr[-3000:] + rerun.stdout[-2000:]
     figures = _invariants(project)
     # a SIGKILLed driver's children notice it by themselves: on a loaded machine that can take past 10 s
     left = left_behind(first.seen_pids | rerun.seen_pids, grace_s=30)
-    figures["processes_left"] = len(left) + len(_cell_tasks(grace_s=30))
+    figures["processes_left"] = len(left) + len(_cell_tasks(c, grace_s=30))
     record("Ray: the driver SIGKILLed, then a rerun", kills=int(delivered), cells_expected=8,
            tasks_left_after_the_kill=len(orphans), **figures)
     assert delivered and figures["cells_finished"] == 8 and figures["cells_trained_twice"] == 0, figures
@@ -197,6 +207,7 @@ def test_the_driver_killed_then_a_rerun_resumes(project, cluster):
 
 
 # ---------------------------------------------------------------- a study on Ray
+@GROUP_A
 @pytest.mark.subprocess
 def test_a_study_on_ray_runs_exactly_its_trials_and_mlflow_agrees_with_optuna(project, cluster):
     from .conftest import run_cli
@@ -215,6 +226,7 @@ def test_a_study_on_ray_runs_exactly_its_trials_and_mlflow_agrees_with_optuna(pr
            trials_in_optuna=len(trials), nodes=len(nodes))
 
 
+@GROUP_A
 @pytest.mark.subprocess
 @pytest.mark.chaos
 def test_a_ray_driver_and_a_plain_ablate_share_one_grid(project, cluster):
@@ -231,6 +243,7 @@ def test_a_ray_driver_and_a_plain_ablate_share_one_grid(project, cluster):
     assert figures["left_running"] == 0 and sum(trained) == 8, (trained, figures)
 
 
+@GROUP_B
 @pytest.mark.subprocess
 @pytest.mark.chaos
 def test_a_study_task_killed_has_its_trial_failed_and_queued_again(project, cluster):

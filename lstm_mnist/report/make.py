@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 
 from . import factorial, looks, tuning
 from ..config import check_name
@@ -14,24 +15,31 @@ from .plots import draw
 from .render import latex_doc, markdown_doc, shown
 
 
+def tables(r: Report) -> dict[str, pd.DataFrame]:
+    """Every table of the report at full precision, by name (its CSV file's stem): what `write` saves and what
+    the Python API returns."""
+    out = {"runs": r.grid.runs.drop(columns=["roles"], errors="ignore"),  # a run's designs: its `designs` column
+           "arms": r.arms, "comparisons": r.comparisons, "worth": r.worth}
+    if r.looks:
+        out["looks"] = r.looks.frame
+    if r.factorial:
+        out |= {"main_effects": r.factorial.frame("main"), "interactions": r.factorial.frame("2fi")}
+    t = r.tuning
+    if t:
+        out |= {"tuning_worth": t.worth, "tuning_cost": t.cost, "budget_order": t.order,
+                "budget_curves": tuning.curves_frame(t)}
+        if t.fixed:
+            out |= {"arms_fixed": t.fixed.arms, "comparisons_fixed": t.fixed.comparisons, "worth_fixed": t.fixed.worth}
+    return out
+
+
 def write(r: Report, out: Path) -> list[Path]:
     """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures."""
     out.mkdir(parents=True, exist_ok=True)
-    runs = r.grid.runs.drop(columns=["roles"], errors="ignore")  # a run's designs are its `designs` column
-    csvs = {"runs.csv": runs, "arms.csv": r.arms, "comparisons.csv": r.comparisons, "worth.csv": r.worth}
-    if r.looks:
-        csvs["looks.csv"] = r.looks.frame
-    if r.factorial:
-        csvs |= {"main_effects.csv": r.factorial.frame("main"), "interactions.csv": r.factorial.frame("2fi")}
-    t = r.tuning
-    if t:
-        csvs |= {"tuning_worth.csv": t.worth, "tuning_cost.csv": t.cost, "budget_order.csv": t.order,
-                 "budget_curves.csv": tuning.curves_frame(t)}
-        if t.fixed:
-            csvs |= {"arms_fixed.csv": t.fixed.arms, "comparisons_fixed.csv": t.fixed.comparisons,
-                     "worth_fixed.csv": t.fixed.worth}
+    csvs = {f"{name}.csv": df for name, df in tables(r).items()}
     for name, df in csvs.items():
         df.to_csv(out / name, index=False)
+    t = r.tuning
     figs = draw(r.grid, r.arms, r.worth, r.metric, out)
     if r.factorial:
         figs.append(factorial.half_normal_png(r.factorial, out))
@@ -44,8 +52,8 @@ def write(r: Report, out: Path) -> list[Path]:
     return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
 
 
-def make(experiment: str | None, grid: str | None, metric: str, out: str | None) -> tuple[Report, list[Path]]:
-    """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
+def compute(experiment: str | None, grid: str | None, metric: str) -> Report:
+    """The grid read from the store and every comparison its designs give; nothing written."""
     if grid is not None:
         check_name("--grid", grid, "give the name of a grid file's stem, e.g. --grid ablation-quick")
     g = load(experiment or latest_grid_experiment(grid), grid)
@@ -54,6 +62,12 @@ def make(experiment: str | None, grid: str | None, metric: str, out: str | None)
         r.tuning = tuning.build(g, r)
     if g.sequential:
         looks.apply(r)
+    return r
+
+
+def make(experiment: str | None, grid: str | None, metric: str, out: str | None) -> tuple[Report, list[Path]]:
+    """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
+    r = compute(experiment, grid, metric)
     paths = write(r, Path(out or Path("reports") / r.grid.name))
     groups.log_files(r.grid.parent_id, paths, "report")
     groups.log_tables(r.grid.parent_id, {f"{label.removeprefix('tab:')}_{r.metric}": table

@@ -18,6 +18,10 @@ class StoreDown(UserError):
     """The tracking store stayed unreachable (or locked, or read-only) past the wait limit."""
 
 
+class Refused(UserError):
+    """The tracking server answered, and refused this client's user or password (basic-auth): no wait helps."""
+
+
 STORE_WAIT_S = 600.0   # an outage longer than this stops a grid or study (--store-wait)
 FIRST_CONTACT_S = 15.0  # a store never reached by this process: a wrong URI should not wait ten minutes
 # Against a server: our backoff retries (not MLflow's ~4 min hidden inside one call), and no "View run at"
@@ -30,6 +34,15 @@ UNREACHABLE = ("Connection refused", "Max retries exceeded", "Failed to establis
                "IncompleteRead", "Broken pipe", "Read timed out",
                "error code 502", "error code 503", "error code 504", "database is locked",
                "readonly database", "unable to open database file", "disk I/O error")
+# What a server behind MLflow's basic-auth app answers a client it will not serve, and what to do about it.
+# (MLflow's REST client says "error code 401"; its artifact uploads, through requests, "401 Client Error".)
+REFUSED = {
+    ("error code 401", "401 Client Error"): ("refused the user and password (401): set MLFLOW_TRACKING_USERNAME "
+                                             "and MLFLOW_TRACKING_PASSWORD to an account of its basic-auth app "
+                                             "(ask its admin for one)"),
+    ("error code 403", "403 Client Error"): ("refused this user the experiment (403): ask the server's admin for "
+                                             "EDIT on it, or use an account that has it"),
+}
 _contact = {"reached": False, "down": False}  # this process and the store: reached once; given up on
 
 
@@ -40,6 +53,12 @@ def set_store_wait(seconds: float) -> None:
 
 def store_wait() -> float:
     return float(os.environ.get("LSTM_MNIST_STORE_WAIT_S", STORE_WAIT_S))
+
+
+def refused(e: BaseException) -> str | None:
+    """What to tell the user when `e` says the server refused this client's credentials; None otherwise."""
+    text = f"{e}"
+    return next((why for codes, why in REFUSED.items() if any(c in text for c in codes)), None)
 
 
 def unreachable(e: BaseException) -> str | None:
@@ -75,6 +94,9 @@ class WaitingClient:
             try:
                 out = fn(*args, **kwargs)
             except Exception as e:
+                no = refused(e)
+                if no is not None:  # nothing was written by the refused call: a rerun with the right account resumes
+                    raise Refused(f"the tracking server {self._shown()} {no}; what was recorded is kept") from None
                 reason = unreachable(e)
                 if reason is None:
                     raise
