@@ -26,7 +26,7 @@ RAY ?=
 TEST_PROCS ?= 4
 # Which torch build a fresh .venv gets: empty, the package index's default (on Linux x86_64 a CUDA 13.0 build,
 # about 5.5 GB, which needs an NVIDIA driver 580 or newer to use a GPU and runs on a CPU as well); cpu, the
-# CPU-only wheels from TORCH_INDEX (about 1 GB).
+# CPU-only wheels from TORCH_INDEX (under 1 GB).
 TORCH ?=
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ifneq ($(filter-out cpu,$(TORCH)),)
@@ -49,7 +49,7 @@ $(STAMP):
 	@if [ "$(TORCH)" = cpu ]; then echo "$(PY) -m pip install -c constraints.txt torch torchvision --index-url $(TORCH_INDEX)"; \
 	  $(PY) -m pip install -q -c constraints.txt torch torchvision --index-url $(TORCH_INDEX) >$(VENV)/torch-install.log 2>&1 \
 	  || { echo "error: the CPU-only torch wheels could not be installed from $(TORCH_INDEX) (pip's words in $(VENV)/torch-install.log): leave out TORCH=cpu for the package index's default build, or install from a wheel folder (make install WHEELS=dir, docs/offline.md)" >&2; exit 2; }; fi
-	$(PY) -m pip install -q -c constraints.txt -e '.[ui,ray,postgres,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[ui,ray,postgres,test,dashboard]'
 	rm -f $(VENV)/.installed*
 	touch $@
 
@@ -111,6 +111,13 @@ report: install  ## results tables + figures of the latest ablation grid -> repo
 
 ui: install  ## MLflow UI on this project's store; prints the link to the latest grid's runs table (PORT=...)
 	$(PY) -m lstm_mnist ui --port $(PORT) $(ARGS)
+
+.PHONY: dashboard screenshots
+dashboard: install  ## optuna-dashboard on a study's storage: STUDY=studies/quick.toml [STORAGE=url|journal] [PORT=8080]
+	$(PY) -m lstm_mnist dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --port $(if $(filter command line environment,$(origin PORT)),$(PORT),8080) $(ARGS)
+
+screenshots: install  ## retake docs/ui/*.png: MLflow's UI on a grid run and reported here, in headless Chromium [GRID=ablation-quick]
+	$(PY) docs/ui/screenshots.py --grid $(or $(GRID),ablation-quick)
 
 clean-venv:  ## remove the virtual environment
 	rm -rf $(VENV)

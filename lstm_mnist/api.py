@@ -48,8 +48,14 @@ def ablate(path: str, workers: int = 1, *, force: bool = False, storage: str | N
     same claims: several calls, processes or machines share one grid; a rerun trains only what is missing).
     A grid with [tune] tunes each arm first; `until_decided` adds seeds in blocks until each effect is decided.
     Returns 0 when no cell failed, else 1. `quiet` leaves out the progress lines."""
+    import sys
+
     from .engine.progress import say
 
+    if sys._getframe(1).f_globals.get("__name__") == "__mp_main__":
+        raise ConfigError("ablate() was called while a worker process imported your script again (multiprocessing "
+                          "does that before it starts a worker): put the script's calls under "
+                          "`if __name__ == \"__main__\":` (a notebook needs nothing)")
     out = (lambda *a, **k: None) if quiet else say
     if workers < 1:
         raise ConfigError(f"workers={workers}: give at least 1")

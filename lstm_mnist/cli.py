@@ -204,6 +204,12 @@ def cmd_ui(args) -> int:
     return ui.main(port=args.port, host=args.host, experiment=args.experiment, open_browser=args.open)
 
 
+def cmd_dashboard(args) -> int:
+    from .study import dashboard
+
+    return dashboard.main(args.file, storage=args.storage, host=args.host, port=args.port)
+
+
 def _stem(path: str) -> str:
     from pathlib import Path
 
@@ -346,6 +352,15 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--experiment", help="experiment to link to (default: the one holding the latest grid or study)")
     u.add_argument("--open", action="store_true", help="also open the link in a browser, where one is available")
     u.set_defaults(func=cmd_ui)
+
+    d = sub.add_parser("dashboard", help="optuna-dashboard on a study's storage (the dashboard extra)",
+                       description="Optuna's dashboard on a study's storage: the journal beside a study file, or an "
+                       "RDB URL or journal file given as --storage (a tuned grid's studies: mlruns/claims.journal).")
+    d.add_argument("file", nargs="?", help="study file (studies/*.toml)")
+    d.add_argument("--storage", help="an RDB URL (postgresql://...) or a journal file, instead of the study file's")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8080)
+    d.set_defaults(func=cmd_dashboard)
     return p
 
 

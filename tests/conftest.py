@@ -134,7 +134,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     Those tests fail at once instead (`_groups_hold`), naming the fix. The tests marked `long` go first (xdist
     hands out the groups, then single tests in this order), so no worker starts one as the others finish."""
     items.sort(key=lambda i: not i.get_closest_marker("long"))  # stable: the long ones first, each in its order
-    if os.environ.get("PYTEST_XDIST_WORKER") and config.getvalue("loadgroup"):
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):  # an xdist worker
         GROUP_LOST.update(i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid)
 
 

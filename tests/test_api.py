@@ -58,3 +58,10 @@ def test_mistakes_raise_the_one_line_the_cli_prints(project, grid_file):
     with pytest.raises(UserError) as e:
         api.report("api-grid")  # nothing run yet
     assert "\n" not in str(e.value)
+
+
+def test_ablate_from_a_script_a_worker_imports_again_is_one_line(grid_file):
+    """multiprocessing runs a script's top level again in each worker it starts (as `__mp_main__`): there a
+    call to ablate says what to do instead of starting a grid inside a worker."""
+    with pytest.raises(UserError, match='put the script\'s calls under `if __name__ == "__main__":`'):
+        exec("api.ablate(path)", {"__name__": "__mp_main__", "api": api, "path": grid_file})

@@ -13,11 +13,12 @@ from .conftest import REPO
 
 
 def clean_env(**env):
-    """This process's environment without what an outer make (`make test ARGS=...`) hands its children: the
-    variables given on its command line travel in MAKEFLAGS and would count as this make's own."""
+    """This process's environment without what an outer make (`make test ARGS=...`) hands its children (the
+    variables given on its command line travel in MAKEFLAGS and would count as this make's own), nor what
+    pytest-xdist tells its workers (PYTEST_XDIST_WORKER: a pytest started here is not one of them)."""
     drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
             *re.findall(r"^([A-Z_]+) \?=", (REPO / "Makefile").read_text(), re.M)}
-    return {**{k: v for k, v in os.environ.items() if k not in drop}, **env}
+    return {**{k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PYTEST_")}, **env}
 
 
 def make(*args, cwd):

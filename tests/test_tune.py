@@ -351,3 +351,31 @@ def test_a_study_name_with_a_quote_is_refused_at_load(tmp_path):
     path.write_text(f'study_name = "it\'s"\n[space]\n{LR}\n')
     with pytest.raises(ConfigError, match="study_name \"it's\": use only letters, digits"):
         study_file.load_study_file(path)
+
+
+@pytest.mark.subprocess
+def test_optuna_dashboard_serves_a_study_from_its_journal(project, capsys):
+    import json
+    import urllib.request
+
+    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (the dashboard extra: make install)")
+    path = write_study(project, "dash", LR)
+    code, _, err = cli(capsys, "dashboard", str(path))
+    assert code == 2 and "its study has no storage yet" in err and "make tune STUDY=" in err, err
+    study = optuna.create_study(study_name="dash", storage=claims.open_storage(None, project / "studies" / "dash.journal"))
+    trial = study.ask({"adamw_lr": optuna.distributions.FloatDistribution(1e-8, 3e-2, log=True)})
+    study.tell(trial, 0.5)
+    port = free_port()
+    proc = launcher.popen(["dashboard", str(path), "--port", str(port)], project)
+    try:
+        deadline, names = time.monotonic() + 60, None
+        while names is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    names = [s["study_name"] for s in json.loads(r.read())["study_summaries"]]
+            except OSError:
+                time.sleep(0.3)
+        assert names == ["dash"], (names, proc.poll())
+    finally:
+        proc.send_signal(signal.SIGTERM)  # gunicorn's master stops its worker on the way out
+        proc.wait(timeout=30)
