@@ -79,3 +79,15 @@ def test_a_report_rows_power_columns():
     assert row["verdict"] == pw.NO_EFFECT and row["seeds_for_delta"] == pw.seeds_needed(0.002, 0.0005, 4, lambda k: k - 1)
     assert pw.columns(0.001, 0.001, 3, 4, 0.002)["verdict"] == pw.UNDECIDED
     assert math.isnan(pw.columns(0.001, float("nan"), float("nan"), 1, 0.002)["mde80"])  # one seed: nothing to say
+    assert math.isnan(no_delta["verdict_seeds"]) and math.isnan(no_delta["verdict_ci_lo"])
+
+
+def test_a_fixed_n_verdict_names_its_seeds_and_the_interval_it_read():
+    effect = pw.columns(0.01, 0.001, 5, 6, 0.002)  # the 95% CI excludes 0
+    assert (effect["verdict"], effect["verdict_seeds"], effect["verdict_level"]) == (pw.EFFECT, 6, pytest.approx(0.95))
+    assert (effect["verdict_ci_lo"], effect["verdict_ci_hi"]) == pytest.approx(pw.interval(0.01, 0.001, 5, 0.95))
+    none = pw.columns(0.0001, 0.0005, 3, 4, 0.002)  # "no effect ≥ δ" reads the 90% CI (TOST at α = 0.05)
+    assert none["verdict_level"] == pytest.approx(0.90)
+    assert -0.002 < none["verdict_ci_lo"] < none["verdict_ci_hi"] < 0.002
+    assert (none["verdict_ci_lo"], none["verdict_ci_hi"]) == pytest.approx(pw.interval(0.0001, 0.0005, 3, 0.90))
+

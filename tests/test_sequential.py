@@ -49,6 +49,34 @@ def test_an_effect_keeps_its_first_decisive_verdict():
     assert sequential.settle([n, e]) == n
 
 
+def test_a_verdict_names_the_look_that_reached_it_not_the_last_looks_interval():
+    """The case of docs/results/until-decided-cpu: "effect" at the look on 6 seeds, kept at 8 seeds where the
+    CI holds 0. The verdict names 6 seeds and that look's 1 − α_k interval, which excludes 0."""
+    from lstm_mnist.report.factorial import said
+
+    design, order = sequential.Looks(4, 2, 8), list(range(8))
+    at = {4: (-0.002, 0.0012), 6: (-0.0035, 0.0008), 8: (-0.0019, 0.0009)}  # (estimate, se) per look
+    decided = sequential.decide(design, order, "test_f1", 0.002, set(order),
+                                lambda seeds: [("dropout", *at[len(seeds)], len(seeds) - 1),
+                                               ("width", 0.0, 1e-4, len(seeds) - 1)])
+    assert decided.verdicts() == {"dropout": power.EFFECT, "width": power.NO_EFFECT}
+    assert decided.frame[decided.frame["effect"] == "dropout"]["look_verdict"].tolist() == [
+        power.UNDECIDED, power.EFFECT, power.UNDECIDED]
+    got = decided.reached()
+    lo, hi = power.interval(-0.0035, 0.0008, 5, 1 - design.alpha_at(6))
+    assert got["dropout"] == {"verdict": power.EFFECT, "verdict_seeds": 6, "verdict_level": 1 - design.alpha_at(6),
+                              "verdict_ci_lo": pytest.approx(lo), "verdict_ci_hi": pytest.approx(hi)} and hi < 0
+    assert got["width"]["verdict_seeds"] == 4 and got["width"]["verdict_level"] == pytest.approx(1 - 2 * design.alpha_at(4))
+    import pandas as pd
+
+    text = said(pd.DataFrame([got["dropout"], got["width"], {"verdict": power.UNDECIDED, "verdict_seeds": 8,
+                                                             "verdict_level": 0.95, "verdict_ci_lo": float("nan"),
+                                                             "verdict_ci_hi": float("nan")}]))
+    assert text[0] == f"effect at 6 seeds, {100 * (1 - design.alpha_at(6)):.3g}% CI [{lo:+.4f}, {hi:+.4f}]"
+    assert text[0] == "effect at 6 seeds, 98.3% CI [-0.0063, -0.0007]" and text[1].startswith("no effect ≥ δ at 4 seeds, 97.8% CI")
+    assert text[2] == "undecided at 8 seeds"
+
+
 # ---------------------------------------------------------------- the proof by simulation
 SIGMA = DELTA = 1.0  # one seed's paired difference has the spread of the effect that matters
 LOOKS = sequential.Looks(2, 2, 16)
@@ -227,6 +255,8 @@ def test_a_grid_until_decided_end_to_end_then_a_rerun_and_its_report(project):
     assert "Adaptive replication" in text and sequential.METHOD in text and "looks_test_f1.png" in text
     main = (project / "rep" / "main_effects.csv").read_text()
     assert "no effect ≥ δ" in main
+    assert re.search(r"\| no effect ≥ δ at [2-4] seeds, 9\d(\.\d)?% CI \[[-+]", text), text  # where it was reached
+    assert "verdict_seeds" in main.splitlines()[0]
 
 
 @pytest.mark.subprocess

@@ -95,16 +95,30 @@ def verdict(estimate: float, se: float, df: float, delta: float, alpha: float = 
     return NO_EFFECT if -delta < lo and hi < delta else UNDECIDED
 
 
-COLUMNS = ("se", "df", "mde80", "seeds_for_delta", "verdict")
+def reached(estimate: float, se: float, df: float, delta: float, alpha: float = 0.05) -> tuple[str, float, float, float]:
+    """(verdict, level, lo, hi): the verdict at alpha and the interval it reads: the 1 − alpha CI for "effect"
+    (and while undecided), the 1 − 2·alpha CI (TOST) for "no effect ≥ δ"."""
+    v = verdict(estimate, se, df, delta, alpha)
+    level = 1 - 2 * alpha if v == NO_EFFECT else 1 - alpha
+    return (v, level, *interval(estimate, se, df, level))
+
+
+# Where a verdict was reached: at how many seeds, and the interval (its level, its ends) it read there. A fixed-n
+# verdict is reached at the grid's seeds; an --until-decided one at its first decisive look (analysis/sequential).
+REACHED = ("verdict_seeds", "verdict_level", "verdict_ci_lo", "verdict_ci_hi")
+COLUMNS = ("se", "df", "mde80", "seeds_for_delta", "verdict", *REACHED)
 
 
 def columns(estimate: float, se: float, df: float, n: int, delta: float | None,
             df_at: Callable[[int], float] | None = None) -> dict:
     """A report row's power columns: the MDE at 80% power (α = 0.05 per test); with δ, the seeds that would
     detect δ with 80% power (`df_at(seeds)`: the test's df then; default a paired test's seeds − 1) and the
-    verdict."""
-    out = {"se": se, "df": df, "mde80": mde(se, df), "seeds_for_delta": NAN, "verdict": ""}
+    verdict with where it was reached (REACHED: these n seeds, the interval the verdict read)."""
+    out = {"se": se, "df": df, "mde80": mde(se, df), "seeds_for_delta": NAN, "verdict": "",
+           **dict.fromkeys(REACHED, NAN)}
     if delta:
         needed = seeds_needed(delta, se, n, df_at or (lambda k: k - 1))
-        out |= {"seeds_for_delta": NAN if needed is None else needed, "verdict": verdict(estimate, se, df, delta)}
+        v, level, lo, hi = reached(estimate, se, df, delta)
+        out |= {"seeds_for_delta": NAN if needed is None else needed, "verdict": v, "verdict_seeds": n,
+                "verdict_level": level, "verdict_ci_lo": lo, "verdict_ci_hi": hi}
     return out

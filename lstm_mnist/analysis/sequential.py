@@ -115,6 +115,21 @@ class Decided:
     def verdicts(self) -> dict[str, str]:
         return dict(zip(self.last["effect"], self.last["verdict"]))
 
+    def reached(self) -> dict[str, dict]:
+        """Per effect, its verdict and where it was reached (power.REACHED): the first decisive look, with the
+        interval that look's verdict read (1 − α_k for "effect", 1 − 2α_k for "no effect ≥ δ"); an undecided
+        effect at the last look, with its 1 − α_k interval."""
+        out = {}
+        for name, x in self.frame.groupby("effect", sort=False):
+            decisive = x[x["look_verdict"] != power.UNDECIDED]
+            row = decisive.iloc[0] if len(decisive) else x.iloc[-1]
+            tost = row["look_verdict"] == power.NO_EFFECT
+            out[name] = {"verdict": row["verdict"], "verdict_seeds": int(row["seeds"]),
+                         "verdict_level": 1 - (2 if tost else 1) * float(row["alpha"]),
+                         "verdict_ci_lo": float(row["tost_lo" if tost else "ci_lo"]),
+                         "verdict_ci_hi": float(row["tost_hi" if tost else "ci_hi"])}
+        return out
+
     def undecided(self) -> list[str]:
         return [e for e, v in self.verdicts().items() if v == power.UNDECIDED]
 

@@ -16,7 +16,7 @@ from ..analysis import effects, figures, fractional, power
 
 # Columns of the effect CSVs (full precision).
 COLUMNS = ["kind", "term", "letters", "estimate", "se", "ci_lo", "ci_hi", "t", "p", "p_holm", "df", "method",
-           "affected", "note", "mde80", "seeds_for_delta", "verdict"]
+           "affected", "note", "mde80", "seeds_for_delta", "verdict", *power.REACHED]
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Factorial:
     missing_arms: list[str]     # "arm (seed s)" for each design run that has no FINISHED run
     metric: str
     delta: float | None = None  # the grid's effect_of_interest
-    verdicts: dict | None = None  # run --until-decided: each main effect's sequential verdict (report/looks.py)
+    verdicts: dict | None = None  # run --until-decided: each main effect's verdict, where reached (Decided.reached)
 
     def frame(self, kind: str) -> pd.DataFrame:
         a = self.analysis
@@ -39,8 +39,9 @@ class Factorial:
                  **{k: v for k, v in power.columns(e.estimate, e.se, a.df, n, self.delta, df_at).items()
                     if k not in ("se", "df")}} for e in a.family(kind)]
         if self.verdicts is not None:  # the looks' verdicts; the chains were not decided on
+            blank = {"verdict": "", **dict.fromkeys(power.REACHED, float("nan"))}
             for row, e in zip(rows, a.family(kind)):
-                row["verdict"] = self.verdicts.get(f"factorial: {e.term.factor}", "") if kind == "main" else ""
+                row |= self.verdicts.get(f"factorial: {e.term.factor}", blank) if kind == "main" else blank
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def main_effect(self, flag: str) -> effects.Effect | None:
@@ -97,7 +98,21 @@ def show(f: Factorial, kind: str) -> pd.DataFrame:
         "p": [_p(p) for p in df["p"]], "p (Holm)": [_p(p) for p in df["p_holm"]],
         "MDE (80%)": [_num(x) for x in df["mde80"]],
         **({"seeds for δ": ["–" if pd.isna(x) else f"{x:.0f}" for x in df["seeds_for_delta"]],
-            "verdict": df["verdict"].tolist()} if df["verdict"].astype(bool).any() else {})})
+            "verdict": said(df)} if df["verdict"].astype(bool).any() else {})})
+
+
+def said(rows: pd.DataFrame, digits: int = 4) -> list[str]:
+    """Each row's verdict with where it was reached: "effect at 6 seeds, 98.5% CI [−0.0066, −0.0003]" (the
+    interval that verdict read; "undecided at 8 seeds" without one); "" where the row has no verdict."""
+    out = []
+    for v, n, level, lo, hi in zip(rows["verdict"], *(rows[k] for k in power.REACHED)):
+        if not v or pd.isna(n):
+            out.append(v or "")
+        elif v == power.UNDECIDED or pd.isna(lo):
+            out.append(f"{v} at {n:.0f} seeds")
+        else:
+            out.append(f"{v} at {n:.0f} seeds, {100 * level:.3g}% CI [{_num(lo, digits, True)}, {_num(hi, digits, True)}]")
+    return out
 
 
 def notes(f: Factorial) -> list[str]:

@@ -115,9 +115,10 @@ def apply(r) -> None:
     """Give the report (compare.Report) its looks, and replace its fixed-n verdicts with theirs: under optional
     stopping a fixed-n verdict is not valid (on another metric than the looks', no verdict is shown)."""
     r.looks = build(r.grid, r.grid.sequential)
-    mine = r.looks.metric == r.metric
-    verdicts = r.looks.verdicts() if mine else {}
-    r.comparisons["verdict"] = [verdicts.get(f"{d}: {f}", "") for d, f in zip(r.comparisons["design"],
-                                                                           r.comparisons["flag"])]
+    reached = r.looks.reached() if r.looks.metric == r.metric else {}
+    blank = {"verdict": "", **dict.fromkeys(power.REACHED, float("nan"))}
+    rows = [reached.get(f"{d}: {f}", blank) for d, f in zip(r.comparisons["design"], r.comparisons["flag"])]
+    for key in blank:
+        r.comparisons[key] = [row[key] for row in rows]
     if r.factorial:
-        r.factorial.verdicts = verdicts
+        r.factorial.verdicts = reached

@@ -78,7 +78,7 @@ def power_columns(rows: pd.DataFrame, digits: int) -> dict:
     out = {"MDE (80%)": [_num(x, digits) for x in rows["mde80"]]}
     if rows["verdict"].astype(bool).any():
         out |= {"seeds for δ": ["–" if pd.isna(x) else f"{x:.0f}" for x in rows["seeds_for_delta"]],
-                "verdict": rows["verdict"].tolist()}
+                "verdict": factorial.said(rows, digits)}
     return out
 
 
@@ -199,10 +199,12 @@ def notes(r: Report) -> list[str]:
         out.append("MDE (80%): the smallest true effect the row's two-sided t-test detects with 80% power at α = 0.05 "
                    "per test, on the row's degrees of freedom and standard error (a Holm-adjusted family needs more)."
                    + (f" Verdicts for δ = {delta:g} (the grid's effect_of_interest): the looks' (below), since the "
-                      f"grid was run --until-decided." if delta and r.looks is not None else
+                      f"grid was run --until-decided; each names the look that reached it (its seeds and the "
+                      f"interval it read there: 1 − α_k for \"effect\", 1 − 2α_k for \"no effect ≥ δ\"), which may "
+                      f"be earlier than the estimate and CI of the row's final seeds." if delta and r.looks is not None else
                       f" Verdicts for δ = {delta:g} (the grid's effect_of_interest): \"effect\" when the 95% CI excludes "
                       f"0; \"no effect ≥ δ\" when the 90% CI lies inside (−δ, δ) (two one-sided tests at α = 0.05); "
-                      f"else \"undecided\"." if delta else " Give the grid an effect_of_interest (δ) for verdicts.")
+                      f"else \"undecided\"; each names the seeds it was reached at and the interval it read." if delta else " Give the grid an effect_of_interest (δ) for verdicts.")
                    + (" Seeds for δ: the seeds at which δ would be detected with 80% power at this spread (a fixed "
                       "design)." if delta else ""))
     if "early_stopping" in set(r.worth.get("flag", ())):
