@@ -161,9 +161,14 @@ def test_a_commands_time_limit_is_what_is_left_of_the_budget(tmp_path):
 
     from lstm_mnist.accept import harness as s
 
-    ctx = s.Context(tmp_path, True, {}, deadline=time.monotonic() + 100)
+    ctx = s.Context(tmp_path, False, {}, deadline=time.monotonic() + 100)
     assert 100 - s.RESERVE_S - 1 < ctx.limit(300) <= 100 - s.RESERVE_S and ctx.limit(10) == 10
     ctx.deadline = time.monotonic() + s.RESERVE_S + s.MIN_START_S - 1
     with pytest.raises(s.OutOfTime, match="of this call's budget left; rerun to continue"):
         ctx.limit(300)
-    assert s.Context(tmp_path, True, {}).limit(300) == 300
+    assert s.Context(tmp_path, False, {}).limit(300) == 300
+    # CPU mode: a command's own limit only catches a hang on a loaded machine, CPU_SLACK times longer; the
+    # call's budget still bounds it
+    assert s.Context(tmp_path, True, {}).limit(300) == 300 * s.CPU_SLACK
+    cpu = s.Context(tmp_path, True, {}, deadline=time.monotonic() + 100)
+    assert cpu.limit(10) == 10 * s.CPU_SLACK and cpu.limit(300) <= 100 - s.RESERVE_S

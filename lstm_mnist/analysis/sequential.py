@@ -196,3 +196,31 @@ def simulate_fixed(theta: float, sigma: float, delta: float, n: int, reps: int, 
     mean, se = d.mean(axis=1), d.std(axis=1, ddof=1) / math.sqrt(n)
     return Simulated([power.verdict(float(m), float(s), n - 1, delta, alpha) for m, s in zip(mean, se)],
                      np.full(reps, n))
+
+
+@dataclass
+class TuningDraw:
+    """What a seed-level test and a repeat-level one conclude when the tuning draw itself moves the effect."""
+    seed_level: Simulated    # seeds as the unit (the paired t-test of the report), the repeats ignored
+    repeat_level: Simulated  # repeats as the unit: the mean of the repeats' Δs on R − 1 df (R >= 2), else nothing
+
+
+def simulate_tuning_draw(theta: float, sigma: float, tau: float, delta: float, n: int, repeats: int, reps: int,
+                         rng: np.random.Generator, alpha: float = ALPHA) -> TuningDraw:
+    """`reps` replications of one comparison in a tuned grid of n seeds and R tuning repeats: repeat r's tuned
+    values move the effect by u_r ~ N(0, tau²) (another search, another effect), and seed s's paired difference
+    is theta + u_{r(s)} + e_s with e ~ N(0, sigma²), seed i at repeat i mod R (Tune.repeat_of). theta is the
+    effect of the tuning procedure in general. Both verdicts go through power.verdict: the seed-level one on the
+    n differences (n − 1 df), the repeat-level one on the R repeat means (R − 1 df)."""
+    which = np.arange(n) % repeats
+    u = rng.normal(0.0, tau, size=(reps, repeats))
+    d = theta + u[:, which] + rng.normal(0.0, sigma, size=(reps, n))
+    seed_mean, seed_se = d.mean(axis=1), d.std(axis=1, ddof=1) / math.sqrt(n)
+    seed = [power.verdict(float(m), float(s), n - 1, delta, alpha) for m, s in zip(seed_mean, seed_se)]
+    if repeats < 2:
+        rep = [power.UNDECIDED] * reps  # one draw of the tuning: nothing to say about tuning in general
+    else:
+        means = np.stack([d[:, which == r].mean(axis=1) for r in range(repeats)], axis=1)
+        m, s = means.mean(axis=1), means.std(axis=1, ddof=1) / math.sqrt(repeats)
+        rep = [power.verdict(float(a), float(b), repeats - 1, delta, alpha) for a, b in zip(m, s)]
+    return TuningDraw(Simulated(seed, np.full(reps, n)), Simulated(rep, np.full(reps, n)))

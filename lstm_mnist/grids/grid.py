@@ -38,7 +38,7 @@ KEYS = {"experiment": "MLflow experiment of every cell", "base": "experiment fil
         "tune": "a search per arm before its replicates", "tune_seed": "the seed every tuning trial trains with",
         "effect_of_interest": "the smallest effect that matters (δ, in the metric's units): the report's verdicts"}
 TUNE_KEYS = ("trials", "objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
-             "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "space")
+             "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "tune_repeats", "space")
 VARIANTS = ("", "fixed", "tuned", "both")  # a cell of a grid without [tune]; of a tuned grid: untuned, tuned, both
 
 
@@ -56,6 +56,18 @@ class Tune:
     pruner_startup_trials: int = 3
     pruner_warmup_epochs: int = 0
     fixed: bool = False               # also train the untuned cells (the arms at the grid's own values)
+    repeats: int = 1                  # tune_repeats: independent studies per arm (repeat r: tune seed seed + r,
+    #                                   sampler seed sampler_seed + r); replicate seed i of the order uses repeat i % R
+
+    @property
+    def seeds(self) -> tuple:
+        """The seeds the repeats' trials train with (never a replicate seed)."""
+        return tuple(self.seed + r for r in range(self.repeats))
+
+    def repeat_of(self, order) -> dict:
+        """Replicate seed -> the repeat whose tuned values it trains at: balanced in the seeds' order (seed i of
+        the order: repeat i mod R), so every R consecutive seeds, and every block of R, hold each repeat once."""
+        return {seed: i % self.repeats for i, seed in enumerate(order)}
 
 
 @dataclass(frozen=True)
@@ -90,11 +102,12 @@ class Cell:
     trial: int | None = None  # a tuning trial of the arm (trained at tune_seed), not a replicate
     roles: tuple = ()     # (design, flag, the arm's name there) for every design that uses this arm: with two flags,
     #                       full-dropout is also baseline+adamw (it varies dropout, then adamw)
+    repeat: int = 0       # a trial's tuning repeat (tune_repeats): repeat r > 0 names its trials <arm>-r<r>-t<n>
 
     @property
     def name(self) -> str:
         if self.trial is not None:
-            return f"{self.arm}-t{self.trial}"
+            return f"{self.arm}-{f'r{self.repeat}-' * bool(self.repeat)}t{self.trial}"
         return f"{self.arm}-{'tuned-' * (self.variant == 'tuned')}s{self.seed}"
 
     def overrides(self, flags: tuple) -> dict:
@@ -143,9 +156,16 @@ def _tune(raw: dict, s: GridSpec) -> Tune:
     if type(seed) is not int or seed < 0:
         raise ConfigError(f"tune_seed={seed!r}: give the seed trials train with, an integer >= 0 outside seeds "
                           f"(e.g. tune_seed = {max(s.seeds) + 100})")
-    if seed in s.seeds:
-        raise ConfigError(f"tune_seed={seed} is also a replicate seed: replicates must not be the runs that were "
-                          f"selected on; choose a tune_seed outside seeds={list(s.seeds)}")
+    repeats = t.get("tune_repeats", 1)
+    if type(repeats) is not int or repeats < 1:
+        raise ConfigError(f"[tune] tune_repeats={repeats!r}: give the independent studies per arm, an integer >= 1 "
+                          "(1: one study per arm; 2: each arm tuned twice, the replicate seeds split between them)")
+    clash = sorted({seed + r for r in range(repeats)} & set(s.seeds))
+    if clash:
+        what = (f"tune_seed={seed} is also a replicate seed" if repeats == 1 else
+                f"tune_seed={seed} with tune_repeats={repeats} trains trials at seed {clash[0]}, also a replicate seed")
+        raise ConfigError(f"{what}: replicates must not be the runs that were selected on; choose a tune_seed "
+                          f"outside seeds={list(s.seeds)}, e.g. tune_seed = {max(s.seeds) + 100}")
     if "fixed" in t and not isinstance(t["fixed"], bool):
         raise ConfigError(f"[tune] fixed={t['fixed']!r}: expected true (also train the untuned cells) or false")
     sp = t.get("space", {})
@@ -167,7 +187,7 @@ def _tune(raw: dict, s: GridSpec) -> Tune:
                 search_space.integer(t, "sampler_seed", 0, 0), search_space.integer(t, "sampler_startup_trials", 10, 0),
                 search_space.choice(t, "pruner", Tune.pruner, search_space.PRUNERS),
                 search_space.integer(t, "pruner_startup_trials", 3, 0),
-                search_space.integer(t, "pruner_warmup_epochs", 0, 0), t.get("fixed", False))
+                search_space.integer(t, "pruner_warmup_epochs", 0, 0), t.get("fixed", False), repeats)
     for arm, *_, on in arms(s):  # every arm's lowest point is a valid config
         config.build({**start, **_flag_values(on), **{k: search_space.some_value(d) for k, d in
                                                       searched(dataclasses.replace(s, tune=tune), on).items()}},

@@ -55,6 +55,8 @@ class TunedArm:
     tuning_run: str      # the MLflow run holding the arm's search (trials.json, best_*)
     complete: bool = False
     gave_up: str = ""
+    arm: str = ""        # the arm searched ("": the key it is recorded under, a grid without tuning repeats)
+    repeat: int = 0      # its tuning repeat (tune_repeats)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,12 @@ class Tuning:
     fixed: bool
     tune_seed: int
     space: dict
-    arms: dict = field(default_factory=dict)  # arm -> TunedArm
+    arms: dict = field(default_factory=dict)  # arm -> TunedArm; with tune_repeats, "<arm> r<repeat>" -> TunedArm
+    repeats: int = 1                          # tune_repeats
+    repeat_of: dict = field(default_factory=dict)  # replicate seed (str) -> the repeat whose values it trains at
+
+    def seeds_of(self, repeat: int) -> list[int]:
+        return sorted(int(seed) for seed, r in self.repeat_of.items() if r == repeat)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,9 @@ class Plan:
         f, t = d.get("factorial"), d.get("tuning")
         tuning = None
         if t:
-            arms = {a: TunedArm(tuple(x["searched"]), x["study_name"], x["tuning_run"], x["complete"], x["gave_up"])
-                    for a, x in t["arms"].items()}
-            tuning = Tuning(t["trials"], t["objective"], t["fixed"], t["tune_seed"], t["space"], arms)
+            arms = {a: TunedArm(tuple(x["searched"]), x["study_name"], x["tuning_run"], x["complete"], x["gave_up"],
+                                x.get("arm") or a, x.get("repeat", 0)) for a, x in t["arms"].items()}
+            tuning = Tuning(t["trials"], t["objective"], t["fixed"], t["tune_seed"], t["space"], arms,
+                            t.get("repeats", 1), t.get("repeat_of", {}))
         return cls(cells, d["protocol_version"], d.get("effect_of_interest"),
                    Fraction(tuple(f["factors"]), tuple(f["generators"])) if f else None, tuning, d.get("sequential"))

@@ -1,6 +1,9 @@
 """`python -m lstm_mnist ablate FILE --until-decided [--max-seeds N] [--block B]`: the grid at its seeds, then
 B more seeds of the whole design at a time, up to N, looking after each block and stopping once every effect
-is "effect" or "no effect ≥ δ" (δ: the grid's effect_of_interest).
+is "effect" or "no effect ≥ δ" (δ: the grid's effect_of_interest). A tuned grid (a [tune] table) is tuned in
+the first block, each arm with its equal budget; every block then trains its tuned cells at the tuned values
+(and, with `fixed = true`, its untuned cells, which get looks of their own in the report); the looks decide
+on the tuned effects.
 
 Each block is an ordinary `ablate` of the grid with more seeds (grids/ablate.py: claims, resume, workers, one
 parent run); the plan recorded on the parent names the looks (seeds, α per look, seed order), and after each
@@ -16,6 +19,7 @@ from ..analysis import power, sequential
 from ..config import ConfigError
 from ..engine import drive as engine
 from . import ablate, grid
+from .tuned import run as tuned
 from ..engine.progress import say
 from ..tracking import query, records
 from .plan import read_plan
@@ -27,9 +31,6 @@ LOOKS_FILE = "looks.json"
 def design(study: grid.GridSpec, max_seeds: int | None, block: int) -> tuple[sequential.Looks, list[int]]:
     """The looks and the seed order (the file's seeds, then the next unused integers), checked."""
     first = len(study.seeds)
-    if study.tune is not None:
-        raise ConfigError(f"{study.path} has a [tune] table: --until-decided adds seeds to plain grids only; "
-                          "remove [tune], or run it without --until-decided")
     if not study.effect_of_interest:
         raise ConfigError(f"--until-decided needs the smallest effect that matters: add effect_of_interest = δ to "
                           f"{study.path} (in test F1 units, e.g. effect_of_interest = 0.002)")
@@ -47,6 +48,11 @@ def design(study: grid.GridSpec, max_seeds: int | None, block: int) -> tuple[seq
         if s not in order:
             order.append(s)
         s += 1
+    clash = sorted(set(study.tune.seeds) & set(order)) if study.tune is not None else []
+    if clash:  # the trials' seeds must never be a replicate's
+        raise ConfigError(f"tune_seed = {study.tune.seed} trains trials at seed {clash[0]}, one of the seeds "
+                          f"--until-decided may add ({', '.join(map(str, order))}): choose a tune_seed outside them "
+                          f"in {study.path}, e.g. tune_seed = {max(order) + 100}")
     return sequential.Looks(first, block, most), order
 
 
@@ -85,7 +91,11 @@ def describe(study: grid.GridSpec, looks: sequential.Looks, order: list[int]) ->
              f"order {', '.join(map(str, order))}",
              *(f"  look {i} at {n} seeds (seeds {', '.join(map(str, order[:n]))}): α_k = {a:.4f}"
                for i, (n, a) in enumerate(zip(looks.seeds, looks.alphas), 1)),
-             f"  {sequential.METHOD}; Σ α_k = {looks.alpha:g}", "The first look's cells:"]
+             f"  {sequential.METHOD}; Σ α_k = {looks.alpha:g}"]
+    if study.tune is not None and study.tune.repeats > 1:
+        lines.append("  the seeds' tuning repeats, in the order: " + ", ".join(
+            f"{seed}: r{r}" for seed, r in study.tune.repeat_of(order).items()))
+    lines.append("The first look's cells:")
     return "\n".join(lines)
 
 
@@ -99,13 +109,17 @@ def main(path: str, judge, n_workers: int = 1, max_seeds: int | None = None, blo
     entry = plan_entry(study, looks, order)
     if dry_run:
         out(describe(study, looks, order))
+        if study.tune is not None:
+            return tuned.main(path, n_workers, dry_run=True, out=out)
         return ablate.main(path, n_workers, dry_run=True, out=out)
     check_recorded(study, entry)
     with engine.capacity(n_workers, ray) as (n_workers, held):
         inv = ablate.Invocation(n_workers, held, out, pin, storage_url, ray)
         for k, n in enumerate(looks.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))
-            if ablate.plan_and_run(at, inv, sequential=entry):
+            # A tuned grid: its searches run once (the first block), every block's tuned cells at their values.
+            rc = tuned.train(at, inv, sequential=entry) if study.tune else ablate.plan_and_run(at, inv, sequential=entry)
+            if rc:
                 out(f"look {k} at {n} seeds waits: a cell failed (above); rerun the same command to train it again "
                     "and go on (a look needs its whole block)")
                 return 1

@@ -34,7 +34,9 @@ def arm_table(g: Grid, metric: str) -> pd.DataFrame:
                "flags": _flags_text([f for f in FLAGS if first[f]], first["readout"]), "n_seeds": len(runs),
                "seeds": " ".join(map(str, sorted(runs["seed"]))),
                "missing_seeds": " ".join(str(s) for s in g.seeds if s not in set(runs["seed"])),
-               "tuned_values": first.get("tuned_values", "")}
+               # with tuning repeats an arm's seeds train at several values: each once, in seed order
+               "tuned_values": " | ".join(dict.fromkeys(runs.sort_values("seed")["tuned_values"]))
+               if "tuned_values" in runs else ""}
         for m in dict.fromkeys((metric, *SUMMARY)):
             row.update(_summary(m, runs[m].dropna().tolist()))
         rows.append(row)

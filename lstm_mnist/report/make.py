@@ -30,6 +30,10 @@ def tables(r: Report) -> dict[str, pd.DataFrame]:
                 "budget_curves": tuning.curves_frame(t)}
         if t.fixed:
             out |= {"arms_fixed": t.fixed.arms, "comparisons_fixed": t.fixed.comparisons, "worth_fixed": t.fixed.worth}
+            if t.fixed.looks is not None:
+                out["looks_fixed"] = t.fixed.looks.frame
+        if t.by_repeat is not None:
+            out |= {"tuning_repeats": t.by_repeat, "tuning_spread": t.spread}
     return out
 
 

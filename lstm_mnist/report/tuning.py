@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import budget, figures
+from ..analysis import budget, figures, power
 from ..engine.jobs import TRIALS_FILE
 from ..tracking import query
-from .compare import Report, build as build_report
+from . import looks
+from .compare import Report, build as build_report, comparisons
 from .gather import Grid
 
 
@@ -33,6 +34,11 @@ class Tuning:
     cost: pd.DataFrame         # per arm: searched keys, trials by state, training seconds, best value, tuned values
     curves: dict               # arm -> budget.Curve of its COMPLETE and PRUNED trials' values
     order: pd.DataFrame        # per comparison: from which k the two arms' expected best keep their order
+    repeats: int = 1           # tune_repeats
+    by_repeat: pd.DataFrame | None = None  # tune_repeats > 1: each comparison within each repeat's seeds, and
+    #                                         across the repeats (the repeat as the unit)
+    spread: pd.DataFrame | None = None     # tune_repeats > 1: per arm, the repeats' best values and their range
+    repeat_of: dict | None = None          # replicate seed -> repeat
 
 
 def trials(g: Grid) -> dict[str, list[dict]]:
@@ -50,10 +56,78 @@ def build(g: Grid, r: Report) -> Tuning:
     found = trials(g)
     direction = "minimize" if t.objective == "val_loss" else "maximize"
     fixed = build_report(replace(g, runs=g.fixed, fixed=None, tune=None), r.metric) if g.fixed is not None else None
+    if fixed is not None and g.sequential:  # the untuned cells followed the same blocks: looks of their own
+        looks.apply(fixed)
     curves = {arm: budget.curve(_values(rows), maximize=direction == "maximize")
               for arm, rows in found.items() if _values(rows)}
-    return Tuning(t.objective, direction, fixed, worth_change(fixed, r), cost(g, found), curves,
-                  order(r, found, direction == "maximize"))
+    out = Tuning(t.objective, direction, fixed, worth_change(fixed, r), cost(g, found), curves,
+                 order(r, found, direction == "maximize", t), t.repeats)
+    if t.repeats > 1:
+        out.by_repeat, out.spread = by_repeat(g, r), spread(out.cost, t)
+        out.repeat_of = {int(k): v for k, v in t.repeat_of.items() if int(k) in g.seeds}
+    return out
+
+
+def key(t, arm: str, repeat: int) -> str:
+    """The name a search is recorded under in the plan (grids/tuned/search.ArmSearch.key)."""
+    return f"{arm} r{repeat}" if t.repeats > 1 else arm
+
+
+def by_repeat(g: Grid, r: Report) -> pd.DataFrame:
+    """Per comparison: Δ pooled over every seed (the tables above), Δ within each repeat's seeds, and the
+    repeat-level estimate: the mean of the repeats' Δs with a t interval on R − 1 degrees of freedom (the
+    tuning draw as the unit)."""
+    t = g.tune
+    within = {}
+    for rep in range(t.repeats):
+        seeds = [s for s in t.seeds_of(rep) if s in g.seeds]
+        sub = replace(g, runs=g.runs[g.runs["seed"].isin(seeds)].reset_index(drop=True), seeds=seeds)
+        within[rep] = comparisons(sub, r.metric).set_index(["design", "flag"]) if seeds else None
+    rows = []
+    for _, c in r.comparisons.iterrows():
+        row = {"design": c["design"], "flag": c["flag"], "pooled_diff_mean": c["diff_mean"],
+               "pooled_ci_lo": c["diff_ci_lo"], "pooled_ci_hi": c["diff_ci_hi"], "pooled_n": c["n_pairs"]}
+        means = []
+        for rep, w in within.items():
+            x = w.loc[(c["design"], c["flag"])] if w is not None and (c["design"], c["flag"]) in w.index else None
+            row |= {f"r{rep}_diff_mean": np.nan if x is None else x["diff_mean"],
+                    f"r{rep}_ci_lo": np.nan if x is None else x["diff_ci_lo"],
+                    f"r{rep}_ci_hi": np.nan if x is None else x["diff_ci_hi"],
+                    f"r{rep}_n": 0 if x is None else int(x["n_pairs"])}
+            if x is not None and pd.notna(x["diff_mean"]):
+                means.append(float(x["diff_mean"]))
+        est, se, df = stats_of(means)
+        lo, hi = power.interval(est, se, df, 0.95)
+        sides = {_side(row[f"r{rep}_diff_mean"], row[f"r{rep}_ci_lo"], row[f"r{rep}_ci_hi"]) for rep in within}
+        row |= {"repeats_diff_mean": est, "repeats_se": se, "repeats_df": df, "repeats_ci_lo": lo, "repeats_ci_hi": hi,
+                "repeats_verdict": power.verdict(est, se, df, g.delta) if g.delta else "",
+                "depends_on_repeat": "no CI" if "no CI" in sides else "no" if len(sides) == 1 else
+                "yes: " + " vs ".join(f"r{rep} {_side(row[f'r{rep}_diff_mean'], row[f'r{rep}_ci_lo'], row[f'r{rep}_ci_hi'])}"
+                                      for rep in within)}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stats_of(means: list[float]) -> tuple[float, float, float]:
+    """(mean, its standard error, df) of the repeats' Δs; no spread from fewer than two."""
+    if not means:
+        return np.nan, np.nan, np.nan
+    if len(means) < 2:
+        return means[0], np.nan, np.nan
+    return float(np.mean(means)), float(np.std(means, ddof=1) / np.sqrt(len(means))), len(means) - 1.0
+
+
+def spread(c: pd.DataFrame, t) -> pd.DataFrame:
+    """Per arm: each repeat's best validation value and tuned values, and the range between repeats."""
+    rows = []
+    for arm in dict.fromkeys(info.arm for info in t.arms.values()):
+        got = {rep: c[c["arm"] == key(t, arm, rep)] for rep in range(t.repeats)}
+        best = [float(x["best_value"].iloc[0]) if len(x) and pd.notna(x["best_value"].iloc[0]) else np.nan
+                for x in got.values()]
+        rows.append({"arm": arm, **{f"r{rep}_best": b for rep, b in zip(got, best)},
+                     **{f"r{rep}_values": x["tuned_values"].iloc[0] if len(x) else "" for rep, x in got.items()},
+                     "best_range": float(np.nanmax(best) - np.nanmin(best)) if not np.isnan(best).all() else np.nan})
+    return pd.DataFrame(rows)
 
 
 def _values(rows: list[dict]) -> list[float]:
@@ -127,17 +201,22 @@ def cost(g: Grid, found: dict[str, list[dict]]) -> pd.DataFrame:
                                        "best_value", "best_trial", "tuned_values", "state"])
 
 
-def order(r: Report, found: dict[str, list[dict]], maximize: bool) -> pd.DataFrame:
-    """Per comparison (arm vs its reference), the k from which the two budget curves keep their order."""
+def order(r: Report, found: dict[str, list[dict]], maximize: bool, t=None) -> pd.DataFrame:
+    """Per comparison (arm vs its reference; with tuning repeats, within each repeat), the k from which the two
+    budget curves keep their order."""
     rows = []
     for _, c in r.comparisons.iterrows():
-        va, vb = _values(found.get(c["recorded_arm"], [])), _values(found.get(c["reference"], []))
-        if not va or not vb:
-            continue
-        k = min(len(va), len(vb))
-        ea, eb = budget.expected_best(va, k, maximize)[0], budget.expected_best(vb, k, maximize)[0]
-        rows.append({"design": c["design"], "arm": c["recorded_arm"], "reference": c["reference"], "trials": k,
-                     "settles_at": budget.order_settles(va, vb, maximize), "arm_best_at_k": ea, "reference_best_at_k": eb})
+        for rep in range(t.repeats if t is not None else 1):
+            arm, ref = ((key(t, c["recorded_arm"], rep), key(t, c["reference"], rep)) if t is not None
+                        else (c["recorded_arm"], c["reference"]))
+            va, vb = _values(found.get(arm, [])), _values(found.get(ref, []))
+            if not va or not vb:
+                continue
+            k = min(len(va), len(vb))
+            ea, eb = budget.expected_best(va, k, maximize)[0], budget.expected_best(vb, k, maximize)[0]
+            rows.append({"design": c["design"], "arm": arm, "reference": ref, "trials": k,
+                         "settles_at": budget.order_settles(va, vb, maximize), "arm_best_at_k": ea,
+                         "reference_best_at_k": eb})
     return pd.DataFrame(rows, columns=["design", "arm", "reference", "trials", "settles_at", "arm_best_at_k",
                                        "reference_best_at_k"])
 
@@ -169,6 +248,8 @@ def values_text(tuned_values: str) -> str:
     """'adamw_lr=0.0076, dropout_rate=0.18' from the JSON a tuned cell carries ('' for an arm that searches nothing)."""
     if not tuned_values:
         return ""
+    if " | " in tuned_values:  # an arm tuned by several repeats (report/compare.arm_table)
+        return " | ".join(values_text(v) for v in tuned_values.split(" | "))
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in json.loads(tuned_values).items())
 
 
@@ -191,6 +272,30 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
                               "train time (s)": [_f(x, 0) for x in c["train_seconds"]],
                               f"best {t.objective}": [_f(x) for x in c["best_value"]],
                               "tuned values": [values_text(v) or s for v, s in zip(c["tuned_values"], c["state"])]})))
+    if t.by_repeat is not None and len(t.by_repeat):
+        b, reps = t.by_repeat, range(t.repeats)
+        out.append((f"Effect by tuning repeat ({metric}: Δ on every seed, within each repeat's seeds, and across the "
+                    f"{t.repeats} repeats as units)", "tab:tuning-repeats", pd.DataFrame({
+                        "flag": b["flag"], "design": b["design"],
+                        "Δ pooled [95% CI]": [_delta(*x) for x in zip(b["pooled_diff_mean"], b["pooled_ci_lo"],
+                                                                       b["pooled_ci_hi"])],
+                        **{f"Δ repeat {rep} [95% CI] (seeds)": [f"{_delta(m, lo, hi)} ({n})" for m, lo, hi, n in
+                                                               zip(b[f"r{rep}_diff_mean"], b[f"r{rep}_ci_lo"],
+                                                                   b[f"r{rep}_ci_hi"], b[f"r{rep}_n"])] for rep in reps},
+                        f"Δ across repeats [95% CI, {t.repeats - 1} df]": [
+                            _delta(*x) for x in zip(b["repeats_diff_mean"], b["repeats_ci_lo"], b["repeats_ci_hi"])],
+                        **({"verdict across repeats": b["repeats_verdict"]} if b["repeats_verdict"].astype(bool).any()
+                           else {}),
+                        "depends on the repeat": b["depends_on_repeat"]})))
+        sp = t.spread
+        out.append((f"Tuning repeats per arm (best {t.objective} and tuned values of each repeat)", "tab:tuning-spread",
+                    pd.DataFrame({"arm": sp["arm"],
+                                  **{f"repeat {rep}": [f"{_f(v)}: {values_text(x)}" if x else _f(v) for v, x in
+                                                       zip(sp[f"r{rep}_best"], sp[f"r{rep}_values"])] for rep in reps},
+                                  f"range of best {t.objective}": [_f(x) for x in sp["best_range"]]})))
+    if t.fixed is not None and t.fixed.looks is not None and len(t.fixed.looks.frame):
+        out.append((f"Adaptive replication of the untuned cells ({t.fixed.looks.metric}, estimate [1 − α_k interval])",
+                    "tab:looks-fixed", looks.show(t.fixed.looks)))
     if len(t.order):
         o = t.order
         out.append(("Budget: from how many trials each comparison's order holds", "tab:budget-order", pd.DataFrame({
@@ -216,6 +321,16 @@ def notes(t: Tuning) -> list[str]:
                    "last trial, so a larger budget could change it again. The curve treats an arm's trials as draws from "
                    "one distribution, as Dodge et al. do for random search; TPE's later proposals depend on earlier "
                    "ones, so read it as a summary of the search that ran, not of a fresh one.")
+    if t.repeats > 1:
+        seeds = ", ".join(f"{s}: r{r}" for s, r in sorted((t.repeat_of or {}).items()))
+        out.append(f"Tuning repeats (tune_repeats = {t.repeats}): each arm was tuned by {t.repeats} independent studies "
+                   "(repeat r: its trials at tune_seed + r, its sampler seeded sampler_seed + r, the same budget each), "
+                   f"and each replicate seed trained at the values of one repeat, assigned in the seeds' order ({seeds}). "
+                   "The paired tests and verdicts above take the seed as the unit: they answer 'at these tuned values', "
+                   "the repeats' draws of the tuning held fixed. A claim about the tuning itself (another search would "
+                   "agree) takes the repeat as the unit: 'Δ across repeats', on R − 1 degrees of freedom, which with "
+                   "few repeats is wide by construction; 'depends on the repeat' says whether the repeats' own "
+                   "intervals lie on different sides of zero.")
     if len(t.worth):
         out.append("Conclusion: \"holds\" when the 95% CI lies on the same side of zero (or includes it, n.s.) before "
                    "and after tuning; \"changes\" names the two sides.")

@@ -12,10 +12,10 @@ from ...config import ConfigError
 from ...engine import drive as engine
 from ...engine.progress import say
 from ...engine.writer import Tally
-from ...tracking import store
+from ...tracking import query, store
 from ...training import data
 from .. import ablate, grid
-from ..plan import plan, table
+from ..plan import plan, read_plan, table
 from .schedule import Schedule, tuned_plan
 from .search import ArmSearch, definition
 
@@ -27,27 +27,52 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
         raise ConfigError(f"--shard {shard[0]}/{shard[1]}: a tuned grid divides its trials through its shared "
                           "studies, not by shards; start the same command on every machine with --storage "
                           "postgresql://... instead")
-    fingerprint = data.fingerprint(config.build({**s.base, **s.budget}).data_dir)
     if dry_run:
-        out(describe(s, fingerprint, storage_url, force))
+        out(describe(s, data.fingerprint(config.build({**s.base, **s.budget}).data_dir), storage_url, force))
         return 0
     with engine.capacity(n_workers, ray) as (n_workers, held):
-        inv = ablate.Invocation(n_workers, held, out, pin, storage_url, ray)
-        p = ablate.prepare(s, inv, None, force)
-        searches = [ArmSearch(s, a, fingerprint, p.claims.storage) for a in grid.unique_arms(s) if grid.searched(s, a.on)]
-        trials_left = sum(x.open_study() for x in searches)
-        n_tuned = len(s.seeds) * len(searches)
-        tally = Tally(total=len(p.jobs) + n_tuned, skipped=sum(j.state == "done" for j in p.jobs))
-        store.share_sqlite_store()
-        out(f"{s.name}: {len(searches)} arms tuned with {s.tune.trials} trials each ({trials_left} trials to run), "
+        return train(s, ablate.Invocation(n_workers, held, out, pin, storage_url, ray), force)
+
+
+def train(s: grid.GridSpec, inv: ablate.Invocation, force: bool = False, sequential: dict | None = None) -> int:
+    """Every arm's search, then its tuned cells at the grid's seeds, under the grid's parent run; `sequential`
+    joins the recorded plan (a tuned grid run --until-decided: one call per block of seeds, the searches shared
+    by every block). 0 unless a cell failed."""
+    check_recorded(s)
+    fingerprint = data.fingerprint(config.build({**s.base, **s.budget}).data_dir)
+    p = ablate.prepare(s, inv, None, force)
+    arms = [a for a in grid.unique_arms(s) if grid.searched(s, a.on)]
+    searches = [ArmSearch(s, a, fingerprint, p.claims.storage, r) for a in arms for r in range(s.tune.repeats)]
+    trials_left = sum(x.open_study() for x in searches)
+    n_tuned = len(s.seeds) * len(arms)
+    tally = Tally(total=len(p.jobs) + n_tuned, skipped=sum(j.state == "done" for j in p.jobs))
+    store.share_sqlite_store()
+    repeats = f" ({s.tune.repeats} tuning repeats each)" if s.tune.repeats > 1 else ""
+    inv.out(f"{s.name}: {len(arms)} arms tuned{repeats} with {s.tune.trials} trials each ({trials_left} trials to run), "
             f"then {n_tuned} tuned cells; {len(p.jobs)} cells known before tuning, {len(p.jobs) - len(p.todo)} "
-            f"already FINISHED; {n_workers} worker{'s' * (n_workers > 1)} (experiment {s.experiment})")
+            f"already FINISHED; {inv.n_workers} worker{'s' * (inv.n_workers > 1)} (experiment {s.experiment})")
 
-        def schedule(writer, parent):
-            return Schedule(s, searches, p.todo, writer, parent, p.every, p.share, p.claims, force)
+    def schedule(writer, parent):
+        return Schedule(s, searches, p.todo, writer, parent, p.every, p.share, p.claims, force, sequential)
 
-        return ablate.execute(p, inv, tally, tuned_plan(s, p.every, searches), schedule,
-                              trials_left + len(p.todo) + n_tuned)
+    return ablate.execute(p, inv, tally, tuned_plan(s, p.every, searches, sequential), schedule,
+                          trials_left + len(p.todo) + n_tuned)
+
+
+def check_recorded(s: grid.GridSpec) -> None:
+    """A tuned grid's budget (trials per arm) and tuning repeats are fixed when it starts: every arm's searches
+    must have the same, and the replicate seeds' repeats stay as recorded. A rerun that asks for others is one
+    line (nothing is recorded)."""
+    parents = query.parents(s.experiment, "grid", s.name)
+    if not parents:
+        return
+    before = read_plan(max(parents, key=query.last_invoked).run_id, s.name, missing_ok=True)
+    t = before.tuning if before else None
+    if t and (t.trials, t.repeats) != (s.tune.trials, s.tune.repeats):
+        raise ConfigError(f"grid {s.name!r} was tuned with trials = {t.trials} and tune_repeats = {t.repeats} per arm; "
+                          f"{s.path} asks for trials = {s.tune.trials}, tune_repeats = {s.tune.repeats}. The budget and "
+                          "repeats are fixed when a tuned grid starts (every arm's equal budget): put them back, or "
+                          "copy the grid file to a new name for another design")
 
 
 # ---------------------------------------------------------------- the dry run
@@ -59,6 +84,12 @@ def describe(s: grid.GridSpec, fingerprint: str, storage_url: str | None, force:
              f"(seed {t.sampler_seed}), pruner {t.pruner}; trials train with tune_seed {t.seed}, replicates with "
              f"seeds {', '.join(map(str, s.seeds))}" + ("; the untuned cells are trained too (fixed = true)"
                                                          if t.fixed else "")]
+    if t.repeats > 1:
+        mine = t.repeat_of(s.seeds)
+        lines.append(f"tune_repeats = {t.repeats}: each arm searched by {t.repeats} independent studies (repeat r: trials "
+                     f"at seed {t.seed} + r, sampler seed {t.sampler_seed} + r); the replicate seeds train at the "
+                     "values of " + "; ".join(f"repeat {r} (seeds {', '.join(str(x) for x in s.seeds if mine[x] == r)})"
+                                              for r in range(t.repeats)))
     stored = _stored_studies(s, storage_url)
     w = max(28, *(len(a.arm) for a in grid.unique_arms(s)))
     lines.append(f"{'arm':<{w}} {'designs':<26} {'study':<20} searches")
@@ -67,15 +98,19 @@ def describe(s: grid.GridSpec, fingerprint: str, storage_url: str | None, force:
         if not space:
             lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {'-':<20} nothing (its cells are its tuned cells)")
             continue
-        name = definition(s, a, fingerprint).name
-        lines.append(f"{a.arm:<{w}} {','.join(a.designs):<26} {stored.get(name, 'not started'):<20} {', '.join(space)}")
+        for r in range(t.repeats):
+            name = definition(s, a, fingerprint, r).name
+            label = f"{a.arm} r{r}" if t.repeats > 1 else a.arm
+            lines.append(f"{label:<{w}} {','.join(a.designs):<26} {stored.get(name, 'not started'):<20} "
+                         f"{', '.join(space)}")
     jobs = plan(s, None, force)
     tuned = [a for a in grid.unique_arms(s) if grid.searched(s, a.on)]
     lines.append("replicate cells known before tuning:" if jobs else "no replicate cell is known before tuning")
     if jobs:
         lines.append(table(jobs))
     lines.append(f"after tuning: {len(tuned) * len(s.seeds)} tuned cells ({len(tuned)} arms x seeds "
-                 f"{', '.join(map(str, s.seeds))}), named <arm>-tuned-s<seed>, each at its arm's best trial's values")
+                 f"{', '.join(map(str, s.seeds))}), named <arm>-tuned-s<seed>, each at its arm's best trial's values"
+                 + (" (of its seed's repeat)" if t.repeats > 1 else ""))
     return "\n".join(lines)
 
 

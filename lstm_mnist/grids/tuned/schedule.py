@@ -18,9 +18,9 @@ from .search import ArmSearch
 
 class Schedule:
     def __init__(self, s: grid.GridSpec, searches: list[ArmSearch], todo: list[Job], writer: Writer, parent: str,
-                 every: list[Job], share: set[str], grid_claims, force: bool):
+                 every: list[Job], share: set[str], grid_claims, force: bool, sequential: dict | None = None):
         self.grid, self.writer, self.parent, self.every, self.share = s, writer, parent, every, share
-        self.force, self.searches = force, searches
+        self.force, self.searches, self.sequential = force, searches, sequential
         self.pending = deque(todo)     # cells known from the start
         self.ready: deque[Job] = deque()  # tuned cells of complete studies, not trained yet
         self.tuned: list[Job] = []     # every tuned cell known (the plan's)
@@ -60,17 +60,19 @@ class Schedule:
             self.searching.remove(x)
             x.close(self.writer.c)
             if x.gave_up:
-                for seed in self.grid.seeds:
+                mine = self.grid.tune.repeat_of(self.grid.seeds)
+                seeds = [seed for seed in self.grid.seeds if mine[seed] == x.repeat]
+                for seed in seeds:
                     self.writer.tally.failed.append((f"{x.arm.arm}-tuned-s{seed}", x.gave_up))
-                self.writer.progress.grow(-len(self.grid.seeds))
-                self.writer.progress.line(f"{x.arm.arm}: {x.gave_up}; its tuned cells are not trained")
+                self.writer.progress.grow(-len(seeds))
+                self.writer.progress.line(f"{x.key}: {x.gave_up}; its tuned cells are not trained")
                 continue
             self._queue(x.tuned_jobs(self.force), x)
 
     def _queue(self, jobs: list[Job], x: ArmSearch) -> None:
-        best = jobs[0].tags["tuned_values"]
-        self.writer.progress.line(f"{x.arm.arm}: study complete, tuned values {best}; its {len(jobs)} replicate "
-                                  f"cells are queued")
+        if jobs:
+            self.writer.progress.line(f"{x.key}: study complete, tuned values {jobs[0].tags['tuned_values']}; its "
+                                      f"{len(jobs)} replicate cells are queued")
         for job in jobs:
             self.tuned.append(job)
             self.share.add(job.config_hash)
@@ -87,8 +89,8 @@ class Schedule:
         self.record_plan()
 
     def record_plan(self) -> None:
-        records.log_dict(self.parent, tuned_plan(self.grid, self.every + self.tuned, self.searches).to_dict(),
-                         PLAN_FILE, self.writer.c)
+        records.log_dict(self.parent, tuned_plan(self.grid, self.every + self.tuned, self.searches,
+                                                 self.sequential).to_dict(), PLAN_FILE, self.writer.c)
 
     def finish(self) -> None:
         """The grid stops (done or not): this process's unfinished trials FAIL and are queued again; studies
@@ -99,13 +101,16 @@ class Schedule:
         self.record_plan()
 
 
-def tuned_plan(s: grid.GridSpec, jobs: list[Job], searches: list[ArmSearch]) -> Plan:
-    """The plan of a tuned grid: its cells (a tuned cell once its arm's study is complete), and per arm what
-    it searched, its study and its tuning run (the report's budget curves and tuning costs)."""
+def tuned_plan(s: grid.GridSpec, jobs: list[Job], searches: list[ArmSearch], sequential: dict | None = None) -> Plan:
+    """The plan of a tuned grid: its cells (a tuned cell once its arm's study is complete), per arm what it
+    searched, its study and its tuning run (the report's budget curves and tuning costs), and the looks of a
+    grid run --until-decided."""
     t = s.tune
-    arms = {x.arm.arm: TunedArm(tuple(x.definition.space), x.definition.name, x.run_id, x.done, x.gave_up)
-            for x in searches}
-    plan = recorded(s, jobs, tuning=Tuning(t.trials, t.objective, t.fixed, t.seed, t.space, arms))
+    arms = {x.key: TunedArm(tuple(x.definition.space), x.definition.name, x.run_id, x.done, x.gave_up, x.arm.arm,
+                            x.repeat) for x in searches}
+    repeat_of = {str(seed): r for seed, r in t.repeat_of(sequential["seed_order"] if sequential else s.seeds).items()}
+    plan = recorded(s, jobs, tuning=Tuning(t.trials, t.objective, t.fixed, t.seed, t.space, arms, t.repeats,
+                                           repeat_of), sequential=sequential)
     cells: dict[str, object] = {}
     for cell in plan.cells:  # a tuned cell whose best values are the grid's own is its untuned cell too
         if cell.config_hash in cells:

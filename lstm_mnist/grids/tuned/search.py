@@ -10,6 +10,7 @@ values (Search.best) make the arm's tuned cells, one per seed.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -23,15 +24,18 @@ from ...engine.search import Search, StudySpec
 
 
 
-def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str) -> StudySpec:
-    """The arm's study, as a study file would declare it: its config at tune_seed, the keys it searches."""
+def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str, repeat: int = 0) -> StudySpec:
+    """The arm's study (of tuning repeat `repeat`), as a study file would declare it: its config at the repeat's
+    tune seed, the keys it searches, the repeat's sampler seed. Repeat 0 is the study of a grid without repeats."""
     t = s.tune
-    start = grid.values(s, a.cell(t.seed))
+    start = grid.values(s, a.cell(t.seeds[repeat]))
     space = grid.searched(s, a.on)
     settings = {k: getattr(t, k) for k in ("objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
                                            "pruner_startup_trials", "pruner_warmup_epochs")}
+    settings["sampler_seed"] += repeat
     key = json.dumps({"config": config.build(start).identity(fingerprint), "space": space, **settings}, sort_keys=True)
-    name = f"tune {s.experiment}/{s.name}/{a.arm}/{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    name = (f"tune {s.experiment}/{s.name}/{a.arm}/{f'r{repeat}/' if repeat else ''}"
+            f"{hashlib.sha256(key.encode()).hexdigest()[:10]}")
     return StudySpec(path=Path(s.path), name=name, experiment=s.experiment, start=start,
                  space=space, trials=t.trials, **settings)
 
@@ -39,14 +43,15 @@ def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str) -> StudySpec:
 class ArmSearch(Search):
     """One arm's study (engine/search.Search) in the grid's storage, its tuning run, and its tuned cells."""
 
-    def __init__(self, s: grid.GridSpec, a: grid.Arm, fingerprint: str, storage):
-        self.grid, self.arm = s, a
+    def __init__(self, s: grid.GridSpec, a: grid.Arm, fingerprint: str, storage, repeat: int = 0):
+        self.grid, self.arm, self.repeat = s, a, repeat
 
         def cell(number: int | None) -> grid.Cell:
-            return a.cell(s.tune.seed, trial=number)
+            return dataclasses.replace(a.cell(s.tune.seeds[repeat], trial=number), repeat=repeat)
 
-        super().__init__(definition(s, a, fingerprint), storage, s.tune.trials, fingerprint, cell,
-                         pinned=frozenset({*s.base, *s.budget}), tags=grid.tags(s, cell(None)))
+        tags = {**grid.tags(s, cell(None)), **({"tune_repeat": str(repeat)} if s.tune.repeats > 1 else {})}
+        super().__init__(definition(s, a, fingerprint, repeat), storage, s.tune.trials, fingerprint, cell,
+                         pinned=frozenset({*s.base, *s.budget}), tags=tags)
         self.done = False         # complete, closed, its tuned cells handed to the schedule
         self.gave_up = ""         # why the arm has no tuned values (every trial failed), else ""
 
@@ -58,10 +63,17 @@ class ArmSearch(Search):
         tags = {"lstm_mnist.role": "tuning", "grid_name": self.grid.name,
                 "arm": self.arm.arm, "study_name": self.definition.name, "searched": ",".join(self.definition.space),
                 "objective": self.definition.objective, "trials_requested": str(self.total)}
+        if self.grid.tune.repeats > 1:
+            tags["tune_repeat"] = str(self.repeat)
         self.run_id = engine.held_run(
             grid_claims, f"tuning {self.definition.name}",
-            lambda: groups.start_parent(self.grid.experiment, f"{self.arm.arm}-tuning", tags, c=c, parent=parent), tags, c,
+            lambda: groups.start_parent(self.grid.experiment, f"{self.key}-tuning", tags, c=c, parent=parent), tags, c,
             reopen=self.state() != "complete")
+
+    @property
+    def key(self) -> str:
+        """The search's name in the plan and the report: the arm, and its repeat when the grid has several."""
+        return f"{self.arm.arm} r{self.repeat}" if self.grid.tune.repeats > 1 else self.arm.arm
 
     def interrupted(self, c) -> None:
         """This invocation's unfinished trials FAIL and are queued again; the tuning run KILLED unless another
@@ -71,15 +83,18 @@ class ArmSearch(Search):
             records.end_run(self.run_id, records.KILLED, c=c)
 
     def tuned_jobs(self, force: bool = False) -> list[Job]:
-        """The arm's replicate cells at its best trial's values, one per seed, resolved against the store."""
+        """The arm's replicate cells at its best trial's values, one per seed of this repeat (Tune.repeat_of),
+        resolved against the store."""
         best = self.best()
         a, s = self.arm, self.grid
         jobs = []
-        for seed in s.seeds:
+        mine = s.tune.repeat_of(s.seeds)
+        for seed in (x for x in s.seeds if mine[x] == self.repeat):
             cell = a.cell(seed, variant="tuned")
             cfg = config.build({**grid.values(s, cell), **best.params}, f"{s.path} cell {cell.name}")
             tags = {**grid.tags(s, cell), "tuned_from": best.user_attrs.get("mlflow_run_id", ""),
-                    "tuning_run": self.run_id, "tuned_values": json.dumps(best.params, sort_keys=True)}
+                    "tuning_run": self.run_id, "tuned_values": json.dumps(best.params, sort_keys=True),
+                    **({"tune_repeat": str(self.repeat)} if s.tune.repeats > 1 else {})}
             job = Job(cell, cfg, cfg.identity(self.fingerprint), pinned=self.pinned, fingerprint=self.fingerprint,
                       tags=tags)
             classify(job, query.search(s.experiment, config_hash=job.config_hash), force)
@@ -92,7 +107,7 @@ class ArmSearch(Search):
         metrics, tags = self.record(c)
         if "best_trial" not in tags:
             n = self.counts()
-            self.gave_up = f"no trial of arm {self.arm.arm} completed ({n['PRUNED']} pruned, {n['FAIL']} failed)"
+            self.gave_up = f"no trial of arm {self.key} completed ({n['PRUNED']} pruned, {n['FAIL']} failed)"
             tags["gave_up"] = self.gave_up
         records.end_run(self.run_id, records.FAILED if self.gave_up else records.FINISHED, metrics, tags, c=c)
         self.done = True
