@@ -67,7 +67,7 @@ wheelhouse:  ## on a connected machine: every wheel the project needs -> WHEELS=
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
 
-test: install  ## the test suite (CPU, 9 to 10 minutes on 2 cores; independent tests run in parallel)
+test: install  ## the test suite (CPU, 10 to 20 minutes on 2 cores, which it keeps busy; independent tests run in parallel)
 	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadgroup $(ARGS)
 
 .PHONY: test-fast
