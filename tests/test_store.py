@@ -93,3 +93,20 @@ def test_switching_to_wal_is_retried_while_another_process_holds_the_file(tmp_pa
     with pytest.raises(store.TrackingError, match="stayed locked by another process for 30 s; rerun") as err:
         store.share_sqlite_store()
     assert "\n" not in str(err.value)
+
+
+def test_ctrl_c_while_a_connection_returns_to_its_pool_logs_no_traceback(caplog):
+    """Measured in the suite: Ctrl-C of `ablate` printed SQLAlchemy's "Exception during reset or similar" with
+    the KeyboardInterrupt's traceback. That record is dropped; another exception there is still logged."""
+    import logging
+
+    import lstm_mnist.tracking.store  # noqa: F401  (installs the filter)
+
+    for name in ("sqlalchemy.pool.impl.QueuePool", "sqlalchemy.pool.impl.NullPool"):
+        log = logging.getLogger(name)
+        for exc in (KeyboardInterrupt(), ValueError("a real fault")):
+            try:
+                raise exc
+            except BaseException:
+                log.error("Exception during reset or similar", exc_info=True)
+        assert [r.exc_info[0] for r in caplog.records if r.name == name] == [ValueError], name

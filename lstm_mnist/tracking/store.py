@@ -7,6 +7,7 @@ be open at once. Artifacts of a SQLite store live in `artifacts/` beside its dat
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import subprocess
 import time
@@ -22,6 +23,25 @@ from ..machine import host
 
 
 STORE_DIR = Path("mlruns")
+
+
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+def _quiet_interrupted_resets() -> None:
+    """Ctrl-C that lands while SQLAlchemy returns a connection to its pool makes the pool log "Exception
+    during reset or similar" with a traceback of the KeyboardInterrupt. The interrupt is the command's to
+    handle (a grid ends in one line and resumes), so that record is dropped; any other exception is still
+    logged. The filter sits on each pool class's own logger (a filter on a parent logger would not see it)."""
+    from sqlalchemy import pool
+
+    for cls in vars(pool).values():
+        if isinstance(cls, type) and issubclass(cls, pool.Pool):
+            logging.getLogger(f"{cls.__module__}.{cls.__name__}").addFilter(_not_an_interrupt)
+
+
+_quiet_interrupted_resets()
 
 
 class TrackingError(UserError):
