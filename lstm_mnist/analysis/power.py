@@ -107,6 +107,7 @@ def reached(estimate: float, se: float, df: float, delta: float, alpha: float = 
 # verdict is reached at the grid's seeds; an --until-decided one at its first decisive look (analysis/sequential).
 REACHED = ("verdict_seeds", "verdict_level", "verdict_ci_lo", "verdict_ci_hi")
 COLUMNS = ("se", "df", "mde80", "seeds_for_delta", "verdict", *REACHED)
+NO_VERDICT = {"verdict": "", **dict.fromkeys(REACHED, NAN)}  # a row without a verdict (no δ; not decided on)
 
 
 def columns(estimate: float, se: float, df: float, n: int, delta: float | None,
@@ -114,8 +115,7 @@ def columns(estimate: float, se: float, df: float, n: int, delta: float | None,
     """A report row's power columns: the MDE at 80% power (α = 0.05 per test); with δ, the seeds that would
     detect δ with 80% power (`df_at(seeds)`: the test's df then; default a paired test's seeds − 1) and the
     verdict with where it was reached (REACHED: these n seeds, the interval the verdict read)."""
-    out = {"se": se, "df": df, "mde80": mde(se, df), "seeds_for_delta": NAN, "verdict": "",
-           **dict.fromkeys(REACHED, NAN)}
+    out = {"se": se, "df": df, "mde80": mde(se, df), "seeds_for_delta": NAN, **NO_VERDICT}
     if delta:
         needed = seeds_needed(delta, se, n, df_at or (lambda k: k - 1))
         v, level, lo, hi = reached(estimate, se, df, delta)

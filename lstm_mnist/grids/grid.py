@@ -69,6 +69,10 @@ class Tune:
         the order: repeat i mod R), so every R consecutive seeds, and every block of R, hold each repeat once."""
         return {seed: i % self.repeats for i, seed in enumerate(order)}
 
+    def seeds_of(self, order, repeat: int) -> list:
+        """The seeds of `order` that train at `repeat`'s values (repeat_of)."""
+        return [seed for seed, r in self.repeat_of(order).items() if r == repeat]
+
 
 @dataclass(frozen=True)
 class GridSpec:

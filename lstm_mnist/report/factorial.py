@@ -39,9 +39,9 @@ class Factorial:
                  **{k: v for k, v in power.columns(e.estimate, e.se, a.df, n, self.delta, df_at).items()
                     if k not in ("se", "df")}} for e in a.family(kind)]
         if self.verdicts is not None:  # the looks' verdicts; the chains were not decided on
-            blank = {"verdict": "", **dict.fromkeys(power.REACHED, float("nan"))}
             for row, e in zip(rows, a.family(kind)):
-                row |= self.verdicts.get(f"factorial: {e.term.factor}", blank) if kind == "main" else blank
+                row |= (self.verdicts.get(f"factorial: {e.term.factor}", power.NO_VERDICT) if kind == "main"
+                        else power.NO_VERDICT)
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def main_effect(self, flag: str) -> effects.Effect | None:

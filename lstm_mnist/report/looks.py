@@ -116,9 +116,8 @@ def apply(r) -> None:
     stopping a fixed-n verdict is not valid (on another metric than the looks', no verdict is shown)."""
     r.looks = build(r.grid, r.grid.sequential)
     reached = r.looks.reached() if r.looks.metric == r.metric else {}
-    blank = {"verdict": "", **dict.fromkeys(power.REACHED, float("nan"))}
-    rows = [reached.get(f"{d}: {f}", blank) for d, f in zip(r.comparisons["design"], r.comparisons["flag"])]
-    for key in blank:
+    rows = [reached.get(f"{d}: {f}", power.NO_VERDICT) for d, f in zip(r.comparisons["design"], r.comparisons["flag"])]
+    for key in power.NO_VERDICT:
         r.comparisons[key] = [row[key] for row in rows]
     if r.factorial:
         r.factorial.verdicts = reached

@@ -85,10 +85,9 @@ def describe(s: grid.GridSpec, fingerprint: str, storage_url: str | None, force:
              f"seeds {', '.join(map(str, s.seeds))}" + ("; the untuned cells are trained too (fixed = true)"
                                                          if t.fixed else "")]
     if t.repeats > 1:
-        mine = t.repeat_of(s.seeds)
         lines.append(f"tune_repeats = {t.repeats}: each arm searched by {t.repeats} independent studies (repeat r: trials "
                      f"at seed {t.seed} + r, sampler seed {t.sampler_seed} + r); the replicate seeds train at the "
-                     "values of " + "; ".join(f"repeat {r} (seeds {', '.join(str(x) for x in s.seeds if mine[x] == r)})"
+                     "values of " + "; ".join(f"repeat {r} (seeds {', '.join(map(str, t.seeds_of(s.seeds, r)))})"
                                               for r in range(t.repeats)))
     stored = _stored_studies(s, storage_url)
     w = max(28, *(len(a.arm) for a in grid.unique_arms(s)))

@@ -60,8 +60,7 @@ class Schedule:
             self.searching.remove(x)
             x.close(self.writer.c)
             if x.gave_up:
-                mine = self.grid.tune.repeat_of(self.grid.seeds)
-                seeds = [seed for seed in self.grid.seeds if mine[seed] == x.repeat]
+                seeds = self.grid.tune.seeds_of(self.grid.seeds, x.repeat)
                 for seed in seeds:
                     self.writer.tally.failed.append((f"{x.arm.arm}-tuned-s{seed}", x.gave_up))
                 self.writer.progress.grow(-len(seeds))

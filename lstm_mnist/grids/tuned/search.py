@@ -88,8 +88,7 @@ class ArmSearch(Search):
         best = self.best()
         a, s = self.arm, self.grid
         jobs = []
-        mine = s.tune.repeat_of(s.seeds)
-        for seed in (x for x in s.seeds if mine[x] == self.repeat):
+        for seed in s.tune.seeds_of(s.seeds, self.repeat):
             cell = a.cell(seed, variant="tuned")
             cfg = config.build({**grid.values(s, cell), **best.params}, f"{s.path} cell {cell.name}")
             tags = {**grid.tags(s, cell), "tuned_from": best.user_attrs.get("mlflow_run_id", ""),
