@@ -44,6 +44,21 @@ def _quiet_interrupted_resets() -> None:
 _quiet_interrupted_resets()
 
 
+def _not_a_wait(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return exc is None or outages.unreachable(exc) is None
+
+
+def _quiet_waited_out_errors() -> None:
+    """MLflow's SQL store logs every OperationalError with its traceback ("SQLAlchemy database error") before
+    it raises it. One that says the store is locked or unreachable is waited out by outages.WaitingClient,
+    which says so in one line, so that record is dropped; any other database error is still logged."""
+    logging.getLogger("mlflow.store.db.utils").addFilter(_not_a_wait)
+
+
+_quiet_waited_out_errors()
+
+
 class TrackingError(UserError):
     """The tracking store cannot be used as asked; one line says why."""
 
