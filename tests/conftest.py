@@ -126,6 +126,13 @@ QUICK = ["max_epochs=2", "batch_size=32", "eval_batch_size=256", "num_threads=1"
 GROUP_LOST: set[str] = set()  # tests whose xdist_group this pytest ignores (below)
 
 
+def pytest_itemcollected(item) -> None:
+    """A fault scenario (`chaos`) is a scenario: `make scenarios` runs it and `make test` leaves it out (marked
+    as it is collected, before `-m` picks the tests)."""
+    if item.get_closest_marker("chaos") and not item.get_closest_marker("scenario"):
+        item.add_marker(pytest.mark.scenario)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items) -> None:
     """`--dist loadgroup` keeps an xdist_group's tests in one pytest process (test_ray's one Ray cluster) by a
@@ -159,6 +166,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("tests left out here, and what runs them")
         for why, n in sorted(skipped.items()):
             terminalreporter.write_line(f"{n:>3} skipped: {why}")
+
+    left = sum(1 for i in terminalreporter.stats.get("deselected", []) if getattr(i, "get_closest_marker", None)
+               and i.get_closest_marker("scenario"))
+    if left:
+        terminalreporter.section("scenarios left out, and what runs them")
+        terminalreporter.write_line(f"{left:>3} scenarios (faults, Ray clusters, basic-auth, gpu-accept's CPU mode): "
+                                    "make scenarios (CI runs it after make test)")
 
     if FIGURES:
         terminalreporter.section("chaos figures")

@@ -38,6 +38,7 @@ def _runs(server: Server, admin_password: str) -> list:
     return _call(server, "runs/search", {"experiment_ids": ids}, "admin", admin_password).get("runs", []) if ids else []
 
 
+@pytest.mark.scenario
 @pytest.mark.subprocess
 def test_a_grid_and_its_report_through_basic_auth_and_wrong_credentials_in_one_line(project, tmp_path):
     admin_password, password = secrets.token_hex(8), secrets.token_hex(8)

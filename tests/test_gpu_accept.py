@@ -18,6 +18,7 @@ CHECKS = ["environment", "kill-rerun", "tune", "evaluate", "ray", "probes"]
 
 
 # The two parts run as two tests (two pytest processes at once): each is a minute or more of CPU-mode commands.
+@pytest.mark.scenario
 @pytest.mark.subprocess
 @pytest.mark.long
 @cpu_only
@@ -42,6 +43,7 @@ def test_cpu_mode_part_answer_runs_its_steps_and_a_rerun_keeps_what_passed(proje
     assert bad.returncode == 2 and "--skip rays: not a step that can be left out" in bad.stderr
 
 
+@pytest.mark.scenario
 @pytest.mark.subprocess
 @pytest.mark.long
 @cpu_only

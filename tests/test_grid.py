@@ -183,6 +183,7 @@ def _kill_after_first_cell(folder: Path) -> str:
     return "".join(seen)
 
 
+@pytest.mark.chaos
 @pytest.mark.subprocess
 def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, capsys):
     out = _kill_after_first_cell(tiny_grid)
@@ -346,6 +347,7 @@ def _stops_mid_report(index, inbox, outbox):
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
+@pytest.mark.chaos
 @pytest.mark.subprocess
 def test_a_worker_stopped_halfway_through_a_report_is_given_up_within_the_bound(monkeypatch):
     from lstm_mnist.engine import pool

@@ -106,6 +106,7 @@ def test_a_sqlite_store_elsewhere_keeps_its_artifacts_beside_it(project, tmp_pat
     assert not (project / "mlruns" / "0").exists() and not list((project / "mlruns").rglob("config.toml"))
 
 
+@pytest.mark.scenario
 @pytest.mark.long
 @pytest.mark.subprocess
 def test_ui_prints_the_runs_table_link_and_serves_the_store(project):

@@ -153,6 +153,7 @@ def test_compute_mode_is_never_touched(tmp_path, monkeypatch, clean_env):
     assert "nvidia-smi" not in Path(mps.__file__).read_text()  # and no other way to set `-c` there
 
 
+@pytest.mark.chaos
 @pytest.mark.subprocess
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_ablate_under_mps_survives_a_worker_crash_and_stops_the_daemon_on_ctrl_c(project, tmp_path, monkeypatch):

@@ -24,8 +24,13 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (the ray extra: ma
 # The tests on a cluster come in two groups (`--dist loadgroup`): each group's tests run in one pytest process,
 # on that process's one cluster (the module's fixture), and the two groups at once, on two clusters; each test
 # counts the processes of its own cluster only.
-GROUP_A = pytest.mark.xdist_group("ray-a")
-GROUP_B = pytest.mark.xdist_group("ray-b")
+# Each is a scenario: `make scenarios` runs them, `make test` leaves them out.
+def GROUP_A(test):
+    return pytest.mark.scenario(pytest.mark.xdist_group("ray-a")(test))
+
+
+def GROUP_B(test):
+    return pytest.mark.scenario(pytest.mark.xdist_group("ray-b")(test))
 
 
 # ---------------------------------------------------------------- the data, shipped (no cluster)

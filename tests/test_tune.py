@@ -154,6 +154,7 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
     assert dry.returncode == 0 and "4 cells: 0 done" in dry.stdout, dry.stderr
 
 
+@pytest.mark.chaos
 @pytest.mark.subprocess
 def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(project):
     path = write_study(project, "resume", LR, epochs=3, pruner="none")
@@ -192,6 +193,7 @@ def _kill_mid_trial(proc: subprocess.Popen, project: Path, name: str) -> int:
     pytest.fail(f"no trial was caught mid-run: {proc.communicate()[0][-2000:]}")
 
 
+@pytest.mark.chaos
 @pytest.mark.subprocess
 def test_a_dead_hosts_trials_are_recovered_by_another_host_on_the_shared_storage(project):
     """Two hosts (distinct host identities) on one study storage: host-a is SIGKILLed mid-trial; host-b fails
