@@ -67,11 +67,11 @@ wheelhouse:  ## on a connected machine: every wheel the project needs -> WHEELS=
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
 
-test: install  ## the test suite: every test but the long scenarios (CPU, MINUTES_TEST on 2 cores; tests in parallel)
+test: install  ## the test suite: every test but the long scenarios (CPU, about 4 minutes on 2 cores; tests in parallel)
 	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadgroup -m "not scenario" $(ARGS)
 
 .PHONY: scenarios
-scenarios: install  ## the long scenarios: faults, Ray clusters, basic-auth, gpu-accept's CPU mode (MINUTES_SCEN on 2 cores; CI runs it after make test)
+scenarios: install  ## the long scenarios: faults, Ray clusters, basic-auth, gpu-accept's CPU mode (about 8 minutes on 2 cores; CI runs it after make test)
 	mkdir -p reports && rm -f reports/chaos.jsonl
 	CHAOS_REPORT=$(CURDIR)/reports/chaos.jsonl $(PY) -m pytest -q -n $(TEST_PROCS) --dist loadgroup -m scenario $(ARGS)
 
