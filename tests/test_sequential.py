@@ -248,6 +248,12 @@ def test_a_grid_until_decided_end_to_end_then_a_rerun_and_its_report(project):
     assert other.finish() == 2 and "the looks are fixed before the first one" in other.stderr  # ... looks.json does
     again = Cli("ablate", str(path), "--until-decided", "--max-seeds", "4", cwd=project)
     assert again.finish() == 0 and [ln for ln in again.stdout.splitlines() if ln.startswith("look ")] == lines
+    text = path.read_text()  # another budget after the looks: one line, nothing trained
+    path.write_text(text.replace("max_epochs = ", "max_epochs = 1", 1))
+    other = Cli("ablate", str(path), "--until-decided", "--max-seeds", "4", cwd=project)
+    assert other.finish() == 2 and "was run --until-decided under another [budget] (max_epochs = " in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1 and "start " not in other.stdout, other.stderr
+    path.write_text(text)
 
     rep = Cli("report", "--grid", "until", "--experiment", "until", "--out", "rep", cwd=project)
     assert rep.finish() == 0, rep.stderr[-2000:]

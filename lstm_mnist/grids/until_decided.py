@@ -57,8 +57,10 @@ def design(study: grid.GridSpec, max_seeds: int | None, block: int) -> tuple[seq
 
 
 def plan_entry(study: grid.GridSpec, looks: sequential.Looks, order: list[int]) -> dict:
-    """The looks as the plan records them (Plan.sequential)."""
-    return {**looks.record(), "metric": METRIC, "seed_order": order, "effect_of_interest": study.effect_of_interest}
+    """The looks as the plan records them (Plan.sequential), with the grid's [budget]: both are fixed at the first
+    look."""
+    return {**looks.record(), "metric": METRIC, "seed_order": order, "effect_of_interest": study.effect_of_interest,
+            "budget": dict(study.budget)}
 
 
 def check_recorded(study: grid.GridSpec, entry: dict) -> None:
@@ -75,7 +77,7 @@ def check_recorded(study: grid.GridSpec, entry: dict) -> None:
         left = query.read_json_artifact(latest.run_id, LOOKS_FILE)
         if isinstance(left, dict) and isinstance(left.get("design"), dict):
             before = {**left["design"], "seed_order": left.get("seed_order"), "metric": left.get("metric"),
-                      "effect_of_interest": left.get("effect_of_interest")}
+                      "effect_of_interest": left.get("effect_of_interest"), "budget": left.get("budget")}
     now = entry
     keys = ("first", "block", "most", "alpha", "seed_order", "metric", "effect_of_interest")
     if before and any(before.get(k) != now[k] for k in keys):
@@ -84,6 +86,14 @@ def check_recorded(study: grid.GridSpec, entry: dict) -> None:
             f"{before['first']} seeds, --block {before['block']} --max-seeds {before['most']}, effect_of_interest "
             f"{before['effect_of_interest']}); the looks are fixed before the first one, so rerun with those, or "
             f"copy the grid file to a new name for another design")
+    if before and before.get("budget") is not None and before["budget"] != now["budget"]:  # older records lack it
+        was, asks = before["budget"], now["budget"]
+        changed = ", ".join(f"{k} = {was.get(k, '(unset)')} -> {asks.get(k, '(unset)')}"
+                            for k in sorted(set(was) | set(asks)) if was.get(k) != asks.get(k))
+        raise ConfigError(
+            f"grid {study.name!r} was run --until-decided under another [budget] ({changed}); its looks have seen "
+            f"the cells of that budget, so put it back in {study.path}, or copy the grid file to a new name for "
+            "another budget")
 
 
 def describe(study: grid.GridSpec, looks: sequential.Looks, order: list[int]) -> str:
@@ -128,7 +138,7 @@ def main(path: str, judge, n_workers: int = 1, max_seeds: int | None = None, blo
                 out(f"look {k} at {n} seeds waits for {waits}; that process makes the look, or rerun this command "
                     "when it ends")
                 return 0
-            records.log_dict(parent, decided.record(), LOOKS_FILE)
+            records.log_dict(parent, {**decided.record(), "budget": entry["budget"]}, LOOKS_FILE)
             records.log_metric(parent, "undecided", len(decided.undecided()), step=n)
             out(f"look {k}/{looks.k} at {n} seeds (α_k = {looks.alpha_at(n):.4f}): "
                 + "; ".join(f"{e}: {v}" for e, v in decided.verdicts().items()))
