@@ -1,7 +1,9 @@
 """lstm-mnist: an ablation harness for an LSTM-on-MNIST classifier (flags, grids, Optuna, MLflow, report).
 
 The packages, bottom to top (each imports only from the layers below it; tests/test_architecture.py checks it):
-  config.py   the one frozen config, its identity and UserError        wheels/    offline wheel folders (stdlib)
+  errors.py   UserError, ConfigError: a mistake the user can fix        wheels/    offline wheel folders (stdlib)
+  task.py     the task protocol: a model's config keys and flags, and how the harness finds a task by name
+  config.py   the built-in task's frozen config, its flags (a Task) and its identity
   space.py    search spaces, checked (pure)   machine/  this host       analysis/  statistics, designs, the stopping rule
   claims/     atomic claims in Optuna storages                         training/  one run: data, model, train
   tracking/   MLflow (the only package that uses it)

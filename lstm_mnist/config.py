@@ -14,8 +14,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FLAGS = ("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw")
-FACTORS = (*FLAGS, "readout")  # what a grid can switch per arm (readout on = final_states, off = last)
+from . import task as task_protocol
+from .errors import ConfigError, UserError  # noqa: F401 - every module's errors, imported from here
+
 READOUTS = ("last", "final_states")
 DEVICES = ("auto", "cpu", "cuda")
 # Fields that say where things go or how they execute, not what is computed: outside the run identity.
@@ -26,55 +27,6 @@ NOT_IDENTITY = frozenset({"data_dir", "experiment", "device", "num_threads", "lo
 # reused as done. tests/test_config.py pins the identity of a known config: a change there is deliberate.
 # 1: the version itself entered the identity (runs from before it count as version 0).
 PROTOCOL_VERSION = 1
-# Keys no search may touch, with the reason: what the ablation compares (the flags and `readout`), the
-# replicates (`seed`), the protocol every arm shares (split, normalization, the data), and where or how a
-# run executes. One list for `tune`'s [space] and for what a tuned ablation's arm may search.
-NEVER_SEARCHED = {
-    "seed": "seeds are replicates, never tuned",
-    **{f: "flags are what the ablation compares, never tuned" for f in FLAGS},
-    "readout": "readout is a factor of the ablation, never tuned",
-    "val_fraction": "the validation split is part of the protocol: every trial must be scored on the same split",
-    "split_seed": "the validation split is part of the protocol: every trial must be scored on the same split",
-    "norm_mean": "normalization is part of the protocol, fixed for every run",
-    "norm_std": "normalization is part of the protocol, fixed for every run",
-    "train_samples": "the training set is part of the protocol, fixed for every run",
-    **{k: "it says where or how a run executes, not what it computes" for k in sorted(NOT_IDENTITY)},
-}
-
-# What each setting reads: a key listed here is read only when its flag has the given side (train.py builds
-# the optimizer, the scheduler, dropout, the augmentation and early stopping from exactly these). Every key
-# not listed is read by every config. A tuned ablation searches a key for an arm only when the arm reads it.
-READ_ONLY_WHEN = {
-    "sgd_lr": ("adamw", False),
-    **{k: ("adamw", True) for k in ("adamw_lr", "weight_decay", "plateau_factor", "plateau_patience")},
-    "dropout_rate": ("dropout", True),
-    **{k: ("augmentation", True) for k in ("rotation_deg", "affine_deg", "translate")},
-    "patience": ("early_stopping", True),
-}
-# Keys that define what a flag's two sides are: what a tuned ablation compares, so no arm searches them.
-FLAG_SIDES = {
-    **{k: "it defines what the width flag compares" for k in ("hidden_on", "layers_on", "hidden_off", "layers_off")},
-}
-
-
-def never_searched_in_ablation(key: str) -> str | None:
-    """Why a tuned ablation's [tune.space] may not hold `key` (None: it may)."""
-    return NEVER_SEARCHED.get(key) or FLAG_SIDES.get(key)
-
-
-def reads(values: dict, key: str) -> bool:
-    """Whether a config with these flag values (missing flags: off) reads `key` at all."""
-    flag, side = READ_ONLY_WHEN.get(key, (None, None))
-    return flag is None or bool(values.get(flag, False)) == side
-
-
-class UserError(RuntimeError):
-    """A mistake the user can fix (a bad file, missing data, an unusable store): the CLI prints its message
-    as one line and exits 2. Every module's user-facing error derives from it, so this is the bottom."""
-
-
-class ConfigError(UserError, ValueError):
-    """A user mistake in a config file or override; its message is the whole story (one line)."""
 
 
 def _range(lo=None, hi=None, lo_open=False, hi_open=False):
@@ -132,7 +84,7 @@ class Config:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _check_value(f, getattr(self, f.name))
+            task_protocol.check_value(f, getattr(self, f.name))
         if self.readout not in READOUTS:
             raise ConfigError(f"readout={self.readout!r}: allowed values are {', '.join(READOUTS)}")
         if not (self.device in DEVICES or self.device.startswith("cuda:") and self.device[5:].isdigit()):
@@ -178,62 +130,57 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
+# The built-in task: this config and its flags, described by the task protocol (task.py). Each flag gives its two
+# sides and the keys only one side reads (train.py builds the optimizer, the scheduler, dropout, the augmentation
+# and early stopping from exactly these; every key not listed is read by every config). A tuned ablation searches
+# a key for an arm only when the arm reads it.
+TASK = task_protocol.Task(
+    name=task_protocol.BUILTIN, version=PROTOCOL_VERSION, config=Config,
+    flags=(
+        task_protocol.Flag("bidirectional", {"bidirectional": False}, {"bidirectional": True}),
+        task_protocol.Flag("dropout", {"dropout": False}, {"dropout": True}, reads_on=("dropout_rate",)),
+        task_protocol.Flag("width", {"width": False}, {"width": True},
+                           defines=("hidden_on", "layers_on", "hidden_off", "layers_off")),
+        task_protocol.Flag("early_stopping", {"early_stopping": False}, {"early_stopping": True},
+                           reads_on=("patience",)),
+        task_protocol.Flag("augmentation", {"augmentation": False}, {"augmentation": True},
+                           reads_on=("rotation_deg", "affine_deg", "translate")),
+        task_protocol.Flag("adamw", {"adamw": False}, {"adamw": True}, reads_off=("sgd_lr",),
+                           reads_on=("adamw_lr", "weight_decay", "plateau_factor", "plateau_patience")),
+        task_protocol.Flag("readout", {"readout": "last"}, {"readout": "final_states"}),
+    ),
+    # Besides the replicates (the harness's own rule), the keys no search may touch: the split, the normalization
+    # and the training set every arm shares.
+    never_searched={
+        "readout": "readout is a factor of the ablation, never tuned",
+        "val_fraction": "the validation split is part of the protocol: every trial must be scored on the same split",
+        "split_seed": "the validation split is part of the protocol: every trial must be scored on the same split",
+        "norm_mean": "normalization is part of the protocol, fixed for every run",
+        "norm_std": "normalization is part of the protocol, fixed for every run",
+        "train_samples": "the training set is part of the protocol, fixed for every run",
+    },
+    not_identity=NOT_IDENTITY,
+    # The six enhancements of the course: a grid's flags and its full arm unless its file says otherwise. readout
+    # takes part only where a grid names it.
+    default_flags=("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"),
+)
+FACTORS = TASK.flag_names  # what a grid can switch per arm (readout on = final_states, off = last)
+FLAGS = TASK.default_flags
+# Keys no search may touch, with the reason (one list for `tune`'s [space] and for a tuned ablation's arms).
+NEVER_SEARCHED = {k: TASK.why_never_searched(k) for k in FIELDS if TASK.why_never_searched(k)}
+READ_ONLY_WHEN = TASK.read_only_when  # key -> (flag, side): read only when that flag has that side
+# Keys that define what a flag's two sides are: what a tuned ablation compares, so no arm searches them.
+FLAG_SIDES = {k: f"it defines what the {f.name} flag compares" for f in TASK.flags for k in f.defines}
 
-def _type_name(tp) -> str:
-    return {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}[tp]
+
+def never_searched_in_ablation(key: str) -> str | None:
+    """Why a tuned ablation's [tune.space] may not hold `key` (None: it may)."""
+    return TASK.why_never_searched_in_ablation(key)
 
 
-def _check_value(f: dataclasses.Field, value) -> None:
-    tp = f.type
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, float),
-        "str": isinstance(value, str),
-    }[tp]
-    if not ok:
-        raise ConfigError(f"{f.name}={value!r}: expected {_type_name(tp)}")
-    m = f.metadata
-    if not m:
-        return
-    lo, hi = m["lo"], m["hi"]
-    below = lo is not None and (value <= lo if m["lo_open"] else value < lo)
-    above = hi is not None and (value >= hi if m["hi_open"] else value > hi)
-    if below or above:
-        lo_s = "" if lo is None else f"{lo} {'<' if m['lo_open'] else '<='} "
-        hi_s = "" if hi is None else f" {'<' if m['hi_open'] else '<='} {hi}"
-        raise ConfigError(f"{f.name}={value!r}: out of range, allowed {lo_s}{f.name}{hi_s}")
-
-
-def _coerce(name: str, value):
-    """Bring a TOML value to the field's type: ints are accepted where a float is expected."""
-    if name not in FIELDS:
-        raise ConfigError(f"unknown config key {name!r}: known keys are {', '.join(FIELDS)}")
-    if FIELDS[name].type == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def parse_cli_value(name: str, text: str):
-    """Parse the right-hand side of a `key=value` override by the field's type."""
-    if name not in FIELDS:
-        raise ConfigError(f"unknown config key {name!r}: known keys are {', '.join(FIELDS)}")
-    tp = FIELDS[name].type
-    try:
-        if tp == "bool":
-            low = text.strip().lower()
-            if low in ("true", "1", "yes", "on"):
-                return True
-            if low in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if tp == "int":
-            return int(text)
-        if tp == "float":
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text}: expected {_type_name(tp)}") from None
-    return text
+def reads(values: dict, key: str) -> bool:
+    """Whether a config with these flag values (missing flags: off) reads `key` at all."""
+    return TASK.reads(values, key)
 
 
 def read_toml(path: str | Path) -> dict:
@@ -274,25 +221,18 @@ def check_name(what: str, name: str, fix: str) -> str:
     return name
 
 
+def parse_cli_value(name: str, text: str):
+    """Parse the right-hand side of a `key=value` override by the field's type."""
+    return TASK.parse_value(name, text)
+
+
 def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r}: write it as key=value, e.g. max_epochs=3")
-        out[key.strip()] = parse_cli_value(key.strip(), text)
-    return out
+    return TASK.parse_overrides(items)
 
 
 def build(values: dict, source: str = "") -> Config:
     """Make a Config from a flat dict, with the source named in any error."""
-    try:
-        for key, value in values.items():
-            if isinstance(value, dict):
-                raise ConfigError(f"[{key}]: tables are not config keys; write flat `key = value` lines")
-        return Config(**{k: _coerce(k, v) for k, v in values.items()})
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+    return TASK.build(values, source)
 
 
 def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:

@@ -27,7 +27,6 @@ from .. import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
 FACTORS = config.FACTORS
-READOUT_ON, READOUT_OFF = "final_states", "last"
 # Keys a [budget] table may not set: the grid decides them per cell.
 GRID_OWNED = frozenset({*FACTORS, "seed", "experiment"})
 KEYS = {"experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
@@ -115,11 +114,8 @@ class Cell:
         return f"{self.arm}-{'tuned-' * (self.variant == 'tuned')}s{self.seed}"
 
     def overrides(self, flags: tuple) -> dict:
-        """The flag values of this cell; readout only when it takes part or is on."""
-        out = {f: f in self.on for f in config.FLAGS}
-        if "readout" in self.on or "readout" in flags:
-            out["readout"] = READOUT_ON if "readout" in self.on else READOUT_OFF
-        return out
+        """The flag values of this cell (Task.values): readout only when it takes part or is on."""
+        return config.TASK.values(self.on, flags)
 
 
 # ---------------------------------------------------------------- reading a grid file
@@ -250,7 +246,8 @@ def _base(p: Path, base) -> dict:
     values = config.read_toml(p.parent / base)
     config.build(values, str(p.parent / base))
     # readout stays unless it is a factor of this grid (then each cell's own value wins in `values`).
-    return {k: v for k, v in values.items() if k not in {*config.FLAGS, "seed", "experiment"}}
+    grid_sets = {k for f in config.FLAGS for k in config.TASK.flag(f).keys}
+    return {k: v for k, v in values.items() if k not in {*grid_sets, "seed", "experiment"}}
 
 
 def _budget(raw: dict) -> dict:

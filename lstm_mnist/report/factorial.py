@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import effects, figures, fractional, power
+from ..config import TASK
 
 # Columns of the effect CSVs (full precision).
 COLUMNS = ["kind", "term", "letters", "estimate", "se", "ci_lo", "ci_hi", "t", "p", "p_holm", "df", "method",
@@ -49,8 +50,8 @@ class Factorial:
 
 
 def levels(run: pd.Series, factors: tuple[str, ...]) -> tuple[int, ...]:
-    """±1 per factor of a report row (flags are booleans; readout on = final_states)."""
-    return tuple(1 if (run["readout"] == "final_states" if f == "readout" else bool(run[f])) else -1 for f in factors)
+    """±1 per factor of a report row (its on side, Flag.is_on: a boolean flag true, readout final_states)."""
+    return tuple(1 if TASK.flag(f).is_on(run) else -1 for f in factors)
 
 
 def build(runs: pd.DataFrame, seeds: list[int], fraction, metric: str,

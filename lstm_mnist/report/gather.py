@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..config import FACTORS, FLAGS, UserError
+from ..config import FACTORS, FLAGS, TASK, UserError
 from ..grids.plan import read_plan
 from ..grids.planned import Fraction, Tuning
 from ..tracking import query, store
@@ -109,7 +109,7 @@ def _roles_from_tags(rows: list[dict]) -> list[dict]:
     flags, baseline+adamw is full-dropout), and its `designs` tag lists both; in each design the flag is the
     one factor in which the arm differs from that design's reference arm (full, baseline)."""
     def on(row: dict) -> set:
-        return {f for f in FLAGS if row[f]} | ({"readout"} if row["readout"] == "final_states" else set())
+        return set(TASK.on_flags(row))
 
     refs = {design: next((on(r) for r in rows if r["arm"] == arm), None)
             for design, arm in (("leave_one_out", "full"), ("add_one_in", "baseline"))}

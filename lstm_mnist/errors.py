@@ -1,0 +1,11 @@
+"""The errors a user can fix: the bottom of the package (every module's user-facing error derives from these)."""
+from __future__ import annotations
+
+
+class UserError(RuntimeError):
+    """A mistake the user can fix (a bad file, missing data, an unusable store): the CLI prints its message
+    as one line and exits 2. Every module's user-facing error derives from it, so this is the bottom."""
+
+
+class ConfigError(UserError, ValueError):
+    """A user mistake in a config file or override; its message is the whole story (one line)."""

@@ -1,0 +1,300 @@
+"""The task protocol: what the harness knows of the model under study.
+
+A task is a model whose enhancements are flags. It describes itself with
+- a frozen config dataclass: every key with its type, default and range (`field(lo=..., hi=...)`);
+- its flags: each a name and the config values on its two sides, with the keys that only one side reads (the
+  rule a tuned ablation searches by: an arm searches a key only when its config reads it) and the keys that
+  define what the sides are (an ablation compares them, so no arm searches them);
+- the keys that are its protocol (a split, a normalization), which no search may touch, with the reason.
+The harness's grids, searches and reports are built from this description. The LSTM-MNIST task, whose config
+and flags are in config.py, is the built-in one (`BUILTIN`); `load("package.module:name")` finds another.
+A task depends on this protocol, never the reverse: nothing here imports a task but by its name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+from .errors import ConfigError
+
+BUILTIN = "lstm_mnist"
+BUILTIN_PATH = "lstm_mnist.config:TASK"
+# Keys the harness itself gives a meaning to, whatever the task: never searched, with the reason.
+HARNESS_NEVER_SEARCHED = {"seed": "seeds are replicates, never tuned"}
+FLAG_REASON = "flags are what the ablation compares, never tuned"
+
+
+def field(default=dataclasses.MISSING, *, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False,
+          default_factory=dataclasses.MISSING):
+    """A config key with its allowed range (None: unbounded); an open end excludes the bound itself."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+TYPES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+
+
+def type_of(f: dataclasses.Field) -> str:
+    """A config key's type as a name ("bool", "int", "float", "str"), whether or not its module postpones
+    annotations; any other type is refused when the task is made."""
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def check_value(f: dataclasses.Field, value) -> None:
+    """A config key's value against its type and range: one line naming the key, the value and what is allowed."""
+    tp = type_of(f)
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, float),
+        "str": isinstance(value, str),
+    }[tp]
+    if not ok:
+        raise ConfigError(f"{f.name}={value!r}: expected {TYPES[tp]}")
+    m = f.metadata
+    if not m:
+        return
+    lo, hi = m["lo"], m["hi"]
+    below = lo is not None and (value <= lo if m["lo_open"] else value < lo)
+    above = hi is not None and (value >= hi if m["hi_open"] else value > hi)
+    if below or above:
+        lo_s = "" if lo is None else f"{lo} {'<' if m['lo_open'] else '<='} "
+        hi_s = "" if hi is None else f" {'<' if m['hi_open'] else '<='} {hi}"
+        raise ConfigError(f"{f.name}={value!r}: out of range, allowed {lo_s}{f.name}{hi_s}")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One enhancement: the config values with it off and on, and which keys depend on its side."""
+    name: str
+    off: Mapping[str, object]
+    on: Mapping[str, object]
+    reads_off: tuple = ()   # keys only a config with the flag off reads (e.g. SGD's learning rate)
+    reads_on: tuple = ()    # keys only a config with the flag on reads (e.g. the dropout rate)
+    defines: tuple = ()     # keys that say what the two sides are (e.g. the widths a width flag compares)
+
+    def __post_init__(self):
+        object.__setattr__(self, "off", MappingProxyType(dict(self.off)))
+        object.__setattr__(self, "on", MappingProxyType(dict(self.on)))
+
+    def side(self, on: bool) -> dict:
+        """The config values of one side."""
+        return dict(self.on if on else self.off)
+
+    @property
+    def keys(self) -> tuple:
+        """The config keys the flag sets (those of either side)."""
+        return tuple(dict.fromkeys([*self.off, *self.on]))
+
+    def is_on(self, values: Mapping) -> bool:
+        """Whether a config's values (or a run's, as MLflow keeps them: strings) are this flag's on side; a
+        missing key is not."""
+        return all(k in values and (values[k] == v or str(values[k]) == str(v)) for k, v in self.on.items())
+
+
+@dataclass(frozen=True)
+class Task:
+    """A model under study, described for the harness (see the module's docstring); checked when made."""
+    name: str
+    version: int
+    config: type                               # a frozen dataclass: the task's config keys
+    flags: tuple                               # Flag, ...: what an ablation switches, in the order reports use
+    never_searched: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the protocol's keys: why
+    not_identity: frozenset = frozenset()      # keys that say where or how a run executes, not what it computes
+    default_flags: tuple = ()                  # the flags a grid varies when its file names none (empty: all); a
+    #                                            grid sets these on every cell, the others only when they take part
+
+    def __post_init__(self):
+        object.__setattr__(self, "flags", tuple(self.flags))
+        object.__setattr__(self, "never_searched", MappingProxyType(dict(self.never_searched)))
+        object.__setattr__(self, "not_identity", frozenset(self.not_identity))
+        object.__setattr__(self, "default_flags", tuple(self.default_flags) or tuple(f.name for f in self.flags))
+        self._check()
+
+    def _check(self) -> None:
+        where = f"task {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise ConfigError("a task needs a name: Task(name='my_task', ...)")
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 0:
+            raise ConfigError(f"{where}: version={self.version!r}: give an integer >= 0, raised with any change "
+                              "that alters what a run computes")
+        params = getattr(self.config, "__dataclass_params__", None)
+        if params is None or not params.frozen:
+            raise ConfigError(f"{where}: config must be a frozen dataclass (@dataclass(frozen=True) class ...)")
+        fields = self.fields
+        odd = [f for f in fields.values() if type_of(f) not in TYPES]
+        if odd:
+            raise ConfigError(f"{where}: config key {odd[0].name!r} is a {type_of(odd[0])}; a key is a bool, int, "
+                              "float or str")
+        names = [f.name for f in self.flags if isinstance(f, Flag)]
+        if len(names) != len(self.flags):
+            raise ConfigError(f"{where}: flags must be Flag(...) objects")
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(f"{where}: flag {twice[0]!r} is given twice; give each flag one name")
+        read_by: dict[str, str] = {}
+        for flag in self.flags:
+            for what, keys in (("off", flag.off), ("on", flag.on), ("reads_off", flag.reads_off),
+                               ("reads_on", flag.reads_on), ("defines", flag.defines)):
+                unknown = [k for k in keys if k not in fields]
+                if unknown:
+                    raise ConfigError(f"{where}: flag {flag.name!r} {what} names {unknown[0]!r}, which its config "
+                                      f"does not define (its keys: {', '.join(fields)}); add it to the config or "
+                                      "correct the flag")
+            if not flag.on or set(flag.on) != set(flag.off) or dict(flag.on) == dict(flag.off):
+                raise ConfigError(f"{where}: flag {flag.name!r} needs the same keys on both sides, with different "
+                                  "values (e.g. off={'gru': False}, on={'gru': True})")
+            for key in (*flag.reads_off, *flag.reads_on):
+                if key in read_by:
+                    raise ConfigError(f"{where}: {key!r} is read by one side of both {read_by[key]!r} and "
+                                      f"{flag.name!r}; a key may depend on one flag's side")
+                read_by[key] = flag.name
+        strange = [n for n in self.default_flags if n not in names]
+        if strange:
+            raise ConfigError(f"{where}: default_flags names {strange[0]!r}, which is not one of its flags "
+                              f"({', '.join(names)})")
+        unknown = sorted((set(self.never_searched) | self.not_identity) - set(fields))
+        if unknown:
+            raise ConfigError(f"{where}: {unknown[0]!r} is not a key of its config; correct never_searched or "
+                              "not_identity")
+
+    @property
+    def fields(self) -> dict:
+        """Config key -> its dataclass Field (type, default, range metadata)."""
+        return {f.name: f for f in dataclasses.fields(self.config)}
+
+    def _field(self, name: str) -> dataclasses.Field:
+        fields = self.fields
+        if name not in fields:
+            raise ConfigError(f"unknown config key {name!r}: known keys are {', '.join(fields)}")
+        return fields[name]
+
+    def coerce(self, name: str, value):
+        """A TOML value brought to the key's type: an int is accepted where a float is expected."""
+        if type_of(self._field(name)) == "float" and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    def parse_value(self, name: str, text: str):
+        """The right-hand side of a `key=value` override, parsed by the key's type."""
+        tp = type_of(self._field(name))
+        try:
+            if tp == "bool":
+                low = text.strip().lower()
+                if low in ("true", "1", "yes", "on"):
+                    return True
+                if low in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            if tp == "int":
+                return int(text)
+            if tp == "float":
+                return float(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text}: expected {TYPES[tp]}") from None
+        return text
+
+    def parse_overrides(self, items: list) -> dict:
+        """`key=value` overrides (the command line's), each parsed by its key's type."""
+        out = {}
+        for item in items:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r}: write it as key=value, e.g. max_epochs=3")
+            out[key.strip()] = self.parse_value(key.strip(), text)
+        return out
+
+    def build(self, values: dict, source: str = ""):
+        """The task's config from a flat dict (defaults for the keys it leaves out), every value checked; any
+        mistake is one line, with the source named."""
+        try:
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    raise ConfigError(f"[{key}]: tables are not config keys; write flat `key = value` lines")
+            given = {k: self.coerce(k, v) for k, v in values.items()}
+            cfg = self.config(**given)
+            for f in dataclasses.fields(cfg):  # a task's own config may not check itself
+                check_value(f, getattr(cfg, f.name))
+            return cfg
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+
+    @property
+    def flag_names(self) -> tuple:
+        return tuple(f.name for f in self.flags)
+
+    def values(self, on, taking_part=()) -> dict:
+        """The flag values of a cell with the flags `on` on: every default flag's side, and the side of each other
+        flag that is on or takes part (`taking_part`); a flag left out keeps the value its base file gives."""
+        return {k: v for f in self.flags if f.name in self.default_flags or f.name in on or f.name in taking_part
+                for k, v in f.side(f.name in on).items()}
+
+    def on_flags(self, values: Mapping) -> frozenset:
+        """The flags whose on side a config's (or a run's) values are."""
+        return frozenset(f.name for f in self.flags if f.is_on(values))
+
+    def flag(self, name: str) -> Flag:
+        for f in self.flags:
+            if f.name == name:
+                return f
+        raise ConfigError(f"{name!r} is not a flag of task {self.name!r}: its flags are {', '.join(self.flag_names)}")
+
+    @property
+    def read_only_when(self) -> dict:
+        """Key -> (flag, side) for every key that only one side of a flag reads."""
+        return {**{k: (f.name, False) for f in self.flags for k in f.reads_off},
+                **{k: (f.name, True) for f in self.flags for k in f.reads_on}}
+
+    def reads(self, sides: Mapping[str, bool], key: str) -> bool:
+        """Whether a config with these flags on (name -> True; missing: off) reads `key` at all."""
+        flag, side = self.read_only_when.get(key, (None, None))
+        return flag is None or bool(sides.get(flag, False)) == side
+
+    def why_never_searched(self, key: str) -> str | None:
+        """Why no search (`tune`'s [space], a tuned grid's [tune.space]) may hold `key`; None: it may."""
+        if key in self.never_searched:
+            return self.never_searched[key]
+        if key in HARNESS_NEVER_SEARCHED:
+            return HARNESS_NEVER_SEARCHED[key]
+        if any(key in f.keys for f in self.flags):
+            return FLAG_REASON
+        if key in self.not_identity:
+            return "it says where or how a run executes, not what it computes"
+        return None
+
+    def why_never_searched_in_ablation(self, key: str) -> str | None:
+        """Why a tuned ablation's arms may not search `key`: the above, or it defines what a flag compares."""
+        for f in self.flags:
+            if key in f.defines:
+                return self.why_never_searched(key) or f"it defines what the {f.name} flag compares"
+        return self.why_never_searched(key)
+
+
+def load(spec: str) -> Task:
+    """The task a grid, run or study file names: "lstm_mnist" (the built-in one) or "package.module:name"
+    (imported from the current directory or PYTHONPATH). Each mistake is one line naming the fix."""
+    spec = (spec or "").strip()
+    module, sep, name = (BUILTIN_PATH if spec == BUILTIN else spec).partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(f"task {spec!r}: write it as package.module:name (e.g. task = \"my_task:task\"), or "
+                          f"\"{BUILTIN}\" for the built-in LSTM-MNIST task")
+    try:
+        mod = importlib.import_module(module)
+    except ConfigError as e:
+        raise ConfigError(f"task {spec!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a user's module may fail in any way; say how, in one line
+        raise ConfigError(f"task {spec!r}: module {module!r} does not import ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'no message'}); run from the folder that holds "
+                          "it or put that folder on PYTHONPATH") from None
+    if not hasattr(mod, name):
+        raise ConfigError(f"task {spec!r}: module {module!r} has no {name!r}; name the Task object it defines")
+    task = getattr(mod, name)
+    if not isinstance(task, Task):
+        raise ConfigError(f"task {spec!r}: {module}.{name} is a {type(task).__name__}, not a task; build it with "
+                          "lstm_mnist.task.Task(...) (docs: Your own model)")
+    return task
