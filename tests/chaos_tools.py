@@ -36,6 +36,13 @@ def record(scenario: str, **figures) -> dict:
     return entry
 
 
+def read_report(path: Path | None) -> list[dict]:
+    """The entries `record` appended to the report file `path` (any process's); [] without one."""
+    if path is None or not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class Cli:
     """`python -m lstm_mnist ...` started in the background; its output collected line by line."""
 

@@ -158,7 +158,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     figures, one line per scenario, when any scenario ran."""
     from collections import Counter
 
-    from .chaos_tools import FIGURES
+    from .chaos_tools import FIGURES, REPORT, read_report
 
     skipped = Counter(r.longrepr[2].removeprefix("Skipped: ") for r in terminalreporter.stats.get("skipped", [])
                       if isinstance(r.longrepr, tuple))
@@ -175,9 +175,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(f"{f'{left:>3} ' if left else ''}scenarios (faults, Ray clusters, basic-auth, "
                                     "gpu-accept's CPU mode): make scenarios (CI runs it after make test)")
 
-    if FIGURES:
+    # Under xdist the scenarios ran in the workers: their figures are in the report file they appended to
+    # (make scenarios empties it first).
+    figures = FIGURES or read_report(REPORT)
+    if figures:
         terminalreporter.section("chaos figures")
-        for entry in FIGURES:
+        for entry in figures:
             terminalreporter.write_line(" ".join(f"{k}={v}" for k, v in entry.items()))
 
 

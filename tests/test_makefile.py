@@ -86,9 +86,13 @@ def test_torch_cpu_from_an_index_that_cannot_be_reached_is_one_line_naming_the_a
 
 @pytest.mark.subprocess
 def test_the_suite_names_the_tests_it_left_out_and_what_runs_them(tmp_path):
+    # Scenarios that ran in xdist's workers left their figures in the report file: the summary prints them.
+    (tmp_path / "chaos.jsonl").write_text('{"scenario": "a worker SIGKILLed", "kills": 1}\n')
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not scenario",
                            "tests/test_data.py::test_real_mnist_split_counts"], cwd=REPO, capture_output=True,
-                          text=True, env=clean_env(LSTM_MNIST_DATA=str(tmp_path)), timeout=180)
+                          text=True, timeout=180,
+                          env=clean_env(LSTM_MNIST_DATA=str(tmp_path), CHAOS_REPORT=str(tmp_path / "chaos.jsonl")))
+    assert "chaos figures" in proc.stdout and "scenario=a worker SIGKILLed kills=1" in proc.stdout, proc.stdout
     assert proc.returncode == 0 and "tests left out here, and what runs them" in proc.stdout, proc.stdout[-2000:]
     assert "1 skipped: real MNIST not found (set LSTM_MNIST_DATA to the folder of its four .gz files)" in proc.stdout
     assert "scenarios left out, and what runs them" in proc.stdout and "make scenarios" in proc.stdout
