@@ -50,3 +50,26 @@ def test_study_file_loads_and_one_trial_runs_one_short_epoch(path, tiny_data):
                         "num_threads": 1})
     result = train.fit(cfg)
     assert result.epochs_trained == 1 and 0.0 <= result.test["test_f1"] <= 1.0
+
+
+def _identities(path) -> dict:
+    s = grid.load(path)
+    return {c.name: config.build(grid.values(s, c)).identity(PINNED_DATA) for c in grid.expand(s)}
+
+
+PINNED_DATA = "pinned-fingerprint"  # a data fingerprint stands in: the identity of a cell is config + data + protocol
+IDENTITIES = REPO / "tests" / "cell_identities.json"
+
+
+def test_every_cell_of_the_shipped_grids_keeps_its_identity():
+    """A store users already have resumes without retraining only while a cell's config_hash stays: the identity
+    of every cell of every grid file, pinned (tests/cell_identities.json). A change that alters what a run
+    computes bumps config.PROTOCOL_VERSION and regenerates the file on purpose; any other change keeps it."""
+    import json
+
+    pinned = json.loads(IDENTITIES.read_text())
+    now = {p.name: _identities(p) for p in GRID_FILES}
+    assert set(now) == set(pinned), "a grid file was added or removed: add its cells to " + str(IDENTITIES)
+    for name, cells in pinned.items():
+        changed = {c: (h, now[name].get(c)) for c, h in cells.items() if now[name].get(c) != h}
+        assert not changed and set(now[name]) == set(cells), (name, changed)
