@@ -7,7 +7,6 @@ type or an out-of-range value is a one-line `ConfigError` naming the key, the va
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tomllib
@@ -109,15 +108,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def identity(self, data_fingerprint: str, protocol: int | None = None) -> str:
-        """The run's identity: a hash of everything that decides its result, the data it saw and the protocol
-        version of the code. `protocol=0` gives the identity runs had before the version was part of it."""
-        keys = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
-        keys["data_fingerprint"] = data_fingerprint
-        protocol = PROTOCOL_VERSION if protocol is None else protocol
-        if protocol:
-            keys["protocol_version"] = protocol
-        blob = json.dumps(keys, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """The run's identity (Task.identity): a hash of everything that decides its result, the data it saw and
+        the protocol version of the code. `protocol=0` gives the identity runs had before the version was in it."""
+        return TASK.identity(self, data_fingerprint, PROTOCOL_VERSION if protocol is None else protocol)
 
     def settings_key(self, data_fingerprint: str) -> str:
         """The identity without the protocol version: equal for the same config trained under any version

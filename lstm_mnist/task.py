@@ -13,7 +13,9 @@ A task depends on this protocol, never the reverse: nothing here imports a task 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import json
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -223,6 +225,20 @@ class Task:
             return cfg
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+
+    def identity(self, cfg, data_fingerprint: str, protocol: int) -> str:
+        """A run's identity: a hash of every config key that decides its result (not `not_identity`), the data's
+        fingerprint and the harness's protocol version (0: left out, the identity of runs from before it). Another
+        task's name and version are part of it; the built-in task's are not, so its runs keep the identity they
+        had before tasks existed."""
+        keys = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in self.not_identity}
+        keys["data_fingerprint"] = data_fingerprint
+        if protocol:
+            keys["protocol_version"] = protocol
+        if self.name != BUILTIN:
+            keys["task"], keys["task_version"] = self.name, self.version
+        blob = json.dumps(keys, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def flag_names(self) -> tuple:

@@ -134,3 +134,13 @@ def test_a_config_key_of_another_type_is_refused_when_the_task_is_made():
         _task(config=Listy)
     with pytest.raises(ConfigError, match="default_flags names 'ln', which is not one of its flags"):
         _task(default_flags=("ln",))
+
+
+def test_another_tasks_name_and_version_are_part_of_its_runs_identity():
+    t = _task()
+    cfg = t.build({})
+    assert t.identity(cfg, "fp", 1) != _task(version=2).identity(cfg, "fp", 1)
+    assert t.identity(cfg, "fp", 1) != _task(name="other").identity(cfg, "fp", 1)
+    assert t.identity(cfg, "fp", 1) != t.identity(cfg, "fp2", 1) != t.identity(cfg, "fp", 0)
+    builtin = config.Config()  # the built-in task's are not: its identities are those pinned before tasks existed
+    assert config.TASK.identity(builtin, "0123456789abcdef", 1) == builtin.identity("0123456789abcdef")
