@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import task as task_protocol
 from .errors import ConfigError, UserError  # noqa: F401 - every module's errors, imported from here
+from .task import limits
 
 READOUTS = ("last", "final_states")
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,10 +27,6 @@ NOT_IDENTITY = frozenset({"data_dir", "experiment", "device", "num_threads", "lo
 # reused as done. tests/test_config.py pins the identity of a known config: a change there is deliberate.
 # 1: the version itself entered the identity (runs from before it count as version 0).
 PROTOCOL_VERSION = 1
-
-
-def _range(lo=None, hi=None, lo_open=False, hi_open=False):
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
 
 
 def _default_data_dir() -> str:
@@ -48,37 +45,37 @@ class Config:
 
     # --- what each side of a flag means (design.md's table; an experiment file may change them) ---
     readout: str = "last"                 # "last" = out[:, -1] (the seed's); "final_states" = h_n of both directions
-    hidden_off: int = field(default=100, metadata=_range(1, 4096))  # LSTM hidden size with width off
-    layers_off: int = field(default=1, metadata=_range(1, 8))       # LSTM layers with width off
-    hidden_on: int = field(default=128, metadata=_range(1, 4096))   # LSTM hidden size with width on
-    layers_on: int = field(default=2, metadata=_range(1, 8))        # LSTM layers with width on
-    dropout_rate: float = field(default=0.2, metadata=_range(0.0, 1.0, hi_open=True))  # used when dropout on
-    patience: int = field(default=10, metadata=_range(1))           # early-stopping patience, epochs
-    rotation_deg: float = field(default=5.0, metadata=_range(0.0, 180.0))   # RandomRotation(±deg)
-    affine_deg: float = field(default=5.0, metadata=_range(0.0, 180.0))     # RandomAffine rotation (±deg)
-    translate: float = field(default=0.1, metadata=_range(0.0, 1.0))       # RandomAffine max shift, fraction of side
-    sgd_lr: float = field(default=0.1, metadata=_range(0.0, 10.0, lo_open=True))     # SGD learning rate (adamw off)
-    adamw_lr: float = field(default=1e-3, metadata=_range(0.0, 10.0, lo_open=True))  # AdamW learning rate
-    weight_decay: float = field(default=1e-5, metadata=_range(0.0, 1.0))             # AdamW weight decay
-    plateau_factor: float = field(default=0.1, metadata=_range(0.0, 1.0, True, True))  # LR multiplier on plateau
-    plateau_patience: int = field(default=5, metadata=_range(0))    # epochs without val_loss gain before LR drops
+    hidden_off: int = field(default=100, metadata=limits(1, 4096))  # LSTM hidden size with width off
+    layers_off: int = field(default=1, metadata=limits(1, 8))       # LSTM layers with width off
+    hidden_on: int = field(default=128, metadata=limits(1, 4096))   # LSTM hidden size with width on
+    layers_on: int = field(default=2, metadata=limits(1, 8))        # LSTM layers with width on
+    dropout_rate: float = field(default=0.2, metadata=limits(0.0, 1.0, hi_open=True))  # used when dropout on
+    patience: int = field(default=10, metadata=limits(1))           # early-stopping patience, epochs
+    rotation_deg: float = field(default=5.0, metadata=limits(0.0, 180.0))   # RandomRotation(±deg)
+    affine_deg: float = field(default=5.0, metadata=limits(0.0, 180.0))     # RandomAffine rotation (±deg)
+    translate: float = field(default=0.1, metadata=limits(0.0, 1.0))       # RandomAffine max shift, fraction of side
+    sgd_lr: float = field(default=0.1, metadata=limits(0.0, 10.0, lo_open=True))     # SGD learning rate (adamw off)
+    adamw_lr: float = field(default=1e-3, metadata=limits(0.0, 10.0, lo_open=True))  # AdamW learning rate
+    weight_decay: float = field(default=1e-5, metadata=limits(0.0, 1.0))             # AdamW weight decay
+    plateau_factor: float = field(default=0.1, metadata=limits(0.0, 1.0, True, True))  # LR multiplier on plateau
+    plateau_patience: int = field(default=5, metadata=limits(0))    # epochs without val_loss gain before LR drops
 
     # --- budget and protocol (fixed for every arm unless an experiment file says otherwise) ---
-    seed: int = field(default=0, metadata=_range(0))                # run seed: init, shuffling, augmentation
-    max_epochs: int = field(default=35, metadata=_range(1, 10000))  # epoch budget
-    batch_size: int = field(default=64, metadata=_range(1, 65536))  # training batch size
-    eval_batch_size: int = field(default=1000, metadata=_range(1, 65536))  # validation/test batch (no effect on results)
-    train_samples: int = field(default=0, metadata=_range(0))       # cap on training images (0 = all 48,000)
-    val_fraction: float = field(default=0.2, metadata=_range(0.0, 1.0, True, True))  # of the official train set
-    split_seed: int = field(default=20240611, metadata=_range(0))   # fixed train/val split, independent of `seed`
+    seed: int = field(default=0, metadata=limits(0))                # run seed: init, shuffling, augmentation
+    max_epochs: int = field(default=35, metadata=limits(1, 10000))  # epoch budget
+    batch_size: int = field(default=64, metadata=limits(1, 65536))  # training batch size
+    eval_batch_size: int = field(default=1000, metadata=limits(1, 65536))  # validation/test batch (no effect on results)
+    train_samples: int = field(default=0, metadata=limits(0))       # cap on training images (0 = all 48,000)
+    val_fraction: float = field(default=0.2, metadata=limits(0.0, 1.0, True, True))  # of the official train set
+    split_seed: int = field(default=20240611, metadata=limits(0))   # fixed train/val split, independent of `seed`
     norm_mean: float = 0.1307                                       # normalization, official train pixels on [0, 1]
-    norm_std: float = field(default=0.3081, metadata=_range(0.0, lo_open=True))
+    norm_std: float = field(default=0.3081, metadata=limits(0.0, lo_open=True))
 
     # --- where things go / how they run (not part of the run identity) ---
     data_dir: str = field(default_factory=_default_data_dir)  # MNIST IDX files; env LSTM_MNIST_DATA, else data/
     experiment: str = "lstm-mnist"   # MLflow experiment name
     device: str = "auto"             # auto (cuda when visible) | cpu | cuda | cuda:N
-    num_threads: int = field(default=0, metadata=_range(0, 1024))  # torch CPU threads (0 = torch's default)
+    num_threads: int = field(default=0, metadata=limits(0, 1024))  # torch CPU threads (0 = torch's default)
     log_model: bool = True           # log the tested (best-val_loss) weights as an MLflow model (~0.2-2.3 MB a run)
 
     def __post_init__(self):
@@ -160,7 +157,7 @@ TASK = task_protocol.Task(
 FACTORS = TASK.flag_names  # what a grid can switch per arm (readout on = final_states, off = last)
 FLAGS = TASK.default_flags
 # Keys no search may touch, with the reason (one list for `tune`'s [space] and for a tuned ablation's arms).
-NEVER_SEARCHED = {k: TASK.why_never_searched(k) for k in FIELDS if TASK.why_never_searched(k)}
+NEVER_SEARCHED = {k: why for k in FIELDS if (why := TASK.why_never_searched(k))}
 READ_ONLY_WHEN = TASK.read_only_when  # key -> (flag, side): read only when that flag has that side
 # Keys that define what a flag's two sides are: what a tuned ablation compares, so no arm searches them.
 FLAG_SIDES = {k: f"it defines what the {f.name} flag compares" for f in TASK.flags for k in f.defines}

@@ -13,6 +13,7 @@ A task depends on this protocol, never the reverse: nothing here imports a task 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -29,10 +30,15 @@ HARNESS_NEVER_SEARCHED = {"seed": "seeds are replicates, never tuned"}
 FLAG_REASON = "flags are what the ablation compares, never tuned"
 
 
+def limits(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> dict:
+    """A config key's allowed range as its field's metadata (None: unbounded; an open end excludes the bound)."""
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+
+
 def field(default=dataclasses.MISSING, *, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False,
           default_factory=dataclasses.MISSING):
-    """A config key with its allowed range (None: unbounded); an open end excludes the bound itself."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+    """A config key with its allowed range (limits)."""
+    meta = limits(lo, hi, lo_open, hi_open)
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -165,9 +171,9 @@ class Task:
             raise ConfigError(f"{where}: {unknown[0]!r} is not a key of its config; correct never_searched or "
                               "not_identity")
 
-    @property
+    @functools.cached_property
     def fields(self) -> dict:
-        """Config key -> its dataclass Field (type, default, range metadata)."""
+        """Config key -> its dataclass Field (type, default, range metadata); read once (the task is frozen)."""
         return {f.name: f for f in dataclasses.fields(self.config)}
 
     def _field(self, name: str) -> dataclasses.Field:
@@ -260,7 +266,7 @@ class Task:
                 return f
         raise ConfigError(f"{name!r} is not a flag of task {self.name!r}: its flags are {', '.join(self.flag_names)}")
 
-    @property
+    @functools.cached_property
     def read_only_when(self) -> dict:
         """Key -> (flag, side) for every key that only one side of a flag reads."""
         return {**{k: (f.name, False) for f in self.flags for k in f.reads_off},
