@@ -17,15 +17,23 @@ def cmd_run(args) -> int:
     from .machine import cores, lease
     from .runs import runner
 
+    from . import task as task_protocol
+
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
-    print(f"run {name}: {', '.join(f for f in config.FLAGS if getattr(cfg, f)) or 'baseline (no flags)'}; "
-          f"readout={cfg.readout} max_epochs={cfg.max_epochs} train_samples={cfg.train_samples or 'all'} "
-          f"experiment={cfg.experiment}", flush=True)
+    task = task_protocol.of(cfg)
+    on = [f for f in task.flag_names if f in task.on_flags(cfg.to_dict() if hasattr(cfg, "to_dict") else vars(cfg))]
+    if task.name == task_protocol.BUILTIN:
+        print(f"run {name}: {', '.join(f for f in on if f != 'readout') or 'baseline (no flags)'}; "
+              f"readout={cfg.readout} max_epochs={cfg.max_epochs} train_samples={cfg.train_samples or 'all'} "
+              f"experiment={cfg.experiment}", flush=True)
+    else:
+        print(f"run {name} (task {task.name}): {', '.join(on) or 'baseline (no flags)'}; max_epochs={cfg.max_epochs} "
+              f"experiment={cfg.experiment}", flush=True)
     with lease.Lease(1) as held:  # beside a grid or study on this host: its share of the cores, not all of them
         if not cfg.num_threads:  # unless the user sized torch's threads
             share = held.share(0)
             cores.pin_to(share)
-            cfg = config.build({**cfg.to_dict(), "num_threads": len(share)})
+            cfg = config.rebuilt(cfg, num_threads=len(share))
         out = runner.execute(cfg, run_name=name, force=args.force,
                              on_epoch=lambda e, r: print(runner.epoch_line(e, r), flush=True))
     if out.status == "SKIPPED":

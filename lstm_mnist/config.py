@@ -105,17 +105,39 @@ class Config:
         return dataclasses.asdict(self)
 
     def identity(self, data_fingerprint: str, protocol: int | None = None) -> str:
-        """The run's identity (Task.identity): a hash of everything that decides its result, the data it saw and
-        the protocol version of the code. `protocol=0` gives the identity runs had before the version was in it."""
-        return TASK.identity(self, data_fingerprint, PROTOCOL_VERSION if protocol is None else protocol)
+        return identity(self, data_fingerprint, protocol)
 
     def settings_key(self, data_fingerprint: str) -> str:
-        """The identity without the protocol version: equal for the same config trained under any version
-        (a run's tag `settings_key`; for runs from before it, their config_hash)."""
-        return self.identity(data_fingerprint, protocol=0)
+        return settings_key(self, data_fingerprint)
 
     def to_toml(self) -> str:
-        return "".join(f"{k} = {_toml_value(v)}\n" for k, v in self.to_dict().items())
+        return to_toml(self)
+
+
+# What the harness asks of any task's config (the built-in Config's methods are these).
+def identity(cfg, data_fingerprint: str, protocol: int | None = None) -> str:
+    """A run's identity (Task.identity of the config's task): a hash of everything that decides its result, the
+    data it saw and the protocol version of the code. `protocol=0` gives the identity runs had before the version
+    was in it."""
+    return task_protocol.of(cfg).identity(cfg, data_fingerprint, PROTOCOL_VERSION if protocol is None else protocol)
+
+
+def settings_key(cfg, data_fingerprint: str) -> str:
+    """The identity without the protocol version: equal for the same config trained under any version (a run's
+    tag `settings_key`; for runs from before it, their config_hash)."""
+    return identity(cfg, data_fingerprint, protocol=0)
+
+
+def to_toml(cfg) -> str:
+    """A config as the TOML lines an experiment file would hold (every key; another task's name first)."""
+    task = task_protocol.of(cfg)
+    named = "" if task.name == task_protocol.BUILTIN else f"task = {_toml_value(task.spec)}\n"
+    return named + "".join(f"{k} = {_toml_value(v)}\n" for k, v in dataclasses.asdict(cfg).items())
+
+
+def rebuilt(cfg, **values):
+    """The config with some values changed (checked, by its own task)."""
+    return task_protocol.of(cfg).build({**dataclasses.asdict(cfg), **values})
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -150,10 +172,30 @@ TASK = task_protocol.Task(
         "train_samples": "the training set is part of the protocol, fixed for every run",
     },
     not_identity=NOT_IDENTITY,
+    # The runtime: data.py reads and splits MNIST, batches it (augmentation, the fused normalize) and ships it to Ray
+    # nodes; model.py builds the LSTM and its optimizer; imported when first used (a grid is read without torch).
+    data="lstm_mnist.training.data:load", fingerprint="lstm_mnist.training.data:fingerprint_of",
+    prepare="lstm_mnist.training.data:prepare", ship="lstm_mnist.training.data:ship",
+    receive="lstm_mnist.training.data:receive", model="lstm_mnist.training.model:build",
+    optimizer="lstm_mnist.training.model:optimizer",
+    patience=lambda cfg: cfg.patience if cfg.early_stopping else None,
+    derived=lambda cfg: {"hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers},
+    datasets="lstm_mnist.training.data:datasets", cost="lstm_mnist.config:cost",
     # The six enhancements of the course: a grid's flags and its full arm unless its file says otherwise. readout
     # takes part only where a grid names it.
     default_flags=("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"),
 )
+def cost(cfg: Config) -> float:
+    """The task's cost hook: the LSTM's multiply-adds per time step (4 gates, every layer and direction), times
+    the epoch budget and the training images. Only its order matters (it sorts the work)."""
+    dirs, h, width = 1 + cfg.bidirectional, cfg.hidden_size, 28
+    per_step = 0
+    for _ in range(cfg.num_layers):
+        per_step += dirs * 4 * h * (width + h)
+        width = dirs * h
+    return per_step * cfg.max_epochs * (cfg.train_samples or 48000)
+
+
 FACTORS = TASK.flag_names  # what a grid can switch per arm (readout on = final_states, off = last)
 FLAGS = TASK.default_flags
 # Keys no search may touch, with the reason (one list for `tune`'s [space] and for a tuned ablation's arms).
@@ -225,16 +267,29 @@ def build(values: dict, source: str = "") -> Config:
     return TASK.build(values, source)
 
 
-def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
-    """Defaults <- experiment file <- overrides (later keys win)."""
+def task_of_file(values: dict, source: str, expected: str | None = None) -> task_protocol.Task:
+    """The task an experiment file names (`task = "package.module:name"`, taken out of its values; none: the
+    built-in one). `expected`: what the grid or study that uses the file names; another is one line."""
+    spec = values.pop("task", None)
+    if spec is not None and not isinstance(spec, str):
+        raise ConfigError(f"{source}: task={spec!r}: expected \"package.module:name\" (or \"{task_protocol.BUILTIN}\")")
+    if expected is not None and spec is not None and spec.strip() != expected.strip():
+        raise ConfigError(f"{source}: task = {spec!r}, but the file that uses it names task {expected!r}; name the "
+                          "same task in both, or leave it out of the experiment file")
+    return task_protocol.load(spec or expected or task_protocol.BUILTIN)
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict | None = None):
+    """Defaults <- experiment file <- overrides (later keys win), as the config of the task the file names."""
     values = dict(read_toml(path)) if path else {}
+    task = task_of_file(values, str(path)) if path else TASK
     if path:
-        build(values, str(path))  # report file errors against the file
+        task.build(values, str(path))  # report file errors against the file
     if isinstance(overrides, dict):
         values.update(overrides)
     else:
-        values.update(parse_overrides(overrides or []))
-    return build(values)
+        values.update(task.parse_overrides(overrides or []))
+    return task.build(values)
 
 
 def _toml_value(v) -> str:

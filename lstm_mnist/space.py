@@ -3,6 +3,7 @@ search space, shared by a study file ([space]) and a tuned grid's [tune] table (
 from __future__ import annotations
 
 from . import config
+from . import task as task_protocol
 from .config import ConfigError
 
 OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
@@ -17,18 +18,21 @@ def check_objective(objective) -> str:
     return objective
 
 
-def check_dist(key: str, dist, start: dict, where: str = "[space]", never=config.NEVER_SEARCHED.get,
-               instead: str = "set it in [fixed] or the base file instead") -> None:
-    """One searched key: a config field that may be searched (`never(key)`: why not), a distribution whose
-    every value makes a valid config from `start`."""
-    if key not in config.FIELDS:
-        raise ConfigError(f"{where} {key}: unknown config key; known keys are {', '.join(config.FIELDS)}")
+def check_dist(key: str, dist, start: dict, where: str = "[space]", never=None,
+               instead: str = "set it in [fixed] or the base file instead", task=None) -> None:
+    """One searched key of the task's config (default: the built-in task): a key that may be searched (`never(key)`:
+    why not; default: the task's why_never_searched), a distribution whose every value makes a valid config from
+    `start`."""
+    task = task or config.TASK
+    never = never or task.why_never_searched
+    if key not in task.fields:
+        raise ConfigError(f"{where} {key}: unknown config key; known keys are {', '.join(task.fields)}")
     if never(key):
         raise ConfigError(f"{where} {key}: never searched ({never(key)}); {instead}")
     if not isinstance(dist, dict):
         raise ConfigError(f"{where} {key}: write it as {{type=\"float\", low=..., high=...}} or "
                           f"{{type=\"categorical\", choices=[...]}}")
-    kind, field_type = dist.get("type"), config.FIELDS[key].type
+    kind, field_type = dist.get("type"), task_protocol.type_of(task.fields[key])
     allowed = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
                "categorical": {"type", "choices"}}
     if kind not in allowed:
@@ -42,7 +46,7 @@ def check_dist(key: str, dist, start: dict, where: str = "[space]", never=config
     if not isinstance(values, list) or not values:
         raise ConfigError(f"{where} {key}: choices must be a non-empty list")
     for v in values:
-        config.build({**start, key: v}, f"{where} {key}")
+        task.build({**start, key: v}, f"{where} {key}")
 
 
 def bounds(key: str, dist: dict, kind: str, where: str = "[space]") -> list:

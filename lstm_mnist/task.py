@@ -5,8 +5,18 @@ A task is a model whose enhancements are flags. It describes itself with
 - its flags: each a name and the config values on its two sides, with the keys that only one side reads (the
   rule a tuned ablation searches by: an arm searches a key only when its config reads it) and the keys that
   define what the sides are (an ablation compares them, so no arm searches them);
-- the keys that are its protocol (a split, a normalization), which no search may touch, with the reason.
-The harness's grids, searches and reports are built from this description. The LSTM-MNIST task, whose config
+- the keys that are its protocol (a split, a normalization), which no search may touch, with the reason;
+- its runtime: `data(cfg, device) -> Splits` (train/validation/test tensors and their fingerprint), `model(cfg)`,
+  and optionally `fingerprint(cfg)` (cheap: the plan asks it per cell), `prepare(cfg, x, train, generator)` (one
+  batch as the model reads it; the harness passes train=False for validation and test, so those are never
+  augmented), `loss(cfg, logits, y)` (the training loss; validation and test are scored by plain cross-entropy),
+  `optimizer(cfg, params)`, `patience(cfg)` (early stopping), `derived(cfg)` (values worth logging),
+  `cost(cfg)` (a cell's relative training cost: the largest cells start first), `datasets(cfg)` (the splits as MLflow dataset inputs), and `ship`/`receive` (how a Ray driver hands its data to a node).
+  Each is a callable or "module:function", imported when first called (a grid is read without torch).
+The harness's grids, searches and reports are built from this description; its protocol (validation never
+augmented, the test set used once, on the best-validation weights) stays the harness's, not the task's. A task is
+a classifier: the harness computes cross-entropy, macro-F1 and accuracy over `classes` classes, and reports rank
+arms by test macro-F1. The LSTM-MNIST task, whose config
 and flags are in config.py, is the built-in one (`BUILTIN`); `load("package.module:name")` finds another.
 A task depends on this protocol, never the reverse: nothing here imports a task but by its name.
 """
@@ -19,7 +29,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 
@@ -28,6 +38,13 @@ BUILTIN_PATH = "lstm_mnist.config:TASK"
 # Keys the harness itself gives a meaning to, whatever the task: never searched, with the reason.
 HARNESS_NEVER_SEARCHED = {"seed": "seeds are replicates, never tuned"}
 FLAG_REASON = "flags are what the ablation compares, never tuned"
+# The keys the harness reads from every task's config (RunKeys gives them all), with their types.
+HARNESS_KEYS = {"seed": "int", "max_epochs": "int", "batch_size": "int", "eval_batch_size": "int",
+                "experiment": "str", "device": "str", "num_threads": "int", "log_model": "bool"}
+# Of those, the ones that say where or how a run executes, not what it computes: never in a run's identity.
+HARNESS_NOT_IDENTITY = frozenset({"experiment", "device", "num_threads", "log_model"})
+HOOKS = ("data", "model", "fingerprint", "prepare", "loss", "optimizer", "patience", "derived", "cost", "datasets", "ship",
+         "receive")
 
 
 def limits(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> dict:
@@ -76,6 +93,78 @@ def check_value(f: dataclasses.Field, value) -> None:
         raise ConfigError(f"{f.name}={value!r}: out of range, allowed {lo_s}{f.name}{hi_s}")
 
 
+@dataclass
+class Splits:
+    """A task's data on one device: inputs and integer class labels (0 .. classes-1) of each split. The harness
+    shuffles and batches them (`prepare` turns an indexed batch into what the model reads) and puts the
+    fingerprint (a hash of the data, e.g. of its files' bytes) into every run's identity."""
+    train_x: Any
+    train_y: Any
+    val_x: Any
+    val_y: Any
+    test_x: Any
+    test_y: Any
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys the harness reads from every config: a task's config inherits them
+    (`@dataclass(frozen=True) class MyConfig(RunKeys): ...`) and may change their defaults."""
+    seed: int = field(default=0, lo=0)                      # run seed: init, shuffling, augmentation
+    max_epochs: int = field(default=10, lo=1, hi=10000)     # epoch budget
+    batch_size: int = field(default=64, lo=1, hi=65536)     # training batch size
+    eval_batch_size: int = field(default=1000, lo=1, hi=65536)  # validation/test batch (no effect on results)
+    experiment: str = "lstm-mnist"                          # MLflow experiment name
+    device: str = "auto"                                    # auto (cuda when visible) | cpu | cuda | cuda:N
+    num_threads: int = field(default=0, lo=0, hi=1024)      # torch CPU threads (0: torch's default)
+    log_model: bool = True                                  # log the tested weights as an MLflow model
+
+
+def check_device(device: str) -> None:
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"device={device!r}: allowed values are auto, cpu, cuda, cuda:N")
+
+
+def default_prepare(cfg, x, train: bool, generator):
+    """A batch as the model reads it: the inputs as floats, unchanged."""
+    return x.float()
+
+
+def default_optimizer(cfg, params):
+    """Adam at the config's `lr` (1e-3 when it has none)."""
+    import torch
+
+    return torch.optim.Adam(params, lr=getattr(cfg, "lr", 1e-3))
+
+
+def default_loss(cfg, logits, y):
+    """Cross-entropy, the loss validation and test are scored by."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, y)
+
+
+DEFAULT_HOOKS = {"prepare": default_prepare, "loss": default_loss, "optimizer": default_optimizer, "patience": lambda cfg: None,
+                 "derived": lambda cfg: {}, "cost": lambda cfg: float(cfg.max_epochs), "datasets": lambda cfg: [], "fingerprint": None,
+                 "ship": None, "receive": None}
+
+
+def resolve_hook(spec, where: str):
+    """A hook given as "module:function", imported now; a callable as it is."""
+    if callable(spec):
+        return spec
+    module, sep, name = str(spec).partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except Exception as e:  # noqa: BLE001 - a user's module may fail in any way; say how, in one line
+        raise ConfigError(f"{where} {spec!r} could not be imported ({type(e).__name__}: {e}); give a callable or "
+                          "an importable \"module:function\"") from None
+    if not callable(fn):
+        raise ConfigError(f"{where} {spec!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
 @dataclass(frozen=True)
 class Flag:
     """One enhancement: the config values with it off and on, and which keys depend on its side."""
@@ -105,7 +194,7 @@ class Flag:
         return all(k in values and (values[k] == v or str(values[k]) == str(v)) for k, v in self.on.items())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a task is one object: compared and hashed by identity
 class Task:
     """A model under study, described for the harness (see the module's docstring); checked when made."""
     name: str
@@ -116,13 +205,28 @@ class Task:
     not_identity: frozenset = frozenset()      # keys that say where or how a run executes, not what it computes
     default_flags: tuple = ()                  # the flags a grid varies when its file names none (empty: all); a
     #                                            grid sets these on every cell, the others only when they take part
+    # The runtime (see the module's docstring): each a callable or "module:function"; data and model are required.
+    data: Callable | str | None = None         # (cfg, device) -> Splits
+    model: Callable | str | None = None        # cfg -> torch.nn.Module mapping a prepared batch to class logits
+    fingerprint: Callable | str | None = None  # cfg -> str, cheaply (default: data(cfg, "cpu").fingerprint)
+    prepare: Callable | str | None = None      # (cfg, x, train, generator) -> the batch the model reads
+    loss: Callable | str | None = None         # (cfg, logits, y) -> the training loss (default: cross-entropy)
+    optimizer: Callable | str | None = None    # (cfg, params) -> an optimizer, or Lightning's dict with a scheduler
+    patience: Callable | str | None = None     # cfg -> early stopping's patience in epochs, or None: no early stop
+    derived: Callable | str | None = None      # cfg -> {name: value} logged with the config (e.g. a hidden size)
+    cost: Callable | str | None = None         # cfg -> a cell's relative training cost (only its order matters)
+    datasets: Callable | str | None = None     # cfg -> [{split, rows, source, schema, profile}]: MLflow dataset inputs
+    ship: Callable | str | None = None         # cfg -> what a Ray driver puts in the object store for the nodes
+    receive: Callable | str | None = None      # (cfg, shipped, fingerprint) -> None: a node takes the driver's data
+    classes: int = 10                          # how many classes the labels hold
 
     def __post_init__(self):
         object.__setattr__(self, "flags", tuple(self.flags))
         object.__setattr__(self, "never_searched", MappingProxyType(dict(self.never_searched)))
-        object.__setattr__(self, "not_identity", frozenset(self.not_identity))
+        object.__setattr__(self, "not_identity", frozenset(self.not_identity) | HARNESS_NOT_IDENTITY)
         object.__setattr__(self, "default_flags", tuple(self.default_flags) or tuple(f.name for f in self.flags))
         self._check()
+        _BY_CONFIG[self.config] = self
 
     def _check(self) -> None:
         where = f"task {self.name!r}"
@@ -166,10 +270,61 @@ class Task:
         if strange:
             raise ConfigError(f"{where}: default_flags names {strange[0]!r}, which is not one of its flags "
                               f"({', '.join(names)})")
+        missing = [k for k, tp in HARNESS_KEYS.items() if k not in fields or type_of(fields[k]) != tp]
+        if missing:
+            raise ConfigError(f"{where}: its config lacks the harness's key {missing[0]!r} ({HARNESS_KEYS[missing[0]]}); "
+                              "derive it from lstm_mnist.task.RunKeys, which has them all")
         unknown = sorted((set(self.never_searched) | self.not_identity) - set(fields))
         if unknown:
             raise ConfigError(f"{where}: {unknown[0]!r} is not a key of its config; correct never_searched or "
                               "not_identity")
+        for hook in ("data", "model"):
+            if getattr(self, hook) is None:
+                raise ConfigError(f"{where}: give its {hook}= ({'(cfg, device) -> Splits' if hook == 'data' else 'cfg -> torch.nn.Module'})")
+        for hook in HOOKS:
+            value = getattr(self, hook)
+            if value is not None and not callable(value) and not (isinstance(value, str) and ":" in value):
+                raise ConfigError(f"{where}: {hook}={value!r}: give a callable or \"module:function\"")
+        if not isinstance(self.classes, int) or isinstance(self.classes, bool) or self.classes < 2:
+            raise ConfigError(f"{where}: classes={self.classes!r}: give the number of classes, an integer >= 2")
+
+    @property
+    def spec(self) -> str:
+        """How a file names this task: "lstm_mnist" for the built-in one, else "module:name" of the variable that
+        holds it in its config's module (what load() imports)."""
+        if self.name == BUILTIN:
+            return BUILTIN
+        module = importlib.import_module(self.config.__module__)
+        names = [n for n, v in vars(module).items() if v is self]
+        if not names:
+            raise ConfigError(f"task {self.name!r}: define it at the top level of {self.config.__module__}, the module "
+                              "of its config, so that worker processes can import it by name")
+        return f"{self.config.__module__}:{names[0]}"
+
+    def hook(self, name: str) -> Callable | None:
+        """The runtime hook `name` as a callable (imported on first use), or its default (None: there is none)."""
+        cache = self.__dict__.setdefault("_hooks", {})
+        if name not in cache:
+            given = getattr(self, name)
+            cache[name] = DEFAULT_HOOKS.get(name) if given is None else resolve_hook(given, f"task {self.name!r}: {name}=")
+        return cache[name]
+
+    def load_data(self, cfg, device="cpu") -> Splits:
+        """The task's splits on `device`; anything but Splits is one line naming the hook."""
+        splits = self.hook("data")(cfg, device)
+        if not isinstance(splits, Splits):
+            raise ConfigError(f"task {self.name!r}: data() returned a {type(splits).__name__}; return "
+                              "lstm_mnist.task.Splits(train_x, train_y, val_x, val_y, test_x, test_y, fingerprint)")
+        return splits
+
+    def data_fingerprint(self, cfg) -> str:
+        """The hash of the data a config trains on (part of its identity)."""
+        fp = self.hook("fingerprint")
+        return str(fp(cfg)) if fp else self.load_data(cfg).fingerprint
+
+    def params(self, cfg) -> dict:
+        """What a run logs as its MLflow params: every config key, then what the task derives from them."""
+        return {**dataclasses.asdict(cfg), **self.hook("derived")(cfg)}
 
     @functools.cached_property
     def fields(self) -> dict:
@@ -228,6 +383,9 @@ class Task:
             cfg = self.config(**given)
             for f in dataclasses.fields(cfg):  # a task's own config may not check itself
                 check_value(f, getattr(cfg, f.name))
+            check_device(cfg.device)
+            if not cfg.experiment.strip():
+                raise ConfigError("experiment='': give the MLflow experiment a name")
             return cfg
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}" if source else str(e)) from None
@@ -295,6 +453,22 @@ class Task:
             if key in f.defines:
                 return self.why_never_searched(key) or f"it defines what the {f.name} flag compares"
         return self.why_never_searched(key)
+
+
+_BY_CONFIG: dict = {}  # config class -> its task (every Task registers itself when made)
+
+
+def of(cfg) -> Task:
+    """The task a config belongs to (a worker that is handed a config finds its task here)."""
+    task = _BY_CONFIG.get(type(cfg))
+    if task is None:
+        if type(cfg).__module__.startswith("lstm_mnist."):
+            importlib.import_module(BUILTIN_PATH.partition(":")[0])
+            task = _BY_CONFIG.get(type(cfg))
+    if task is None:
+        raise ConfigError(f"a {type(cfg).__name__} is the config of no task: build a Task(config={type(cfg).__name__}, "
+                          "...) in the module that defines it")
+    return task
 
 
 def load(spec: str) -> Task:

@@ -33,8 +33,7 @@ def test_the_builtin_task_describes_the_lstm_config_as_the_grids_use_it():
 
 
 @dataclass(frozen=True)
-class Small:
-    seed: int = 0
+class Small(task.RunKeys):
     gru: bool = False
     smoothing: float = task.field(0.1, lo=0.0, hi=1.0, hi_open=True)
     lr: float = 0.01
@@ -42,16 +41,18 @@ class Small:
 
 def _task(**kw):
     args = dict(name="small", version=1, config=Small,
-                flags=(task.Flag("gru", {"gru": False}, {"gru": True}),), never_searched={})
+                flags=(task.Flag("gru", {"gru": False}, {"gru": True}),), never_searched={},
+                data="my_data:splits", model="my_model:build")
     return task.Task(**{**args, **kw})
 
 
 def test_a_task_of_ones_own_is_found_by_its_module_path(tmp_path, monkeypatch):
     (tmp_path / "my_task.py").write_text(
-        "from dataclasses import dataclass\nfrom lstm_mnist.task import Flag, Task, field\n"
-        "@dataclass(frozen=True)\nclass C:\n    seed: int = 0\n    ln: bool = False\n"
+        "from dataclasses import dataclass\nfrom lstm_mnist.task import Flag, RunKeys, Task, field\n"
+        "@dataclass(frozen=True)\nclass C(RunKeys):\n    ln: bool = False\n"
         "    eps: float = field(1e-5, lo=0.0, lo_open=True)\n"
-        "task = Task('mine', 3, C, (Flag('ln', {'ln': False}, {'ln': True}, reads_on=('eps',)),))\n")
+        "task = Task('mine', 3, C, (Flag('ln', {'ln': False}, {'ln': True}, reads_on=('eps',)),), "
+        "data=lambda cfg, device: None, model=lambda cfg: None)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     t = task.load("my_task:task")
     assert (t.name, t.version, t.flag_names) == ("mine", 3, ("ln",))
@@ -116,7 +117,9 @@ def test_a_tasks_config_is_built_and_checked_as_the_builtin_one_is():
     assert t.values({"ls"}, ()) == {"gru": False, "smoothing": 0.1} and t.on_flags({"gru": "True"}) == {"gru"}
     for values, message in [({"smoothing": 1.0}, "smoothing=1.0: out of range, allowed 0.0 <= smoothing < 1.0"),
                             ({"gru": "yes"}, "gru='yes': expected true or false"),
-                            ({"depth": 2}, "unknown config key 'depth': known keys are seed, gru, smoothing, lr")]:
+                            ({"depth": 2}, "unknown config key 'depth': known keys are seed, max_epochs, batch_size, "
+                                           "eval_batch_size, experiment, device, num_threads, log_model, gru, "
+                                           "smoothing, lr")]:
         with pytest.raises(ConfigError) as e:
             t.build(values, "grid.toml")
         assert str(e.value) == f"grid.toml: {message}", e.value

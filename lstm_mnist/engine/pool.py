@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from .. import config
-from ..config import Config
 from ..machine import cores, host, lease
 from ..tracking import outages, store
 from .jobs import Job
@@ -27,11 +26,11 @@ MESSAGE_S = 60.0  # a report that has begun must arrive whole within this long (
 WAIT_S = 1.0      # with no job to start and none running: how long to wait before asking again
 
 
-def worker_config(job: Job, index: int, n_workers: int, share: list[int]) -> Config:
+def worker_config(job: Job, index: int, n_workers: int, share: list[int]):
     """The cell's config on worker `index`: its device, and as many threads as its share of the cores (not
     identity), unless the grid's base file or [budget] sets them."""
     extra = cores.settings(index, n_workers, share)
-    return config.build({**job.cfg.to_dict(), **{k: v for k, v in extra.items() if k not in job.pinned}})
+    return config.rebuilt(job.cfg, **{k: v for k, v in extra.items() if k not in job.pinned})
 
 
 def first_open(pending: deque, writer: Writer, where: dict) -> Job | None:
@@ -204,8 +203,8 @@ def parallel(source, n_workers: int, writer: Writer, held: lease.Lease, pin: boo
                 share = held.share(i)  # what the lease gives worker i now
                 job = source.take({"worker": str(i), "cpu_affinity": cores.share_text(share if pool.pin else [])})
                 if job:
-                    values = worker_config(job, i, pool.n, share).to_dict()
-                    pool.send(i, (job.cell.name, values, share if pool.pin else []))  # a dead one: _reap
+                    cfg = worker_config(job, i, pool.n, share)  # pickled: its task's module imports in the worker
+                    pool.send(i, (job.cell.name, cfg, share if pool.pin else []))  # a dead one: _reap
                     busy[i] = job, time.perf_counter()
             if not busy:
                 time.sleep(WAIT_S)  # what is left waits on another process (a study's last trials)
@@ -260,12 +259,12 @@ def _worker(index: int, inbox: Connection, outbox: Connection) -> None:
     host.die_with_parent()
     try:
         while True:  # until killed (Pool.kill), or the main process is gone (end of file on the inbox)
-            name, values, share = inbox.recv()
+            name, cfg, share = inbox.recv()
             if share:
                 cores.pin_to(share)
             t0 = time.perf_counter()  # the cell's own time, without this process's start-up
             try:
-                result = train.fit(config.build(values), on_epoch=lambda e, r: outbox.send(("epoch", index, name, e, r)))
+                result = train.fit(cfg, on_epoch=lambda e, r: outbox.send(("epoch", index, name, e, r)))
             except (EOFError, OSError):
                 raise
             except Exception as e:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from .. import config
+from .. import task as task_protocol
 from ..config import ConfigError, UserError
 from ..machine import host
 from .jobs import Job
@@ -122,35 +123,37 @@ def placement(opts: RayOptions) -> dict:
     return {"num_threads": max(1, int(opts.cpus_per_cell)), "device": "auto" if opts.gpus_per_cell else "cpu"}
 
 
-def ship(ray, data_dir: str) -> tuple:
-    """The MNIST files' bytes put into the object store once, and their fingerprint: a task's data arguments."""
-    from ..training import data
+def ship(ray, cfg) -> tuple:
+    """What the config's task ships (the MNIST files' bytes: its `ship` hook) put into the object store once, and
+    the fingerprint: a Ray task's data arguments. A task without the hook ships nothing: each node loads its data."""
+    hook = task_protocol.of(cfg).hook("ship")
+    return (ray.put(hook(cfg)) if hook else None), task_protocol.of(cfg).data_fingerprint(cfg)
 
-    return ray.put(data.raw_files(data_dir)), data.fingerprint(data_dir)
 
-
-def cell_values(job: Job, opts: RayOptions) -> dict:
-    """The cell's config as the task trains it: placement() unless the grid's base file or [budget] sets them."""
-    return {**job.cfg.to_dict(), **{k: v for k, v in placement(opts).items() if k not in job.pinned}}
+def cell_config(job: Job, opts: RayOptions):
+    """The cell's config as the Ray task trains it: placement() unless the grid's base file or [budget] sets them
+    (pickled by reference: its task's module is imported on the node)."""
+    return config.rebuilt(job.cfg, **{k: v for k, v in placement(opts).items() if k not in job.pinned})
 
 
 # ---------------------------------------------------------------- the task (runs on a Ray worker)
-def _train_cell(name: str, values: dict, raws: dict, fingerprint: str):
+def _train_cell(name: str, cfg, shipped, fingerprint: str):
     """Yield ("start", node), ("epoch", e, record) per epoch, then ("done", result, s) or ("failed", why, s)."""
     import ray
 
     from ..machine import host
-    from ..training import data, train
+    from ..training import train
 
     node = ray.get_runtime_context().get_node_id()
     yield ("start", {"node": node, "host": socket.gethostname(), "pid": os.getpid(), "machine": host.describe()})
     t0 = time.perf_counter()
-    cfg = config.build(values)
     box: queue.Queue = queue.Queue()
 
     def fit():
         try:
-            data.provide(cfg.data_dir, raws, fingerprint)
+            receive = task_protocol.of(cfg).hook("receive")
+            if receive and shipped is not None:
+                receive(cfg, shipped, fingerprint)
             result = train.fit(cfg, on_epoch=lambda e, r: box.put(("epoch", e, r)))
             box.put(("done", result, time.perf_counter() - t0))
         except BaseException as e:  # noqa: BLE001 - the cell fails alone, with its reason (never a silent hang)
@@ -182,7 +185,7 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
     store.share_sqlite_store()  # WAL, as for local workers: a reader cannot block the one writer
     ray = connect(opts)
     task = ray.remote(num_cpus=opts.cpus_per_cell, num_gpus=opts.gpus_per_cell, max_retries=0)(_train_cell)
-    shipped: dict[str, tuple] = {}   # data_dir -> (object ref of the files' bytes, fingerprint)
+    shipped: dict[str, tuple] = {}   # data fingerprint -> (object ref of what the task ships, fingerprint)
     running: dict = {}               # generator -> RunningTask
     again: list[RunningTask] = []         # cells to train again (their task died)
     nodes = alive(ray)
@@ -191,10 +194,10 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
         "GPU per cell")
 
     def submit(f: RunningTask) -> None:
-        d = f.job.cfg.data_dir
+        d = f.job.fingerprint
         if d not in shipped:
-            shipped[d] = ship(ray, d)
-        running[task.remote(f.job.cell.name, cell_values(f.job, opts), *shipped[d])] = f
+            shipped[d] = ship(ray, f.job.cfg)
+        running[task.remote(f.job.cell.name, cell_config(f.job, opts), *shipped[d])] = f
 
     waiting, lost = False, Silence()  # said that no node can take a cell now; since when none is alive
     try:

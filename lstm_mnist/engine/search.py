@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import claims, config
+from .. import task as task_protocol
 from ..config import ConfigError
 from ..space import OBJECTIVES
 from ..tracking import groups, records
@@ -56,6 +57,8 @@ class StudySpec:
     pruner: str
     pruner_startup_trials: int
     pruner_warmup_epochs: int
+    task: task_protocol.Task = config.TASK  # the model under study: its config is what a trial builds
+    task_spec: str = task_protocol.BUILTIN  # how the study file names it
 
     @property
     def direction(self) -> str:
@@ -79,10 +82,10 @@ def suggest(trial: optuna.Trial, study: StudySpec) -> dict:
     return params
 
 
-def trial_config(study: StudySpec, params: dict, overrides: dict | None = None) -> config.Config:
+def trial_config(study: StudySpec, params: dict, overrides: dict | None = None):
     """Later wins: worker placement (device, threads) < start values (base file, then [fixed]) < the trial's
     params; the experiment is always the study's. So a [fixed] device or num_threads overrides placement."""
-    return config.build({**(overrides or {}), **study.start, **params, "experiment": study.experiment})
+    return study.task.build({**(overrides or {}), **study.start, **params, "experiment": study.experiment})
 
 
 # ---------------------------------------------------------------- the study in its storage
@@ -241,7 +244,7 @@ class Search:
                 "trial_number": str(trial.number), "trial_state": "RUNNING", "trial_params": json.dumps(params)}
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         self.live[trial.number] = Trial(self, trial, params, trial_id)
-        return Job(self.cell(trial.number), cfg, cfg.identity(self.fingerprint), pinned=self.pinned,
+        return Job(self.cell(trial.number), cfg, config.identity(cfg, self.fingerprint), pinned=self.pinned,
                    fingerprint=self.fingerprint, parent=self.run_id, tags=tags, trial=self.live[trial.number])
 
     def interrupted(self) -> None:

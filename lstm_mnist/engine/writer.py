@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from .. import claims
 from ..tracking import outages, records
-from ..training import data
 from .jobs import Job
 from .progress import Progress
 
@@ -58,7 +57,7 @@ class Writer:
         tags = {**job.tags, **(where or {})}
         try:
             self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
-                                                           data.fingerprint(job.cfg.data_dir), job.cell.name,
+                                                           job.fingerprint, job.cell.name,
                                                            job.parent or self.parent, tags, self.c)
             if job.trial is not None:
                 job.trial.run_id = self.open_runs[job.cell.name].run_id

@@ -22,7 +22,7 @@ from ..engine.writer import Tally, Writer
 from ..machine import host, lease
 from ..tracking import groups, query, records, store
 from . import grid
-from .plan import PLAN_FILE, Job, Plan, cost, plan, recorded, table
+from .plan import PLAN_FILE, Job, Plan, plan, recorded, table
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def prepare(study: grid.GridSpec, inv: Invocation, shard: tuple[int, int] | None
     every: list[Job] = []
     jobs = plan(study, shard, force, every)
     # Longest cells first: with several workers the grid then ends with short cells, not one long straggler.
-    todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -cost(j.cfg))
+    todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -study.task.hook("cost")(j.cfg))
     for j in jobs:
         if j.state == "elsewhere":
             inv.out(f"{j.cell.name}: {j.note}")

@@ -11,6 +11,9 @@ Every arm runs once per seed (a seed is a block: it runs the whole fraction). Ar
 share (full, baseline, baseline+a) are one cell. A reference arm is trained only when a design uses it.
 `readout` may take part as a flag: on = "final_states", off = "last".
 
+`task = "package.module:name"` names the model under study (task.py); without it, the built-in LSTM-MNIST task.
+Its flags are what the arms switch; every check below is against its config.
+
 A `[tune]` table makes the grid a tuned ablation (lstm_mnist/tuned/): each arm gets its own search of the
 `[tune.space]` keys it reads (`searched`), with trials trained at `tune_seed`, before its replicate cells.
 """
@@ -21,15 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
+from .. import task as task_protocol
 from ..analysis import fractional
 from ..config import ConfigError
 from .. import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
-FACTORS = config.FACTORS
-# Keys a [budget] table may not set: the grid decides them per cell.
-GRID_OWNED = frozenset({*FACTORS, "seed", "experiment"})
-KEYS = {"experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
+FACTORS = config.FACTORS  # the built-in task's
+KEYS = {"task": "the model under study (package.module:name; default: the built-in lstm_mnist)", "experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
         "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
         "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
         "factorial": "flags of the factorial design", "resolution": "resolution of the factorial fraction",
@@ -91,6 +93,8 @@ class GridSpec:
     budget: dict = field(default_factory=dict)
     tune: Tune | None = None             # a tuned ablation: one search per arm before its replicates
     effect_of_interest: float | None = None  # δ: rows say "effect", "no effect ≥ δ" or "undecided"
+    task: task_protocol.Task = config.TASK   # the model under study: its flags, its config
+    task_spec: str = task_protocol.BUILTIN   # how the grid file names it (recorded in the plan)
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,9 @@ class Cell:
             return f"{self.arm}-{f'r{self.repeat}-' * bool(self.repeat)}t{self.trial}"
         return f"{self.arm}-{'tuned-' * (self.variant == 'tuned')}s{self.seed}"
 
-    def overrides(self, flags: tuple) -> dict:
-        """The flag values of this cell (Task.values): readout only when it takes part or is on."""
-        return config.TASK.values(self.on, flags)
+    def overrides(self, flags: tuple, task: task_protocol.Task = config.TASK) -> dict:
+        """The flag values of this cell (Task.values): a non-default flag (readout) only when it takes part."""
+        return task.values(self.on, flags)
 
 
 # ---------------------------------------------------------------- reading a grid file
@@ -125,19 +129,24 @@ def load(path: str | Path) -> GridSpec:
 
 
 def _study(p: Path, raw: dict) -> GridSpec:
-    flags = _names("flags", raw.get("flags", list(config.FLAGS)), FACTORS)
-    full = frozenset(_names("full", raw.get("full", sorted({*config.FLAGS, *flags})), FACTORS))
+    spec = raw.get("task", task_protocol.BUILTIN)
+    if not isinstance(spec, str):
+        raise ConfigError(f"task={spec!r}: expected \"package.module:name\" (or \"{task_protocol.BUILTIN}\")")
+    task = task_protocol.load(spec)
+    factors, defaults = task.flag_names, task.default_flags
+    flags = _names("flags", raw.get("flags", list(defaults)), factors, task)
+    full = frozenset(_names("full", raw.get("full", sorted({*defaults, *flags})), factors, task))
     name = config.check_name("grid name", p.stem, "rename the grid file")
-    study = GridSpec(name=name, path=str(p), experiment=_experiment(raw), base=_base(p, raw.get("base")),
+    study = GridSpec(name=name, path=str(p), experiment=_experiment(raw), base=_base(p, raw.get("base"), task, spec),
                      designs=_names("designs", raw.get("designs", list(GridSpec.designs)), DESIGNS), flags=flags,
                      seeds=_seeds(raw.get("seeds", list(GridSpec.seeds))), full=full,
-                     baseline=frozenset(_names("baseline", raw.get("baseline", []), FACTORS)),
-                     factorial=_names("factorial", raw.get("factorial", []), FACTORS), budget=_budget(raw),
+                     baseline=frozenset(_names("baseline", raw.get("baseline", []), factors, task)),
+                     factorial=_names("factorial", raw.get("factorial", []), factors, task), budget=_budget(raw, task),
                      resolution=_optional(raw, "resolution", fractional.parse_resolution),
                      runs_per_seed=_optional(raw, "runs_per_seed", _runs),
-                     effect_of_interest=_optional(raw, "effect_of_interest", _delta))
+                     effect_of_interest=_optional(raw, "effect_of_interest", _delta), task=task, task_spec=spec.strip())
     _check_designs(study)
-    config.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
+    task.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
     if "tune" in raw or "tune_seed" in raw:
         study = dataclasses.replace(study, tune=_tune(raw, study))
     return study
@@ -174,11 +183,11 @@ def _tune(raw: dict, s: GridSpec) -> Tune:
                           "high=1e-2, log=true}")
     start = {**s.base, **s.budget}
     for key, dist in sp.items():
-        search_space.check_dist(key, dist, start, "[tune.space]", config.never_searched_in_ablation,
-                                "it is what the arms compare, so every arm keeps the grid's value")
-        readers = [arm for arm, *_, on in arms(s) if config.reads(_flag_values(on), key)]
+        search_space.check_dist(key, dist, start, "[tune.space]", s.task.why_never_searched_in_ablation,
+                                "it is what the arms compare, so every arm keeps the grid's value", task=s.task)
+        readers = [arm for arm, *_, on in arms(s) if s.task.reads(_sides(s, on), key)]
         if not readers:
-            flag, side = config.READ_ONLY_WHEN[key]
+            flag, side = s.task.read_only_when[key]
             raise ConfigError(f"[tune.space] {key}: no arm of this grid reads it (it is read only with {flag} "
                               f"{'on' if side else 'off'}); remove it from [tune.space]")
     tune = Tune(sp, seed, search_space.integer(t, "trials", Tune.trials, 1),
@@ -189,18 +198,19 @@ def _tune(raw: dict, s: GridSpec) -> Tune:
                 search_space.integer(t, "pruner_startup_trials", 3, 0),
                 search_space.integer(t, "pruner_warmup_epochs", 0, 0), t.get("fixed", False), repeats)
     for arm, *_, on in arms(s):  # every arm's lowest point is a valid config
-        config.build({**start, **_flag_values(on), **{k: search_space.some_value(d) for k, d in
-                                                      searched(dataclasses.replace(s, tune=tune), on).items()}},
+        s.task.build({**start, **s.task.values(on, (*s.flags, *s.factorial)),
+                      **{k: search_space.some_value(d) for k, d in searched(dataclasses.replace(s, tune=tune), on).items()}},
                      f"[tune.space] arm {arm}")
     return tune
 
 
-def _names(key: str, value, allowed: tuple) -> tuple:
+def _names(key: str, value, allowed: tuple, task: task_protocol.Task | None = None) -> tuple:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{key}={value!r}: expected a list of names from {', '.join(allowed)}")
     for v in value:
         if v not in allowed:
-            raise ConfigError(f"{key}: unknown name {v!r}; allowed are {', '.join(allowed)}")
+            whose = f" (not a flag of task {task.name!r})" if task is not None and task.name != task_protocol.BUILTIN else ""
+            raise ConfigError(f"{key}: unknown name {v!r}{whose}; allowed are {', '.join(allowed)}")
     if len(set(value)) != len(value):
         raise ConfigError(f"{key}={value!r}: a name appears twice")
     return tuple(value)
@@ -237,24 +247,25 @@ def _experiment(raw: dict) -> str:
     return name
 
 
-def _base(p: Path, base) -> dict:
+def _base(p: Path, base, task: task_protocol.Task, spec: str) -> dict:
     """The `base` experiment file, relative to the grid file; its flags are overridden per cell anyway."""
     if base is None:
         return {}
     if not isinstance(base, str):
         raise ConfigError(f"base={base!r}: expected the path of an experiment file, e.g. \"full.toml\"")
     values = config.read_toml(p.parent / base)
-    config.build(values, str(p.parent / base))
+    config.task_of_file(values, str(p.parent / base), spec)
+    task.build(values, str(p.parent / base))
     # readout stays unless it is a factor of this grid (then each cell's own value wins in `values`).
-    grid_sets = {k for f in config.FLAGS for k in config.TASK.flag(f).keys}
+    grid_sets = {k for f in task.default_flags for k in task.flag(f).keys}
     return {k: v for k, v in values.items() if k not in {*grid_sets, "seed", "experiment"}}
 
 
-def _budget(raw: dict) -> dict:
+def _budget(raw: dict, task: task_protocol.Task) -> dict:
     budget = raw.get("budget", {})
     if not isinstance(budget, dict):
         raise ConfigError(f"budget={budget!r}: expected a [budget] table of config keys")
-    owned = sorted(set(budget) & GRID_OWNED)
+    owned = sorted(set(budget) & {*task.flag_names, "seed", "experiment"})  # the grid decides them per cell
     if owned:
         raise ConfigError(f"[budget] {owned[0]}: set per cell by the grid; use `flags`, `full`, `baseline`, `seeds` "
                           "or `experiment` instead")
@@ -347,20 +358,21 @@ def expand(s: GridSpec) -> list[Cell]:
             if s.tune.fixed or not searched(s, c.on)]
 
 
-def _flag_values(on: frozenset) -> dict:
-    return {f: f in on for f in config.FLAGS}
+def _sides(s: GridSpec, on: frozenset) -> dict:
+    """Flag -> whether it is on, for every flag of the grid's task."""
+    return {f: f in on for f in s.task.flag_names}
 
 
 def searched(s: GridSpec, on: frozenset) -> dict:
     """The [tune.space] keys an arm with these factors on searches: those its config reads (config.reads)."""
     if s.tune is None:
         return {}
-    return {k: d for k, d in s.tune.space.items() if config.reads(_flag_values(on), k)}
+    return {k: d for k, d in s.tune.space.items() if s.task.reads(_sides(s, on), k)}
 
 
 def values(s: GridSpec, cell: Cell) -> dict:
     """The cell's config values: defaults < base file < [budget] < the cell's flags, seed and experiment."""
-    return {**s.base, **s.budget, **cell.overrides((*s.flags, *s.factorial)), "seed": cell.seed,
+    return {**s.base, **s.budget, **s.task.values(cell.on, (*s.flags, *s.factorial)), "seed": cell.seed,
             "experiment": s.experiment}
 
 

@@ -4,7 +4,7 @@ the plan recorded on the parent run (planned.py: the report's members)."""
 from __future__ import annotations
 
 from .. import config
-from ..config import Config
+from .. import task as task_protocol
 from ..engine.jobs import Job
 from ..tracking import query, records
 from . import grid
@@ -30,17 +30,15 @@ def plan(study: grid.GridSpec, shard: tuple[int, int] | None = None, force: bool
             older.add(tags.get("settings_key") or tags.get("config_hash"))  # before the tag: the old identity
     for j in jobs:
         classify(j, runs.get(j.config_hash, []), force)
-        j.older = j.state != "done" and j.cfg.settings_key(j.fingerprint) in older
+        j.older = j.state != "done" and config.settings_key(j.cfg, j.fingerprint) in older
     return jobs
 
 
 def resolve_cell(study: grid.GridSpec, cell: grid.Cell) -> Job:
     """A cell with its resolved config and identity (config_hash: the config, the data it will see, the protocol)."""
-    from ..training import data  # here: reading a plan back (the report) needs no torch
-
-    cfg = config.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
-    fp = data.fingerprint(cfg.data_dir)
-    return Job(cell, cfg, cfg.identity(fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp,
+    cfg = study.task.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
+    fp = study.task.data_fingerprint(cfg)  # the built-in task's hook imports torch here, not when a plan is read
+    return Job(cell, cfg, config.identity(cfg, fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp,
                tags=grid.tags(study, cell))
 
 
@@ -66,8 +64,9 @@ def recorded(study: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
     fraction = grid.design(study)
     cells = tuple(PlannedCell(j.cell.name, j.cell.arm, j.cell.seed, j.config_hash, j.cell.roles, j.cell.variant)
                   for j in jobs)
+    named = None if study.task.name == task_protocol.BUILTIN else study.task_spec
     return Plan(cells, config.PROTOCOL_VERSION, study.effect_of_interest,
-                Fraction(fraction.factors, fraction.generators) if fraction else None, **extra)
+                Fraction(fraction.factors, fraction.generators) if fraction else None, **extra, task=named)
 
 
 def read_plan(parent_run_id: str, name: str, missing_ok: bool = False) -> Plan | None:
@@ -82,17 +81,6 @@ def read_plan(parent_run_id: str, name: str, missing_ok: bool = False) -> Plan |
         if missing_ok:
             return None
         raise
-
-
-def cost(cfg: Config) -> float:
-    """A cell's relative training cost: the LSTM's multiply-adds per time step (4 gates, every layer and
-    direction), times the epoch budget. Only its order matters (it sorts the work)."""
-    dirs, h, width = 1 + cfg.bidirectional, cfg.hidden_size, 28
-    per_step = 0
-    for _ in range(cfg.num_layers):
-        per_step += dirs * 4 * h * (width + h)
-        width = dirs * h
-    return per_step * cfg.max_epochs * (cfg.train_samples or 48000)
 
 
 def table(jobs: list[Job]) -> str:

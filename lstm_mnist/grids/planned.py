@@ -83,9 +83,13 @@ class Plan:
     factorial: Fraction | None = None
     tuning: Tuning | None = None
     sequential: dict | None = None       # --until-decided: analysis.sequential.Looks.record() + metric, seed order, δ
+    task: str | None = None              # the grid's task as its file names it (None: the built-in lstm_mnist)
 
     def to_dict(self) -> dict:
-        return {"plan_version": PLAN_VERSION, **dataclasses.asdict(self)}
+        d = {"plan_version": PLAN_VERSION, **dataclasses.asdict(self)}
+        if d["task"] is None:  # the built-in task's plans stay as they were
+            del d["task"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "the grid") -> Plan:
@@ -103,4 +107,5 @@ class Plan:
             tuning = Tuning(t["trials"], t["objective"], t["fixed"], t["tune_seed"], t["space"], arms,
                             t.get("repeats", 1), t.get("repeat_of", {}))
         return cls(cells, d["protocol_version"], d.get("effect_of_interest"),
-                   Fraction(tuple(f["factors"]), tuple(f["generators"])) if f else None, tuning, d.get("sequential"))
+                   Fraction(tuple(f["factors"]), tuple(f["generators"])) if f else None, tuning, d.get("sequential"),
+                   d.get("task"))

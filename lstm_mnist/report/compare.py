@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import power, stats
-from ..config import FACTORS, FLAGS
-from . import factorial
+from .. import task as task_protocol
+from ..config import TASK
+from . import factorial, gather
 from .gather import SUMMARY, Grid, ReportError
 
 
@@ -31,7 +32,7 @@ def arm_table(g: Grid, metric: str) -> pd.DataFrame:
     for arm, runs in g.runs.groupby("arm", sort=False):
         first = runs.iloc[0]
         row = {"arm": arm, "design": first["design"], "designs": first["designs"], "flag": first["flag"],
-               "flags": _flags_text([f for f in FLAGS if first[f]], first["readout"]), "n_seeds": len(runs),
+               "flags": _flags_text(g.task, first), "n_seeds": len(runs),
                "seeds": " ".join(map(str, sorted(runs["seed"]))),
                "missing_seeds": " ".join(str(s) for s in g.seeds if s not in set(runs["seed"])),
                # with tuning repeats an arm's seeds train at several values: each once, in seed order
@@ -40,7 +41,7 @@ def arm_table(g: Grid, metric: str) -> pd.DataFrame:
         for m in dict.fromkeys((metric, *SUMMARY)):
             row.update(_summary(m, runs[m].dropna().tolist()))
         rows.append(row)
-    return _design_order(pd.DataFrame(rows))
+    return _design_order(pd.DataFrame(rows), g.task)
 
 
 def _summary(metric: str, values: list[float]) -> dict:
@@ -49,23 +50,31 @@ def _summary(metric: str, values: list[float]) -> dict:
             f"{metric}_ci_lo": lo, f"{metric}_ci_hi": hi}
 
 
-def _flags_text(on: list[str], readout: str) -> str:
-    extra = f" + {readout} readout" if readout != "last" else ""
-    if len(on) == len(FLAGS):
-        return "all six" + extra
-    if len(on) > len(FLAGS) // 2:
-        return "all but " + ", ".join(f for f in FLAGS if f not in on) + extra
+def _flags_text(task: task_protocol.Task, row) -> str:
+    """The arm's flags in words: the default flags that are on ("all six", "all but width", "dropout, adamw"),
+    then any other flag that is on (the built-in task's readout: "+ final_states readout")."""
+    flags = task.default_flags
+    on = [f for f in flags if gather.is_on(row, task, f)]
+    if task.name == task_protocol.BUILTIN:
+        extra = f" + {row['readout']} readout" if row["readout"] != "last" else ""
+    else:
+        extra = "".join(f" + {f}" for f in task.flag_names if f not in flags and gather.is_on(row, task, f))
+    if len(on) == len(flags):
+        return ("all six" if len(flags) == 6 else f"all {len(flags)}") + extra
+    if len(on) > len(flags) // 2:
+        return "all but " + ", ".join(f for f in flags if f not in on) + extra
     return (", ".join(on) or "none") + extra
 
 
-def _flag_rank(flag: str) -> int:
-    """The six flags in design.md's order, then `readout`, then anything else."""
-    return FACTORS.index(flag) if flag in FACTORS else len(FACTORS)
+def _flag_rank(flag: str, task: task_protocol.Task | None = None) -> int:
+    """The task's flags in its order (the built-in: design.md's six, then `readout`), then anything else."""
+    names = (task or TASK).flag_names
+    return names.index(flag) if flag in names else len(names)
 
 
-def _design_order(df: pd.DataFrame) -> pd.DataFrame:
+def _design_order(df: pd.DataFrame, task: task_protocol.Task | None = None) -> pd.DataFrame:
     rank = {d: i for i, d in enumerate(DESIGNS)}
-    key = df.assign(_d=df["design"].map(lambda d: rank.get(d, len(DESIGNS))), _f=df["flag"].map(_flag_rank))
+    key = df.assign(_d=df["design"].map(lambda d: rank.get(d, len(DESIGNS))), _f=df["flag"].map(lambda f: _flag_rank(f, task)))
     return key.sort_values(["_d", "_f", "arm"]).drop(columns=["_d", "_f"]).reset_index(drop=True)
 
 
@@ -85,7 +94,7 @@ def comparisons(g: Grid, metric: str) -> pd.DataFrame:
                                      "epochs_diff_mean", "time_diff_mean", *power.COLUMNS])
     for design, idx in df.groupby("design").groups.items():
         df.loc[idx, "p_holm"] = stats.holm(df.loc[idx, "p"].tolist())
-    return _design_order(df)
+    return _design_order(df, g.task)
 
 
 def design_members(g: Grid, design: str) -> list[tuple[str, str, str]]:
@@ -116,13 +125,13 @@ def _compare(recorded: str, design: str, flag: str, arm: str, by_arm: dict, metr
 
 
 def worth(comp: pd.DataFrame, metric: str, ff: factorial.Factorial | None = None,
-          costs: dict | None = None) -> pd.DataFrame:
+          costs: dict | None = None, task: task_protocol.Task | None = None) -> pd.DataFrame:
     """One row per flag: leave-one-out cost, add-one-in gain and (when the grid has one) the factorial main
     effect side by side, ranked by their mean; then what the flag costs: Δ epochs trained and Δ training
     time per design (`costs`: the factorial fits of epochs_trained and train_time_s, when there is one)."""
     rows = []
     flags = set(comp["flag"]) | set(ff.design.factors if ff else ())
-    for flag in sorted(flags - {""}, key=_flag_rank):
+    for flag in sorted(flags - {""}, key=lambda f: (_flag_rank(f, task), f)):
         row = {"flag": flag}
         for design, short in (("leave_one_out", "loo"), ("add_one_in", "aoi")):
             hit = comp[(comp["flag"] == flag) & (comp["design"] == design)]
@@ -175,6 +184,6 @@ def build(g: Grid, metric: str) -> Report:
         raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
     arms = arm_table(g, metric)
     comp = comparisons(g, metric)
-    ff = factorial.build(g.runs, g.seeds, g.fraction, metric, g.delta)
-    costs = {m: factorial.build(g.runs, g.seeds, g.fraction, m) for m in COSTS} if ff else {}
-    return Report(g, metric, arms, comp, worth(comp, metric, ff, costs), ff)
+    ff = factorial.build(g.runs, g.seeds, g.fraction, metric, g.delta, g.task)
+    costs = {m: factorial.build(g.runs, g.seeds, g.fraction, m, task=g.task) for m in COSTS} if ff else {}
+    return Report(g, metric, arms, comp, worth(comp, metric, ff, costs, g.task), ff)

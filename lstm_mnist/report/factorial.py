@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..analysis import effects, figures, fractional, power
 from ..config import TASK
+from . import gather
 
 # Columns of the effect CSVs (full precision).
 COLUMNS = ["kind", "term", "letters", "estimate", "se", "ci_lo", "ci_hi", "t", "p", "p_holm", "df", "method",
@@ -49,13 +50,13 @@ class Factorial:
         return next((e for e in self.analysis.family("main") if e.term.factor == flag), None)
 
 
-def levels(run: pd.Series, factors: tuple[str, ...]) -> tuple[int, ...]:
-    """±1 per factor of a report row (its on side, Flag.is_on: a boolean flag true, readout final_states)."""
-    return tuple(1 if TASK.flag(f).is_on(run) else -1 for f in factors)
+def levels(run: pd.Series, factors: tuple[str, ...], task=TASK) -> tuple[int, ...]:
+    """±1 per factor of a report row (its on side: a boolean flag true, readout final_states; gather.is_on)."""
+    return tuple(1 if gather.is_on(run, task, f) else -1 for f in factors)
 
 
 def build(runs: pd.DataFrame, seeds: list[int], fraction, metric: str,
-          delta: float | None = None) -> Factorial | None:
+          delta: float | None = None, task=TASK) -> Factorial | None:
     """The factorial analysis of the grid's factorial cells (`fraction`: the plan's Fraction; None: the grid
     has no factorial design)."""
     if fraction is None:
@@ -63,8 +64,8 @@ def build(runs: pd.DataFrame, seeds: list[int], fraction, metric: str,
     d = fraction.design
     mine = runs[runs["designs"].astype(str).str.split(",").map(lambda ds: "factorial" in ds)]
     mine = mine.dropna(subset=[metric])
-    names = {levels(r, d.factors): r["arm"] for _, r in mine.iterrows()}
-    obs = [(int(r["seed"]), levels(r, d.factors), float(r[metric])) for _, r in mine.iterrows()]
+    names = {levels(r, d.factors, task): r["arm"] for _, r in mine.iterrows()}
+    obs = [(int(r["seed"]), levels(r, d.factors, task), float(r[metric])) for _, r in mine.iterrows()]
     if not obs:
         return None
     a = effects.analyze(d, obs, seeds)

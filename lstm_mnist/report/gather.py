@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..config import FACTORS, FLAGS, TASK, UserError
+from .. import task as task_protocol
+from ..config import TASK, UserError
 from ..grids.plan import read_plan
 from ..grids.planned import Fraction, Tuning
 from ..tracking import query, store
@@ -42,6 +43,7 @@ class Grid:
     delta: float | None = None  # the grid's effect_of_interest: each row's verdict
     sequential: dict | None = None  # run with --until-decided: its looks' design (report/looks.py)
     fraction: Fraction | None = None  # the factorial design the grid planned
+    task: task_protocol.Task = TASK     # the model under study (its flags are the rows' factor columns)
 
 
 # ---------------------------------------------------------------- reading the store
@@ -69,7 +71,8 @@ def load(experiment: str, grid: str | None = None) -> Grid:
         left = counts(m.dropped) or "none"
         raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
-    rows = [{**_row(r), **_planned(m.cells.get(r.run_id))} for r in m.runs]
+    task = task_protocol.load(plan.task) if plan and plan.task else TASK
+    rows = [{**_row(r, task), **_planned(m.cells.get(r.run_id))} for r in m.runs]
     if not plan:  # a grid from before plans: the roles its runs' tags imply
         rows = _roles_from_tags(rows)
     tune = plan.tuning if plan else None
@@ -91,7 +94,7 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     return Grid(experiment, name, latest.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.tags),
                 wall, m.outside, m.missing, mismatched, m.planned, tune, fixed,
                 plan.effect_of_interest if plan else None, plan.sequential if plan else None,
-                plan.factorial if plan else None)
+                plan.factorial if plan else None, task)
 
 
 def _planned(cell) -> dict:
@@ -133,32 +136,42 @@ def _seed(run) -> int:
     return int(run.tags.get("seed", run.params.get("seed", -1)))
 
 
-def _row(run) -> dict:
+def is_on(row, task: task_protocol.Task, flag: str) -> bool:
+    """Whether a report row has the flag on: its column true (another task's rows), or its config values the
+    flag's on side (the built-in task's readout column holds "final_states")."""
+    v = row[flag] if flag in row else None
+    return (isinstance(v, (bool, np.bool_)) and bool(v)) or task.flag(flag).is_on(row)
+
+
+def _row(run, task: task_protocol.Task = TASK) -> dict:
     tags, params, metrics = run.tags, run.params, run.metrics
     arm = tags.get("arm", run.name)
     design = tags.get("design", "other")
     row = {"run_id": run.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
-           "flag": tags.get("flag") or _flag_from_arm(arm), "seed": _seed(run),
+           "flag": tags.get("flag") or _flag_from_arm(arm, task), "seed": _seed(run),
            "config_hash": tags.get("config_hash", run.run_id), "start_time": run.start_time,
            "parent_run_id": run.parent_id, "git_commit": tags.get("git_commit", ""),
            "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", ""),
            "variant": tags.get("variant", ""), "tuned_values": tags.get("tuned_values", ""),
            # what a reader needs to check a result against their own copy: the data, the protocol, the libraries
            **{k: tags.get(k, "") for k in PROVENANCE}}
-    row.update({f: params.get(f) == "True" for f in FLAGS})
-    row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
+    if task.name == task_protocol.BUILTIN:
+        row.update({f: params.get(f) == "True" for f in task.default_flags})
+        row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
+    else:
+        row.update({f.name: f.is_on(params) for f in task.flags})
     row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})
     row.update({k: v for k, v in metrics.items() if k not in row})
     row["train_time_s"] = _train_time(run)
-    row["settings"] = members.settings(run)
+    row["settings"] = members.settings(run, task)
     return row
 
 
-def _flag_from_arm(arm: str) -> str:
+def _flag_from_arm(arm: str, task: task_protocol.Task = TASK) -> str:
     """`full-<flag>` / `baseline+<flag>`: the flag, for runs recorded without a `flag` tag."""
     for sep in ("-", "+"):
         head, _, tail = arm.partition(sep)
-        if head in ("full", "baseline") and tail in FACTORS:
+        if head in ("full", "baseline") and tail in task.flag_names:
             return tail
     return ""
 

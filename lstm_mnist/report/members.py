@@ -18,12 +18,22 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..config import FACTORS, FIELDS, NOT_IDENTITY
+import functools
+
+from .. import task as task_protocol
+from ..config import TASK
 from ..grids.planned import Plan
 from ..tracking import query, records
 
-# What a member's settings are compared on: every identity key but the factors and the seed.
-SETTINGS = tuple(sorted(k for k in FIELDS if k not in NOT_IDENTITY and k not in FACTORS and k != "seed"))
+
+@functools.cache
+def setting_keys(task: task_protocol.Task) -> tuple:
+    """What a member's settings are compared on: every identity key of the task but the flags' and the seed."""
+    flagged = {k for f in task.flags for k in f.keys}
+    return tuple(sorted(k for k in task.fields if k not in task.not_identity and k not in flagged and k != "seed"))
+
+
+SETTINGS = setting_keys(TASK)  # the built-in task's
 
 
 @dataclass
@@ -76,10 +86,10 @@ def by_tag(experiment: str, name: str) -> Members:
     return Members(finished, {}, seeds, dropped, planned=False)
 
 
-def settings(run) -> str:
+def settings(run, task: task_protocol.Task = TASK) -> str:
     """The run's settings other than the factors and the seed, as one comparable string."""
     p, tags = run.params, run.tags
-    values = {k: p.get(k) for k in SETTINGS}
+    values = {k: p.get(k) for k in setting_keys(task)}
     values["data_fingerprint"] = tags.get("data_fingerprint", p.get("data_fingerprint"))
     values["protocol_version"] = tags.get("protocol_version", "0")
     return json.dumps(values, sort_keys=True)

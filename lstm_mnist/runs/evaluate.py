@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from .. import config
 from ..tracking import models, query, records, store
-from ..training import data, train
+from .. import task as task_protocol
+from ..training import train
 from ..config import UserError
 
 METRICS = records.TEST_METRICS
@@ -53,14 +54,16 @@ def check(run_id: str, data_dir: str | None = None, device: str | None = None) -
     return Check(run_id, recorded, recomputed, here == run.tags.get("device_name"))
 
 
-def _config(c, run, tmp: str, data_dir: str | None, device: str | None) -> config.Config:
-    """The run's resolved config, with this machine's data folder and the run's own threads."""
+def _config(c, run, tmp: str, data_dir: str | None, device: str | None):
+    """The run's resolved config (of the task its config.toml names), with this machine's data folder and the
+    run's own threads."""
     try:
         path = query.download(run.run_id, "config.toml", tmp, c)
     except Exception as e:  # MlflowException or OSError: the artifact is not there
         raise UserError(f"run {run.run_id} has no config.toml artifact ({type(e).__name__}); it was not "
                         "recorded by this harness") from None
-    overrides = {"data_dir": data_dir or config.Config().data_dir}
+    task = config.task_of_file(dict(config.read_toml(path)), str(path))
+    overrides = {"data_dir": data_dir or task.config().data_dir} if "data_dir" in task.fields else {}
     threads = train.threads_of(run.tags.get("device_name", ""))
     if threads:  # the run's own CPU thread count: the same arithmetic, so the same last digit
         overrides["num_threads"] = threads
@@ -69,10 +72,11 @@ def _config(c, run, tmp: str, data_dir: str | None, device: str | None) -> confi
     return config.load(path, overrides)
 
 
-def _same_data(run, cfg: config.Config) -> None:
-    want, have = run.tags.get("data_fingerprint"), data.fingerprint(cfg.data_dir)
+def _same_data(run, cfg) -> None:
+    want, have = run.tags.get("data_fingerprint"), task_protocol.of(cfg).data_fingerprint(cfg)
     if want != have:
-        raise UserError(f"run {run.run_id} was trained on data {want} but {cfg.data_dir} holds {have}: point "
+        where = getattr(cfg, "data_dir", "the data here")
+        raise UserError(f"run {run.run_id} was trained on data {want} but {where} holds {have}: point "
                         "LSTM_MNIST_DATA (or --data-dir) at the data it was trained on")
 
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..tracking import records, store
-from ..training import data, train
+from .. import config
+from .. import task as task_protocol
+from ..training import train
 from ..config import Config
 
 
@@ -41,8 +43,8 @@ def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None 
     (the grid goes on); interrupts always propagate. An exception of a `stop_on` type raised from
     `on_epoch` (an Optuna prune) is the caller's early stop: returned as a KILLED outcome.
     """
-    fp = data.fingerprint(cfg.data_dir)
-    config_hash = cfg.identity(fp)
+    fp = task_protocol.of(cfg).data_fingerprint(cfg)
+    config_hash = config.identity(cfg, fp)
     c = store.client()
     exp_id = store.experiment_id(c, cfg.experiment)
     done = [] if force else records.find_runs(c, exp_id, config_hash)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import config
+from .. import task as task_protocol
 from ..config import ConfigError
 from ..engine.search import StudySpec, trial_config
 from ..space import PRUNERS, SAMPLERS, check_dist, check_objective, choice, integer, some_value, text
 
 
-STUDY_KEYS = {"study_name", "experiment", "base", "trials", "objective", "sampler", "sampler_seed",
+STUDY_KEYS = {"task", "study_name", "experiment", "base", "trials", "objective", "sampler", "sampler_seed",
               "sampler_startup_trials", "pruner", "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "space"}
 
 
@@ -23,24 +24,26 @@ def load_study_file(path: str | Path) -> StudySpec:
 
 def _parse(path: Path, raw: dict) -> StudySpec:
     objective = check_objective(raw.get("objective", "val_f1"))
-    start = _start_values(path, raw)
+    spec = text(raw, "task", task_protocol.BUILTIN).strip()
+    task = task_protocol.load(spec)
+    start = _start_values(path, raw, task, spec)
     space = raw.get("space", {})
     if not isinstance(space, dict) or not space:
         raise ConfigError("[space]: give at least one hyperparameter to search, e.g. adamw_lr = {type=\"float\", ...}")
     for key, dist in space.items():
-        check_dist(key, dist, start)
+        check_dist(key, dist, start, task=task)
     name = config.check_name("study_name", text(raw, "study_name", path.stem),
                              "set study_name = \"...\" in the file, or rename it")
     study = StudySpec(path, name, text(raw, "experiment", "lstm-mnist-tune"), start,
                   space, integer(raw, "trials", 20, 1), objective, choice(raw, "sampler", "tpe", SAMPLERS),
                   integer(raw, "sampler_seed", 0, 0), integer(raw, "sampler_startup_trials", 10, 0),
                   choice(raw, "pruner", "median", PRUNERS), integer(raw, "pruner_startup_trials", 3, 0),
-                  integer(raw, "pruner_warmup_epochs", 0, 0))
+                  integer(raw, "pruner_warmup_epochs", 0, 0), task, spec)
     trial_config(study, {k: some_value(d) for k, d in space.items()})  # the combination is a valid config
     return study
 
 
-def _start_values(path: Path, raw: dict) -> dict:
+def _start_values(path: Path, raw: dict, task: task_protocol.Task, spec: str) -> dict:
     """Base experiment file (relative to the working directory or the project root), then [fixed]."""
     values = {}
     if "base" in raw:
@@ -48,10 +51,11 @@ def _start_values(path: Path, raw: dict) -> dict:
         if not base.is_absolute() and not base.exists():
             base = path.resolve().parent.parent / base  # studies/x.toml -> the project root
         values = dict(config.read_toml(base))
-        config.build(values, str(base))
+        config.task_of_file(values, str(base), spec)
+        task.build(values, str(base))
     fixed = raw.get("fixed", {})
     if not isinstance(fixed, dict):
         raise ConfigError("fixed: write it as a [fixed] table of config keys")
     values.update(fixed)
-    config.build(values, "[fixed]")
+    task.build(values, "[fixed]")
     return values

@@ -26,7 +26,7 @@ from ..engine.writer import Tally, Writer
 from ..grids import grid
 from ..machine import host
 from ..tracking import groups, records, store
-from ..training import data
+from .. import task as task_protocol
 from .file import load_study_file
 
 
@@ -60,7 +60,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     study_def = load_study_file(path)
     total = trials or study_def.trials
     start = trial_config(study_def, {})
-    fingerprint = data.fingerprint(start.data_dir)  # missing data: one line here, before anything starts
+    fingerprint = study_def.task.data_fingerprint(start)  # missing data: one line here, before anything starts
     storage = claims.open_storage(storage_url, study_def.journal)
     search = Search(study_def, storage, total, fingerprint,
                     lambda n: grid.Cell(study_def.name, "study", "", start.seed, frozenset(), trial=n),
@@ -138,13 +138,15 @@ def _summary_line(study_def: StudySpec, s: dict) -> str:
 
 def export(study_def: StudySpec, best: optuna.trial.FrozenTrial) -> Path:
     """The best trial as an experiment file: only what differs from the defaults, runnable by `run`."""
-    cfg, defaults = trial_config(study_def, best.params), config.Config()
-    keys = [k for k in config.FIELDS if k not in config.NOT_IDENTITY and getattr(cfg, k) != getattr(defaults, k)]
+    task = study_def.task
+    cfg, defaults = trial_config(study_def, best.params), task.config()
+    keys = [k for k in task.fields if k not in task.not_identity and getattr(cfg, k) != getattr(defaults, k)]
     header = (f"# Tuned by Optuna: study {study_def.name!r} ({study_def.path}), trial {best.number}, "
               f"{study_def.objective} = {best.value:.4f}\n"
               f"# (validation split, at the best-val_loss epoch; the test set chose nothing). Written by\n"
               f"# `python -m lstm_mnist tune`: rerun the study rather than edit. Budget keys are the study's.\n")
     out = Path("experiments") / f"best-{study_def.name}.toml"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(header + "".join(f"{k} = {config._toml_value(getattr(cfg, k))}\n" for k in keys))
+    named = "" if task.name == task_protocol.BUILTIN else f"task = {config._toml_value(study_def.task_spec)}\n"
+    out.write_text(header + named + "".join(f"{k} = {config._toml_value(getattr(cfg, k))}\n" for k in keys))
     return out

@@ -2,12 +2,15 @@
 LoggedModel, and loading them back."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from .. import config
+from .. import task as task_protocol
 from ..config import Config
 from .store import TrackingError
 
@@ -21,19 +24,13 @@ def log_datasets(c: MlflowClient, run_id: str, cfg: Config, data_fingerprint: st
     and digest, so a capped training set must not share the full one's name)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from ..training import data
-
-    sizes = data.split_sizes(cfg)
-    source = json.dumps({"uri": str(Path(cfg.data_dir).resolve())})
-    schema = json.dumps({"images": "uint8 (28, 28), one row per time step", "labels": "int64 0-9"})
     inputs = []
-    for split, n in sizes.items():
-        profile = {"num_rows": n, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
-                   "source_split": "t10k" if split == "test" else "train"}
-        ds = Dataset(name=f"mnist-{split}-{n}", digest=data_fingerprint, source_type="local", source=source,
-                     schema=schema, profile=json.dumps(profile))
-        inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", DATASET_CONTEXT[split])]))
-    c.log_inputs(run_id, datasets=inputs)
+    for d in task_protocol.of(cfg).hook("datasets")(cfg):  # [] for a task that describes none
+        ds = Dataset(name=d["name"], digest=data_fingerprint, source_type="local", source=json.dumps(d["source"]),
+                     schema=json.dumps(d["schema"]), profile=json.dumps(d["profile"]))
+        inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", DATASET_CONTEXT[d["split"]])]))
+    if inputs:
+        c.log_inputs(run_id, datasets=inputs)
 
 
 def log_model(c: MlflowClient, run_id: str, cfg: Config, config_hash: str, weights: bytes, step: int = 0) -> str:
@@ -51,13 +48,11 @@ def log_model(c: MlflowClient, run_id: str, cfg: Config, config_hash: str, weigh
     import torch
     from mlflow.entities import LoggedModelOutput
 
-    from ..training import model as model_mod
-
-    net = model_mod.build(cfg)
+    net = task_protocol.of(cfg).hook("model")(cfg)
     net.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
     net.eval()
     exp_id = c.get_run(run_id).info.experiment_id
-    params = {k: str(v) for k, v in cfg.to_dict().items() if k not in ("data_dir",)}
+    params = {k: str(v) for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir",)}
     lm = c.create_logged_model(exp_id, name="model", source_run_id=run_id, params=params,
                                tags={"config_hash": config_hash}, model_type="pytorch")
     try:
@@ -69,7 +64,7 @@ def log_model(c: MlflowClient, run_id: str, cfg: Config, config_hash: str, weigh
                                           pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
             finally:
                 logger.setLevel(level)
-            (Path(tmp) / "model" / "config.toml").write_text(cfg.to_toml())
+            (Path(tmp) / "model" / "config.toml").write_text(config.to_toml(cfg))
             c.log_model_artifacts(lm.model_id, f"{tmp}/model")
     except BaseException:
         c.finalize_logged_model(lm.model_id, "FAILED")

@@ -13,6 +13,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from .. import config
+from .. import task as task_protocol
 from ..config import Config
 from ..machine import host
 from .models import log_datasets, log_model
@@ -65,22 +66,28 @@ class RunRecord:
                 self.client.set_tag(self.run_id, "model_error", f"{type(e).__name__}: {e}"[:5000])
 
 
+def task_tags(cfg) -> dict:
+    """Which task a run is of (`task`, `task_version`): the built-in task's runs carry none, as before tasks."""
+    t = task_protocol.of(cfg)
+    return {} if t.name == task_protocol.BUILTIN else {"task": t.name, "task_version": str(t.version), "task_spec": t.spec}
+
+
 def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,
              tags: dict, c: MlflowClient) -> RunRecord:
     """Create a run with its tags, every config value as a param, and config.toml. `run` closes it after
     training in this process; the grid's main process (the only writer) closes it when a worker reports."""
     all_tags = {"config_hash": config_hash, "data_fingerprint": data_fingerprint,
-                "protocol_version": str(config.PROTOCOL_VERSION), "settings_key": cfg.settings_key(data_fingerprint),
+                "protocol_version": str(config.PROTOCOL_VERSION),
+                "settings_key": config.settings_key(cfg, data_fingerprint), **task_tags(cfg),
                 **provenance(), **owner_tags(), **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     rec = RunRecord(c, c.create_run(experiment_id(c, cfg.experiment), run_name=run_name, tags=all_tags).info.run_id,
                     cfg, config_hash)
     try:
-        params = {**cfg.to_dict(), "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-                  "config_hash": config_hash, "data_fingerprint": data_fingerprint}
+        params = {**task_protocol.of(cfg).params(cfg), "config_hash": config_hash, "data_fingerprint": data_fingerprint}
         c.log_batch(rec.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        c.log_text(rec.run_id, cfg.to_toml(), "config.toml")
+        c.log_text(rec.run_id, config.to_toml(cfg), "config.toml")
         log_datasets(c, rec.run_id, cfg, data_fingerprint)
     except BaseException as e:
         end_on_error(c, rec.run_id, e)

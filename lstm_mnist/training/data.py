@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, UserError
+from ..task import Splits
+from . import batches
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -107,14 +109,9 @@ def locate(data_dir: str | Path, download: bool = True) -> dict[str, Path]:
 
 # ---------------------------------------------------------------- the dataset, split and fingerprinted
 @dataclass
-class MNIST:
-    train_x: torch.Tensor  # (N, 28, 28) uint8, on the device
-    train_y: torch.Tensor  # (N,) int64
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    fingerprint: str       # sha256 of the four files' uncompressed bytes (part of every run's identity)
+class MNIST(Splits):
+    """The splits: x (N, 28, 28) uint8 and y (N,) int64, on the device; the fingerprint is the sha256 of the four
+    files' uncompressed bytes (part of every run's identity)."""
 
 
 _CACHE: dict = {}
@@ -170,6 +167,31 @@ def provide(data_dir: str, raws: dict[str, bytes], expected: str) -> None:
 
 def fingerprint(data_dir: str | Path) -> str:
     return _read_all(data_dir)[1]
+
+
+def fingerprint_of(cfg: Config) -> str:
+    """The task's fingerprint hook: that of the config's data folder (read once per process)."""
+    return fingerprint(cfg.data_dir)
+
+
+def ship(cfg: Config) -> dict[str, bytes]:
+    """The task's ship hook: the files' bytes a Ray driver puts in the object store."""
+    return raw_files(cfg.data_dir)
+
+
+def receive(cfg: Config, raws: dict[str, bytes], expected: str) -> None:
+    """The task's receive hook: a Ray node takes the driver's bytes as the config's data folder (provide)."""
+    provide(cfg.data_dir, raws, expected)
+
+
+def datasets(cfg: Config) -> list[dict]:
+    """The task's datasets hook: the three splits as MLflow dataset inputs (the UI's Datasets column)."""
+    source = {"uri": str(Path(cfg.data_dir).resolve())}
+    schema = {"images": "uint8 (28, 28), one row per time step", "labels": "int64 0-9"}
+    return [{"split": split, "rows": n, "name": f"mnist-{split}-{n}", "source": source, "schema": schema,
+             "profile": {"num_rows": n, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
+                         "source_split": "t10k" if split == "test" else "train"}}
+            for split, n in split_sizes(cfg).items()]
 
 
 def split_sizes(cfg: Config) -> dict[str, int]:
@@ -238,34 +260,20 @@ def random_affine_params(n: int, cfg: Config, size: int, generator: torch.Genera
 
 
 # ---------------------------------------------------------------- batches
-class Batches:
-    """Iterable of (x, y) batches over device tensors; reshuffled (and re-augmented) every pass.
+def prepare(cfg: Config, x: torch.Tensor, train: bool, generator: torch.Generator) -> torch.Tensor:
+    """The task's prepare hook: a batch of uint8 images -> floats, warped per sample when it is a training batch
+    and augmentation is on, then normalized in one fused step ((x / 255 - mean) / std == x * a + b). x is then
+    (B, 28 rows, 28 px): each image a sequence of 28 time steps of 28 pixels."""
+    x = x.float()  # (B, 28, 28) uint8 -> float in [0, 255]
+    if train and cfg.augmentation:
+        x = affine_warp(x, *random_affine_params(len(x), cfg, x.shape[-1], generator, x.device))
+    return x.mul_(1.0 / (255.0 * cfg.norm_std)).add_(-cfg.norm_mean / cfg.norm_std)
 
-    x is (B, 28 rows, 28 px) float, normalized: each image is a sequence of 28 time steps of 28 pixels.
-    """
+
+class Batches(batches.Batches):
+    """MNIST batches as the built-in task makes them (`augment`: a training batch, warped when the config's
+    augmentation is on)."""
 
     def __init__(self, images, labels, cfg: Config, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0):
-        self.images, self.labels, self.cfg = images, labels, cfg
-        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
-        self.generator = torch.Generator(device=images.device).manual_seed(seed)
-        self._cpu_generator = torch.Generator().manual_seed(seed)
-        # Fused normalize: (x / 255 - mean) / std == x * a + b
-        self._a = 1.0 / (255.0 * cfg.norm_std)
-        self._b = -cfg.norm_mean / cfg.norm_std
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def __iter__(self):
-        n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self._cpu_generator).to(self.images.device)
-        else:
-            order = torch.arange(n, device=self.images.device)
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            x = self.images[idx].float()  # (B, 28, 28) uint8 -> float in [0, 255]
-            if self.augment:
-                x = affine_warp(x, *random_affine_params(len(idx), self.cfg, x.shape[-1], self.generator, x.device))
-            yield x.mul_(self._a).add_(self._b), self.labels[idx]
+        super().__init__(images, labels, cfg, batch_size, shuffle=shuffle, train=augment, seed=seed, prepare=prepare)

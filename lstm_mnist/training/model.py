@@ -32,3 +32,13 @@ class LSTMClassifier(nn.Module):
 
 def build(cfg: Config) -> LSTMClassifier:
     return LSTMClassifier(cfg.hidden_size, cfg.num_layers, cfg.bidirectional, cfg.effective_dropout, cfg.readout)
+
+
+def optimizer(cfg: Config, params):
+    """The task's optimizer hook: constant-lr SGD, or with adamw on AdamW and ReduceLROnPlateau on val_loss."""
+    if not cfg.adamw:
+        return torch.optim.SGD(params, lr=cfg.sgd_lr)
+    opt = torch.optim.AdamW(params, lr=cfg.adamw_lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
+                                                       patience=cfg.plateau_patience)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}

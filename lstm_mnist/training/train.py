@@ -1,4 +1,5 @@
-"""One training run: data, model, callbacks, trainer, fit, test on the best-val_loss weights.
+"""One training run of any task: its data, model and optimizer, the harness's callbacks, trainer, fit, and the test
+on the best-val_loss weights (the protocol: the harness's, whatever the task).
 
 Knows nothing of MLflow: `fit` returns a `Result`, and reports each epoch to an optional `on_epoch`
 callable (the tracker logs it; an Optuna pruner may raise from it to stop the run).
@@ -18,12 +19,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from . import data as data_mod
-from . import model as model_mod
+from . import batches
+from .. import task as task_protocol
 from ..machine import host
 from ..config import Config, ConfigError
 
-N_CLASSES = 10
 OnEpoch = Callable[[int, dict], None]
 
 
@@ -73,11 +73,11 @@ def threads_of(name: str) -> int | None:
 class _EvalMetrics(torch.nn.Module):
     """Cross-entropy, macro-F1 and accuracy over a whole split (not averaged per batch)."""
 
-    def __init__(self, confusion: bool = False):
+    def __init__(self, classes: int, confusion: bool = False):
         super().__init__()
-        self.f1 = MulticlassF1Score(N_CLASSES, average="macro")
-        self.acc = MulticlassAccuracy(N_CLASSES, average="micro")
-        self.confmat = MulticlassConfusionMatrix(N_CLASSES) if confusion else None
+        self.f1 = MulticlassF1Score(classes, average="macro")
+        self.acc = MulticlassAccuracy(classes, average="micro")
+        self.confmat = MulticlassConfusionMatrix(classes) if confusion else None
         self.loss_sum, self.count = 0.0, 0
 
     def update(self, logits, y):
@@ -97,12 +97,15 @@ class _EvalMetrics(torch.nn.Module):
 
 
 class LitClassifier(L.LightningModule):
-    """Thin: loss, optimizer and scheduler per the flags; eval metrics over whole splits; best weights."""
+    """Thin: cross-entropy, the task's optimizer (and scheduler); eval metrics over whole splits; best weights."""
 
-    def __init__(self, cfg: Config, net: torch.nn.Module):
+    def __init__(self, cfg, net: torch.nn.Module, task: task_protocol.Task | None = None):
         super().__init__()
         self.cfg, self.net = cfg, net
-        self.val_metrics, self.test_metrics = _EvalMetrics(), _EvalMetrics(confusion=True)
+        self.task = task or task_protocol.of(cfg)
+        self.loss = self.task.hook("loss")
+        self.val_metrics = _EvalMetrics(self.task.classes)
+        self.test_metrics = _EvalMetrics(self.task.classes, confusion=True)
         self.train_loss_sum, self.train_count = 0.0, 0
         self.last_val: dict = {}
         self.best_val_loss, self.best_epoch, self.best_state = float("inf"), -1, None
@@ -115,7 +118,7 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
+        loss = self.loss(self.cfg, self.net(x), y)
         self.train_loss_sum += loss.detach() * len(y)
         self.train_count += len(y)
         if batch_idx % 50 == 49 and not torch.isfinite(self.train_loss_sum):  # one sync per 50 steps
@@ -138,13 +141,7 @@ class LitClassifier(L.LightningModule):
         self.test_metrics.update(self.net(batch[0]), batch[1])
 
     def configure_optimizers(self):
-        c = self.cfg
-        if not c.adamw:
-            return torch.optim.SGD(self.parameters(), lr=c.sgd_lr)
-        opt = torch.optim.AdamW(self.parameters(), lr=c.adamw_lr, weight_decay=c.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=c.plateau_factor,
-                                                           patience=c.plateau_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+        return self.task.hook("optimizer")(self.cfg, self.parameters())
 
 
 class _EpochReport(L.Callback):
@@ -192,26 +189,25 @@ def make_trainer(cfg: Config, device: torch.device, callbacks: list, **overrides
     return L.Trainer(**kwargs)
 
 
-def fit(cfg: Config, dataset: data_mod.MNIST | None = None, on_epoch: OnEpoch | None = None,
+def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | None = None,
         device: torch.device | None = None) -> Result:
-    """Train one config; test once, on the weights with the best validation loss."""
+    """Train one config of its task; test once, on the weights with the best validation loss."""
     quiet_lightning()
+    task = task_protocol.of(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = device or resolve_device(cfg)
-    dataset = dataset or data_mod.load(cfg, device)
+    dataset = dataset or task.load_data(cfg, device)
     L.seed_everything(cfg.seed, verbose=False)
 
-    train = data_mod.Batches(dataset.train_x, dataset.train_y, cfg, cfg.batch_size, shuffle=True,
-                             augment=cfg.augmentation, seed=cfg.seed)
-    val = data_mod.Batches(dataset.val_x, dataset.val_y, cfg, cfg.eval_batch_size)  # never augmented
-    test = data_mod.Batches(dataset.test_x, dataset.test_y, cfg, cfg.eval_batch_size)
+    train, val, test = batches.of_task(task, dataset, cfg)  # validation and test: never augmented
 
-    lit = LitClassifier(cfg, model_mod.build(cfg))
+    lit = LitClassifier(cfg, task.hook("model")(cfg), task)
     report = _EpochReport(on_epoch)
     callbacks = [report]
-    if cfg.early_stopping:
-        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min"))
+    patience = task.hook("patience")(cfg)
+    if patience is not None:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=patience, mode="min"))
     trainer = make_trainer(cfg, device, callbacks)
     _interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
     if lit.best_state is None:
@@ -224,7 +220,7 @@ def fit(cfg: Config, dataset: data_mod.MNIST | None = None, on_epoch: OnEpoch | 
                   device_name=device_name(device), weights=state_bytes(lit.net))
 
 
-def _test(lit: LitClassifier, trainer: L.Trainer, test: data_mod.Batches) -> tuple[dict, torch.Tensor]:
+def _test(lit: LitClassifier, trainer: L.Trainer, test: batches.Batches) -> tuple[dict, torch.Tensor]:
     _interruptible(trainer.test, trainer, lit, dataloaders=test, verbose=False)
     return lit.test_metrics.compute("test"), lit.test_metrics.confmat.compute().cpu()
 
@@ -237,15 +233,16 @@ def state_bytes(net: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def evaluate(cfg: Config, net: torch.nn.Module, dataset: data_mod.MNIST | None = None) -> dict:
+def evaluate(cfg, net: torch.nn.Module, dataset: task_protocol.Splits | None = None) -> dict:
     """The test metrics of given weights, computed exactly as `fit` computes them (same batches, same code)."""
     quiet_lightning()
+    task = task_protocol.of(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg)
-    dataset = dataset or data_mod.load(cfg, device)
-    test = data_mod.Batches(dataset.test_x, dataset.test_y, cfg, cfg.eval_batch_size)
-    lit = LitClassifier(cfg, net)
+    dataset = dataset or task.load_data(cfg, device)
+    test = batches.of_task(task, dataset, cfg)[2]
+    lit = LitClassifier(cfg, net, task)
     return _test(lit, make_trainer(cfg, device, []), test)[0]
 
 

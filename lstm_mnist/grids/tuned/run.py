@@ -7,17 +7,21 @@ from pathlib import Path
 
 import optuna
 
-from ... import claims, config
+from ... import claims
 from ...config import ConfigError
 from ...engine import drive as engine
 from ...engine.progress import say
 from ...engine.writer import Tally
 from ...tracking import query, store
-from ...training import data
 from .. import ablate, grid
 from ..plan import plan, read_plan, table
 from .schedule import Schedule, tuned_plan
 from .search import ArmSearch, definition
+
+
+def fingerprint_of(s: grid.GridSpec) -> str:
+    """The data fingerprint of the grid's cells (every cell of a grid shares its data)."""
+    return s.task.data_fingerprint(s.task.build({**s.base, **s.budget}))
 
 
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
@@ -28,7 +32,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
                           "studies, not by shards; start the same command on every machine with --storage "
                           "postgresql://... instead")
     if dry_run:
-        out(describe(s, data.fingerprint(config.build({**s.base, **s.budget}).data_dir), storage_url, force))
+        out(describe(s, fingerprint_of(s), storage_url, force))
         return 0
     with engine.capacity(n_workers, ray) as (n_workers, held):
         return train(s, ablate.Invocation(n_workers, held, out, pin, storage_url, ray), force)
@@ -39,7 +43,7 @@ def train(s: grid.GridSpec, inv: ablate.Invocation, force: bool = False, sequent
     joins the recorded plan (a tuned grid run --until-decided: one call per block of seeds, the searches shared
     by every block). 0 unless a cell failed."""
     check_recorded(s)
-    fingerprint = data.fingerprint(config.build({**s.base, **s.budget}).data_dir)
+    fingerprint = fingerprint_of(s)
     p = ablate.prepare(s, inv, None, force)
     arms = [a for a in grid.unique_arms(s) if grid.searched(s, a.on)]
     searches = [ArmSearch(s, a, fingerprint, p.claims.storage, r) for a in arms for r in range(s.tune.repeats)]

@@ -33,11 +33,12 @@ def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str, repeat: int = 0)
     settings = {k: getattr(t, k) for k in ("objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
                                            "pruner_startup_trials", "pruner_warmup_epochs")}
     settings["sampler_seed"] += repeat
-    key = json.dumps({"config": config.build(start).identity(fingerprint), "space": space, **settings}, sort_keys=True)
+    key = json.dumps({"config": config.identity(s.task.build(start), fingerprint), "space": space, **settings},
+                     sort_keys=True)
     name = (f"tune {s.experiment}/{s.name}/{a.arm}/{f'r{repeat}/' if repeat else ''}"
             f"{hashlib.sha256(key.encode()).hexdigest()[:10]}")
     return StudySpec(path=Path(s.path), name=name, experiment=s.experiment, start=start,
-                 space=space, trials=t.trials, **settings)
+                 space=space, trials=t.trials, **settings, task=s.task)
 
 
 class ArmSearch(Search):
@@ -90,11 +91,11 @@ class ArmSearch(Search):
         jobs = []
         for seed in s.tune.seeds_of(s.seeds, self.repeat):
             cell = a.cell(seed, variant="tuned")
-            cfg = config.build({**grid.values(s, cell), **best.params}, f"{s.path} cell {cell.name}")
+            cfg = s.task.build({**grid.values(s, cell), **best.params}, f"{s.path} cell {cell.name}")
             tags = {**grid.tags(s, cell), "tuned_from": best.user_attrs.get("mlflow_run_id", ""),
                     "tuning_run": self.run_id, "tuned_values": json.dumps(best.params, sort_keys=True),
                     **({"tune_repeat": str(self.repeat)} if s.tune.repeats > 1 else {})}
-            job = Job(cell, cfg, cfg.identity(self.fingerprint), pinned=self.pinned, fingerprint=self.fingerprint,
+            job = Job(cell, cfg, config.identity(cfg, self.fingerprint), pinned=self.pinned, fingerprint=self.fingerprint,
                       tags=tags)
             classify(job, query.search(s.experiment, config_hash=job.config_hash), force)
             jobs.append(job)
