@@ -49,7 +49,7 @@ $(STAMP):
 	@if [ "$(TORCH)" = cpu ]; then echo "$(PY) -m pip install -c constraints.txt torch torchvision --index-url $(TORCH_INDEX)"; \
 	  $(PY) -m pip install -q -c constraints.txt torch torchvision --index-url $(TORCH_INDEX) >$(VENV)/torch-install.log 2>&1 \
 	  || { echo "error: the CPU-only torch wheels could not be installed from $(TORCH_INDEX) (pip's words in $(VENV)/torch-install.log): leave out TORCH=cpu for the package index's default build, or install from a wheel folder (make install WHEELS=dir, docs/offline.md)" >&2; exit 2; }; fi
-	$(PY) -m pip install -q -c constraints.txt -e '.[ui,ray,postgres,test,dashboard]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[ui,ray,postgres,test,dashboard,digits]'
 	rm -f $(VENV)/.installed*
 	touch $@
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/wheels/bu
 # What each profile installs beyond the project's own requirements (pyproject.toml's extras).
 # slim: ablate, tune, report and evaluate on the SQLite store (mlflow-skinny); no UI, no Ray, no PostgreSQL.
 # full: what `make install` gives a connected machine: the UI (the full mlflow package), Ray, psycopg2, the tests.
-PROFILES = {"slim": (), "full": ("ui", "ray", "postgres", "test", "dashboard")}
+PROFILES = {"slim": (), "full": ("ui", "ray", "postgres", "test", "dashboard", "digits")}
 MANYLINUX_GLIBC = range(5, 40)  # manylinux_2_5 .. manylinux_2_39: any glibc up to Ubuntu 24.04's
 LEGACY_MANYLINUX = ("manylinux1", "manylinux2010", "manylinux2014")
 
