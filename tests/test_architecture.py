@@ -120,3 +120,25 @@ def test_the_rule_catches_an_upward_import_mlflow_and_its_vocabulary(tmp_path):
                                                                       for f in found)
     assert any("filter vocabulary" in f for f in found) and any(".data.tags" in f for f in found)
     assert not any("fine.py" in f for f in found)
+
+
+def _imported(path: Path) -> set[str]:
+    """Every module a file imports by name (absolute imports; relative ones resolved against lstm_mnist)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module)
+    return out
+
+
+def test_a_task_of_ones_own_imports_only_the_protocol_and_the_harness_never_imports_a_task():
+    """Tasks depend on the harness's protocol, never the reverse: the example task imports nothing of lstm_mnist
+    but lstm_mnist.task, and no module of the package imports the examples."""
+    example = PACKAGE.parent / "examples" / "digits" / "task.py"
+    ours = {m for m in _imported(example) if m.split(".")[0] == "lstm_mnist"}
+    assert ours == {"lstm_mnist.task"}, ours
+    reverse = {str(p.relative_to(PACKAGE)): m for p in PACKAGE.rglob("*.py") for m in _imported(p)
+               if m.split(".")[0] == "examples"}
+    assert not reverse, reverse

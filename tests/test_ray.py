@@ -17,7 +17,7 @@ from lstm_mnist.machine.host import cmdline
 from lstm_mnist.training import data
 
 from .chaos_tools import Cli, descendants, left_behind, record, running_tags, runs, training
-from .conftest import TINY_BUDGET, cli
+from .conftest import REPO, TINY_BUDGET, cli
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the ray extra: make install)")
 
@@ -312,3 +312,20 @@ def test_the_local_cluster_dying_mid_grid_is_one_line_and_a_rerun_resumes(projec
     assert "Traceback" not in run.stderr and before["left_running"] == 0, before
     assert after["cells_finished"] == 8 and after["cells_trained_twice"] == 0 and after["left_running"] == 0, after
 
+
+
+@GROUP_A
+@pytest.mark.subprocess
+def test_a_task_of_ones_own_trains_on_the_cluster_its_nodes_import_it_from_the_drivers_folder(project, cluster):
+    """No data shipped (the task has no ship hook): each node builds the task's splits itself, from the config it
+    is handed by pickle, whose module (in the driver's folder, not installed) the node imports by name."""
+    from .test_your_task import GRID, TASK
+
+    c, _ = cluster
+    (project / "rows_task.py").write_text(TASK)
+    (project / "rows.toml").write_text(GRID)
+    run = Cli("ablate", "rows.toml", "--ray", c.address, cwd=project, env={"PYTHONPATH": f"{project}:{REPO}"})
+    assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
+    assert "8/8 cells FINISHED" in run.stdout and "Traceback" not in run.stderr + run.stdout, run.stdout[-2000:]
+    cells = [r for r in _runs(project, "rows-ablation") if r.tags.get("lstm_mnist.role") != "grid"]
+    assert len(cells) == 8 and {r.tags["task"] for r in cells} == {"rows"}
