@@ -327,5 +327,5 @@ def test_a_task_of_ones_own_trains_on_the_cluster_its_nodes_import_it_from_the_d
     run = Cli("ablate", "rows.toml", "--ray", c.address, cwd=project, env={"PYTHONPATH": f"{project}:{REPO}"})
     assert run.finish() == 0, run.stderr[-3000:] + run.stdout[-2000:]
     assert "8/8 cells FINISHED" in run.stdout and "Traceback" not in run.stderr + run.stdout, run.stdout[-2000:]
-    cells = [r for r in _runs(project, "rows-ablation") if r.tags.get("lstm_mnist.role") != "grid"]
-    assert len(cells) == 8 and {r.tags["task"] for r in cells} == {"rows"}
+    cells = [r.data.tags for r in _runs(project, "rows-ablation") if r.data.tags.get("lstm_mnist.role") != "grid"]
+    assert len(cells) == 8 and {t["task"] for t in cells} == {"rows"}
