@@ -132,6 +132,35 @@ def test_a_task_of_ones_own_runs_through_ablate_on_workers_a_tuned_grid_and_the_
     assert code == 0 and "agree, exact" in out, out + err
 
 
+STUDY = '''task = "rows_task:task"
+study_name = "rows-study"
+experiment = "rows-tune"
+trials = 3
+sampler = "random"
+pruner = "none"
+
+[fixed]
+wide = true
+
+[space]
+lr = {type = "float", low = 0.01, high = 0.2, log = true}
+'''
+
+
+def test_a_study_of_ones_own_task_tunes_and_exports_a_runnable_experiment_file(rows, capsys):
+    (rows / "studies" / "rows.toml").write_text(STUDY)
+    code, out, err = cli(capsys, "tune", "studies/rows.toml")
+    assert code == 0, err[-2000:]
+    exported = rows / "experiments" / "best-rows-study.toml"
+    text = exported.read_text()
+    assert 'task = "rows_task:task"' in text and "wide = true" in text and "lr = " in text, text
+    code, out, err = cli(capsys, "run", str(exported), "max_epochs=2")
+    assert code == 0 and "run best-rows-study-s0 (task rows): wide" in out, out + err
+    (rows / "studies" / "bad.toml").write_text(STUDY.replace("lr = {", "dropout_rate = {"))
+    code, out, err = cli(capsys, "tune", "studies/bad.toml")
+    assert code == 2 and "[space] dropout_rate: unknown config key" in err and err.count("\n") == 1, err
+
+
 def test_a_grid_whose_flags_are_not_its_tasks_is_one_line(rows, capsys):
     (rows / "bad.toml").write_text(GRID + 'flags = ["wide", "dropout"]\n')
     code, out, err = cli(capsys, "ablate", "bad.toml", "--dry-run")
