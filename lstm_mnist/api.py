@@ -85,7 +85,7 @@ def runs(grid: str, experiment: str | None = None) -> pd.DataFrame:
     return load(experiment or latest_grid_experiment(name), name).runs.drop(columns=["roles"], errors="ignore")
 
 
-def report(grid: str, experiment: str | None = None, metric: str = "test_f1") -> dict[str, pd.DataFrame]:
+def report(grid: str, experiment: str | None = None, metric: str | None = None) -> dict[str, pd.DataFrame]:
     """The report's tables as DataFrames (full precision, as its CSV files), computed from the store without
     writing a file or logging to the grid's run: "arms", "comparisons", "worth", "runs", and those the grid's
     designs give ("main_effects", "interactions", "looks", "tuning_worth", ...)."""

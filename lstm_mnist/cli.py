@@ -49,7 +49,8 @@ def cmd_run(args) -> int:
 def cmd_bench(args) -> int:
     from .training import bench
 
-    bench.main(batches=args.batches, warmup=args.warmup, rounds=args.rounds, out=args.out, data_dir=args.data_dir)
+    bench.main(batches=args.batches, warmup=args.warmup, rounds=args.rounds, out=args.out, data_dir=args.data_dir,
+               task_spec=args.task)
     return 0
 
 
@@ -170,7 +171,8 @@ def cmd_gpu_check(args) -> int:
     if args.seconds is not None:
         kwargs["seconds"] = args.seconds
     # --mps: measured under MPS too (and only, with --no-plain)
-    gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, plain=not args.no_plain, **kwargs)
+    gpu_check.main(out=args.out, mps=args.mps, data_dir=args.data_dir, plain=not args.no_plain,
+                   grid_file=args.grid, **kwargs)
     return 0
 
 
@@ -270,6 +272,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batches", type=int, default=60, help="timed batches per pipeline")
     b.add_argument("--warmup", type=int, default=10, help="untimed batches first")
     b.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each pipeline's median counts")
+    b.add_argument("--task", default="lstm_mnist", help="the task whose model to measure, every flag on: "
+                   "package.module:name (default: the built-in lstm_mnist)")
     _measure_options(b, "reports/bench.json")
     b.set_defaults(func=cmd_bench)
 
@@ -309,7 +313,8 @@ def parser() -> argparse.ArgumentParser:
                         "what each enhancement is worth; CSV, Markdown, LaTeX and PNG, also logged on the grid's run.")
     rp.add_argument("--experiment", help="MLflow experiment holding the grid (default: the latest grid's)")
     rp.add_argument("--grid", help="grid name (its file's stem, e.g. ablation-quick; default: the latest grid)")
-    rp.add_argument("--metric", default="test_f1", help="metric compared and ranked (default test_f1)")
+    rp.add_argument("--metric", default=None, choices=("test_f1", "test_acc", "test_loss"),
+                    help="metric compared and ranked (default: the grid's task's, test_f1 for the built-in one)")
     rp.add_argument("--out", help="output folder (default reports/<grid>)")
     rp.set_defaults(func=cmd_report)
 
@@ -322,6 +327,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--no-plain", action="store_true", help="with --mps: measure under MPS only (half the time)")
     g.add_argument("--seconds", type=_seconds, metavar="S", help="length of each throughput slice (default 20 on "
                    "a GPU, 2 on a CPU)")
+    g.add_argument("--grid", metavar="FILE", help="measure the full arm of this grid file, of any task (default: the "
+                   "built-in task's experiments/ablation.toml, and its full model at its costliest)")
     g.set_defaults(func=cmd_gpu_check)
 
     gp = sub.add_parser("gpu-probes", help="speed probes of one optimizer step: harness, bare loop, CUDA graph, "

@@ -1,117 +1,23 @@
-"""The one frozen config: the six enhancement flags, the values on each side of them, the budget.
-
-Defaults are the course baseline (every flag off); `experiments/full.toml` turns all six on. Experiment
-files and `key=value` overrides say only what differs. Loading fails loudly: an unknown key, a wrong
-type or an out-of-range value is a one-line `ConfigError` naming the key, the value and what is allowed.
+"""What the harness asks of every task's config: the protocol version, a run's identity, a config as TOML,
+experiment files (`task = ...` names the task; none: the built-in one) and the other TOML files (grids,
+studies) read with one-line errors. The built-in task's own config is lstm_mnist/builtin/config.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import task as task_protocol
 from .errors import ConfigError, UserError  # noqa: F401 - every module's errors, imported from here
-from .task import limits
 
-READOUTS = ("last", "final_states")
-DEVICES = ("auto", "cpu", "cuda")
-# Fields that say where things go or how they execute, not what is computed: outside the run identity.
-# Thread count and device change the last digits of a result (float summation order), not the protocol.
-NOT_IDENTITY = frozenset({"data_dir", "experiment", "device", "num_threads", "log_model"})
 # The protocol version: part of every run's identity. Bump it with any change that alters what a run
 # computes (training, data, model, metrics), so runs from before the change are trained again rather than
 # reused as done. tests/test_config.py pins the identity of a known config: a change there is deliberate.
 # 1: the version itself entered the identity (runs from before it count as version 0).
 PROTOCOL_VERSION = 1
 
-
-def _default_data_dir() -> str:
-    return os.environ.get("LSTM_MNIST_DATA", "data")
-
-
-@dataclass(frozen=True)
-class Config:
-    # --- the six enhancement flags (names are the contract; off = the course baseline) ---
-    bidirectional: bool = False   # bidirectional LSTM instead of a unidirectional one
-    dropout: bool = False         # dropout between LSTM layers and before the readout
-    width: bool = False           # wider/deeper LSTM (hidden_on x layers_on instead of hidden_off x layers_off)
-    early_stopping: bool = False  # stop when val_loss has not improved for `patience` epochs
-    augmentation: bool = False    # per-sample random rotation then affine warp of training images
-    adamw: bool = False           # AdamW + ReduceLROnPlateau(val_loss) instead of constant-lr SGD
-
-    # --- what each side of a flag means (design.md's table; an experiment file may change them) ---
-    readout: str = "last"                 # "last" = out[:, -1] (the seed's); "final_states" = h_n of both directions
-    hidden_off: int = field(default=100, metadata=limits(1, 4096))  # LSTM hidden size with width off
-    layers_off: int = field(default=1, metadata=limits(1, 8))       # LSTM layers with width off
-    hidden_on: int = field(default=128, metadata=limits(1, 4096))   # LSTM hidden size with width on
-    layers_on: int = field(default=2, metadata=limits(1, 8))        # LSTM layers with width on
-    dropout_rate: float = field(default=0.2, metadata=limits(0.0, 1.0, hi_open=True))  # used when dropout on
-    patience: int = field(default=10, metadata=limits(1))           # early-stopping patience, epochs
-    rotation_deg: float = field(default=5.0, metadata=limits(0.0, 180.0))   # RandomRotation(±deg)
-    affine_deg: float = field(default=5.0, metadata=limits(0.0, 180.0))     # RandomAffine rotation (±deg)
-    translate: float = field(default=0.1, metadata=limits(0.0, 1.0))       # RandomAffine max shift, fraction of side
-    sgd_lr: float = field(default=0.1, metadata=limits(0.0, 10.0, lo_open=True))     # SGD learning rate (adamw off)
-    adamw_lr: float = field(default=1e-3, metadata=limits(0.0, 10.0, lo_open=True))  # AdamW learning rate
-    weight_decay: float = field(default=1e-5, metadata=limits(0.0, 1.0))             # AdamW weight decay
-    plateau_factor: float = field(default=0.1, metadata=limits(0.0, 1.0, True, True))  # LR multiplier on plateau
-    plateau_patience: int = field(default=5, metadata=limits(0))    # epochs without val_loss gain before LR drops
-
-    # --- budget and protocol (fixed for every arm unless an experiment file says otherwise) ---
-    seed: int = field(default=0, metadata=limits(0))                # run seed: init, shuffling, augmentation
-    max_epochs: int = field(default=35, metadata=limits(1, 10000))  # epoch budget
-    batch_size: int = field(default=64, metadata=limits(1, 65536))  # training batch size
-    eval_batch_size: int = field(default=1000, metadata=limits(1, 65536))  # validation/test batch (no effect on results)
-    train_samples: int = field(default=0, metadata=limits(0))       # cap on training images (0 = all 48,000)
-    val_fraction: float = field(default=0.2, metadata=limits(0.0, 1.0, True, True))  # of the official train set
-    split_seed: int = field(default=20240611, metadata=limits(0))   # fixed train/val split, independent of `seed`
-    norm_mean: float = 0.1307                                       # normalization, official train pixels on [0, 1]
-    norm_std: float = field(default=0.3081, metadata=limits(0.0, lo_open=True))
-
-    # --- where things go / how they run (not part of the run identity) ---
-    data_dir: str = field(default_factory=_default_data_dir)  # MNIST IDX files; env LSTM_MNIST_DATA, else data/
-    experiment: str = "lstm-mnist"   # MLflow experiment name
-    device: str = "auto"             # auto (cuda when visible) | cpu | cuda | cuda:N
-    num_threads: int = field(default=0, metadata=limits(0, 1024))  # torch CPU threads (0 = torch's default)
-    log_model: bool = True           # log the tested (best-val_loss) weights as an MLflow model (~0.2-2.3 MB a run)
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            task_protocol.check_value(f, getattr(self, f.name))
-        if self.readout not in READOUTS:
-            raise ConfigError(f"readout={self.readout!r}: allowed values are {', '.join(READOUTS)}")
-        if not (self.device in DEVICES or self.device.startswith("cuda:") and self.device[5:].isdigit()):
-            raise ConfigError(f"device={self.device!r}: allowed values are auto, cpu, cuda, cuda:N")
-        if not self.experiment.strip():
-            raise ConfigError("experiment='': give the MLflow experiment a name")
-
-    # Derived values: what the flags resolve to.
-    @property
-    def hidden_size(self) -> int:
-        return self.hidden_on if self.width else self.hidden_off
-
-    @property
-    def num_layers(self) -> int:
-        return self.layers_on if self.width else self.layers_off
-
-    @property
-    def effective_dropout(self) -> float:
-        return self.dropout_rate if self.dropout else 0.0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def identity(self, data_fingerprint: str, protocol: int | None = None) -> str:
-        return identity(self, data_fingerprint, protocol)
-
-    def settings_key(self, data_fingerprint: str) -> str:
-        return settings_key(self, data_fingerprint)
-
-    def to_toml(self) -> str:
-        return to_toml(self)
 
 
 # What the harness asks of any task's config (the built-in Config's methods are these).
@@ -138,81 +44,6 @@ def to_toml(cfg) -> str:
 def rebuilt(cfg, **values):
     """The config with some values changed (checked, by its own task)."""
     return task_protocol.of(cfg).build({**dataclasses.asdict(cfg), **values})
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-
-# The built-in task: this config and its flags, described by the task protocol (task.py). Each flag gives its two
-# sides and the keys only one side reads (train.py builds the optimizer, the scheduler, dropout, the augmentation
-# and early stopping from exactly these; every key not listed is read by every config). A tuned ablation searches
-# a key for an arm only when the arm reads it.
-TASK = task_protocol.Task(
-    name=task_protocol.BUILTIN, version=PROTOCOL_VERSION, config=Config,
-    flags=(
-        task_protocol.Flag("bidirectional", {"bidirectional": False}, {"bidirectional": True}),
-        task_protocol.Flag("dropout", {"dropout": False}, {"dropout": True}, reads_on=("dropout_rate",)),
-        task_protocol.Flag("width", {"width": False}, {"width": True},
-                           defines=("hidden_on", "layers_on", "hidden_off", "layers_off")),
-        task_protocol.Flag("early_stopping", {"early_stopping": False}, {"early_stopping": True},
-                           reads_on=("patience",)),
-        task_protocol.Flag("augmentation", {"augmentation": False}, {"augmentation": True},
-                           reads_on=("rotation_deg", "affine_deg", "translate")),
-        task_protocol.Flag("adamw", {"adamw": False}, {"adamw": True}, reads_off=("sgd_lr",),
-                           reads_on=("adamw_lr", "weight_decay", "plateau_factor", "plateau_patience")),
-        task_protocol.Flag("readout", {"readout": "last"}, {"readout": "final_states"}),
-    ),
-    # Besides the replicates (the harness's own rule), the keys no search may touch: the split, the normalization
-    # and the training set every arm shares.
-    never_searched={
-        "readout": "readout is a factor of the ablation, never tuned",
-        "val_fraction": "the validation split is part of the protocol: every trial must be scored on the same split",
-        "split_seed": "the validation split is part of the protocol: every trial must be scored on the same split",
-        "norm_mean": "normalization is part of the protocol, fixed for every run",
-        "norm_std": "normalization is part of the protocol, fixed for every run",
-        "train_samples": "the training set is part of the protocol, fixed for every run",
-    },
-    not_identity=NOT_IDENTITY,
-    # The runtime: data.py reads and splits MNIST, batches it (augmentation, the fused normalize) and ships it to Ray
-    # nodes; model.py builds the LSTM and its optimizer; imported when first used (a grid is read without torch).
-    data="lstm_mnist.training.data:load", fingerprint="lstm_mnist.training.data:fingerprint_of",
-    prepare="lstm_mnist.training.data:prepare", ship="lstm_mnist.training.data:ship",
-    receive="lstm_mnist.training.data:receive", model="lstm_mnist.training.model:build",
-    optimizer="lstm_mnist.training.model:optimizer",
-    patience=lambda cfg: cfg.patience if cfg.early_stopping else None,
-    derived=lambda cfg: {"hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers},
-    datasets="lstm_mnist.training.data:datasets", cost="lstm_mnist.config:cost",
-    # The six enhancements of the course: a grid's flags and its full arm unless its file says otherwise. readout
-    # takes part only where a grid names it.
-    default_flags=("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"),
-)
-def cost(cfg: Config) -> float:
-    """The task's cost hook: the LSTM's multiply-adds per time step (4 gates, every layer and direction), times
-    the epoch budget and the training images. Only its order matters (it sorts the work)."""
-    dirs, h, width = 1 + cfg.bidirectional, cfg.hidden_size, 28
-    per_step = 0
-    for _ in range(cfg.num_layers):
-        per_step += dirs * 4 * h * (width + h)
-        width = dirs * h
-    return per_step * cfg.max_epochs * (cfg.train_samples or 48000)
-
-
-FACTORS = TASK.flag_names  # what a grid can switch per arm (readout on = final_states, off = last)
-FLAGS = TASK.default_flags
-# Keys no search may touch, with the reason (one list for `tune`'s [space] and for a tuned ablation's arms).
-NEVER_SEARCHED = {k: why for k in FIELDS if (why := TASK.why_never_searched(k))}
-READ_ONLY_WHEN = TASK.read_only_when  # key -> (flag, side): read only when that flag has that side
-# Keys that define what a flag's two sides are: what a tuned ablation compares, so no arm searches them.
-FLAG_SIDES = {k: f"it defines what the {f.name} flag compares" for f in TASK.flags for k in f.defines}
-
-
-def never_searched_in_ablation(key: str) -> str | None:
-    """Why a tuned ablation's [tune.space] may not hold `key` (None: it may)."""
-    return TASK.why_never_searched_in_ablation(key)
-
-
-def reads(values: dict, key: str) -> bool:
-    """Whether a config with these flag values (missing flags: off) reads `key` at all."""
-    return TASK.reads(values, key)
 
 
 def read_toml(path: str | Path) -> dict:
@@ -253,20 +84,6 @@ def check_name(what: str, name: str, fix: str) -> str:
     return name
 
 
-def parse_cli_value(name: str, text: str):
-    """Parse the right-hand side of a `key=value` override by the field's type."""
-    return TASK.parse_value(name, text)
-
-
-def parse_overrides(items: list[str]) -> dict:
-    return TASK.parse_overrides(items)
-
-
-def build(values: dict, source: str = "") -> Config:
-    """Make a Config from a flat dict, with the source named in any error."""
-    return TASK.build(values, source)
-
-
 def task_of_file(values: dict, source: str, expected: str | None = None) -> task_protocol.Task:
     """The task an experiment file names (`task = "package.module:name"`, taken out of its values; none: the
     built-in one). `expected`: what the grid or study that uses the file names; another is one line."""
@@ -282,7 +99,7 @@ def task_of_file(values: dict, source: str, expected: str | None = None) -> task
 def load(path: str | Path | None = None, overrides: list[str] | dict | None = None):
     """Defaults <- experiment file <- overrides (later keys win), as the config of the task the file names."""
     values = dict(read_toml(path)) if path else {}
-    task = task_of_file(values, str(path)) if path else TASK
+    task = task_of_file(values, str(path)) if path else task_protocol.builtin()
     if path:
         task.build(values, str(path))  # report file errors against the file
     if isinstance(overrides, dict):

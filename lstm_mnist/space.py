@@ -23,7 +23,7 @@ def check_dist(key: str, dist, start: dict, where: str = "[space]", never=None,
     """One searched key of the task's config (default: the built-in task): a key that may be searched (`never(key)`:
     why not; default: the task's why_never_searched), a distribution whose every value makes a valid config from
     `start`."""
-    task = task or config.TASK
+    task = task or task_protocol.builtin()
     never = never or task.why_never_searched
     if key not in task.fields:
         raise ConfigError(f"{where} {key}: unknown config key; known keys are {', '.join(task.fields)}")

@@ -16,8 +16,8 @@ A task is a model whose enhancements are flags. It describes itself with
 The harness's grids, searches and reports are built from this description; its protocol (validation never
 augmented, the test set used once, on the best-validation weights) stays the harness's, not the task's. A task is
 a classifier: the harness computes cross-entropy, macro-F1 and accuracy over `classes` classes, and reports rank
-arms by test macro-F1. The LSTM-MNIST task, whose config
-and flags are in config.py, is the built-in one (`BUILTIN`); `load("package.module:name")` finds another.
+arms by the task's `metric` (default: test macro-F1). The LSTM-MNIST task (lstm_mnist/builtin/) is
+the built-in one (`BUILTIN`, found by `builtin()`); `load("package.module:name")` finds another.
 A task depends on this protocol, never the reverse: nothing here imports a task but by its name.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 from .errors import ConfigError
 
 BUILTIN = "lstm_mnist"
-BUILTIN_PATH = "lstm_mnist.config:TASK"
+BUILTIN_PATH = "lstm_mnist.builtin.config:TASK"
 # Keys the harness itself gives a meaning to, whatever the task: never searched, with the reason.
 HARNESS_NEVER_SEARCHED = {"seed": "seeds are replicates, never tuned"}
 FLAG_REASON = "flags are what the ablation compares, never tuned"
@@ -43,6 +43,7 @@ HARNESS_KEYS = {"seed": "int", "max_epochs": "int", "batch_size": "int", "eval_b
                 "experiment": "str", "device": "str", "num_threads": "int", "log_model": "bool"}
 # Of those, the ones that say where or how a run executes, not what it computes: never in a run's identity.
 HARNESS_NOT_IDENTITY = frozenset({"experiment", "device", "num_threads", "log_model"})
+METRICS = ("test_f1", "test_acc", "test_loss")  # what the harness scores every run's test split by
 HOOKS = ("data", "model", "fingerprint", "prepare", "loss", "optimizer", "patience", "derived", "cost", "datasets", "ship",
          "receive")
 
@@ -219,6 +220,8 @@ class Task:
     ship: Callable | str | None = None         # cfg -> what a Ray driver puts in the object store for the nodes
     receive: Callable | str | None = None      # (cfg, shipped, fingerprint) -> None: a node takes the driver's data
     classes: int = 10                          # how many classes the labels hold
+    metric: str = "test_f1"                    # what reports compare and rank arms by, and --until-decided decides
+    #                                            on: test_f1 or test_acc (higher is better) or test_loss (lower)
 
     def __post_init__(self):
         object.__setattr__(self, "flags", tuple(self.flags))
@@ -285,6 +288,9 @@ class Task:
             value = getattr(self, hook)
             if value is not None and not callable(value) and not (isinstance(value, str) and ":" in value):
                 raise ConfigError(f"{where}: {hook}={value!r}: give a callable or \"module:function\"")
+        if self.metric not in METRICS:
+            raise ConfigError(f"{where}: metric={self.metric!r}: give one of {', '.join(METRICS)} (the harness "
+                              "scores every run by these)")
         if not isinstance(self.classes, int) or isinstance(self.classes, bool) or self.classes < 2:
             raise ConfigError(f"{where}: classes={self.classes!r}: give the number of classes, an integer >= 2")
 
@@ -456,6 +462,12 @@ class Task:
 
 
 _BY_CONFIG: dict = {}  # config class -> its task (every Task registers itself when made)
+
+
+def builtin() -> Task:
+    """The built-in LSTM-MNIST task (lstm_mnist/builtin/), found by name as any task is: what a file that names
+    no task studies."""
+    return load(BUILTIN)
 
 
 def of(cfg) -> Task:

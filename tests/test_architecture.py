@@ -22,6 +22,7 @@ LAYERS = [
     {"accept"},
     {"cli", "api"},
     {"__main__"},
+    {"builtin"},  # the built-in task: a task above the whole harness, which reaches it only by name
 ]
 LAYER = {p: i for i, layer in enumerate(LAYERS) for p in layer}
 SELF_CONTAINED = {"wheels"}  # runs before the project is installed: imports nothing of it

@@ -1,8 +1,10 @@
 """Config: defaults agree with design.md, later keys win, every bad input is a one-line error."""
 import pytest
 
-from lstm_mnist import cli, config
-from lstm_mnist.config import Config, ConfigError
+from lstm_mnist import cli
+from lstm_mnist import config as harness_config
+from lstm_mnist.builtin import config
+from lstm_mnist.builtin.config import Config, ConfigError
 
 from .conftest import REPO
 
@@ -91,7 +93,7 @@ def test_the_identity_of_a_known_config_is_pinned(monkeypatch):
     assert cfg.identity("fp", protocol=2) != cfg.identity("fp")
     # thread count and device change the last digits, not the protocol: outside the identity
     assert cfg.identity("fp") == Config(**{**cfg.to_dict(), "num_threads": 7, "device": "cpu"}).identity("fp")
-    monkeypatch.setattr(config, "PROTOCOL_VERSION", 2)  # a new protocol: a new identity, the same settings
+    monkeypatch.setattr(harness_config, "PROTOCOL_VERSION", 2)  # a new protocol: a new identity, the same settings
     assert cfg.identity("0123456789abcdef") != "51595cc6d95edc3c"
     assert cfg.settings_key("0123456789abcdef") == "4638771a585d74fa"
 

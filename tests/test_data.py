@@ -5,9 +5,9 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from lstm_mnist.training import data
-from lstm_mnist.config import Config
-from lstm_mnist.training.data import DataError
+from lstm_mnist.builtin import data
+from lstm_mnist.builtin.config import Config
+from lstm_mnist.builtin.data import DataError
 
 from .conftest import NAMES, REAL_DATA, write_mnist
 

@@ -5,7 +5,7 @@ Grid files (those with `designs`) are expanded in full, and one of their cells t
 import optuna
 import pytest
 
-from lstm_mnist import config
+from lstm_mnist.builtin import config
 from lstm_mnist.grids import grid
 from lstm_mnist.training import train
 from lstm_mnist.engine import search

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 
-from lstm_mnist import config
+from lstm_mnist.builtin import config
 from lstm_mnist.analysis import effects, fractional
 from lstm_mnist.grids import planned
 from lstm_mnist.report import compare, factorial, gather, render
-from lstm_mnist.config import FLAGS, ConfigError
+from lstm_mnist.builtin.config import FLAGS, ConfigError
 
 from .conftest import run_cli
 

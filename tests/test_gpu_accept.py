@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lstm_mnist.gpu.fused import FusedLSTMClassifier, loss
-from lstm_mnist.training.model import LSTMClassifier
+from lstm_mnist.builtin.model import LSTMClassifier
 
 from .conftest import run_cli
 

@@ -140,7 +140,7 @@ def test_no_plain_measures_under_mps_only(project, monkeypatch):
     monkeypatch.setattr(gpu_check.mps_daemon, "daemon", lambda enabled: contextlib.nullcontext())
     monkeypatch.setattr(gpu_check, "_curve", lambda cells, counts, s, w: curves.append(counts) or
                         [{"workers": n, "steps_per_s": 10.0 * n} for n in counts])
-    monkeypatch.setattr(gpu_check, "single_process", lambda *a: {
+    monkeypatch.setattr(gpu_check, "single_process", lambda *a, **kw: {
         "full_model": {"step_s": 0.01, "train_s": 7.5, "val_s": 0.5, "epoch_s": 8.0},
         "throughput": {"harness_samples_per_s": 1.0, "bare_samples_per_s": 1.0, "harness_over_bare": 1.0}})
     figures = gpu_check.main(out="g.json", mps=True, plain=False, workers=(1, 2))

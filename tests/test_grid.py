@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from lstm_mnist import config
+from lstm_mnist.builtin import config
 from lstm_mnist.engine import writer
 from lstm_mnist.grids import ablate, grid, plan
 from lstm_mnist.engine.progress import QUICK_FILE, Progress

@@ -6,7 +6,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from lstm_mnist import config
+from lstm_mnist import config as harness_config
+from lstm_mnist.builtin import config
 from lstm_mnist.grids import ablate
 from lstm_mnist.grids.plan import read_plan
 from lstm_mnist.report import gather, make, members, render
@@ -111,7 +112,7 @@ def test_the_worth_table_shows_what_each_flag_costs_beside_its_worth(project):
 def test_the_dry_run_counts_cells_trained_under_another_protocol_version(project, monkeypatch):
     (project / "experiments" / "g.toml").write_text(GRID.replace("seeds = [0, 1]", "seeds = [0]"))
     assert ablate.main("experiments/g.toml", out=lambda _: None) == 0
-    monkeypatch.setattr(config, "PROTOCOL_VERSION", config.PROTOCOL_VERSION + 1)
+    monkeypatch.setattr(harness_config, "PROTOCOL_VERSION", config.PROTOCOL_VERSION + 1)
     lines = []
     assert ablate.main("experiments/g.toml", dry_run=True, out=lines.append) == 0
     table = "\n".join(lines).splitlines()

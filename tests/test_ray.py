@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lstm_mnist.machine.host import cmdline
-from lstm_mnist.training import data
+from lstm_mnist.builtin import data
 
 from .chaos_tools import Cli, descendants, left_behind, record, running_tags, runs, training
 from .conftest import REPO, TINY_BUDGET, cli

@@ -16,7 +16,7 @@ from scipy import stats as sps
 
 from lstm_mnist.analysis import tables
 from lstm_mnist.report import compare, gather, render
-from lstm_mnist.config import FLAGS
+from lstm_mnist.builtin.config import FLAGS
 
 from .conftest import run_cli
 

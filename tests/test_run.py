@@ -3,11 +3,12 @@ import mlflow
 import pytest
 import torch
 
-from lstm_mnist import config
+from lstm_mnist.builtin import config
 from lstm_mnist.runs import runner
 from lstm_mnist.tracking import records, store
-from lstm_mnist.training import model, train
-from lstm_mnist.config import Config
+from lstm_mnist.builtin import model
+from lstm_mnist.training import train
+from lstm_mnist.builtin.config import Config
 
 from .conftest import QUICK, run_cli
 

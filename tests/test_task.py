@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from lstm_mnist import config, task
+from lstm_mnist import task
+from lstm_mnist.builtin import config
 from lstm_mnist.errors import ConfigError
 
 

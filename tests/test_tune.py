@@ -14,7 +14,8 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from lstm_mnist import claims, config
+from lstm_mnist import claims
+from lstm_mnist.builtin import config
 from lstm_mnist.grids import grid
 from lstm_mnist.tracking import query
 from lstm_mnist.engine import search as trial_search

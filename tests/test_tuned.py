@@ -14,7 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from lstm_mnist import claims, config
+from lstm_mnist import claims
+from lstm_mnist.builtin import config
 from lstm_mnist.grids import grid
 from lstm_mnist.report.tuning import conclusion
 from lstm_mnist.training import train

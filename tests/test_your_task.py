@@ -113,6 +113,13 @@ def test_a_task_of_ones_own_runs_through_ablate_on_workers_a_tuned_grid_and_the_
     runs_csv = next(iter((rows / "reports").glob("**/runs.csv"))).read_text()
     assert "readout" not in runs_csv.splitlines()[0] and "wide" in runs_csv.splitlines()[0]
 
+    assert "Metric: `test_f1`" in (rows / "reports" / "rows" / "report.md").read_text()
+    t = task_protocol.load("rows_task:task")  # a task that ranks by its test loss: the report's default follows
+    object.__setattr__(t, "metric", "test_loss")
+    code, out, err = cli(capsys, "report", "--experiment", "rows-ablation", "--out", "by-loss")
+    object.__setattr__(t, "metric", "test_f1")
+    assert code == 0 and "Metric: `test_loss`" in (rows / "by-loss" / "report.md").read_text(), err
+
     from lstm_mnist.tracking import query
     cells = [r for r in query.search("rows-ablation") if r.tags.get("lstm_mnist.role") != "grid"]
     assert len(cells) == 8 and all(r.status == "FINISHED" for r in cells)
@@ -161,6 +168,27 @@ def test_a_study_of_ones_own_task_tunes_and_exports_a_runnable_experiment_file(r
     assert code == 2 and "[space] dropout_rate: unknown config key" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.subprocess
+def test_bench_and_gpu_check_measure_a_task_of_ones_own(rows):
+    env = {"PYTHONPATH": f"{rows}:{config.Path(__file__).resolve().parents[1]}"}
+    proc = run_cli("bench", "--task", "rows_task:task", "--batches", "3", "--warmup", "1", "--rounds", "1",
+                   "--out", "bench.json", cwd=rows, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads((rows / "bench.json").read_text())
+    assert figures["task"] == "rows" and set(figures["samples_per_s"]) == {"harness", "bare"}  # no MNIST dataloader
+    assert all(v > 0 for v in figures["samples_per_s"].values())
+    proc = run_cli("gpu-check", "--grid", "rows.toml", "--workers", "1,2", "--seconds", "0.5", "--out", "gc.json",
+                   cwd=rows, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    gc = json.loads((rows / "gc.json").read_text())
+    assert gc["task"] == "rows" and gc["grid"]["cells_from"] == "rows.toml" and gc["cpu_smoke"]
+    assert [p["workers"] for p in gc["grid"]["curves"]["plain"]] == [1, 2]
+    assert all(p["steps_per_s"] > 0 for p in gc["grid"]["curves"]["plain"]), gc["grid"]
+    # 240 images: 144 train, 48 validation; batch 16 -> 9 steps an epoch
+    assert (gc["full_model"]["epoch_steps"], gc["full_model"]["val_images"]) == (9, 48)
+    assert list(gc["projections"]["plain"]) == ["rows.toml"] and gc["projections"]["plain"]["rows.toml"]["cells"] == 8
+
+
 def test_a_grid_whose_flags_are_not_its_tasks_is_one_line(rows, capsys):
     (rows / "bad.toml").write_text(GRID + 'flags = ["wide", "dropout"]\n')
     code, out, err = cli(capsys, "ablate", "bad.toml", "--dry-run")
@@ -186,7 +214,8 @@ def test_a_task_is_found_from_its_config_and_its_runtime_hooks_are_checked(rows)
         task_protocol.Task("odd", 1, Other, (), data=lambda cfg, device: (1, 2), model=t.model).load_data(Other())
     for kw, message in [(dict(data=None), "give its data="), (dict(model=None), "give its model="),
                         (dict(optimizer=3), "optimizer=3: give a callable or \"module:function\""),
-                        (dict(classes=1), "classes=1: give the number of classes")]:
+                        (dict(classes=1), "classes=1: give the number of classes"),
+                        (dict(metric="val_f1"), "metric='val_f1': give one of test_f1, test_acc, test_loss")]:
         with pytest.raises(config.ConfigError) as e:
             task_protocol.Task("odd", 1, Other, (), **{"data": t.data, "model": t.model, **kw})
         assert message in str(e.value) and len(str(e.value).splitlines()) == 1, e.value

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import Config
 
 TRIALS_FILE = "trials.json"  # on a search's run: each trial's state, value, params, seconds (the report reads it)
 
@@ -11,7 +10,7 @@ TRIALS_FILE = "trials.json"  # on a search's run: each trial's state, value, par
 class Job:
     """What the engine trains: a grid's cell resolved against the data and the store, or a search's trial."""
     cell: object                 # grids.grid.Cell: name, arm, seed, design, variant, trial
-    cfg: Config
+    cfg: object                  # the config of its task (Task.build)
     config_hash: str
     state: str = "todo"          # todo | done | stale (RUNNING, owner dead) | elsewhere (RUNNING, owner alive)
     note: str = ""

@@ -9,7 +9,7 @@ works for a whole cluster), tasks need no credentials for either, and every inva
 holds unchanged. The cost is one small message per epoch.
 
 The data travels once: this process puts the four MNIST files' bytes (~55 MB) into Ray's object store,
-and each task parses and fingerprints them on arrival (training/data.provide), so nodes need no files and
+and each task parses and fingerprints them on arrival (the built-in task's receive hook: builtin/data.provide), so nodes need no files and
 a run's identity is unchanged. Faults: Ray's own task retries are off; a cell whose task died with its
 worker process or its node is trained again once, in a new run (the dead attempt's run FAILED with the
 reason), on whatever node Ray picks. If this process dies, Ray ends its tasks with it, and a rerun's

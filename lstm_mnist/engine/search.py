@@ -57,7 +57,7 @@ class StudySpec:
     pruner: str
     pruner_startup_trials: int
     pruner_warmup_epochs: int
-    task: task_protocol.Task = config.TASK  # the model under study: its config is what a trial builds
+    task: task_protocol.Task = task_protocol.builtin()  # the model under study: its config is what a trial builds
     task_spec: str = task_protocol.BUILTIN  # how the study file names it
 
     @property

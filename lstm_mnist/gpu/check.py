@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 
 from .. import config
+from .. import task as task_protocol
 from ..grids import grid
 from ..machine import host
-from ..training import bench, data, model, train
+from ..training import batches as batches_mod
+from ..training import bench, train
 from . import slices as gpu_slice
 from . import mps as mps_daemon
 from ..config import ConfigError
@@ -57,8 +59,10 @@ def parse_worker_counts(text: str) -> tuple[int, ...]:
 
 
 def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 4, 8),
-         seconds: float | None = None, data_dir: str | None = None, plain: bool = True) -> dict:
-    """Measure, recommend, project; print a summary and write the figures as JSON to `out`."""
+         seconds: float | None = None, data_dir: str | None = None, plain: bool = True,
+         grid_file: str | None = None) -> dict:
+    """Measure, recommend, project; print a summary and write the figures as JSON to `out`. `grid_file`: measure
+    the `full` arm of that grid (of any task) instead of the built-in task's ablation grid."""
     t0 = time.monotonic()
     on_gpu = torch.cuda.device_count() > 0  # no CUDA context here until the curves are done: MPS comes first
     counts = _counts(workers, on_gpu)
@@ -67,9 +71,12 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
     if mps:
         mps_daemon.require()  # a missing binary fails now, not after the first curve
     extra = {"data_dir": data_dir} if data_dir else {}
-    data.fingerprint(full_config(extra).data_dir)  # missing or corrupt data: one line now, not N failed workers
     device = "cuda:0" if on_gpu else "cpu"
-    cells = arm_cells(extra, device)
+    cells_from = grid_file or CELLS_FROM
+    cells = arm_cells(extra, device, cells_from)
+    task = task_protocol.of(cells[0][1])
+    full = full_config(extra) if grid_file is None else cells[0][1]
+    task.data_fingerprint(full)  # missing or corrupt data: one line now, not N failed workers
     gpu_slice.quiet()
     _say(on_gpu, f"gpu-check on {device}: grid throughput of {', '.join(map(str, counts))} workers, "
          f"{slice_s:g} s slices{' (also under MPS)' if mps else ''}")
@@ -80,15 +87,16 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
         with mps_daemon.daemon(True):
             curves["mps"] = _curve(cells, counts, slice_s, slice_warmup)
     _say(on_gpu, f"full model in this process: {rounds} round(s) of harness and bare loop, a validation pass")
-    single = single_process(extra, warmup, batches, rounds)
+    single = single_process(full, warmup, batches, rounds, builtin_epoch=grid_file is None)
     result = {"note": SMOKE if not on_gpu else "GPU figures", "cpu_smoke": not on_gpu,
               "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "gpu": environment(on_gpu), "machine": host.describe(), "torch": torch.__version__, **single,
-              "grid": {"cells_from": CELLS_FROM, "arm": ARM, "device": device, "slice_s": slice_s,
+              "task": task.name, "grid": {"cells_from": cells_from, "arm": ARM, "device": device, "slice_s": slice_s,
                        "warmup_steps": slice_warmup, "curves": curves}}
     result["recommended"] = {name: recommend(points) for name, points in curves.items()}
     ratio = result["full_model"]["val_s"] / result["full_model"]["train_s"]
-    result["projections"] = {name: {path: project(path, rec["steps_per_s"], ratio) for path in PROJECTED}
+    projected = PROJECTED if grid_file is None else (grid_file,)
+    result["projections"] = {name: {path: project(path, rec["steps_per_s"], ratio) for path in projected}
                              for name, rec in result["recommended"].items() if rec}
     result["wall_s"] = time.monotonic() - t0
     print(summary(result))
@@ -133,19 +141,24 @@ def _driver() -> str | None:
 
 
 # ---------------------------------------------------------------- one process: epoch time, harness vs bare
-def full_config(extra: dict) -> config.Config:
-    """The full model at its costliest: all six flags, readout final_states (both directions' states), batch 64."""
-    values = {**config.read_toml(ROOT / "experiments/full.toml"), **{f: True for f in config.FLAGS},
-              "readout": "final_states", "batch_size": 64}
-    return config.build({**values, **extra})
+def full_config(extra: dict):
+    """The built-in task's full model at its costliest: all six flags, readout final_states (both directions'
+    states), batch 64."""
+    task = task_protocol.builtin()
+    values = {**config.read_toml(ROOT / "experiments/full.toml"), **task.values(set(task.flag_names)),
+              "batch_size": 64}
+    return task.build({**values, **extra})
 
 
-def single_process(extra: dict, warmup: int, batches: int, rounds: int) -> dict:
-    """The full model's epoch time (timed steps extrapolated to 750, plus a validation pass scaled to
-    12,000 images) and bench's harness and bare loop on this device, interleaved, medians kept."""
-    cfg = full_config(extra)
+def single_process(cfg, warmup: int, batches: int, rounds: int, builtin_epoch: bool = True) -> dict:
+    """The full model's epoch time (timed steps extrapolated to an epoch of the full data: the built-in task's
+    750 steps, plus a validation pass scaled to 12,000 images; another grid's, its own splits) and bench's
+    harness and bare loop on this device, interleaved, medians kept."""
+    task = task_protocol.of(cfg)
     device = train.resolve_device(cfg)
-    ds = data.load(cfg, device)
+    ds = task.load_data(cfg, device)
+    epoch_steps, val_images = ((EPOCH_STEPS, VAL_IMAGES) if builtin_epoch else
+                               (math.ceil(len(ds.train_y) / cfg.batch_size), len(ds.val_y)))
     batches = max(2, min(batches, math.ceil(len(ds.train_y) / cfg.batch_size) - warmup))  # one epoch of tiny data
     rates = {"harness": [], "bare": []}
     for _ in range(rounds):
@@ -153,23 +166,26 @@ def single_process(extra: dict, warmup: int, batches: int, rounds: int) -> dict:
         rates["bare"].append(bench.bare(cfg, ds, device, warmup, batches))
     harness, bare = statistics.median(rates["harness"]), statistics.median(rates["bare"])
     step_s = cfg.batch_size / harness
-    val_s = validation_s(cfg, ds, device) * VAL_IMAGES / len(ds.val_y)
-    return {"full_model": {"config": "all six flags, readout final_states, batch 64", "step_s": step_s,
-                           "steps_timed": batches, "train_s": step_s * EPOCH_STEPS, "val_s": val_s,
-                           "val_images_timed": len(ds.val_y), "epoch_s": step_s * EPOCH_STEPS + val_s},
+    val_s = validation_s(cfg, ds, device) * val_images / len(ds.val_y)
+    what = ("all six flags, readout final_states, batch 64" if builtin_epoch else
+            f"the full arm of task {task.name}, batch {cfg.batch_size}")
+    return {"full_model": {"config": what, "step_s": step_s, "epoch_steps": epoch_steps, "val_images": val_images,
+                           "steps_timed": batches, "train_s": step_s * epoch_steps, "val_s": val_s,
+                           "val_images_timed": len(ds.val_y), "epoch_s": step_s * epoch_steps + val_s},
             "throughput": {"harness_samples_per_s": harness, "bare_samples_per_s": bare,
                            "harness_over_bare": harness / bare, "rounds": rounds, "batches": batches}}
 
 
-def validation_s(cfg: config.Config, ds: data.MNIST, device: torch.device) -> float:
+def validation_s(cfg, ds: task_protocol.Splits, device: torch.device) -> float:
     """One validation pass as training runs it (eval batches, loss, macro-F1, accuracy); the second of two,
     so cuDNN's first-call costs stay out."""
-    lit = train.LitClassifier(cfg, model.build(cfg)).to(device).eval()
+    task = task_protocol.of(cfg)
+    lit = train.LitClassifier(cfg, task.hook("model")(cfg), task).to(device).eval()
     times = []
     with torch.no_grad():
         for _ in range(2):
             t0 = time.perf_counter()
-            for x, y in data.Batches(ds.val_x, ds.val_y, cfg, cfg.eval_batch_size):
+            for x, y in batches_mod.of_task(task, ds, cfg)[1]:
                 lit.val_metrics.update(lit.net(x), y)
             lit.val_metrics.compute("val")  # brings the figures to the host: the pass has finished
             times.append(time.perf_counter() - t0)
@@ -177,18 +193,19 @@ def validation_s(cfg: config.Config, ds: data.MNIST, device: torch.device) -> fl
 
 
 # ---------------------------------------------------------------- grid throughput, knee, projection
-def arm_cells(extra: dict, device: str) -> list[tuple[str, dict]]:
-    """(cell name, config values) of the ablation grid's ARM cells, on one device: worker i trains cell
-    i mod their number."""
-    study = grid.load(ROOT / CELLS_FROM)
+def arm_cells(extra: dict, device: str, cells_from: str = CELLS_FROM) -> list[tuple[str, object]]:
+    """(cell name, config) of a grid's ARM cells (default: the built-in task's ablation grid), on one device:
+    worker i trains cell i mod their number."""
+    path = Path(cells_from) if Path(cells_from).is_file() else ROOT / cells_from
+    study = grid.load(path)
     out = []
     for cell in (c for c in grid.expand(study) if c.arm == ARM):
-        values = {**grid.values(study, cell), **extra, "device": device}
-        config.build(values, f"{CELLS_FROM} cell {cell.name}")
-        out.append((cell.name, values))
+        values = {**grid.values(study, cell), **{k: v for k, v in extra.items() if k in study.task.fields},
+                  "device": device}
+        out.append((cell.name, study.task.build(values, f"{cells_from} cell {cell.name}")))
     if not out:
-        raise ConfigError(f"{CELLS_FROM}: no {ARM!r} arm to measure the grid throughput with; "
-                          "restore the file from git")
+        fix = "restore the file from git" if cells_from == CELLS_FROM else "give a grid with a full arm (leave_one_out)"
+        raise ConfigError(f"{cells_from}: no {ARM!r} arm to measure the grid throughput with; {fix}")
     return out
 
 
@@ -233,12 +250,16 @@ def larger_counts(ok: list[dict], knee: dict) -> list[int]:
 def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
     """A grid's wall time at `steps_per_s`: every cell's max_epochs x ceil(train images / batch) steps (an
     upper bound), and the same with validation passes at the full model's val/train time ratio."""
-    study = grid.load(ROOT / path)
+    study = grid.load(Path(path) if Path(path).is_file() else ROOT / path)
     cells = grid.expand(study)
-    steps = 0
+    steps, n_train = 0, None
     for cell in cells:
-        cfg = config.build(grid.values(study, cell), f"{path} cell {cell.name}")
-        steps += cfg.max_epochs * math.ceil(min(cfg.train_samples or 48000, 48000) / cfg.batch_size)
+        cfg = study.task.build(grid.values(study, cell), f"{path} cell {cell.name}")
+        if study.task.name == task_protocol.BUILTIN:
+            n_train = min(cfg.train_samples or 48000, 48000)
+        elif n_train is None:  # another task's training split, as its data hook makes it (one grid: one data set)
+            n_train = len(study.task.load_data(cfg, "cpu").train_y)
+        steps += cfg.max_epochs * math.ceil(n_train / cfg.batch_size)
     train_s = steps / steps_per_s
     return {"cells": len(cells), "steps": steps, "steps_per_s": steps_per_s, "train_h": train_s / 3600,
             "with_val_h": train_s * (1 + val_ratio) / 3600, "bound": UPPER_BOUND}
@@ -251,8 +272,9 @@ def summary(r: dict) -> str:
     lines.append(f"GPU: {g['name'] or 'none'} (x{g['count']}), driver {g['driver'] or 'n/a'}, CUDA {g['cuda'] or 'n/a'}, "
                  f"cuDNN {g['cudnn'] or 'n/a'}, MPS {'available' if g['mps_available'] else 'not found'}")
     lines.append(f"machine: {r['machine']}")
-    lines.append(f"full model epoch: {f['epoch_s']:.1f} s = {EPOCH_STEPS} steps x {f['step_s'] * 1000:.1f} ms "
-                 f"+ validation of {VAL_IMAGES:,} images {f['val_s']:.1f} s")
+    steps = f.get("epoch_steps", EPOCH_STEPS)  # figures from before another task's epochs were measured: the built-in's
+    lines.append(f"full model epoch: {f['epoch_s']:.1f} s = {steps} steps x {f['step_s'] * 1000:.1f} ms "
+                 f"+ validation of {f.get('val_images', VAL_IMAGES):,} images {f['val_s']:.1f} s")
     lines.append(f"samples/s: harness {t['harness_samples_per_s']:.0f}, bare loop {t['bare_samples_per_s']:.0f} "
                  f"(harness/bare {t['harness_over_bare']:.2f})")
     curves = r["grid"]["curves"]

@@ -67,7 +67,7 @@ class FusedLSTMClassifier(nn.Module):
 
     @torch.no_grad()
     def load(self, nets: list) -> "FusedLSTMClassifier":
-        """Copy M LSTMClassifiers (training/model.py) of this shape into the stacks."""
+        """Copy M LSTMClassifiers (builtin/model.py) of this shape into the stacks."""
         if len(nets) != self.m:
             raise ValueError(f"{len(nets)} models for a fusion of {self.m}")
         for layer in range(self.layers):
@@ -86,7 +86,7 @@ class FusedLSTMClassifier(nn.Module):
 
 
 def build(cfg, models: int) -> FusedLSTMClassifier:
-    """M copies of the config's model shape (training/model.build's arguments)."""
+    """M copies of the config's model shape (builtin/model.build's arguments)."""
     return FusedLSTMClassifier(models, cfg.hidden_size, cfg.num_layers, cfg.bidirectional, cfg.effective_dropout,
                                cfg.readout)
 

@@ -9,6 +9,7 @@ training path builds next. Prototypes in the benchmark code, not the training pa
                 eager and, on CUDA, graphed; against M worker processes under MPS (gpu-check's slices)
 
 Steps/s are per model and in total (M models x steps/s). Imports neither MLflow nor Optuna.
+The probes are the built-in task's (an LSTM: fused stacks, CUDA graphs of its batch shape).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..training import bench, data, model, train
+from .. import task as task_protocol
+from ..training import bench, train
 from . import fused as fused_mod
 
 GPU_BUDGET = {"warmup": 20, "steps": 200, "models": (8, 32), "slice_s": 10.0}
@@ -61,7 +63,7 @@ def measure(cfg, device: torch.device, budget: dict | None = None, processes=Non
     MPS (steps/s in total) where the caller can, else that column says why not."""
     budget = budget or (GPU_BUDGET if device.type == "cuda" else CPU_BUDGET)
     warmup, steps = budget["warmup"], budget["steps"]
-    ds = data.load(cfg, device)
+    ds = task_protocol.of(cfg).load_data(cfg, device)
     train.quiet_lightning()
     cuda = device.type == "cuda"
     rates = {"harness": _tried(lambda: bench.harness(cfg, ds, device, warmup, steps) / cfg.batch_size),
@@ -105,7 +107,7 @@ def step_rate(cfg, ds, device: torch.device, warmup: int, steps: int, models: in
     """Optimizer steps per second (per model) of one model (models=None) or M fused, eager or graphed."""
     torch.manual_seed(0)
     m = models or 1
-    net = (fused_mod.build(cfg, m) if models else model.build(cfg)).to(device).train()
+    net = (fused_mod.build(cfg, m) if models else task_protocol.of(cfg).hook("model")(cfg)).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.adamw_lr, weight_decay=cfg.weight_decay, capturable=graph)
     x_all = ((ds.train_x.float() / 255 - cfg.norm_mean) / cfg.norm_std)  # (N, 28, 28) pre-normalized, on device
     shape = (m, cfg.batch_size) if models else (cfg.batch_size,)

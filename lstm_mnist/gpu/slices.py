@@ -15,9 +15,9 @@ import warnings
 import lightning as L
 import torch
 
-from .. import config
+from .. import task as task_protocol
 from ..machine import cores, host
-from ..training import data, model, train
+from ..training import batches, train
 
 READY_TIMEOUT_S = 300.0  # starting, loading the data and warming up; 8 workers on a busy box
 
@@ -64,7 +64,7 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
 
 
-def _worker(index: int, n_workers: int, values: dict, cell: str, seconds: float, warmup: int, go, results,
+def _worker(index: int, n_workers: int, cfg, cell: str, seconds: float, warmup: int, go, results,
             env: dict, cwd: str) -> None:
     """One worker process: pin, load, train the cell until the slice ends, report its steps."""
     import signal
@@ -78,15 +78,14 @@ def _worker(index: int, n_workers: int, values: dict, cell: str, seconds: float,
     share = cores.pin(index, n_workers)
     try:
         quiet()
-        cfg = config.build(values)
+        task = task_protocol.of(cfg)  # the cell's config, pickled: its task's module imports here
         device = train.resolve_device(cfg)
-        ds = data.load(cfg, device)
+        ds = task.load_data(cfg, device)
         torch.manual_seed(cfg.seed)
-        loader = data.Batches(ds.train_x, ds.train_y, cfg, cfg.batch_size, shuffle=True,
-                              augment=cfg.augmentation, seed=cfg.seed)
+        loader = batches.of_task(task, ds, cfg)[0]  # the training batches, as fit makes them
         clock = _Slice(device, warmup, seconds, lambda: results.put(("ready", index)), go)
         trainer = train.make_trainer(cfg, device, [clock], max_epochs=1_000_000, limit_val_batches=0)
-        trainer.fit(_SliceModule(cfg, model.build(cfg)), train_dataloaders=loader)
+        trainer.fit(_SliceModule(cfg, task.hook("model")(cfg), task), train_dataloaders=loader)
         if clock.t_end is None:
             raise RuntimeError("training ended before the slice did")
     except Exception as e:  # noqa: BLE001 - any failure is this point's result, reported in one line
@@ -108,8 +107,8 @@ def _memory(device) -> dict:
             "gpu_reserved_mib": torch.cuda.memory_reserved(device) / 2**20}
 
 
-def point(cells: list[tuple[str, dict]], n_workers: int, seconds: float, warmup: int) -> dict:
-    """Throughput of `n_workers` workers at once; worker i trains cells[i mod len(cells)] (name, values).
+def point(cells: list[tuple[str, object]], n_workers: int, seconds: float, warmup: int) -> dict:
+    """Throughput of `n_workers` workers at once; worker i trains cells[i mod len(cells)] (name, config).
     A point that fails (a worker crashes, runs out of memory) says so instead of a number."""
     # Forked from a forkserver that never touched CUDA (this process did: the full-model timing), so no CUDA
     # state is copied; each worker takes this point's environment before CUDA starts, so MPS applies.
@@ -117,8 +116,8 @@ def point(cells: list[tuple[str, dict]], n_workers: int, seconds: float, warmup:
     go, results = ctx.Event(), ctx.Queue()
     procs, env = [], dict(os.environ)
     for i in range(n_workers):
-        name, values = cells[i % len(cells)]
-        procs.append(ctx.Process(target=_worker, args=(i, n_workers, values, name, seconds, warmup, go, results,
+        name, cfg = cells[i % len(cells)]
+        procs.append(ctx.Process(target=_worker, args=(i, n_workers, cfg, name, seconds, warmup, go, results,
                                                        env, os.getcwd()),
                                  daemon=True, name=f"lstm-mnist-gpu-check-{i}"))
         procs[-1].start()

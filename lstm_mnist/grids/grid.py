@@ -30,7 +30,8 @@ from ..config import ConfigError
 from .. import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
-FACTORS = config.FACTORS  # the built-in task's
+BUILTIN = task_protocol.builtin()  # what a grid file that names no task studies (found by name)
+FACTORS = BUILTIN.flag_names
 KEYS = {"task": "the model under study (package.module:name; default: the built-in lstm_mnist)", "experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
         "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
         "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
@@ -83,9 +84,9 @@ class GridSpec:
     experiment: str = "lstm-mnist-ablation"
     base: dict = field(default_factory=dict)    # values from the `base` experiment file
     designs: tuple = ("leave_one_out", "add_one_in")
-    flags: tuple = config.FLAGS
+    flags: tuple = BUILTIN.default_flags
     seeds: tuple = (0, 1, 2)
-    full: frozenset = frozenset(config.FLAGS)
+    full: frozenset = frozenset(BUILTIN.default_flags)
     baseline: frozenset = frozenset()
     factorial: tuple = ()                # factors of the factorial design, in letter order A, B, C, ...
     resolution: int | None = None        # smallest fraction of at least this resolution
@@ -93,7 +94,7 @@ class GridSpec:
     budget: dict = field(default_factory=dict)
     tune: Tune | None = None             # a tuned ablation: one search per arm before its replicates
     effect_of_interest: float | None = None  # δ: rows say "effect", "no effect ≥ δ" or "undecided"
-    task: task_protocol.Task = config.TASK   # the model under study: its flags, its config
+    task: task_protocol.Task = BUILTIN       # the model under study: its flags, its config
     task_spec: str = task_protocol.BUILTIN   # how the grid file names it (recorded in the plan)
 
 
@@ -117,7 +118,7 @@ class Cell:
             return f"{self.arm}-{f'r{self.repeat}-' * bool(self.repeat)}t{self.trial}"
         return f"{self.arm}-{'tuned-' * (self.variant == 'tuned')}s{self.seed}"
 
-    def overrides(self, flags: tuple, task: task_protocol.Task = config.TASK) -> dict:
+    def overrides(self, flags: tuple, task: task_protocol.Task = BUILTIN) -> dict:
         """The flag values of this cell (Task.values): a non-default flag (readout) only when it takes part."""
         return task.values(self.on, flags)
 
@@ -364,7 +365,7 @@ def _sides(s: GridSpec, on: frozenset) -> dict:
 
 
 def searched(s: GridSpec, on: frozenset) -> dict:
-    """The [tune.space] keys an arm with these factors on searches: those its config reads (config.reads)."""
+    """The [tune.space] keys an arm with these factors on searches: those its config reads (Task.reads)."""
     if s.tune is None:
         return {}
     return {k: d for k, d in s.tune.space.items() if s.task.reads(_sides(s, on), k)}

@@ -24,7 +24,6 @@ from ..engine.progress import say
 from ..tracking import query, records
 from .plan import read_plan
 
-METRIC = "test_f1"  # what the looks decide on (the report's default metric)
 LOOKS_FILE = "looks.json"
 
 
@@ -59,7 +58,8 @@ def design(study: grid.GridSpec, max_seeds: int | None, block: int) -> tuple[seq
 def plan_entry(study: grid.GridSpec, looks: sequential.Looks, order: list[int]) -> dict:
     """The looks as the plan records them (Plan.sequential), with the grid's [budget]: both are fixed at the first
     look."""
-    return {**looks.record(), "metric": METRIC, "seed_order": order, "effect_of_interest": study.effect_of_interest,
+    return {**looks.record(), "metric": study.task.metric, "seed_order": order,
+            "effect_of_interest": study.effect_of_interest,
             "budget": dict(study.budget)}
 
 
@@ -97,7 +97,8 @@ def check_recorded(study: grid.GridSpec, entry: dict) -> None:
 
 
 def describe(study: grid.GridSpec, looks: sequential.Looks, order: list[int]) -> str:
-    lines = [f"--until-decided on {METRIC}, δ = {study.effect_of_interest:g}: {looks.k} looks, the seeds added in the "
+    lines = [f"--until-decided on {study.task.metric}, δ = {study.effect_of_interest:g}: {looks.k} looks, the seeds "
+             "added in the "
              f"order {', '.join(map(str, order))}",
              *(f"  look {i} at {n} seeds (seeds {', '.join(map(str, order[:n]))}): α_k = {a:.4f}"
                for i, (n, a) in enumerate(zip(looks.seeds, looks.alphas), 1)),

@@ -56,12 +56,13 @@ def write(r: Report, out: Path) -> list[Path]:
     return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
 
 
-def compute(experiment: str | None, grid: str | None, metric: str) -> Report:
-    """The grid read from the store and every comparison its designs give; nothing written."""
+def compute(experiment: str | None, grid: str | None, metric: str | None = None) -> Report:
+    """The grid read from the store and every comparison its designs give (on `metric`; None: its task's); nothing
+    written."""
     if grid is not None:
         check_name("--grid", grid, "give the name of a grid file's stem, e.g. --grid ablation-quick")
     g = load(experiment or latest_grid_experiment(grid), grid)
-    r = build(g, metric)
+    r = build(g, metric or g.task.metric)
     if g.tune:
         r.tuning = tuning.build(g, r)
     if g.sequential:
@@ -69,7 +70,7 @@ def compute(experiment: str | None, grid: str | None, metric: str) -> Report:
     return r
 
 
-def make(experiment: str | None, grid: str | None, metric: str, out: str | None) -> tuple[Report, list[Path]]:
+def make(experiment: str | None, grid: str | None, metric: str | None, out: str | None) -> tuple[Report, list[Path]]:
     """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
     r = compute(experiment, grid, metric)
     paths = write(r, Path(out or Path("reports") / r.grid.name))

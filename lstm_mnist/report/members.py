@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import functools
 
 from .. import task as task_protocol
-from ..config import TASK
+from ..task import builtin
+
+TASK = builtin()  # a grid that names no task: the built-in one
 from ..grids.planned import Plan
 from ..tracking import query, records
 

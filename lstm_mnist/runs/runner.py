@@ -13,7 +13,6 @@ from ..tracking import records, store
 from .. import config
 from .. import task as task_protocol
 from ..training import train
-from ..config import Config
 
 
 @dataclass
@@ -34,7 +33,7 @@ def epoch_line(epoch: int, r: dict) -> str:
             f"{r['train_samples_per_s']:.0f} samples/s  {r['epoch_time_s']:.1f}s")
 
 
-def execute(cfg: Config, run_name: str | None = None, parent_run_id: str | None = None, tags: dict | None = None,
+def execute(cfg, run_name: str | None = None, parent_run_id: str | None = None, tags: dict | None = None,
             force: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
             catch: bool = False, stop_on: tuple[type[BaseException], ...] = ()) -> Outcome:
     """Train and record `cfg` unless its identity already has a FINISHED run (then return that one).

@@ -1,5 +1,5 @@
 """A study file (`studies/*.toml`) read into a StudySpec (engine/search.py): the config every trial starts from (`base` file, `[fixed]` keys), the
-`[space]` searched (never a key in config.NEVER_SEARCHED), the sampler, the pruner, the trial budget and the
+`[space]` searched (never a key its task never searches), the sampler, the pruner, the trial budget and the
 objective (a validation metric, never a test metric). Pure: reading and checking it imports no MLflow."""
 from __future__ import annotations
 

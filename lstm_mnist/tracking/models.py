@@ -11,14 +11,13 @@ from mlflow.tracking import MlflowClient
 
 from .. import config
 from .. import task as task_protocol
-from ..config import Config
 from .store import TrackingError
 
 
 DATASET_CONTEXT = {"train": "training", "validation": "validation", "test": "testing"}
 
 
-def log_datasets(c: MlflowClient, run_id: str, cfg: Config, data_fingerprint: str) -> None:
+def log_datasets(c: MlflowClient, run_id: str, cfg, data_fingerprint: str) -> None:
     """The three splits as MLflow dataset inputs (the UI's Datasets column): digest = the data fingerprint,
     source = the data folder; the name carries the split and its size (MLflow keeps one record per name
     and digest, so a capped training set must not share the full one's name)."""
@@ -33,7 +32,7 @@ def log_datasets(c: MlflowClient, run_id: str, cfg: Config, data_fingerprint: st
         c.log_inputs(run_id, datasets=inputs)
 
 
-def log_model(c: MlflowClient, run_id: str, cfg: Config, config_hash: str, weights: bytes, step: int = 0) -> str:
+def log_model(c: MlflowClient, run_id: str, cfg, config_hash: str, weights: bytes, step: int = 0) -> str:
     """The tested weights as an MLflow LoggedModel (the Models tab) linked to the run as its output.
 
     Written with the client, not the fluent `mlflow.pytorch.log_model` (that one files the model under the
@@ -85,12 +84,14 @@ def load_logged_model(c: MlflowClient, run_id: str):
     import mlflow.artifacts
     import mlflow.pytorch
 
+    import importlib
     import sys
 
-    from ..training import model as model_mod
-
-    # Weights logged before the package had subpackages pickled the module as `lstm_mnist.model`.
-    sys.modules.setdefault("lstm_mnist.model", model_mod)
+    # The built-in task's weights were pickled under the module paths its model had before it moved: before the
+    # package had subpackages (`lstm_mnist.model`), and before the task had a package (`lstm_mnist.training.model`).
+    builtin_model = importlib.import_module("lstm_mnist.builtin.model")  # by name: the harness imports no task
+    for old in ("lstm_mnist.model", "lstm_mnist.training.model"):
+        sys.modules.setdefault(old, builtin_model)
     model_id = c.get_run(run_id).data.tags.get("model_id")
     if not model_id:
         raise NoModel(f"run {run_id} has no logged weights (trained with log_model=false, or before models were "

@@ -14,7 +14,6 @@ from mlflow.tracking import MlflowClient
 
 from .. import config
 from .. import task as task_protocol
-from ..config import Config
 from ..machine import host
 from .models import log_datasets, log_model
 from .store import client, experiment_id, provenance
@@ -37,7 +36,7 @@ def find_runs(c: MlflowClient, exp_id: str, config_hash: str, statuses=(FINISHED
 class RunRecord:
     """One MLflow run being written: params and tags up front, metrics per epoch, results at the end."""
 
-    def __init__(self, c: MlflowClient, run_id: str, cfg: Config | None = None, config_hash: str = ""):
+    def __init__(self, c: MlflowClient, run_id: str, cfg=None, config_hash: str = ""):
         self.client, self.run_id, self.finished_ok = c, run_id, False
         self.cfg, self.config_hash = cfg, config_hash  # what log_model records with the weights
 
@@ -72,7 +71,7 @@ def task_tags(cfg) -> dict:
     return {} if t.name == task_protocol.BUILTIN else {"task": t.name, "task_version": str(t.version), "task_spec": t.spec}
 
 
-def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,
+def open_run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,
              tags: dict, c: MlflowClient) -> RunRecord:
     """Create a run with its tags, every config value as a param, and config.toml. `run` closes it after
     training in this process; the grid's main process (the only writer) closes it when a worker reports."""
@@ -96,7 +95,7 @@ def open_run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str
 
 
 @contextmanager
-def run(cfg: Config, config_hash: str, data_fingerprint: str, run_name: str | None = None,
+def run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None = None,
         parent_run_id: str | None = None, tags: dict | None = None, c: MlflowClient | None = None,
         stop_on: tuple[type[BaseException], ...] = ()):
     """Open a run for `cfg`; FINISHED only if `log_result` was called, FAILED (with the error) otherwise.

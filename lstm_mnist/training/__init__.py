@@ -1,3 +1,3 @@
-"""One run, knowing nothing of where its results go: MNIST as device tensors with batched augmentation
-(data.py), the model built from the config (model.py), the Lightning training that returns metrics
-(train.py), and the throughput benchmark (bench.py). Imports `config` and `machine` only."""
+"""One run of any task, knowing nothing of where its results go: the task's splits as batches (batches.py), the
+Lightning training that returns metrics (train.py), and the throughput benchmark (bench.py). The built-in task's
+data and model are in builtin/."""

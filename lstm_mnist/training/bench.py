@@ -1,10 +1,13 @@
-"""`make bench`: training throughput of three pipelines for the same model (all six flags on, batch 64).
+"""`make bench`: training throughput of three pipelines for the same model (every flag of its task on; the built-in
+task's: all six, batch 64).
 
-  (a) harness    this project's loop: Lightning Trainer over device-resident uint8 batches,
-                 batched per-sample augmentation on the device
-  (b) dataloader what the original assignment did: torchvision MNIST-style Dataset with PIL
-                 RandomRotation + RandomAffine, DataLoader with 2 worker processes, a plain torch loop
-  (c) bare       the floor: a plain torch loop over pre-normalized in-memory tensors, no augmentation
+  (a) harness    this project's loop: Lightning Trainer over device-resident batches, the task's prepare
+                 (the built-in task: batched per-sample augmentation on the device)
+  (b) dataloader the built-in task only, what the original assignment did: torchvision MNIST-style Dataset with
+                 PIL RandomRotation + RandomAffine, DataLoader with 2 worker processes, a plain torch loop
+  (c) bare       the floor: a plain torch loop over inputs prepared once, in memory, no augmentation
+
+`--task SPEC` measures another task's model (task.py); the default is the built-in one.
 
 Each pipeline runs `warmup` untimed batches, then `batches` timed ones; samples/s is steady state.
 """
@@ -17,10 +20,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
-from . import data, model, train
+from . import batches as batches_mod
+from . import train
 from .. import config
+from .. import task as task_protocol
 
 
 class _Clock(L.Callback):
@@ -44,13 +48,20 @@ class _NoEpochEnd(train.LitClassifier):
     """The plateau scheduler steps once per epoch on val_loss; a throughput run has no val pass."""
 
     def configure_optimizers(self):
-        return super().configure_optimizers()["optimizer"]
+        return _optimizer(super().configure_optimizers())
+
+
+def _optimizer(made):
+    """The optimizer of what a task's optimizer hook made (an optimizer, or Lightning's dict with a scheduler)."""
+    return made["optimizer"] if isinstance(made, dict) else made
 
 
 def harness(cfg, ds, device, warmup, batches) -> float:
+    task = task_protocol.of(cfg)
     torch.manual_seed(0)
-    lit = _NoEpochEnd(cfg, model.build(cfg))
-    loader = data.Batches(ds.train_x, ds.train_y, cfg, cfg.batch_size, shuffle=True, augment=True, seed=0)
+    lit = _NoEpochEnd(cfg, task.hook("model")(cfg), task)
+    loader = batches_mod.Batches(ds.train_x, ds.train_y, cfg, cfg.batch_size, shuffle=True, train=True, seed=0,
+                                 prepare=task.hook("prepare"))
     clock = _Clock(device)
     trainer = train.make_trainer(cfg, device, [clock], max_epochs=1, limit_train_batches=warmup + batches,
                                  limit_val_batches=0)
@@ -58,14 +69,18 @@ def harness(cfg, ds, device, warmup, batches) -> float:
     return _rate(clock.stamps, warmup, cfg.batch_size)
 
 
-def _plain_loop(cfg, batch_iter, device, warmup, batches) -> float:
+def _plain_loop(cfg, batch_iter, device, warmup, batches, shape: tuple | None = None) -> float:
+    """A plain torch loop: the task's model, optimizer and training loss; `shape`: what each input is reshaped to
+    (the dataloader's (1, 28, 28) images -> 28 rows of 28 px)."""
+    task = task_protocol.of(cfg)
     torch.manual_seed(0)
-    net = model.build(cfg).to(device).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.adamw_lr, weight_decay=cfg.weight_decay)
+    net = task.hook("model")(cfg).to(device).train()
+    opt = _optimizer(task.hook("optimizer")(cfg, net.parameters()))
+    loss_of = task.hook("loss")
     stamps = []
     for i, (x, y) in enumerate(batch_iter):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(net(x.reshape(-1, 28, 28)), y)  # (B, 1, 28, 28) -> (B, 28 rows, 28 px)
+        loss = loss_of(cfg, net(x.reshape(-1, *shape) if shape else x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -100,11 +115,11 @@ def dataloader(cfg, ds, device, warmup, batches) -> float:
     dset = _PILDataset(ds.train_x.cpu(), ds.train_y.cpu(), tf)
     loader = torch.utils.data.DataLoader(dset, batch_size=cfg.batch_size, shuffle=True, num_workers=2,
                                          pin_memory=device.type == "cuda", drop_last=True)
-    return _plain_loop(cfg, loader, device, warmup, batches)
+    return _plain_loop(cfg, loader, device, warmup, batches, shape=(28, 28))
 
 
 def bare(cfg, ds, device, warmup, batches) -> float:
-    x = (ds.train_x.float() / 255 - cfg.norm_mean) / cfg.norm_std  # pre-normalized, in memory
+    x = task_protocol.of(cfg).hook("prepare")(cfg, ds.train_x, False, None)  # prepared once (normalized), in memory
     g = torch.Generator().manual_seed(0)
 
     def batch_iter():
@@ -115,32 +130,47 @@ def bare(cfg, ds, device, warmup, batches) -> float:
     return _plain_loop(cfg, batch_iter(), device, warmup, batches)
 
 
+def full_config(task: task_protocol.Task, data_dir: str | None = None):
+    """Every flag of the task on: the built-in task's full.toml with all six flags, batch 64; another task's
+    defaults with every flag's on side."""
+    if task.name == task_protocol.BUILTIN:
+        values = {**config.read_toml("experiments/full.toml"), "batch_size": 64,
+                  **task.values(set(task.default_flags))}
+    else:
+        values = task.values(set(task.flag_names), task.flag_names)
+    return task.build({**values, **({"data_dir": data_dir} if data_dir and "data_dir" in task.fields else {})})
+
+
 def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "reports/bench.json",
-         data_dir: str | None = None) -> dict:
+         data_dir: str | None = None, task_spec: str = task_protocol.BUILTIN) -> dict:
     """Interleave the pipelines for `rounds` rounds and keep each one's median (this machine is noisy)."""
-    values = {**config.read_toml("experiments/full.toml"), "batch_size": 64, **{f: True for f in config.FLAGS}}
-    cfg = config.build({**values, **({"data_dir": data_dir} if data_dir else {})})
+    task = task_protocol.load(task_spec)
+    cfg = full_config(task, data_dir)
     train.quiet_lightning()
     device = train.resolve_device(cfg)
-    ds = data.load(cfg, device)
-    print(f"bench on {train.device_name(device)} (torch threads {torch.get_num_threads()}): full model, batch "
-          f"{cfg.batch_size}; {rounds} rounds of {warmup} warm-up + {batches} timed batches each", flush=True)
+    ds = task.load_data(cfg, device)
+    batches = max(2, min(batches, len(ds.train_y) // cfg.batch_size - warmup))  # a small data set: one pass
+    print(f"bench of task {task.name} on {train.device_name(device)} (torch threads {torch.get_num_threads()}): "
+          f"every flag on, batch {cfg.batch_size}; {rounds} rounds of {warmup} warm-up + {batches} timed batches "
+          "each", flush=True)
     pipelines = {"harness": harness, "dataloader": dataloader, "bare": bare}
+    if task.name != task_protocol.BUILTIN:  # torchvision's MNIST transforms: the built-in task's alone
+        del pipelines["dataloader"]
     samples = {name: [] for name in pipelines}
     for r in range(rounds):
         for name, fn in pipelines.items():
             samples[name].append(fn(cfg, ds, device, warmup, batches))
         print(f"  round {r + 1}: " + "  ".join(f"{n} {v[-1]:.0f}" for n, v in samples.items()), flush=True)
     rates = {name: statistics.median(v) for name, v in samples.items()}
-    result = {"device": train.device_name(device), "batch_size": cfg.batch_size, "batches": batches,
-              "rounds": rounds, "samples_per_s": rates, "samples_per_s_each_round": samples,
-              "harness_over_dataloader": rates["harness"] / rates["dataloader"],
+    result = {"task": task.name, "device": train.device_name(device), "batch_size": cfg.batch_size,
+              "batches": batches, "rounds": rounds, "samples_per_s": rates, "samples_per_s_each_round": samples,
               "harness_over_bare": rates["harness"] / rates["bare"]}
+    if "dataloader" in rates:
+        result["harness_over_dataloader"] = rates["harness"] / rates["dataloader"]
     target_c = 0.8 if device.type == "cuda" else 0.9
-    print(f"median samples/s: (a) harness {rates['harness']:.0f}   (b) dataloader {rates['dataloader']:.0f}   "
-          f"(c) bare {rates['bare']:.0f}")
-    print(f"a/b = {result['harness_over_dataloader']:.2f} (target >= 1.5 on CPU)   "
-          f"a/c = {result['harness_over_bare']:.2f} (target >= {target_c})")
+    print("median samples/s: " + "   ".join(f"({k}) {n} {rates[n]:.0f}" for k, n in zip("abc", pipelines)))
+    print((f"a/b = {result['harness_over_dataloader']:.2f} (target >= 1.5 on CPU)   " if "dataloader" in rates else "")
+          + f"a/c = {result['harness_over_bare']:.2f} (target >= {target_c})")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from . import batches
 from .. import task as task_protocol
 from ..machine import host
-from ..config import Config, ConfigError
+from ..config import ConfigError
 
 OnEpoch = Callable[[int, dict], None]
 
@@ -46,7 +46,7 @@ class Result:
         return len(self.history)
 
 
-def resolve_device(cfg: Config) -> torch.device:
+def resolve_device(cfg) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -179,7 +179,7 @@ def quiet_lightning() -> None:
                             "_pytree|isinstance.*treespec).*")
 
 
-def make_trainer(cfg: Config, device: torch.device, callbacks: list, **overrides) -> L.Trainer:
+def make_trainer(cfg, device: torch.device, callbacks: list, **overrides) -> L.Trainer:
     kwargs = dict(accelerator="gpu" if device.type == "cuda" else "cpu",
                   devices=[device.index or 0] if device.type == "cuda" else 1,
                   max_epochs=cfg.max_epochs, logger=False, enable_checkpointing=False,

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, UserError
+from ..config import UserError
+from .config import Config
 from ..task import Splits
-from . import batches
+from ..training import batches
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
