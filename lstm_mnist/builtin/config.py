@@ -26,6 +26,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # Fields that say where things go or how they execute, not what is computed: outside the run identity.
 # Thread count and device change the last digits of a result (float summation order), not the protocol.
 NOT_IDENTITY = frozenset({"data_dir", "experiment", "device", "num_threads", "log_model"})
+
+
 def _default_data_dir() -> str:
     return os.environ.get("LSTM_MNIST_DATA", "data")
 
