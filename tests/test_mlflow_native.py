@@ -167,3 +167,33 @@ def test_report_tables_are_logged_as_mlflow_tables(project):
     assert names == {f"report/tables/{n}_test_f1.json" for n in ("arms", "worth", "main-effects", "interactions")}
     tags = json.loads(parent.data.tags["mlflow.loggedArtifacts"])
     assert {t["path"] for t in tags} == names and {t["type"] for t in tags} == {"table"}
+
+
+@pytest.mark.parametrize("old", ["lstm_mnist.model", "lstm_mnist.training.model"])
+def test_weights_pickled_under_the_models_old_module_paths_still_load(old, monkeypatch):
+    """A LoggedModel is a pickle that names the model's module; the built-in task's model has moved twice
+    (lstm_mnist/model.py, lstm_mnist/training/model.py, now lstm_mnist/builtin/model.py)."""
+    import pickle
+    import sys
+
+    from lstm_mnist.builtin import model
+    from lstm_mnist.tracking import models
+
+    left = {p: sys.modules.pop(p) for p in models.OLD_MODEL_PATHS if p in sys.modules}  # by an earlier load here
+    net = model.LSTMClassifier(4, 1, False, 0.0, "last")
+    monkeypatch.setitem(sys.modules, old, model)  # as it was named when the weights were logged
+    monkeypatch.setattr(model.LSTMClassifier, "__module__", old)
+    blob = pickle.dumps(net)
+    monkeypatch.undo()
+    assert old not in sys.modules and model.LSTMClassifier.__module__ == "lstm_mnist.builtin.model"
+    with pytest.raises(ModuleNotFoundError):
+        pickle.loads(blob)
+    try:
+        models.old_model_paths()
+        back = pickle.loads(blob)
+        assert type(back) is model.LSTMClassifier
+        assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), net.state_dict().values()))
+    finally:
+        for p in models.OLD_MODEL_PATHS:
+            sys.modules.pop(p, None)
+        sys.modules.update(left)

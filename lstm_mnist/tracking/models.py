@@ -78,20 +78,28 @@ class NoModel(TrackingError):
     """The run has no logged weights."""
 
 
+OLD_MODEL_PATHS = ("lstm_mnist.model", "lstm_mnist.training.model")
+
+
+def old_model_paths() -> None:
+    """The built-in task's weights were pickled under the module paths its model had before it moved: before the
+    package had subpackages (`lstm_mnist.model`), and before the task had a package (`lstm_mnist.training.model`);
+    both name the model's module now (lstm_mnist/builtin/model.py)."""
+    import importlib
+    import sys
+
+    builtin_model = importlib.import_module("lstm_mnist.builtin.model")  # by name: the harness imports no task
+    for old in OLD_MODEL_PATHS:
+        sys.modules.setdefault(old, builtin_model)
+
+
 def load_logged_model(c: MlflowClient, run_id: str):
     """The `nn.Module` the run logged (tag `model_id`), on the CPU. NoModel when it has none; a
     TrackingError when its files do not load (damaged)."""
     import mlflow.artifacts
     import mlflow.pytorch
 
-    import importlib
-    import sys
-
-    # The built-in task's weights were pickled under the module paths its model had before it moved: before the
-    # package had subpackages (`lstm_mnist.model`), and before the task had a package (`lstm_mnist.training.model`).
-    builtin_model = importlib.import_module("lstm_mnist.builtin.model")  # by name: the harness imports no task
-    for old in ("lstm_mnist.model", "lstm_mnist.training.model"):
-        sys.modules.setdefault(old, builtin_model)
+    old_model_paths()
     model_id = c.get_run(run_id).data.tags.get("model_id")
     if not model_id:
         raise NoModel(f"run {run_id} has no logged weights (trained with log_model=false, or before models were "
