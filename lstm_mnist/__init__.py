@@ -1,9 +1,9 @@
-"""lstm-mnist: an ablation harness for a PyTorch classifier whose enhancements are flags (a task: task.py), built
+"""lstm-mnist: an ablation harness for a PyTorch classifier whose enhancements are flags (a task: task/), built
 around an LSTM on MNIST (the built-in task, builtin/): grids, Optuna, MLflow, the report.
 
 The packages, bottom to top (each imports only from the layers below it; tests/test_architecture.py checks it):
   errors.py   UserError, ConfigError: a mistake the user can fix        wheels/    offline wheel folders (stdlib)
-  task.py     the task protocol: a model's config keys and flags, and how the harness finds a task by name
+  task/       the task protocol: a model's config keys and flags, and how the harness finds a task by name
   config.py   what the harness asks of any task's config: its identity, as TOML, experiment files
   space.py    search spaces, checked (pure)   machine/  this host       analysis/  statistics, designs, the stopping rule
   claims/     atomic claims in Optuna storages                         training/  one run of any task: batches, train

@@ -14,14 +14,15 @@ def cmd_run(args) -> int:
     from . import config
 
     cfg = config.load(args.file, args.overrides)  # a mistake in the file is answered before seconds of imports
+    import dataclasses
+
+    from . import task as task_protocol
     from .machine import cores, lease
     from .runs import runner
 
-    from . import task as task_protocol
-
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
     task = task_protocol.of(cfg)
-    on = [f for f in task.flag_names if f in task.on_flags(cfg.to_dict() if hasattr(cfg, "to_dict") else vars(cfg))]
+    on = [f.name for f in task.flags if f.is_on(dataclasses.asdict(cfg))]
     if task.name == task_protocol.BUILTIN:
         print(f"run {name}: {', '.join(f for f in on if f != 'readout') or 'baseline (no flags)'}; "
               f"readout={cfg.readout} max_epochs={cfg.max_epochs} train_samples={cfg.train_samples or 'all'} "

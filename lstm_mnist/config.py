@@ -87,10 +87,11 @@ def check_name(what: str, name: str, fix: str) -> str:
 def task_of_file(values: dict, source: str, expected: str | None = None) -> task_protocol.Task:
     """The task an experiment file names (`task = "package.module:name"`, taken out of its values; none: the
     built-in one). `expected`: what the grid or study that uses the file names; another is one line."""
-    spec = values.pop("task", None)
-    if spec is not None and not isinstance(spec, str):
-        raise ConfigError(f"{source}: task={spec!r}: expected \"package.module:name\" (or \"{task_protocol.BUILTIN}\")")
-    if expected is not None and spec is not None and spec.strip() != expected.strip():
+    try:
+        spec = task_protocol.spec_of(values.pop("task", None))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    if expected is not None and spec is not None and spec != expected.strip():
         raise ConfigError(f"{source}: task = {spec!r}, but the file that uses it names task {expected!r}; name the "
                           "same task in both, or leave it out of the experiment file")
     return task_protocol.load(spec or expected or task_protocol.BUILTIN)

@@ -115,7 +115,7 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
-# The built-in task: this config and its flags, described by the task protocol (task.py). Each flag gives its two
+# The built-in task: this config and its flags, described by the task protocol (task/). Each flag gives its two
 # sides and the keys only one side reads (train.py builds the optimizer, the scheduler, dropout, the augmentation
 # and early stopping from exactly these; every key not listed is read by every config). A tuned ablation searches
 # a key for an arm only when the arm reads it.

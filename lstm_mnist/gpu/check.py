@@ -159,7 +159,7 @@ def single_process(cfg, warmup: int, batches: int, rounds: int, builtin_epoch: b
     ds = task.load_data(cfg, device)
     epoch_steps, val_images = ((EPOCH_STEPS, VAL_IMAGES) if builtin_epoch else
                                (math.ceil(len(ds.train_y) / cfg.batch_size), len(ds.val_y)))
-    batches = max(2, min(batches, math.ceil(len(ds.train_y) / cfg.batch_size) - warmup))  # one epoch of tiny data
+    batches = bench.in_one_epoch(batches, warmup, ds, cfg)
     rates = {"harness": [], "bare": []}
     for _ in range(rounds):
         rates["harness"].append(bench.harness(cfg, ds, device, warmup, batches))

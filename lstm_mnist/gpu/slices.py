@@ -17,7 +17,7 @@ import torch
 
 from .. import task as task_protocol
 from ..machine import cores, host
-from ..training import batches, train
+from ..training import batches, bench, train
 
 READY_TIMEOUT_S = 300.0  # starting, loading the data and warming up; 8 workers on a busy box
 
@@ -26,8 +26,7 @@ class _SliceModule(train.LitClassifier):
     """The cell's model, loss and optimizer; no scheduler (it steps on val_loss, and a slice has no val pass)."""
 
     def configure_optimizers(self):
-        opt = super().configure_optimizers()
-        return opt["optimizer"] if isinstance(opt, dict) else opt
+        return bench.first_optimizer(super().configure_optimizers())
 
 
 class _Slice(L.Callback):

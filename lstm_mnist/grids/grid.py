@@ -11,7 +11,7 @@ Every arm runs once per seed (a seed is a block: it runs the whole fraction). Ar
 share (full, baseline, baseline+a) are one cell. A reference arm is trained only when a design uses it.
 `readout` may take part as a flag: on = "final_states", off = "last".
 
-`task = "package.module:name"` names the model under study (task.py); without it, the built-in LSTM-MNIST task.
+`task = "package.module:name"` names the model under study (task/); without it, the built-in LSTM-MNIST task.
 Its flags are what the arms switch; every check below is against its config.
 
 A `[tune]` table makes the grid a tuned ablation (lstm_mnist/tuned/): each arm gets its own search of the
@@ -130,9 +130,7 @@ def load(path: str | Path) -> GridSpec:
 
 
 def _study(p: Path, raw: dict) -> GridSpec:
-    spec = raw.get("task", task_protocol.BUILTIN)
-    if not isinstance(spec, str):
-        raise ConfigError(f"task={spec!r}: expected \"package.module:name\" (or \"{task_protocol.BUILTIN}\")")
+    spec = task_protocol.spec_of(raw.get("task", task_protocol.BUILTIN))
     task = task_protocol.load(spec)
     factors, defaults = task.flag_names, task.default_flags
     flags = _names("flags", raw.get("flags", list(defaults)), factors, task)
@@ -145,7 +143,7 @@ def _study(p: Path, raw: dict) -> GridSpec:
                      factorial=_names("factorial", raw.get("factorial", []), factors, task), budget=_budget(raw, task),
                      resolution=_optional(raw, "resolution", fractional.parse_resolution),
                      runs_per_seed=_optional(raw, "runs_per_seed", _runs),
-                     effect_of_interest=_optional(raw, "effect_of_interest", _delta), task=task, task_spec=spec.strip())
+                     effect_of_interest=_optional(raw, "effect_of_interest", _delta), task=task, task_spec=spec)
     _check_designs(study)
     task.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
     if "tune" in raw or "tune_seed" in raw:

@@ -15,11 +15,8 @@ import pandas as pd
 
 from ..analysis import power, stats
 from .. import task as task_protocol
-from ..task import builtin
-
-TASK = builtin()  # a grid that names no task: the built-in one
 from . import factorial, gather
-from .gather import SUMMARY, Grid, ReportError
+from .gather import SUMMARY, TASK, Grid, ReportError
 
 
 DESIGNS = ("reference", "leave_one_out", "add_one_in")  # table order; other designs (factorial, ...) follow

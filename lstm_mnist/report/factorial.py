@@ -13,10 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import effects, figures, fractional, power
-from ..task import builtin
-
-TASK = builtin()  # a grid that names no task: the built-in one
 from . import gather
+from .gather import TASK
 
 # Columns of the effect CSVs (full precision).
 COLUMNS = ["kind", "term", "letters", "estimate", "se", "ci_lo", "ci_hi", "t", "p", "p_holm", "df", "method",

@@ -10,12 +10,11 @@ import pandas as pd
 
 from .. import task as task_protocol
 from ..config import UserError
-
-TASK = task_protocol.builtin()  # a grid that names no task: the built-in one
 from ..grids.plan import read_plan
 from ..grids.planned import Fraction, Tuning
 from ..tracking import query, store
 from . import members
+from .members import TASK  # a grid that names no task: the built-in one
 
 
 SUMMARY = ("test_f1", "test_acc", "test_loss", "epochs_trained", "train_time_s")  # per arm, mean ± sd

@@ -35,8 +35,6 @@ def setting_keys(task: task_protocol.Task) -> tuple:
     return tuple(sorted(k for k in task.fields if k not in task.not_identity and k not in flagged and k != "seed"))
 
 
-SETTINGS = setting_keys(TASK)  # the built-in task's
-
 
 @dataclass
 class Members:

@@ -24,7 +24,7 @@ def load_study_file(path: str | Path) -> StudySpec:
 
 def _parse(path: Path, raw: dict) -> StudySpec:
     objective = check_objective(raw.get("objective", "val_f1"))
-    spec = text(raw, "task", task_protocol.BUILTIN).strip()
+    spec = task_protocol.spec_of(raw.get("task", task_protocol.BUILTIN))
     task = task_protocol.load(spec)
     start = _start_values(path, raw, task, spec)
     space = raw.get("space", {})

@@ -68,7 +68,9 @@ class RunRecord:
 def task_tags(cfg) -> dict:
     """Which task a run is of (`task`, `task_version`): the built-in task's runs carry none, as before tasks."""
     t = task_protocol.of(cfg)
-    return {} if t.name == task_protocol.BUILTIN else {"task": t.name, "task_version": str(t.version), "task_spec": t.spec}
+    if t.name == task_protocol.BUILTIN:
+        return {}
+    return {"task": t.name, "task_version": str(t.version), "task_spec": t.spec}
 
 
 def open_run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None, parent_run_id: str | None,

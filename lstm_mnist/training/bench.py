@@ -7,13 +7,14 @@ task's: all six, batch 64).
                  PIL RandomRotation + RandomAffine, DataLoader with 2 worker processes, a plain torch loop
   (c) bare       the floor: a plain torch loop over inputs prepared once, in memory, no augmentation
 
-`--task SPEC` measures another task's model (task.py); the default is the built-in one.
+`--task SPEC` measures another task's model (task/); the default is the built-in one.
 
 Each pipeline runs `warmup` untimed batches, then `batches` timed ones; samples/s is steady state.
 """
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -48,12 +49,17 @@ class _NoEpochEnd(train.LitClassifier):
     """The plateau scheduler steps once per epoch on val_loss; a throughput run has no val pass."""
 
     def configure_optimizers(self):
-        return _optimizer(super().configure_optimizers())
+        return first_optimizer(super().configure_optimizers())
 
 
-def _optimizer(made):
+def first_optimizer(made):
     """The optimizer of what a task's optimizer hook made (an optimizer, or Lightning's dict with a scheduler)."""
     return made["optimizer"] if isinstance(made, dict) else made
+
+
+def in_one_epoch(batches: int, warmup: int, ds, cfg) -> int:
+    """The timed batches, cut to what one epoch of the training split holds after the warm-up (tiny data)."""
+    return max(2, min(batches, math.ceil(len(ds.train_y) / cfg.batch_size) - warmup))
 
 
 def harness(cfg, ds, device, warmup, batches) -> float:
@@ -75,7 +81,7 @@ def _plain_loop(cfg, batch_iter, device, warmup, batches, shape: tuple | None = 
     task = task_protocol.of(cfg)
     torch.manual_seed(0)
     net = task.hook("model")(cfg).to(device).train()
-    opt = _optimizer(task.hook("optimizer")(cfg, net.parameters()))
+    opt = first_optimizer(task.hook("optimizer")(cfg, net.parameters()))
     loss_of = task.hook("loss")
     stamps = []
     for i, (x, y) in enumerate(batch_iter):
@@ -149,7 +155,7 @@ def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "repor
     train.quiet_lightning()
     device = train.resolve_device(cfg)
     ds = task.load_data(cfg, device)
-    batches = max(2, min(batches, len(ds.train_y) // cfg.batch_size - warmup))  # a small data set: one pass
+    batches = in_one_epoch(batches, warmup, ds, cfg)
     print(f"bench of task {task.name} on {train.device_name(device)} (torch threads {torch.get_num_threads()}): "
           f"every flag on, batch {cfg.batch_size}; {rounds} rounds of {warmup} warm-up + {batches} timed batches "
           "each", flush=True)

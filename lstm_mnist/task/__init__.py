@@ -11,7 +11,8 @@ A task is a model whose enhancements are flags. It describes itself with
   batch as the model reads it; the harness passes train=False for validation and test, so those are never
   augmented), `loss(cfg, logits, y)` (the training loss; validation and test are scored by plain cross-entropy),
   `optimizer(cfg, params)`, `patience(cfg)` (early stopping), `derived(cfg)` (values worth logging),
-  `cost(cfg)` (a cell's relative training cost: the largest cells start first), `datasets(cfg)` (the splits as MLflow dataset inputs), and `ship`/`receive` (how a Ray driver hands its data to a node).
+  `cost(cfg)` (a cell's relative training cost: the largest cells start first), `datasets(cfg)` (the splits as
+  MLflow dataset inputs), and `ship`/`receive` (how a Ray driver hands its data to a node).
   Each is a callable or "module:function", imported when first called (a grid is read without torch).
 The harness's grids, searches and reports are built from this description; its protocol (validation never
 augmented, the test set used once, on the best-validation weights) stays the harness's, not the task's. A task is
@@ -29,141 +30,15 @@ import importlib
 import json
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .hooks import DEFAULT_HOOKS, HOOKS, METRICS, REQUIRED_HOOKS, Splits, resolve_hook  # noqa: F401 - one import
+from .keys import (FLAG_REASON, HARNESS_KEYS, HARNESS_NEVER_SEARCHED, HARNESS_NOT_IDENTITY, TYPES,  # noqa: F401
+                   RunKeys, check_device, check_value, field, limits, type_of)
 
 BUILTIN = "lstm_mnist"
 BUILTIN_PATH = "lstm_mnist.builtin.config:TASK"
-# Keys the harness itself gives a meaning to, whatever the task: never searched, with the reason.
-HARNESS_NEVER_SEARCHED = {"seed": "seeds are replicates, never tuned"}
-FLAG_REASON = "flags are what the ablation compares, never tuned"
-# The keys the harness reads from every task's config (RunKeys gives them all), with their types.
-HARNESS_KEYS = {"seed": "int", "max_epochs": "int", "batch_size": "int", "eval_batch_size": "int",
-                "experiment": "str", "device": "str", "num_threads": "int", "log_model": "bool"}
-# Of those, the ones that say where or how a run executes, not what it computes: never in a run's identity.
-HARNESS_NOT_IDENTITY = frozenset({"experiment", "device", "num_threads", "log_model"})
-METRICS = ("test_f1", "test_acc", "test_loss")  # what the harness scores every run's test split by
-HOOKS = ("data", "model", "fingerprint", "prepare", "loss", "optimizer", "patience", "derived", "cost", "datasets", "ship",
-         "receive")
-
-
-def limits(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> dict:
-    """A config key's allowed range as its field's metadata (None: unbounded; an open end excludes the bound)."""
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
-
-
-def field(default=dataclasses.MISSING, *, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False,
-          default_factory=dataclasses.MISSING):
-    """A config key with its allowed range (limits)."""
-    meta = limits(lo, hi, lo_open, hi_open)
-    if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-TYPES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
-
-
-def type_of(f: dataclasses.Field) -> str:
-    """A config key's type as a name ("bool", "int", "float", "str"), whether or not its module postpones
-    annotations; any other type is refused when the task is made."""
-    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-
-
-def check_value(f: dataclasses.Field, value) -> None:
-    """A config key's value against its type and range: one line naming the key, the value and what is allowed."""
-    tp = type_of(f)
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, float),
-        "str": isinstance(value, str),
-    }[tp]
-    if not ok:
-        raise ConfigError(f"{f.name}={value!r}: expected {TYPES[tp]}")
-    m = f.metadata
-    if not m:
-        return
-    lo, hi = m["lo"], m["hi"]
-    below = lo is not None and (value <= lo if m["lo_open"] else value < lo)
-    above = hi is not None and (value >= hi if m["hi_open"] else value > hi)
-    if below or above:
-        lo_s = "" if lo is None else f"{lo} {'<' if m['lo_open'] else '<='} "
-        hi_s = "" if hi is None else f" {'<' if m['hi_open'] else '<='} {hi}"
-        raise ConfigError(f"{f.name}={value!r}: out of range, allowed {lo_s}{f.name}{hi_s}")
-
-
-@dataclass
-class Splits:
-    """A task's data on one device: inputs and integer class labels (0 .. classes-1) of each split. The harness
-    shuffles and batches them (`prepare` turns an indexed batch into what the model reads) and puts the
-    fingerprint (a hash of the data, e.g. of its files' bytes) into every run's identity."""
-    train_x: Any
-    train_y: Any
-    val_x: Any
-    val_y: Any
-    test_x: Any
-    test_y: Any
-    fingerprint: str
-
-
-@dataclass(frozen=True)
-class RunKeys:
-    """The keys the harness reads from every config: a task's config inherits them
-    (`@dataclass(frozen=True) class MyConfig(RunKeys): ...`) and may change their defaults."""
-    seed: int = field(default=0, lo=0)                      # run seed: init, shuffling, augmentation
-    max_epochs: int = field(default=10, lo=1, hi=10000)     # epoch budget
-    batch_size: int = field(default=64, lo=1, hi=65536)     # training batch size
-    eval_batch_size: int = field(default=1000, lo=1, hi=65536)  # validation/test batch (no effect on results)
-    experiment: str = "lstm-mnist"                          # MLflow experiment name
-    device: str = "auto"                                    # auto (cuda when visible) | cpu | cuda | cuda:N
-    num_threads: int = field(default=0, lo=0, hi=1024)      # torch CPU threads (0: torch's default)
-    log_model: bool = True                                  # log the tested weights as an MLflow model
-
-
-def check_device(device: str) -> None:
-    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:") and device[5:].isdigit()):
-        raise ConfigError(f"device={device!r}: allowed values are auto, cpu, cuda, cuda:N")
-
-
-def default_prepare(cfg, x, train: bool, generator):
-    """A batch as the model reads it: the inputs as floats, unchanged."""
-    return x.float()
-
-
-def default_optimizer(cfg, params):
-    """Adam at the config's `lr` (1e-3 when it has none)."""
-    import torch
-
-    return torch.optim.Adam(params, lr=getattr(cfg, "lr", 1e-3))
-
-
-def default_loss(cfg, logits, y):
-    """Cross-entropy, the loss validation and test are scored by."""
-    import torch.nn.functional as F
-
-    return F.cross_entropy(logits, y)
-
-
-DEFAULT_HOOKS = {"prepare": default_prepare, "loss": default_loss, "optimizer": default_optimizer, "patience": lambda cfg: None,
-                 "derived": lambda cfg: {}, "cost": lambda cfg: float(cfg.max_epochs), "datasets": lambda cfg: [], "fingerprint": None,
-                 "ship": None, "receive": None}
-
-
-def resolve_hook(spec, where: str):
-    """A hook given as "module:function", imported now; a callable as it is."""
-    if callable(spec):
-        return spec
-    module, sep, name = str(spec).partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except Exception as e:  # noqa: BLE001 - a user's module may fail in any way; say how, in one line
-        raise ConfigError(f"{where} {spec!r} could not be imported ({type(e).__name__}: {e}); give a callable or "
-                          "an importable \"module:function\"") from None
-    if not callable(fn):
-        raise ConfigError(f"{where} {spec!r} is a {type(fn).__name__}, not a function")
-    return fn
 
 
 @dataclass(frozen=True)
@@ -275,15 +150,16 @@ class Task:
                               f"({', '.join(names)})")
         missing = [k for k, tp in HARNESS_KEYS.items() if k not in fields or type_of(fields[k]) != tp]
         if missing:
-            raise ConfigError(f"{where}: its config lacks the harness's key {missing[0]!r} ({HARNESS_KEYS[missing[0]]}); "
-                              "derive it from lstm_mnist.task.RunKeys, which has them all")
+            key = missing[0]
+            raise ConfigError(f"{where}: its config lacks the harness's key {key!r} ({HARNESS_KEYS[key]}); derive it "
+                              "from lstm_mnist.task.RunKeys, which has them all")
         unknown = sorted((set(self.never_searched) | self.not_identity) - set(fields))
         if unknown:
             raise ConfigError(f"{where}: {unknown[0]!r} is not a key of its config; correct never_searched or "
                               "not_identity")
-        for hook in ("data", "model"):
+        for hook, shape in REQUIRED_HOOKS.items():
             if getattr(self, hook) is None:
-                raise ConfigError(f"{where}: give its {hook}= ({'(cfg, device) -> Splits' if hook == 'data' else 'cfg -> torch.nn.Module'})")
+                raise ConfigError(f"{where}: give its {hook}= ({shape})")
         for hook in HOOKS:
             value = getattr(self, hook)
             if value is not None and not callable(value) and not (isinstance(value, str) and ":" in value):
@@ -312,7 +188,8 @@ class Task:
         cache = self.__dict__.setdefault("_hooks", {})
         if name not in cache:
             given = getattr(self, name)
-            cache[name] = DEFAULT_HOOKS.get(name) if given is None else resolve_hook(given, f"task {self.name!r}: {name}=")
+            where = f"task {self.name!r}: {name}="
+            cache[name] = DEFAULT_HOOKS.get(name) if given is None else resolve_hook(given, where)
         return cache[name]
 
     def load_data(self, cfg, device="cpu") -> Splits:
@@ -481,6 +358,13 @@ def of(cfg) -> Task:
         raise ConfigError(f"a {type(cfg).__name__} is the config of no task: build a Task(config={type(cfg).__name__}, "
                           "...) in the module that defines it")
     return task
+
+
+def spec_of(value) -> str | None:
+    """A file's `task = ...` value, checked: the spec as written (stripped), or None when the file names none."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"task={value!r}: expected \"package.module:name\" (or \"{BUILTIN}\")")
+    return value.strip() if value is not None else None
 
 
 def load(spec: str) -> Task:
