@@ -51,7 +51,7 @@ def cmd_bench(args) -> int:
     from .training import bench
 
     bench.main(batches=args.batches, warmup=args.warmup, rounds=args.rounds, out=args.out, data_dir=args.data_dir,
-               task_spec=args.task)
+               task_spec=args.task, precisions=args.precision)
     return 0
 
 
@@ -275,6 +275,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each pipeline's median counts")
     b.add_argument("--task", default="lstm_mnist", help="the task whose model to measure, every flag on: "
                    "package.module:name (default: the built-in lstm_mnist)")
+    b.add_argument("--precision", metavar="LIST", help="precisions to measure, comma-separated, the first the "
+                   "reference of the ratios (default: every one the device can train at: 32,bf16-mixed on a CPU)")
     _measure_options(b, "reports/bench.json")
     b.set_defaults(func=cmd_bench)
 

@@ -119,7 +119,7 @@ def test_a_tasks_config_is_built_and_checked_as_the_builtin_one_is():
     for values, message in [({"smoothing": 1.0}, "smoothing=1.0: out of range, allowed 0.0 <= smoothing < 1.0"),
                             ({"gru": "yes"}, "gru='yes': expected true or false"),
                             ({"depth": 2}, "unknown config key 'depth': known keys are seed, max_epochs, batch_size, "
-                                           "eval_batch_size, experiment, device, num_threads, log_model, gru, "
+                                           "eval_batch_size, experiment, device, num_threads, log_model, precision, gru, "
                                            "smoothing, lr")]:
         with pytest.raises(ConfigError) as e:
             t.build(values, "grid.toml")

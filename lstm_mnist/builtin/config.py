@@ -69,6 +69,7 @@ class Config:
     split_seed: int = field(default=20240611, metadata=limits(0))   # fixed train/val split, independent of `seed`
     norm_mean: float = 0.1307                                       # normalization, official train pixels on [0, 1]
     norm_std: float = field(default=0.3081, metadata=limits(0.0, lo_open=True))
+    precision: str = "32"            # 32 | bf16-mixed (autocast; 2-3x per step on AMX CPUs) | 16-mixed (CUDA only)
 
     # --- where things go / how they run (not part of the run identity) ---
     data_dir: str = field(default_factory=_default_data_dir)  # MNIST IDX files; env LSTM_MNIST_DATA, else data/
@@ -84,6 +85,7 @@ class Config:
             raise ConfigError(f"readout={self.readout!r}: allowed values are {', '.join(READOUTS)}")
         if not (self.device in DEVICES or self.device.startswith("cuda:") and self.device[5:].isdigit()):
             raise ConfigError(f"device={self.device!r}: allowed values are auto, cpu, cuda, cuda:N")
+        task_protocol.check_precision(self.precision)
         if not self.experiment.strip():
             raise ConfigError("experiment='': give the MLflow experiment a name")
 
@@ -157,6 +159,7 @@ TASK = task_protocol.Task(
     # The six enhancements of the course: a grid's flags and its full arm unless its file says otherwise. readout
     # takes part only where a grid names it.
     default_flags=("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"),
+    shape_flags=("bidirectional", "width"),  # 1 x 100 or 2 x 128, one way or both: the four costs of a step
 )
 def cost(cfg: Config) -> float:
     """The task's cost hook: the LSTM's multiply-adds per time step (4 gates, every layer and direction), times

@@ -44,9 +44,14 @@ def drive(source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool =
 
 
 @contextmanager
-def capacity(n_workers: int, ray=None):
+def capacity(n_workers: int, ray=None, runs=None):
     """(cells trained at once, this host's core lease): `n_workers` local workers; or, with Ray, what the
-    cluster holds now (Ray places the cells; this host only writes, on one leased share)."""
+    cluster holds now (Ray places the cells; this host only writes, on one leased share). `runs`: a config the
+    work trains at; trained here, a device or precision this host lacks is one line now, not a failed run each."""
+    if ray is None and runs is not None and (runs.device != "auto" or runs.precision != "32"):
+        from ..training import train
+
+        train.resolve_device(runs)
     if ray is not None:
         from . import ray_tasks
 

@@ -61,7 +61,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
                           "each arm before its cells (lstm_mnist.grids.tuned.run.main)")
     if dry_run:
         return _dry_run(study, shard, force, out)
-    with engine.capacity(n_workers, ray) as (n_workers, held):
+    with engine.capacity(n_workers, ray, study.start) as (n_workers, held):
         return plan_and_run(study, Invocation(n_workers, held, out, pin, storage_url, ray), shard, force)
 
 

@@ -97,6 +97,11 @@ class GridSpec:
     task: task_protocol.Task = BUILTIN       # the model under study: its flags, its config
     task_spec: str = task_protocol.BUILTIN   # how the grid file names it (recorded in the plan)
 
+    @property
+    def start(self):
+        """The config every cell starts from (its base file and budget; the flags are each cell's)."""
+        return self.task.build({**self.base, **self.budget})
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -145,7 +150,7 @@ def _study(p: Path, raw: dict) -> GridSpec:
                      runs_per_seed=_optional(raw, "runs_per_seed", _runs),
                      effect_of_interest=_optional(raw, "effect_of_interest", _delta), task=task, task_spec=spec)
     _check_designs(study)
-    task.build({**study.base, **study.budget})  # a bad budget value fails now, not in cell 9
+    study.start  # a bad budget value fails now, not in cell 9
     if "tune" in raw or "tune_seed" in raw:
         study = dataclasses.replace(study, tune=_tune(raw, study))
     return study

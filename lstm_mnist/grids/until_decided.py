@@ -124,7 +124,7 @@ def main(path: str, judge, n_workers: int = 1, max_seeds: int | None = None, blo
             return tuned.main(path, n_workers, dry_run=True, out=out)
         return ablate.main(path, n_workers, dry_run=True, out=out)
     check_recorded(study, entry)
-    with engine.capacity(n_workers, ray) as (n_workers, held):
+    with engine.capacity(n_workers, ray, study.start) as (n_workers, held):
         inv = ablate.Invocation(n_workers, held, out, pin, storage_url, ray)
         for k, n in enumerate(looks.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))

@@ -76,7 +76,7 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
                                     lambda: groups.parent_run(study_def.experiment, "study", study_def.name, tags, c),
                                     tags, c)
     search.client = c
-    with engine.capacity(n_workers, ray) as (room, held):
+    with engine.capacity(n_workers, ray, start) as (room, held):
         n = min(n_workers, room)  # on Ray, --workers caps the trials at once; else room is --workers
         n_run = total - left
         out(f"study {study_def.name}: {n_run + search.counts()['RUNNING']} of {total} trials done or running"

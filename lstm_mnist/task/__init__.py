@@ -34,8 +34,8 @@ from typing import Callable, Mapping
 
 from ..errors import ConfigError
 from .hooks import DEFAULT_HOOKS, HOOKS, METRICS, REQUIRED_HOOKS, Splits, resolve_hook  # noqa: F401 - one import
-from .keys import (FLAG_REASON, HARNESS_KEYS, HARNESS_NEVER_SEARCHED, HARNESS_NOT_IDENTITY, TYPES,  # noqa: F401
-                   RunKeys, check_device, check_value, field, limits, type_of)
+from .keys import (FLAG_REASON, HARNESS_KEYS, HARNESS_NEVER_SEARCHED, HARNESS_NOT_IDENTITY, IDENTITY_WHEN_NOT,  # noqa: F401
+                   PRECISIONS, TYPES, RunKeys, check_device, check_precision, check_value, field, limits, type_of)
 
 BUILTIN = "lstm_mnist"
 BUILTIN_PATH = "lstm_mnist.builtin.config:TASK"
@@ -81,6 +81,8 @@ class Task:
     not_identity: frozenset = frozenset()      # keys that say where or how a run executes, not what it computes
     default_flags: tuple = ()                  # the flags a grid varies when its file names none (empty: all); a
     #                                            grid sets these on every cell, the others only when they take part
+    shape_flags: tuple = ()                    # the flags that change the model's shape, so a step's cost: `bench`
+    #                                            measures every on/off combination of them (the others on)
     # The runtime (see the module's docstring): each a callable or "module:function"; data and model are required.
     data: Callable | str | None = None         # (cfg, device) -> Splits
     model: Callable | str | None = None        # cfg -> torch.nn.Module mapping a prepared batch to class logits
@@ -103,6 +105,7 @@ class Task:
         object.__setattr__(self, "never_searched", MappingProxyType(dict(self.never_searched)))
         object.__setattr__(self, "not_identity", frozenset(self.not_identity) | HARNESS_NOT_IDENTITY)
         object.__setattr__(self, "default_flags", tuple(self.default_flags) or tuple(f.name for f in self.flags))
+        object.__setattr__(self, "shape_flags", tuple(self.shape_flags))
         self._check()
         _BY_CONFIG[self.config] = self
 
@@ -144,10 +147,11 @@ class Task:
                     raise ConfigError(f"{where}: {key!r} is read by one side of both {read_by[key]!r} and "
                                       f"{flag.name!r}; a key may depend on one flag's side")
                 read_by[key] = flag.name
-        strange = [n for n in self.default_flags if n not in names]
-        if strange:
-            raise ConfigError(f"{where}: default_flags names {strange[0]!r}, which is not one of its flags "
-                              f"({', '.join(names)})")
+        for what in ("default_flags", "shape_flags"):
+            strange = [n for n in getattr(self, what) if n not in names]
+            if strange:
+                raise ConfigError(f"{where}: {what} names {strange[0]!r}, which is not one of its flags "
+                                  f"({', '.join(names)})")
         missing = [k for k, tp in HARNESS_KEYS.items() if k not in fields or type_of(fields[k]) != tp]
         if missing:
             key = missing[0]
@@ -267,6 +271,7 @@ class Task:
             for f in dataclasses.fields(cfg):  # a task's own config may not check itself
                 check_value(f, getattr(cfg, f.name))
             check_device(cfg.device)
+            check_precision(cfg.precision)
             if not cfg.experiment.strip():
                 raise ConfigError("experiment='': give the MLflow experiment a name")
             return cfg
@@ -278,7 +283,8 @@ class Task:
         fingerprint and the harness's protocol version (0: left out, the identity of runs from before it). Another
         task's name and version are part of it; the built-in task's are not, so its runs keep the identity they
         had before tasks existed."""
-        keys = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in self.not_identity}
+        keys = {k: v for k, v in dataclasses.asdict(cfg).items()
+                if k not in self.not_identity and IDENTITY_WHEN_NOT.get(k, object()) != v}
         keys["data_fingerprint"] = data_fingerprint
         if protocol:
             keys["protocol_version"] = protocol

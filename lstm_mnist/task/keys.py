@@ -8,13 +8,21 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 
 # Keys the harness itself gives a meaning to, whatever the task: never searched, with the reason.
-HARNESS_NEVER_SEARCHED = {"seed": "seeds are replicates, never tuned"}
+HARNESS_NEVER_SEARCHED = {"seed": "seeds are replicates, never tuned",
+                          "precision": "precision is a setting of a whole grid, never tuned: compare two grids with "
+                                       "report --against"}
 FLAG_REASON = "flags are what the ablation compares, never tuned"
 # The keys the harness reads from every task's config (RunKeys gives them all), with their types.
 HARNESS_KEYS = {"seed": "int", "max_epochs": "int", "batch_size": "int", "eval_batch_size": "int",
-                "experiment": "str", "device": "str", "num_threads": "int", "log_model": "bool"}
+                "experiment": "str", "device": "str", "num_threads": "int", "log_model": "bool", "precision": "str"}
 # Of those, the ones that say where or how a run executes, not what it computes: never in a run's identity.
 HARNESS_NOT_IDENTITY = frozenset({"experiment", "device", "num_threads", "log_model"})
+# Keys that entered the identity after runs existed: at these values they are left out of it, so every run from
+# before them keeps its config_hash (tests/cell_identities.json pins them).
+IDENTITY_WHEN_NOT = {"precision": "32"}
+# Lightning's precision names a run may train at: "32" full float32; "bf16-mixed" bfloat16 autocast (CPUs with
+# AVX-512/AMX-BF16, GPUs from Ampere on); "16-mixed" float16 autocast with a gradient scaler (CUDA only).
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
 def limits(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> dict:
     """A config key's allowed range as its field's metadata (None: unbounded; an open end excludes the bound)."""
@@ -74,6 +82,13 @@ class RunKeys:
     device: str = "auto"                                    # auto (cuda when visible) | cpu | cuda | cuda:N
     num_threads: int = field(default=0, lo=0, hi=1024)      # torch CPU threads (0: torch's default)
     log_model: bool = True                                  # log the tested weights as an MLflow model
+    precision: str = "32"                                   # 32 | bf16-mixed | 16-mixed (CUDA): part of the identity
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: allowed values are {', '.join(PRECISIONS)} (Lightning's names; "
+                          "16-mixed on CUDA only)")
 
 
 def check_device(device: str) -> None:

@@ -5,14 +5,19 @@ task's: all six, batch 64).
                  (the built-in task: batched per-sample augmentation on the device)
   (b) dataloader the built-in task only, what the original assignment did: torchvision MNIST-style Dataset with
                  PIL RandomRotation + RandomAffine, DataLoader with 2 worker processes, a plain torch loop
-  (c) bare       the floor: a plain torch loop over inputs prepared once, in memory, no augmentation
+  (c) bare       the floor: a plain torch loop over inputs prepared once, in memory, no augmentation, under the
+                 same autocast as the harness at each precision
 
-`--task SPEC` measures another task's model (task/); the default is the built-in one.
+Each arm shape (the task's shape_flags on and off, the other flags on; the built-in task: 1 x 100 or 2 x 128, one
+way or both) is measured at each precision the device can train at (--precision to choose), so the ratios
+harness/bare and bf16-mixed/32 come from one run. `--task SPEC` measures another task's model (task/); the default
+is the built-in one.
 
 Each pipeline runs `warmup` untimed batches, then `batches` timed ones; samples/s is steady state.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -83,13 +88,17 @@ def _plain_loop(cfg, batch_iter, device, warmup, batches, shape: tuple | None = 
     net = task.hook("model")(cfg).to(device).train()
     opt = first_optimizer(task.hook("optimizer")(cfg, net.parameters()))
     loss_of = task.hook("loss")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "16-mixed")  # Lightning's 16-mixed does so
     stamps = []
     for i, (x, y) in enumerate(batch_iter):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = loss_of(cfg, net(x.reshape(-1, *shape) if shape else x), y)
+        with train.autocast(cfg.precision, device):
+            logits = net(x.reshape(-1, *shape) if shape else x)
+        loss = loss_of(cfg, logits.float(), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
@@ -147,37 +156,91 @@ def full_config(task: task_protocol.Task, data_dir: str | None = None):
     return task.build({**values, **({"data_dir": data_dir} if data_dir and "data_dir" in task.fields else {})})
 
 
+def shapes(task: task_protocol.Task, cfg) -> dict:
+    """Arm name -> config: the full config and every on/off combination of the task's shape flags (the others on),
+    e.g. "full", "full-width", "full-bidirectional", "full-bidirectional-width" for the built-in task."""
+    out = {}
+    for off in itertools.chain.from_iterable(itertools.combinations(task.shape_flags, k)
+                                             for k in range(len(task.shape_flags) + 1)):
+        on = set(task.flag_names) - set(off)
+        out["-".join(["full", *off])] = config.rebuilt(cfg, **task.values(on, task.flag_names))
+    return out
+
+
+def parse_precisions(text: str | None, device) -> tuple:
+    """--precision's comma list (default: every precision the device can train at), each checked against it."""
+    names = tuple(p.strip() for p in text.split(",")) if text else train.precisions_of(device)
+    for name in names:
+        task_protocol.check_precision(name)
+        train.check_precision(name, device)
+    return names
+
+
 def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "reports/bench.json",
-         data_dir: str | None = None, task_spec: str = task_protocol.BUILTIN) -> dict:
-    """Interleave the pipelines for `rounds` rounds and keep each one's median (this machine is noisy)."""
+         data_dir: str | None = None, task_spec: str = task_protocol.BUILTIN, precisions: str | None = None) -> dict:
+    """Every arm shape at every precision, the pipelines interleaved for `rounds` rounds; each figure is the
+    median of its rounds (this machine is noisy), and each ratio is of figures measured in this run."""
     task = task_protocol.load(task_spec)
     cfg = full_config(task, data_dir)
     train.quiet_lightning()
     device = train.resolve_device(cfg)
+    names = parse_precisions(precisions, device)
     ds = task.load_data(cfg, device)
     batches = in_one_epoch(batches, warmup, ds, cfg)
+    arms = {(arm, p): config.rebuilt(c, precision=p) for arm, c in shapes(task, cfg).items() for p in names}
     print(f"bench of task {task.name} on {train.device_name(device)} (torch threads {torch.get_num_threads()}): "
-          f"every flag on, batch {cfg.batch_size}; {rounds} rounds of {warmup} warm-up + {batches} timed batches "
-          "each", flush=True)
-    pipelines = {"harness": harness, "dataloader": dataloader, "bare": bare}
-    if task.name != task_protocol.BUILTIN:  # torchvision's MNIST transforms: the built-in task's alone
-        del pipelines["dataloader"]
-    samples = {name: [] for name in pipelines}
+          f"{len(arms) // len(names)} arm shapes x precision {', '.join(names)}, batch {cfg.batch_size}; {rounds} "
+          f"rounds of {warmup} warm-up + {batches} timed batches each", flush=True)
+    pipelines = {"harness": harness, "bare": bare}
+    with_dataloader = task.name == task_protocol.BUILTIN  # torchvision's MNIST transforms: the built-in task's alone
+    samples = {key: {name: [] for name in pipelines} for key in arms}
+    if with_dataloader:
+        samples[("full", "32")]["dataloader"] = []
     for r in range(rounds):
-        for name, fn in pipelines.items():
-            samples[name].append(fn(cfg, ds, device, warmup, batches))
-        print(f"  round {r + 1}: " + "  ".join(f"{n} {v[-1]:.0f}" for n, v in samples.items()), flush=True)
-    rates = {name: statistics.median(v) for name, v in samples.items()}
+        for key, c in arms.items():
+            for name in samples[key]:
+                samples[key][name].append({**pipelines, "dataloader": dataloader}[name](c, ds, device, warmup, batches))
+        print(f"  round {r + 1} done", flush=True)
+    rows = _rows(samples, names)
+    full = {n: statistics.median(v) for n, v in samples[("full", names[0])].items()}
     result = {"task": task.name, "device": train.device_name(device), "batch_size": cfg.batch_size,
-              "batches": batches, "rounds": rounds, "samples_per_s": rates, "samples_per_s_each_round": samples,
-              "harness_over_bare": rates["harness"] / rates["bare"]}
-    if "dataloader" in rates:
-        result["harness_over_dataloader"] = rates["harness"] / rates["dataloader"]
+              "batches": batches, "rounds": rounds, "precisions": list(names), "shapes": rows,
+              "samples_per_s": full, "harness_over_bare": full["harness"] / full["bare"]}
+    if "dataloader" in full:
+        result["harness_over_dataloader"] = full["harness"] / full["dataloader"]
+    print(table(rows, names))
     target_c = 0.8 if device.type == "cuda" else 0.9
-    print("median samples/s: " + "   ".join(f"({k}) {n} {rates[n]:.0f}" for k, n in zip("abc", pipelines)))
-    print((f"a/b = {result['harness_over_dataloader']:.2f} (target >= 1.5 on CPU)   " if "dataloader" in rates else "")
-          + f"a/c = {result['harness_over_bare']:.2f} (target >= {target_c})")
+    print(f"the full arm at precision {names[0]}: "
+          + (f"a/b = {result['harness_over_dataloader']:.2f} (harness/dataloader, target >= 1.5 on CPU)   "
+             if "dataloader" in full else "")
+          + f"a/c = {result['harness_over_bare']:.2f} (harness/bare, target >= {target_c})")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return result
+
+
+def _rows(samples: dict, names: tuple) -> list[dict]:
+    """One row per arm shape and precision: medians, harness/bare, and each pipeline against the first precision."""
+    rows = []
+    for (arm, p), figures in samples.items():
+        rates = {n: statistics.median(v) for n, v in figures.items()}
+        ref = {n: statistics.median(v) for n, v in samples[(arm, names[0])].items()}
+        rows.append({"arm": arm, "precision": p, **{f"{n}_samples_per_s": v for n, v in rates.items()},
+                     "harness_over_bare": rates["harness"] / rates["bare"],
+                     f"harness_over_{names[0]}": rates["harness"] / ref["harness"],
+                     f"bare_over_{names[0]}": rates["bare"] / ref["bare"],
+                     "each_round": figures})
+    return rows
+
+
+def table(rows: list[dict], names: tuple) -> str:
+    """The rows as the Markdown table a user reads (and a closing note quotes)."""
+    ref = names[0]
+    lines = [f"| arm | precision | harness samples/s | bare samples/s | harness/bare | harness vs {ref} | "
+             f"bare vs {ref} |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {r['precision']} | {r['harness_samples_per_s']:,.0f} | "
+                     f"{r['bare_samples_per_s']:,.0f} | {r['harness_over_bare']:.2f} | "
+                     f"{r[f'harness_over_{ref}']:.2f} | {r[f'bare_over_{ref}']:.2f} |")
+    return "\n".join(lines)

@@ -47,11 +47,37 @@ class Result:
 
 
 def resolve_device(cfg) -> torch.device:
+    """The device a config trains on, checked against its precision."""
     if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device}: no CUDA GPU is visible; use device=auto or device=cpu")
-    return torch.device(cfg.device)
+    else:
+        device = torch.device(cfg.device)
+    check_precision(cfg.precision, device)
+    return device
+
+
+def precisions_of(device: torch.device) -> tuple:
+    """The precisions `device` can train at: 32 everywhere; bf16-mixed on a CPU (native on AVX-512/AMX-BF16, slow
+    emulation elsewhere) and on a GPU with bfloat16; 16-mixed on a GPU."""
+    if device.type != "cuda":
+        return ("32", "bf16-mixed")
+    return ("32", *(("bf16-mixed",) if torch.cuda.is_bf16_supported() else ()), "16-mixed")
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context Lightning's precision plugin opens around a step (none at 32): for plain loops."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    can = precisions_of(device)
+    if precision not in can:
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "a CPU"
+        raise ConfigError(f"precision={precision}: {where} cannot train at it; it can at precision="
+                          f"{' or precision='.join(can)}")
 
 
 def device_name(device: torch.device) -> str:
@@ -81,6 +107,7 @@ class _EvalMetrics(torch.nn.Module):
         self.loss_sum, self.count = 0.0, 0
 
     def update(self, logits, y):
+        logits = logits.float()  # under bf16/16 autocast: the sum over a split in float32, not in 8 mantissa bits
         self.loss_sum += F.cross_entropy(logits, y, reduction="sum")
         self.count += len(y)
         preds = logits.argmax(dim=1)
@@ -118,7 +145,7 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss(self.cfg, self.net(x), y)
+        loss = self.loss(self.cfg, self.net(x).float(), y)  # float32 logits into the loss at any precision
         self.train_loss_sum += loss.detach() * len(y)
         self.train_count += len(y)
         if batch_idx % 50 == 49 and not torch.isfinite(self.train_loss_sum):  # one sync per 50 steps
@@ -182,7 +209,7 @@ def quiet_lightning() -> None:
 def make_trainer(cfg, device: torch.device, callbacks: list, **overrides) -> L.Trainer:
     kwargs = dict(accelerator="gpu" if device.type == "cuda" else "cpu",
                   devices=[device.index or 0] if device.type == "cuda" else 1,
-                  max_epochs=cfg.max_epochs, logger=False, enable_checkpointing=False,
+                  max_epochs=cfg.max_epochs, precision=cfg.precision, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                   callbacks=callbacks)
     kwargs.update(overrides)

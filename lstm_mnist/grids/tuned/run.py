@@ -34,7 +34,7 @@ def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dr
     if dry_run:
         out(describe(s, fingerprint_of(s), storage_url, force))
         return 0
-    with engine.capacity(n_workers, ray) as (n_workers, held):
+    with engine.capacity(n_workers, ray, s.start) as (n_workers, held):
         return train(s, ablate.Invocation(n_workers, held, out, pin, storage_url, ray), force)
 
 
