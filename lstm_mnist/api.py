@@ -85,13 +85,15 @@ def runs(grid: str, experiment: str | None = None) -> pd.DataFrame:
     return load(experiment or latest_grid_experiment(name), name).runs.drop(columns=["roles"], errors="ignore")
 
 
-def report(grid: str, experiment: str | None = None, metric: str | None = None) -> dict[str, pd.DataFrame]:
+def report(grid: str, experiment: str | None = None, metric: str | None = None, *, against: str | None = None,
+           against_experiment: str | None = None) -> dict[str, pd.DataFrame]:
     """The report's tables as DataFrames (full precision, as its CSV files), computed from the store without
     writing a file or logging to the grid's run: "arms", "comparisons", "worth", "runs", and those the grid's
-    designs give ("main_effects", "interactions", "looks", "tuning_worth", ...)."""
+    designs give ("main_effects", "interactions", "looks", "tuning_worth", ...); with `against` (another grid of
+    the same design and task), "against": each effect in both grids, the difference, its CI and verdict at δ."""
     from .report import make
 
-    return make.tables(make.compute(experiment, _name(grid), metric))
+    return make.tables(make.compute(experiment, _name(grid), metric, against and _name(against), against_experiment))
 
 
 def _name(grid: str) -> str:

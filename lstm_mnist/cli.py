@@ -19,6 +19,9 @@ def cmd_run(args) -> int:
     from . import task as task_protocol
     from .machine import cores, lease
     from .runs import runner
+    from .training import train
+
+    train.resolve_device(cfg)  # a device or precision this host lacks: one line, before a run is recorded
 
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
     task = task_protocol.of(cfg)
@@ -51,14 +54,14 @@ def cmd_bench(args) -> int:
     from .training import bench
 
     bench.main(batches=args.batches, warmup=args.warmup, rounds=args.rounds, out=args.out, data_dir=args.data_dir,
-               task_spec=args.task, precisions=args.precision)
+               task_spec=args.task, precisions=args.precision, threads=args.threads)
     return 0
 
 
 def cmd_report(args) -> int:
     from .report import make, render
 
-    r, paths = make.make(args.experiment, args.grid, args.metric, args.out)
+    r, paths = make.make(args.experiment, args.grid, args.metric, args.out, args.against, args.against_experiment)
     print(render.terminal(r))
     print(f"wrote {len(paths)} files to {paths[0].parent}/ and logged them on MLflow run {r.grid.parent_id} "
           f"(the grid's latest parent) under report/")
@@ -277,6 +280,8 @@ def parser() -> argparse.ArgumentParser:
                    "package.module:name (default: the built-in lstm_mnist)")
     b.add_argument("--precision", metavar="LIST", help="precisions to measure, comma-separated, the first the "
                    "reference of the ratios (default: every one the device can train at: 32,bf16-mixed on a CPU)")
+    b.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default: torch's, all "
+                   "cores; 1 is what each of --workers 2 gets on 2 cores)")
     _measure_options(b, "reports/bench.json")
     b.set_defaults(func=cmd_bench)
 
@@ -319,6 +324,11 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--metric", default=None, choices=("test_f1", "test_acc", "test_loss"),
                     help="metric compared and ranked (default: the grid's task's, test_f1 for the built-in one)")
     rp.add_argument("--out", help="output folder (default reports/<grid>)")
+    rp.add_argument("--against", metavar="GRID", help="another grid of the same design and task (e.g. the same "
+                    "file at another precision or budget): each effect in both, their difference, its CI and a "
+                    "verdict at δ")
+    rp.add_argument("--against-experiment", metavar="NAME", help="the MLflow experiment of the --against grid "
+                    "(default: this grid's)")
     rp.set_defaults(func=cmd_report)
 
     g = sub.add_parser("gpu-check", help="measure this GPU: epoch time, harness vs bare loop, grid throughput per "

@@ -1,4 +1,5 @@
-"""`bench` runs all three pipelines and writes its figures (speed targets are checked by `make bench`)."""
+"""`bench` runs every pipeline at every arm shape and precision and writes its figures (speed targets are checked
+by `make bench`, not here)."""
 import json
 import re
 
@@ -16,3 +17,28 @@ def test_bench_smoke_writes_json(project):
     assert all(v > 0 for v in figures["samples_per_s"].values())
     printed = dict(re.findall(r"(a/[bc]) = (\d+\.\d\d)", proc.stdout))  # the line a user reads agrees with the file
     assert printed == {"a/b": f"{figures['harness_over_dataloader']:.2f}", "a/c": f"{figures['harness_over_bare']:.2f}"}
+    # every arm shape (the task's shape_flags on and off) at every precision a CPU trains at, ratios of this run
+    rows = {(r["arm"], r["precision"]): r for r in figures["shapes"]}
+    assert figures["precisions"] == ["32", "bf16-mixed"]
+    assert set(rows) == {(a, p) for a in ("full", "full-bidirectional", "full-width", "full-bidirectional-width")
+                         for p in ("32", "bf16-mixed")}
+    for (arm, p), r in rows.items():
+        assert r["harness_over_bare"] == pytest.approx(r["harness_samples_per_s"] / r["bare_samples_per_s"])
+        ref = rows[(arm, "32")]
+        assert r["harness_over_32"] == pytest.approx(r["harness_samples_per_s"] / ref["harness_samples_per_s"])
+        line = f"| {arm} | {p} | {r['harness_samples_per_s']:,.0f} | {r['bare_samples_per_s']:,.0f} |"
+        assert line in proc.stdout, proc.stdout
+
+
+@pytest.mark.subprocess
+def test_bench_at_chosen_precisions_and_one_the_device_cannot_train_at(project):
+    proc = run_cli("bench", "--precision", "bf16-mixed", "--batches", "2", "--warmup", "1", "--rounds", "1",
+                   "--threads", "1", "--out", "b.json", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((project / "b.json").read_text())
+    assert figures["precisions"] == ["bf16-mixed"] and figures["threads"] == 1
+    assert {r["precision"] for r in figures["shapes"]} == {"bf16-mixed"} and "harness_over_dataloader" in figures
+    assert "the full arm at precision bf16-mixed: a/b = " in proc.stdout
+    proc = run_cli("bench", "--precision", "32,16-mixed", "--batches", "3", cwd=project)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "precision=16-mixed: a CPU cannot train at it; it can at precision=32 or precision=bf16-mixed"), proc.stderr

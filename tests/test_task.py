@@ -119,8 +119,8 @@ def test_a_tasks_config_is_built_and_checked_as_the_builtin_one_is():
     for values, message in [({"smoothing": 1.0}, "smoothing=1.0: out of range, allowed 0.0 <= smoothing < 1.0"),
                             ({"gru": "yes"}, "gru='yes': expected true or false"),
                             ({"depth": 2}, "unknown config key 'depth': known keys are seed, max_epochs, batch_size, "
-                                           "eval_batch_size, experiment, device, num_threads, log_model, precision, gru, "
-                                           "smoothing, lr")]:
+                                           "eval_batch_size, experiment, device, num_threads, log_model, precision, "
+                                           "gru, smoothing, lr")]:
         with pytest.raises(ConfigError) as e:
             t.build(values, "grid.toml")
         assert str(e.value) == f"grid.toml: {message}", e.value
@@ -138,6 +138,8 @@ def test_a_config_key_of_another_type_is_refused_when_the_task_is_made():
         _task(config=Listy)
     with pytest.raises(ConfigError, match="default_flags names 'ln', which is not one of its flags"):
         _task(default_flags=("ln",))
+    with pytest.raises(ConfigError, match="shape_flags names 'depth', which is not one of its flags"):
+        _task(shape_flags=("depth",))
 
 
 def test_another_tasks_name_and_version_are_part_of_its_runs_identity():

@@ -77,6 +77,7 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
     task = task_protocol.of(cells[0][1])
     full = full_config(extra) if grid_file is None else cells[0][1]
     task.data_fingerprint(full)  # missing or corrupt data: one line now, not N failed workers
+    train.resolve_device(full)   # so is a precision this device cannot train at
     gpu_slice.quiet()
     _say(on_gpu, f"gpu-check on {device}: grid throughput of {', '.join(map(str, counts))} workers, "
          f"{slice_s:g} s slices{' (also under MPS)' if mps else ''}")
@@ -186,7 +187,9 @@ def validation_s(cfg, ds: task_protocol.Splits, device: torch.device) -> float:
         for _ in range(2):
             t0 = time.perf_counter()
             for x, y in batches_mod.of_task(task, ds, cfg)[1]:
-                lit.val_metrics.update(lit.net(x), y)
+                with train.autocast(cfg.precision, device):  # as Lightning validates at the run's precision
+                    logits = lit.net(x)
+                lit.val_metrics.update(logits, y)
             lit.val_metrics.compute("val")  # brings the figures to the host: the pass has finished
             times.append(time.perf_counter() - t0)
     return times[-1]

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import config
 from .. import task as task_protocol
 from ..training import bench, train
 from . import fused as fused_mod
@@ -27,6 +28,7 @@ from . import fused as fused_mod
 GPU_BUDGET = {"warmup": 20, "steps": 200, "models": (8, 32), "slice_s": 10.0}
 CPU_BUDGET = {"warmup": 1, "steps": 3, "models": (2,), "slice_s": 0.0}
 NEEDS_CUDA = "skipped: needs CUDA"
+PROBED_PRECISIONS = ("bf16-mixed",)  # beside 32 (a GradScaler step, 16-mixed's, is not captured in a graph here)
 
 
 def main(out: str = "reports/gpu-probes.json", mps: bool = False, data_dir: str | None = None) -> dict:
@@ -70,6 +72,15 @@ def measure(cfg, device: torch.device, budget: dict | None = None, processes=Non
              "bare": _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=None, graph=False))}
     rates["graph"] = _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=None, graph=True)) \
         if cuda else NEEDS_CUDA
+    for p in PROBED_PRECISIONS:  # (a), (b), (c) again under autocast: "harness bf16-mixed", ...
+        at = config.rebuilt(cfg, precision=p)
+        can = p in train.precisions_of(device)
+        rates[f"harness {p}"] = _tried(lambda: bench.harness(at, ds, device, warmup, steps) / at.batch_size) \
+            if can else f"skipped: {device.type} cannot train at {p}"
+        rates[f"bare {p}"] = _tried(lambda: step_rate(at, ds, device, warmup, steps, models=None, graph=False)) \
+            if can else rates[f"harness {p}"]
+        rates[f"graph {p}"] = _tried(lambda: step_rate(at, ds, device, warmup, steps, models=None, graph=True)) \
+            if cuda and can else NEEDS_CUDA if can else rates[f"harness {p}"]
     fused = {}
     for m in budget["models"]:
         eager = _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=m, graph=False))
@@ -120,7 +131,8 @@ def step_rate(cfg, ds, device: torch.device, warmup: int, steps: int, models: in
         static_y.copy_(ds.train_y[idx])
 
     def step():
-        logits = net(static_x)
+        with train.autocast(cfg.precision, device, cache=not graph):  # a captured graph replays no cast cache
+            logits = net(static_x).float()
         loss = fused_mod.loss(logits, static_y) if models else F.cross_entropy(logits, static_y)
         loss.backward()
         opt.step()
@@ -179,6 +191,11 @@ def summary(p: dict) -> list[str]:
     lines = [f"probes on {p['device']}, full model, batch {p['batch_size']} ({p['steps']} timed steps each), "
              f"optimizer steps/s: (a) harness {_shown(r['harness'])}  (b) bare {_shown(r['bare'])}  "
              f"(c) CUDA graph {_shown(r['graph'])}"]
+    for prec in PROBED_PRECISIONS:
+        if f"harness {prec}" in r:
+            lines.append(f"  at {prec}: (a) harness {_shown(r[f'harness {prec}'])}  "
+                         f"(b) bare {_shown(r[f'bare {prec}'])}"
+                         f"  (c) CUDA graph {_shown(r[f'graph {prec}'])}")
     for m, f in p["fused"].items():
         cells = [f"{kind} {v['per_model']:.0f}/model = {v['total']:.0f} total" if isinstance(v, dict) else f"{kind} {v}"
                  for kind, v in (("eager", f["eager"]), ("graphed", f["graph"]))]

@@ -83,9 +83,7 @@ COSTS = {"epochs_trained": "epochs", "train_time_s": "time"}  # what a flag cost
 def comparisons(g: Grid, metric: str) -> pd.DataFrame:
     """Each leave-one-out / add-one-in arm against its reference, paired by seed; Holm within each design.
     Beside the metric's Δ: the paired Δ of epochs trained and training time (what the flag costs)."""
-    scored = g.runs.dropna(subset=[metric])  # a run without the metric cannot be paired
-    by_arm = {m: {arm: dict(zip(r["seed"], r[m])) for arm, r in scored.groupby("arm")} if m in scored else {}
-              for m in (metric, *COSTS)}
+    by_arm = {m: values_by_arm(g, m) for m in (metric, *COSTS)}
     rows = [_compare(arm, design, flag, name, by_arm, metric, g.delta) for design in REFERENCE
             for arm, flag, name in design_members(g, design)]
     df = pd.DataFrame(rows, columns=["design", "flag", "arm", "recorded_arm", "reference", "metric", "n_pairs",
@@ -94,6 +92,21 @@ def comparisons(g: Grid, metric: str) -> pd.DataFrame:
     for design, idx in df.groupby("design").groups.items():
         df.loc[idx, "p_holm"] = stats.holm(df.loc[idx, "p"].tolist())
     return _design_order(df, g.task)
+
+
+def values_by_arm(g: Grid, metric: str) -> dict[str, dict[int, float]]:
+    """Arm -> {seed: the metric} of the runs that have it (a run without the metric cannot be paired)."""
+    if metric not in g.runs:
+        return {}
+    scored = g.runs.dropna(subset=[metric])
+    return {arm: dict(zip(r["seed"], r[metric])) for arm, r in scored.groupby("arm")}
+
+
+def with_and_without(design: str, by_arm: dict, recorded: str) -> tuple[dict, dict]:
+    """({seed: value} with the flag, without it) of one comparison: `full` has the flag in leave-one-out,
+    `baseline+<flag>` in add-one-in."""
+    ref, mine = by_arm.get(REFERENCE[design], {}), by_arm.get(recorded, {})
+    return (ref, mine) if design == "leave_one_out" else (mine, ref)
 
 
 def design_members(g: Grid, design: str) -> list[tuple[str, str, str]]:
@@ -110,9 +123,7 @@ def _compare(recorded: str, design: str, flag: str, arm: str, by_arm: dict, metr
     ref = REFERENCE[design]
 
     def paired(m: str) -> stats.Paired:
-        pair = (by_arm[m].get(ref, {}), by_arm[m].get(recorded, {}))
-        # "with the flag" first: `full` has it in leave-one-out, `baseline+<flag>` has it in add-one-in.
-        return stats.paired(*pair) if design == "leave_one_out" else stats.paired(*reversed(pair))
+        return stats.paired(*with_and_without(design, by_arm[m], recorded))
 
     r = paired(metric)
     note = r.reason if ref in by_arm[metric] else f"no FINISHED {ref!r} runs"
@@ -175,6 +186,7 @@ class Report:
     factorial: factorial.Factorial | None = None
     tuning: object = None   # a tuned grid's report/tuning.Tuning (before vs after, costs, budget curves)
     looks: object = None    # a grid run --until-decided: analysis/sequential.Decided (each look's intervals and verdicts)
+    against: object = None  # report --against: report/against.Against (each effect here and in the other grid)
 
 
 def build(g: Grid, metric: str) -> Report:

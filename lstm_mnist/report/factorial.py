@@ -62,15 +62,20 @@ def build(runs: pd.DataFrame, seeds: list[int], fraction, metric: str,
     if fraction is None:
         return None
     d = fraction.design
-    mine = runs[runs["designs"].astype(str).str.split(",").map(lambda ds: "factorial" in ds)]
-    mine = mine.dropna(subset=[metric])
-    names = {levels(r, d.factors, task): r["arm"] for _, r in mine.iterrows()}
-    obs = [(int(r["seed"]), levels(r, d.factors, task), float(r[metric])) for _, r in mine.iterrows()]
+    names, obs = observations(runs, d, metric, task)
     if not obs:
         return None
     a = effects.analyze(d, obs, seeds)
     missing = [f"{names.get(lv) or _arm_name(d, lv)} (seed {s})" for s, lv in a.missing]
     return Factorial(d, a, missing, metric, delta)
+
+
+def observations(runs: pd.DataFrame, d: fractional.Design, metric: str, task=TASK) -> tuple[dict, list]:
+    """The factorial cells' runs with the metric: ({levels: arm}, [(seed, levels, value)])."""
+    mine = runs[runs["designs"].astype(str).str.split(",").map(lambda ds: "factorial" in ds)]
+    mine = mine.dropna(subset=[metric])
+    names = {levels(r, d.factors, task): r["arm"] for _, r in mine.iterrows()}
+    return names, [(int(r["seed"]), levels(r, d.factors, task), float(r[metric])) for _, r in mine.iterrows()]
 
 
 def _arm_name(d: fractional.Design, lv: tuple[int, ...]) -> str:

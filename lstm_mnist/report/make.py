@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import against as against_grid
 from . import factorial, looks, tuning
 from ..config import check_name
 from ..tracking import groups
@@ -34,6 +35,8 @@ def tables(r: Report) -> dict[str, pd.DataFrame]:
                 out["looks_fixed"] = t.fixed.looks.frame
         if t.by_repeat is not None:
             out |= {"tuning_repeats": t.by_repeat, "tuning_spread": t.spread}
+    if r.against:
+        out["against"] = r.against.frame
     return out
 
 
@@ -56,23 +59,29 @@ def write(r: Report, out: Path) -> list[Path]:
     return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
 
 
-def compute(experiment: str | None, grid: str | None, metric: str | None = None) -> Report:
-    """The grid read from the store and every comparison its designs give (on `metric`; None: its task's); nothing
-    written."""
+def compute(experiment: str | None, grid: str | None, metric: str | None = None, against: str | None = None,
+            against_experiment: str | None = None) -> Report:
+    """The grid read from the store and every comparison its designs give (on `metric`; None: its task's); with
+    `against`, each effect beside that grid's (in `against_experiment`, default this grid's); nothing written."""
     if grid is not None:
         check_name("--grid", grid, "give the name of a grid file's stem, e.g. --grid ablation-quick")
+    if against is not None:
+        check_name("--against", against, "give the name of another grid file's stem, e.g. --against factorial-cpu")
     g = load(experiment or latest_grid_experiment(grid), grid)
     r = build(g, metric or g.task.metric)
     if g.tune:
         r.tuning = tuning.build(g, r)
     if g.sequential:
         looks.apply(r)
+    if against is not None:
+        r.against = against_grid.build(r, compute(against_experiment or g.experiment, against, r.metric))
     return r
 
 
-def make(experiment: str | None, grid: str | None, metric: str | None, out: str | None) -> tuple[Report, list[Path]]:
+def make(experiment: str | None, grid: str | None, metric: str | None, out: str | None, against: str | None = None,
+         against_experiment: str | None = None) -> tuple[Report, list[Path]]:
     """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
-    r = compute(experiment, grid, metric)
+    r = compute(experiment, grid, metric, against, against_experiment)
     paths = write(r, Path(out or Path("reports") / r.grid.name))
     groups.log_files(r.grid.parent_id, paths, "report")
     groups.log_tables(r.grid.parent_id, {f"{label.removeprefix('tab:')}_{r.metric}": table

@@ -89,7 +89,8 @@ def by_tag(experiment: str, name: str) -> Members:
 def settings(run, task: task_protocol.Task = TASK) -> str:
     """The run's settings other than the factors and the seed, as one comparable string."""
     p, tags = run.params, run.tags
-    values = {k: p.get(k) for k in setting_keys(task)}
+    # a key that entered the identity later (precision) reads as its old value on runs logged before it
+    values = {k: p.get(k, task_protocol.IDENTITY_WHEN_NOT.get(k)) for k in setting_keys(task)}
     values["data_fingerprint"] = tags.get("data_fingerprint", p.get("data_fingerprint"))
     values["protocol_version"] = tags.get("protocol_version", "0")
     return json.dumps(values, sort_keys=True)

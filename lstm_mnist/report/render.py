@@ -11,7 +11,7 @@ import pandas as pd
 from ..analysis import tables
 from ..machine import host
 from ..tracking import store
-from . import factorial, looks, tuning
+from . import against, factorial, looks, tuning
 from .compare import Report
 from .gather import SUMMARY, counts
 
@@ -129,6 +129,8 @@ def shown(r: Report) -> list[tuple[str, str, pd.DataFrame]]:
         out += tuning.shown(t, m)
         if t.fixed:
             out.append(("Arms at the grid's values (before tuning)", "tab:arms-fixed", show_arms(t.fixed.arms, m)))
+    if r.against:
+        out.append((against.title(r.against), "tab:against", against.show(r.against)))
     return out
 
 
@@ -210,7 +212,8 @@ def notes(r: Report) -> list[str]:
     if "early_stopping" in set(r.worth.get("flag", ())):
         out.append(EARLY_STOPPING_NOTE)
     return (out + (factorial.notes(r.factorial) if r.factorial else []) + (tuning.notes(r.tuning) if r.tuning else [])
-            + (looks.notes(r.looks, r.metric) if r.looks is not None else []))
+            + (looks.notes(r.looks, r.metric) if r.looks is not None else [])
+            + (against.notes(r.against) if r.against else []))
 
 
 EARLY_STOPPING_NOTE = (

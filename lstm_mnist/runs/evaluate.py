@@ -48,6 +48,10 @@ def check(run_id: str, data_dir: str | None = None, device: str | None = None) -
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(c, run, tmp, data_dir, device)
     _same_data(run, cfg)
+    can = train.precisions_of(train.resolve_device(config.rebuilt(cfg, precision="32")))
+    if cfg.precision not in can:  # its precision here: say what to do
+        raise UserError(f"run {run_id} trained at precision {cfg.precision}, which this device cannot run (it can "
+                        f"{', '.join(can)}); evaluate it on a device that can, e.g. --device cuda")
     net = models.load_logged_model(c, run_id)
     recomputed = {k: float(v) for k, v in train.evaluate(cfg, net).items() if k in METRICS}
     here = train.device_name(train.resolve_device(cfg))

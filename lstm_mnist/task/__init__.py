@@ -34,8 +34,9 @@ from typing import Callable, Mapping
 
 from ..errors import ConfigError
 from .hooks import DEFAULT_HOOKS, HOOKS, METRICS, REQUIRED_HOOKS, Splits, resolve_hook  # noqa: F401 - one import
-from .keys import (FLAG_REASON, HARNESS_KEYS, HARNESS_NEVER_SEARCHED, HARNESS_NOT_IDENTITY, IDENTITY_WHEN_NOT,  # noqa: F401
-                   PRECISIONS, TYPES, RunKeys, check_device, check_precision, check_value, field, limits, type_of)
+from .keys import (FLAG_REASON, HARNESS_KEYS, HARNESS_NEVER_SEARCHED, HARNESS_NOT_IDENTITY,  # noqa: F401
+                   IDENTITY_WHEN_NOT, PRECISIONS, TYPES, RunKeys, check_device, check_precision, check_value, field,
+                   limits, type_of)
 
 BUILTIN = "lstm_mnist"
 BUILTIN_PATH = "lstm_mnist.builtin.config:TASK"

@@ -24,6 +24,7 @@ IDENTITY_WHEN_NOT = {"precision": "32"}
 # AVX-512/AMX-BF16, GPUs from Ampere on); "16-mixed" float16 autocast with a gradient scaler (CUDA only).
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
+
 def limits(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> dict:
     """A config key's allowed range as its field's metadata (None: unbounded; an open end excludes the bound)."""
     return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}

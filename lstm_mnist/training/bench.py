@@ -157,19 +157,20 @@ def full_config(task: task_protocol.Task, data_dir: str | None = None):
 
 
 def shapes(task: task_protocol.Task, cfg) -> dict:
-    """Arm name -> config: the full config and every on/off combination of the task's shape flags (the others on),
+    """Arm name -> config: the full config and every on/off combination of the task's shape flags (the others as in
+    the full config),
     e.g. "full", "full-width", "full-bidirectional", "full-bidirectional-width" for the built-in task."""
     out = {}
     for off in itertools.chain.from_iterable(itertools.combinations(task.shape_flags, k)
                                              for k in range(len(task.shape_flags) + 1)):
-        on = set(task.flag_names) - set(off)
-        out["-".join(["full", *off])] = config.rebuilt(cfg, **task.values(on, task.flag_names))
+        sides = {k: v for f in off for k, v in task.flag(f).side(False).items()}
+        out["-".join(["full", *off])] = config.rebuilt(cfg, **sides)
     return out
 
 
 def parse_precisions(text: str | None, device) -> tuple:
     """--precision's comma list (default: every precision the device can train at), each checked against it."""
-    names = tuple(p.strip() for p in text.split(",")) if text else train.precisions_of(device)
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(","))) if text else train.precisions_of(device)
     for name in names:
         task_protocol.check_precision(name)
         train.check_precision(name, device)
@@ -177,12 +178,17 @@ def parse_precisions(text: str | None, device) -> tuple:
 
 
 def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "reports/bench.json",
-         data_dir: str | None = None, task_spec: str = task_protocol.BUILTIN, precisions: str | None = None) -> dict:
+         data_dir: str | None = None, task_spec: str = task_protocol.BUILTIN, precisions: str | None = None,
+         threads: int = 0) -> dict:
     """Every arm shape at every precision, the pipelines interleaved for `rounds` rounds; each figure is the
     median of its rounds (this machine is noisy), and each ratio is of figures measured in this run."""
     task = task_protocol.load(task_spec)
     cfg = full_config(task, data_dir)
     train.quiet_lightning()
+    if threads < 0:
+        raise config.ConfigError(f"--threads {threads}: give a thread count >= 1, or 0 for torch's default")
+    if threads:  # as a grid's worker has them: one core each (--workers 2 on 2 cores)
+        torch.set_num_threads(threads)
     device = train.resolve_device(cfg)
     names = parse_precisions(precisions, device)
     ds = task.load_data(cfg, device)
@@ -194,8 +200,8 @@ def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "repor
     pipelines = {"harness": harness, "bare": bare}
     with_dataloader = task.name == task_protocol.BUILTIN  # torchvision's MNIST transforms: the built-in task's alone
     samples = {key: {name: [] for name in pipelines} for key in arms}
-    if with_dataloader:
-        samples[("full", "32")]["dataloader"] = []
+    if with_dataloader:  # the assignment's pipeline, once: the full arm at the reference precision
+        samples[("full", names[0])]["dataloader"] = []
     for r in range(rounds):
         for key, c in arms.items():
             for name in samples[key]:
@@ -203,7 +209,8 @@ def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "repor
         print(f"  round {r + 1} done", flush=True)
     rows = _rows(samples, names)
     full = {n: statistics.median(v) for n, v in samples[("full", names[0])].items()}
-    result = {"task": task.name, "device": train.device_name(device), "batch_size": cfg.batch_size,
+    result = {"task": task.name, "device": train.device_name(device), "threads": torch.get_num_threads(),
+              "batch_size": cfg.batch_size,
               "batches": batches, "rounds": rounds, "precisions": list(names), "shapes": rows,
               "samples_per_s": full, "harness_over_bare": full["harness"] / full["bare"]}
     if "dataloader" in full:

@@ -63,13 +63,16 @@ def precisions_of(device: torch.device) -> tuple:
     emulation elsewhere) and on a GPU with bfloat16; 16-mixed on a GPU."""
     if device.type != "cuda":
         return ("32", "bf16-mixed")
-    return ("32", *(("bf16-mixed",) if torch.cuda.is_bf16_supported() else ()), "16-mixed")
+    with torch.cuda.device(device):  # natively (Ampere on), not in emulation
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return ("32", *(("bf16-mixed",) if bf16 else ()), "16-mixed")
 
 
-def autocast(precision: str, device: torch.device):
-    """The autocast context Lightning's precision plugin opens around a step (none at 32): for plain loops."""
+def autocast(precision: str, device: torch.device, cache: bool = True):
+    """The autocast context Lightning's precision plugin opens around a step (none at 32): for plain loops.
+    `cache=False` for a step captured in a CUDA graph (the cast weights must be recomputed on every replay)."""
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
 
 
 def check_precision(precision: str, device: torch.device) -> None:

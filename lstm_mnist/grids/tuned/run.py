@@ -21,7 +21,7 @@ from .search import ArmSearch, definition
 
 def fingerprint_of(s: grid.GridSpec) -> str:
     """The data fingerprint of the grid's cells (every cell of a grid shares its data)."""
-    return s.task.data_fingerprint(s.task.build({**s.base, **s.budget}))
+    return s.task.data_fingerprint(s.start)
 
 
 def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
