@@ -62,7 +62,7 @@ def test_bf16_trains_under_autocast_with_float32_loss_and_metrics(tiny_data, mon
 
     monkeypatch.setattr(train._EvalMetrics, "update", update)
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", cross_entropy)
-    cfg = config.load(None, [*QUICK, f"data_dir={tiny_data}", "precision=bf16-mixed", "adamw=true"])
+    cfg = config.load(None, [*QUICK, f"data_dir={tiny_data}", "precision=bf16-mixed", "adamw=true", "max_epochs=4"])
     result = train.fit(cfg)
     assert set(outputs) == {torch.bfloat16}            # the model ran under bf16 autocast ...
     assert losses and set(losses) == {torch.float32}    # ... and every loss was summed from float32 logits
