@@ -92,7 +92,7 @@ chaos: install  ## fault scenarios only (kills, duplicate starts, server outage,
 	mkdir -p reports && rm -f reports/chaos.jsonl
 	CHAOS_REPORT=$(CURDIR)/reports/chaos.jsonl $(PY) -m pytest -q -m chaos $(ARGS)
 
-bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop -> reports/bench.json
+bench: install  ## throughput: harness vs torchvision DataLoader vs bare loop, every arm shape at every precision -> reports/bench.json [ARGS="--threads 1"]
 	$(PY) -m lstm_mnist bench $(ARGS)
 
 .PHONY: ablation
@@ -111,7 +111,7 @@ gpu-check: install  ## measure this GPU (epoch time, workers per GPU, MPS) -> re
 	$(PY) -m lstm_mnist gpu-check $(if $(MPS),--mps) $(if $(filter-out file,$(origin WORKERS)),--workers $(WORKERS)) $(ARGS)
 
 .PHONY: report
-report: install  ## results tables + figures of the latest ablation grid -> reports/<grid>/ (ARGS="--grid NAME --metric test_f1")
+report: install  ## results tables + figures of the latest ablation grid -> reports/<grid>/ (ARGS="--grid NAME --metric test_f1 --against OTHER")
 	$(PY) -m lstm_mnist report $(ARGS)
 
 ui: install  ## MLflow UI on this project's store; prints the link to the latest grid's runs table (PORT=...)
