@@ -2,6 +2,8 @@
 on fake stores): paired by cell, Holm within each family, TOST at δ; what differs and what is paired said in words;
 grids of another design or task, or without δ, refused in one line."""
 import math
+import shutil
+import subprocess
 import types
 import zlib
 
@@ -172,3 +174,22 @@ def test_against_refuses_another_design_another_task_and_no_delta(project, capsy
         report_against.build(this, other)
     code, out, err = cli(capsys, "report", "--grid", "a16", "--experiment", EXP, "--against", "a16")
     assert code == 2 and err.count("\n") == 1 and "that is this grid itself" in err, err
+
+
+@pytest.mark.subprocess  # pdflatex
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed (Debian: texlive-latex-recommended)")
+def test_the_against_table_compiles_in_latex(project, tmp_path):
+    """report.tex with the --against table (δ, −, its verdicts) compiles with booktabs, nothing wider than the page."""
+    _grid(project, "fp32")
+    _grid(project, "bf16", shift={0: 0.006}, precision="bf16-mixed")
+    from lstm_mnist.report import render
+
+    body = render.latex_doc(make.compute(EXP, "bf16", None, "fp32"))
+    assert "the same within $\\delta$" in body
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
+    (tmp_path / "t.tex").write_text(doc)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    assert proc.returncode == 0, log[-2000:]
+    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]

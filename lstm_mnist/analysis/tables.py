@@ -12,7 +12,8 @@ EMPTY = "(no rows)"
 # Characters LaTeX treats specially, and the Unicode the report's cells use.
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "Δ": r"$\Delta$", "−": "-", "–": "--", "<": r"$<$", "†": r"\textdagger{}"}
+          "±": r"$\pm$", "Δ": r"$\Delta$", "−": "-", "–": "--", "<": r"$<$", "†": r"\textdagger{}",
+          "δ": r"$\delta$", "≥": r"$\geq$", "α": r"$\alpha$"}
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -42,6 +43,7 @@ TEXT_WIDTH_PT = 345.0
 CHAR_PT = 4.4          # a generous average glyph width of 8pt Computer Modern (digits are 4.0pt)
 GAP_PT = 6.0           # 2 x \tabcolsep (3pt)
 MIN_TEXT_PT = 40.0
+SLACK_PT = 8.0         # what the estimate may miss (math glyphs such as $\delta$, $\geq$): left unshared
 
 
 def latex(df: pd.DataFrame, caption: str, label: str) -> str:
@@ -102,7 +104,7 @@ def _spec(df: pd.DataFrame) -> list[str]:
     w = _widths(df)
     if sum(n for _, n, _ in w) <= TEXT_WIDTH_PT:
         return ["l" if t else "r" for t, _, _ in w]
-    spare = max(TEXT_WIDTH_PT - sum(n for _, _, n in w), 0.0)
+    spare = max(TEXT_WIDTH_PT - SLACK_PT - sum(n for _, _, n in w), 0.0)
     want = sum(nat - nar for t, nat, nar in w if t) or 1.0
     return [f"p{{{min(nat, nar + spare * (nat - nar) / want) - GAP_PT:.1f}pt}}" if t else "r" for t, nat, nar in w]
 
