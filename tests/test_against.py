@@ -3,7 +3,6 @@ on fake stores): paired by cell, Holm within each family, TOST at δ; what diffe
 grids of another design or task, or without δ, refused in one line."""
 import math
 import shutil
-import subprocess
 import types
 import zlib
 
@@ -19,7 +18,7 @@ from lstm_mnist.builtin.config import FLAGS
 from lstm_mnist.grids import planned
 from lstm_mnist.report import compare, gather, make
 
-from .conftest import cli
+from .conftest import assert_latex_fits, cli
 
 EXP = "lstm-mnist-factorial"
 TRUTH = [0.004, 0.0, 0.002, 0.0, -0.001, 0.03]  # main effects of the six flags (adamw last: the big one)
@@ -186,10 +185,4 @@ def test_the_against_table_compiles_in_latex(project, tmp_path):
 
     body = render.latex_doc(make.compute(EXP, "bf16", None, "fp32"))
     assert "the same within $\\delta$" in body
-    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
-    (tmp_path / "t.tex").write_text(doc)
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    log = (tmp_path / "t.log").read_text(errors="replace")
-    assert proc.returncode == 0, log[-2000:]
-    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+    assert_latex_fits(body, tmp_path)

@@ -1,9 +1,7 @@
 """Fractional factorial designs and their analysis: the generator table, effects against an independent
 least-squares fit (statsmodels), recovery of known effects, missing runs, and the report on a fake store."""
 import itertools
-import re
 import shutil
-import subprocess
 
 import mlflow
 import numpy as np
@@ -17,7 +15,7 @@ from lstm_mnist.grids import planned
 from lstm_mnist.report import compare, factorial, gather, render
 from lstm_mnist.builtin.config import FLAGS, ConfigError
 
-from .conftest import run_cli
+from .conftest import assert_latex_fits, run_cli
 
 SEVEN = ("bidirectional", "dropout", "early_stopping", "width", "adamw", "augmentation", "readout")
 # factorial.md's table: design -> (resolution, contains baseline), and the 2FI chains it lists.
@@ -220,13 +218,7 @@ def test_latex_tables_compile_and_fit_the_page(project, tmp_path):
     from lstm_mnist.analysis import tables
 
     body = render.latex_doc(r) + tables.latex(wide, "a wide table", "tab:wide")
-    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
-    (tmp_path / "t.tex").write_text(doc)
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    log = (tmp_path / "t.log").read_text(errors="replace")
-    assert proc.returncode == 0, log[-2000:]
-    assert not re.findall(r"Overfull \\hbox", log), [l for l in log.splitlines() if "Overfull" in l]
+    assert_latex_fits(body, tmp_path)
     assert "(part 1 of" in body  # the wide table was split rather than squeezed
 
 
