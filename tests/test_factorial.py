@@ -258,3 +258,20 @@ def test_wall_time_is_summed_over_invocations_and_tables_are_not_appended(projec
     import json
 
     assert len(json.loads(open(local).read())["data"]) == 6
+
+
+def test_the_delta_figure_of_a_factorial_grid_draws_its_main_effects(project, monkeypatch, tmp_path):
+    """A grid of the factorial design alone: the figure shows each flag's main effect with its CI, and no empty
+    leave-one-out or add-one-in series."""
+    _fake_factorial(project)
+    r = compare.build(gather.load(EXP, GRID), "test_f1")
+    from lstm_mnist.analysis import figures
+    from lstm_mnist.report import plots
+
+    drawn = {}
+    monkeypatch.setattr(figures, "delta_png", lambda flags, designs, metric, path: drawn.update(designs) or path)
+    plots.draw(r.grid, r.arms, r.worth, "test_f1", tmp_path)
+    assert list(drawn) == ["factorial main effect (on − off)"]
+    main = {e.term.factor: e for e in r.factorial.analysis.family("main")}
+    for flag, (d, lo, hi) in zip(r.worth["flag"], drawn["factorial main effect (on − off)"]):
+        assert (d, lo, hi) == pytest.approx((main[flag].estimate, main[flag].ci_lo, main[flag].ci_hi))

@@ -31,9 +31,11 @@ def summed_confusion(g: Grid, arm: str) -> tuple[list[list[int]] | None, int]:
 
 
 def draw(g: Grid, arms: pd.DataFrame, w: pd.DataFrame, metric: str, out: Path) -> list[Path]:
-    designs = (("leave-one-out (full − full-flag)", "loo"), ("add-one-in (baseline+flag − baseline)", "aoi"))
-    points = {label: list(zip(w[f"{p}_diff_mean"], w[f"{p}_diff_ci_lo"], w[f"{p}_diff_ci_hi"])) for label, p in designs}
-    paths = [figures.delta_png(w["flag"].tolist(), points, metric, out / f"delta_{metric}.png")] if len(w) else []
+    designs = (("leave-one-out (full − full-flag)", "loo"), ("add-one-in (baseline+flag − baseline)", "aoi"),
+               ("factorial main effect (on − off)", "ff"))
+    points = {label: list(zip(w[f"{p}_diff_mean"], w[f"{p}_diff_ci_lo"], w[f"{p}_diff_ci_hi"])) for label, p in designs
+              if w[f"{p}_diff_mean"].notna().any()}  # the grid's designs only: an empty one would draw nothing
+    paths = [figures.delta_png(w["flag"].tolist(), points, metric, out / f"delta_{metric}.png")] if points else []
     curves = val_curves(g, arms["arm"].tolist())
     if curves:
         paths.append(figures.curves_png(curves, "val_f1", out / "val_f1_curves.png"))
