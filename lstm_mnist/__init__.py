@@ -2,15 +2,17 @@
 around an LSTM on MNIST (the built-in task, builtin/): grids, Optuna, MLflow, the report.
 
 The packages, bottom to top (each imports only from the layers below it; tests/test_architecture.py checks it):
-  errors.py   UserError, ConfigError: a mistake the user can fix        wheels/    offline wheel folders (stdlib)
+  errors.py   UserError, ConfigError: a mistake the user can fix        metrics.py what runs are scored by, which way is better
+  wheels/     offline wheel folders (stdlib)
   task/       the task protocol: a model's config keys and flags, and how the harness finds a task by name
   config.py   what the harness asks of any task's config: its identity, as TOML, experiment files
-  space.py    search spaces, checked (pure)   machine/  this host       analysis/  statistics, designs, the stopping rule
+  machine/    this host                        analysis/  statistics, designs, the stopping rule
   claims/     atomic claims in Optuna storages                         training/  one run of any task: batches, train
   tracking/   MLflow (the only package that uses it)
   runs/       one recorded run (`run`, `evaluate`)                     engine/    the engine every command trains through
+  tuning/     the search, one home: settings, space, study files, Optuna studies, `tune`
   grids/      ablation grids: the definition, plain, tuned, until decided
-  study/      `tune`: an Optuna study       report/   the results report       gpu/   GPU measurement, MPS
+  report/     the results report               gpu/       GPU measurement, MPS
   accept/     `gpu-accept`: every GPU-specific path checked, and the GPU answer
   cli.py      the command line                 api.py    the same for a notebook: DataFrames, not files
   builtin/    the built-in task, LSTM-MNIST: its config, data, model (above the harness: reached by name only)

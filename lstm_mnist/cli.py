@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import metrics
 from .config import UserError
 
 
@@ -24,15 +25,9 @@ def cmd_run(args) -> int:
     train.resolve_device(cfg)  # a device or precision this host lacks: one line, before a run is recorded
 
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
-    task = task_protocol.of(cfg)
-    on = [f.name for f in task.flags if f.is_on(dataclasses.asdict(cfg))]
-    if task.name == task_protocol.BUILTIN:
-        print(f"run {name}: {', '.join(f for f in on if f != 'readout') or 'baseline (no flags)'}; "
-              f"readout={cfg.readout} max_epochs={cfg.max_epochs} train_samples={cfg.train_samples or 'all'} "
-              f"experiment={cfg.experiment}", flush=True)
-    else:
-        print(f"run {name} (task {task.name}): {', '.join(on) or 'baseline (no flags)'}; max_epochs={cfg.max_epochs} "
-              f"experiment={cfg.experiment}", flush=True)
+    task, values = task_protocol.of(cfg), dataclasses.asdict(cfg)
+    print(f"run {name}{task.title}: flags {task.on_text(lambda f: task.flag(f).is_on(values))}; "
+          f"max_epochs={cfg.max_epochs} precision={cfg.precision} experiment={cfg.experiment}", flush=True)
     with lease.Lease(1) as held:  # beside a grid or study on this host: its share of the cores, not all of them
         if not cfg.num_threads:  # unless the user sized torch's threads
             share = held.share(0)
@@ -69,12 +64,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .study import file as study_file
+    from .tuning import file as study_file
 
     study_file.load_study_file(args.file)  # a mistake in the file is answered before seconds of imports
     from .gpu import mps
     from .tracking import outages
-    from .study import tune
+    from .tuning import tune
 
     ray = _ray(args)
     # On Ray, --workers caps the study's tasks; without it, as many as the cluster holds.
@@ -219,7 +214,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    from .study import dashboard
+    from .tuning import dashboard
 
     return dashboard.main(args.file, storage=args.storage, host=args.host, port=args.port)
 
@@ -321,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
                         "what each enhancement is worth; CSV, Markdown, LaTeX and PNG, also logged on the grid's run.")
     rp.add_argument("--experiment", help="MLflow experiment holding the grid (default: the latest grid's)")
     rp.add_argument("--grid", help="grid name (its file's stem, e.g. ablation-quick; default: the latest grid)")
-    rp.add_argument("--metric", default=None, choices=("test_f1", "test_acc", "test_loss"),
+    rp.add_argument("--metric", default=None, choices=metrics.TEST,
                     help="metric compared and ranked (default: the grid's task's, test_f1 for the built-in one)")
     rp.add_argument("--out", help="output folder (default reports/<grid>)")
     rp.add_argument("--against", metavar="GRID", help="another grid of the same design and task (e.g. the same "

@@ -37,7 +37,7 @@ def settings_key(cfg, data_fingerprint: str) -> str:
 def to_toml(cfg) -> str:
     """A config as the TOML lines an experiment file would hold (every key; another task's name first)."""
     task = task_protocol.of(cfg)
-    named = "" if task.name == task_protocol.BUILTIN else f"task = {_toml_value(task.spec)}\n"
+    named = "" if task.named is None else f"task = {_toml_value(task.named)}\n"
     return named + "".join(f"{k} = {_toml_value(v)}\n" for k, v in dataclasses.asdict(cfg).items())
 
 
@@ -69,6 +69,39 @@ def parse_file(path: str | Path, parse, what: str, known) -> object:
         return parse(p, raw)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
+
+
+def validated(model, raw: dict):
+    """`raw` (a table of a TOML file) as the pydantic `model`, or a one-line ConfigError naming the first key that is
+    wrong and what it takes (`key=value: expected an integer >= 0`, `allowed values are ...`, a validator's own
+    words): the file formats' checks are declared on their models, their errors read as the harness's."""
+    import pydantic
+
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as e:
+        raise ConfigError(_one_line(model, e.errors(include_url=False)[0])) from None
+
+
+def _one_line(model, err: dict) -> str:
+    key = ".".join(map(str, err["loc"])) or "value"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {key!r}: known keys are {', '.join(model.model_fields)}"
+    shown = f"{key}={err['input']!r}" if "input" in err else key
+    field = model.model_fields.get(str(err["loc"][0])) if err["loc"] else None
+    allowed = getattr(field.annotation, "__args__", None) if field is not None else None
+    if err["type"] == "literal_error" and allowed:
+        return f"{shown}: allowed values are {', '.join(map(str, allowed))}"
+    if err["type"] == "value_error":
+        return str(err["ctx"]["error"])
+    bound = next((m.ge for m in (field.metadata if field is not None else ()) if hasattr(m, "ge")), None)
+    if err["type"] in ("int_type", "int_parsing", "greater_than_equal") and bound is not None:
+        return f"{shown}: expected an integer >= {bound}"
+    if err["type"] in ("bool_type", "bool_parsing"):
+        return f"{shown}: expected true or false"
+    if err["type"] in ("string_type", "string_too_short"):
+        return f"{shown}: expected a non-empty string"
+    return f"{shown}: {err['msg']}"
 
 
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

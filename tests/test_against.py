@@ -16,6 +16,7 @@ from lstm_mnist.analysis import against, effects, fractional
 from lstm_mnist.builtin import config
 from lstm_mnist.builtin.config import FLAGS
 from lstm_mnist.grids import planned
+from lstm_mnist.tracking import artifacts
 from lstm_mnist.report import compare, gather, make
 
 from .conftest import assert_latex_fits, cli
@@ -60,7 +61,7 @@ def _grid(project, name, shift=(), precision=None, seeds=(0, 1), runs=16, delta=
             c.set_terminated(rid, "FINISHED")
     plan = planned.Plan(tuple(cells), config.PROTOCOL_VERSION, factorial=planned.Fraction(d.factors, d.generators),
                         effect_of_interest=delta)
-    c.log_dict(parent, plan.to_dict(), planned.PLAN_FILE)
+    c.log_dict(parent, plan.to_dict(), artifacts.PLAN)
     return d
 
 

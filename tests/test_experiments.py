@@ -8,8 +8,8 @@ import pytest
 from lstm_mnist.builtin import config
 from lstm_mnist.grids import grid
 from lstm_mnist.training import train
-from lstm_mnist.engine import search
-from lstm_mnist.study import file as study_file
+from lstm_mnist.tuning import search
+from lstm_mnist.tuning import file as study_file
 
 from .conftest import REPO
 
@@ -31,10 +31,10 @@ def test_grid_file_expands_and_a_cell_runs_one_short_epoch(path, tiny_data):
     study = grid.load(path)
     # A tuned grid without `fixed` knows no cell before its searches: its arms at the grid's values stand in.
     cells = grid.expand(study) or [a.cell(study.seeds[0]) for a in grid.unique_arms(study)]
-    configs = [config.build(grid.values(study, c)) for c in cells]  # every cell is a valid config
+    configs = [config.TASK.build(grid.values(study, c)) for c in cells]  # every cell is a valid config
     assert len({c.identity("data") for c in configs}) == len(cells)
     cell = max(cells, key=lambda c: len(c.on))  # the heaviest arm (full where there is one): most code paths
-    cfg = config.build({**grid.values(study, cell), **SHORT, "data_dir": str(tiny_data)})
+    cfg = config.TASK.build({**grid.values(study, cell), **SHORT, "data_dir": str(tiny_data)})
     assert train.fit(cfg).epochs_trained == 1
 
 
@@ -46,7 +46,7 @@ def test_study_file_loads_and_one_trial_runs_one_short_epoch(path, tiny_data):
     study = study_file.load_study_file(path)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     cfg = search.trial_config(study, search.suggest(trial, study))
-    cfg = config.build({**cfg.to_dict(), "max_epochs": 1, "train_samples": 64, "data_dir": str(tiny_data),
+    cfg = config.TASK.build({**cfg.to_dict(), "max_epochs": 1, "train_samples": 64, "data_dir": str(tiny_data),
                         "num_threads": 1})
     result = train.fit(cfg)
     assert result.epochs_trained == 1 and 0.0 <= result.test["test_f1"] <= 1.0
@@ -54,7 +54,7 @@ def test_study_file_loads_and_one_trial_runs_one_short_epoch(path, tiny_data):
 
 def _identities(path) -> dict:
     s = grid.load(path)
-    return {c.name: config.build(grid.values(s, c)).identity(PINNED_DATA) for c in grid.expand(s)}
+    return {c.name: config.TASK.build(grid.values(s, c)).identity(PINNED_DATA) for c in grid.expand(s)}
 
 
 PINNED_DATA = "pinned-fingerprint"  # a data fingerprint stands in: the identity of a cell is config + data + protocol

@@ -12,6 +12,7 @@ from mlflow.entities import Metric, Param
 from lstm_mnist.builtin import config
 from lstm_mnist.analysis import effects, fractional
 from lstm_mnist.grids import planned
+from lstm_mnist.tracking import artifacts
 from lstm_mnist.report import compare, factorial, gather, render
 from lstm_mnist.builtin.config import FLAGS, ConfigError
 
@@ -169,7 +170,7 @@ def _fake_factorial(project, seeds=(0, 1), skip=()):
                     params=[Param(f, str(f in on)) for f in FLAGS] + [Param("seed", str(s))])
         c.set_terminated(rid, "FINISHED")
     plan = planned.Plan(tuple(cells), config.PROTOCOL_VERSION, factorial=planned.Fraction(d.factors, d.generators))
-    c.log_dict(parent, plan.to_dict(), planned.PLAN_FILE)
+    c.log_dict(parent, plan.to_dict(), artifacts.PLAN)
     return d, obs
 
 

@@ -18,6 +18,7 @@ from lstm_mnist.grids import ablate, grid, plan
 from lstm_mnist.engine.progress import QUICK_FILE, Progress
 from lstm_mnist.tracking import groups, records, store
 from lstm_mnist.config import ConfigError
+from lstm_mnist import task
 
 from .chaos_tools import Server, training
 from .launcher import proc_stat
@@ -58,7 +59,7 @@ def test_default_study_is_14_arms_over_3_seeds_with_the_naming_contract(tmp_path
     assert set(arms) == {"full", "baseline"} | {f"full-{f}" for f in config.FLAGS} | {f"baseline+{f}" for f in config.FLAGS}
     assert arms["full"].design == "reference" and arms["full"].on == frozenset(config.FLAGS)
     assert arms["full-dropout"].design == "leave_one_out" and arms["full-dropout"].flag == "dropout"
-    assert arms["full-dropout"].overrides(config.FLAGS) == {f: f != "dropout" for f in config.FLAGS}
+    assert task.builtin().values(arms["full-dropout"].on, config.FLAGS) == {f: f != "dropout" for f in config.FLAGS}
     assert arms["baseline+width"].design == "add_one_in" and arms["baseline+width"].on == {"width"}
     assert arms["full-dropout"].name == "full-dropout-s0"
 
@@ -118,7 +119,7 @@ def test_budget_and_base_reach_every_cell(tmp_path):
     (tmp_path / "b.toml").write_text("hidden_on = 64\ndropout = true\n")
     s = _study(tmp_path, 'base = "b.toml"\nseeds = [1]\n[budget]\nmax_epochs = 3\n')
     for cell in grid.expand(s):
-        cfg = config.build(grid.values(s, cell))
+        cfg = config.TASK.build(grid.values(s, cell))
         assert (cfg.max_epochs, cfg.hidden_on, cfg.seed, cfg.experiment) == (3, 64, 1, "lstm-mnist-ablation")
         assert cfg.dropout == ("dropout" in cell.on)  # the grid decides the flags, not the base file
 

@@ -14,6 +14,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from scipy import stats as sps
 
+from lstm_mnist import task as task_protocol
 from lstm_mnist.analysis import tables
 from lstm_mnist.report import compare, gather, render
 from lstm_mnist.builtin.config import FLAGS
@@ -174,7 +175,8 @@ def test_an_arm_two_designs_share_is_compared_in_both():
     """With two flags, baseline+adamw is full-dropout: the grid plans it once, with its role in both designs."""
     from lstm_mnist.grids import grid as grids
 
-    study = grids.GridSpec("t", "t.toml", flags=("dropout", "adamw"), full=frozenset({"dropout", "adamw"}))
+    study = grids.GridSpec("t", "t.toml", flags=("dropout", "adamw"), full=frozenset({"dropout", "adamw"}),
+                           task=task_protocol.builtin(), task_spec=task_protocol.BUILTIN)
     arms = {a.arm: a for a in grids.unique_arms(study)}
     assert arms["full-dropout"].roles == (("leave_one_out", "dropout", "full-dropout"),
                                           ("add_one_in", "adamw", "baseline+adamw"))

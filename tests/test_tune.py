@@ -18,9 +18,9 @@ from lstm_mnist import claims
 from lstm_mnist.builtin import config
 from lstm_mnist.grids import grid
 from lstm_mnist.tracking import query
-from lstm_mnist.engine import search as trial_search
-from lstm_mnist.study import file as study_file
-from lstm_mnist.study import tune
+from lstm_mnist.tuning import search as trial_search
+from lstm_mnist.tuning import file as study_file
+from lstm_mnist.tuning import tune
 from lstm_mnist.config import ConfigError
 
 from . import launcher

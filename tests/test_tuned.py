@@ -24,25 +24,25 @@ from .chaos_tools import Cli, left_behind, record, runs, training
 from .conftest import TINY_BUDGET, cli
 
 
-# ---------------------------------------------------------------- which keys an arm reads (config.reads)
+# ---------------------------------------------------------------- which keys an arm reads (Task.reads)
 def test_the_read_rule_names_each_flag_dependent_key_with_its_side():
     on = {f: True for f in config.FLAGS}
     off = {f: False for f in config.FLAGS}
-    assert config.reads(off, "sgd_lr") and not config.reads(on, "sgd_lr")
+    assert config.TASK.reads(off, "sgd_lr") and not config.TASK.reads(on, "sgd_lr")
     for key in ("adamw_lr", "weight_decay", "plateau_factor", "plateau_patience", "dropout_rate", "rotation_deg",
                 "affine_deg", "translate", "patience"):
-        assert config.reads(on, key) and not config.reads(off, key), key
+        assert config.TASK.reads(on, key) and not config.TASK.reads(off, key), key
     for key in ("batch_size", "max_epochs", "hidden_on", "seed"):  # read by every config
-        assert config.reads(on, key) and config.reads(off, key)
+        assert config.TASK.reads(on, key) and config.TASK.reads(off, key)
     for key in ("hidden_on", "layers_on", "hidden_off", "layers_off", "readout", "adamw", "seed"):
-        assert config.never_searched_in_ablation(key), key
-    assert config.never_searched_in_ablation("sgd_lr") is None
+        assert config.TASK.why_never_searched_in_ablation(key), key
+    assert config.TASK.why_never_searched_in_ablation("sgd_lr") is None
 
 
 def _history(tiny_data: Path, **values) -> list:
     base = {"data_dir": str(tiny_data), "max_epochs": 2, "batch_size": 32, "eval_batch_size": 256,
             "hidden_off": 8, "num_threads": 1, "log_model": False, "train_samples": 128}
-    history = train.fit(config.build({**base, **values})).history
+    history = train.fit(config.TASK.build({**base, **values})).history
     return [{k: e[k] for k in ("train_loss", "val_loss", "val_f1", "val_acc", "lr")} for e in history]  # not timings
 
 
@@ -54,7 +54,7 @@ def test_a_key_the_rule_calls_unread_does_not_change_what_training_computes(tiny
     flags = {"dropout": False, "augmentation": False, "early_stopping": False, "adamw": False}
     base = _history(tiny_data, **flags)
     for key, value in ds_keys.items():
-        assert not config.reads(flags, key)
+        assert not config.TASK.reads(flags, key)
         assert _history(tiny_data, **flags, **{key: value}) == base, key
     adamw = _history(tiny_data, adamw=True)
     assert _history(tiny_data, adamw=True, sgd_lr=0.5) == adamw

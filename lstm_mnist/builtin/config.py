@@ -134,7 +134,7 @@ TASK = task_protocol.Task(
                            reads_on=("rotation_deg", "affine_deg", "translate")),
         task_protocol.Flag("adamw", {"adamw": False}, {"adamw": True}, reads_off=("sgd_lr",),
                            reads_on=("adamw_lr", "weight_decay", "plateau_factor", "plateau_patience")),
-        task_protocol.Flag("readout", {"readout": "last"}, {"readout": "final_states"}),
+        task_protocol.Flag("readout", {"readout": "last"}, {"readout": "final_states"}, label="final_states readout"),
     ),
     # Besides the replicates (the harness's own rule), the keys no search may touch: the split, the normalization
     # and the training set every arm shares.
@@ -172,36 +172,4 @@ def cost(cfg: Config) -> float:
     return per_step * cfg.max_epochs * (cfg.train_samples or 48000)
 
 
-FACTORS = TASK.flag_names  # what a grid can switch per arm (readout on = final_states, off = last)
 FLAGS = TASK.default_flags
-# Keys no search may touch, with the reason (one list for `tune`'s [space] and for a tuned ablation's arms).
-NEVER_SEARCHED = {k: why for k in FIELDS if (why := TASK.why_never_searched(k))}
-READ_ONLY_WHEN = TASK.read_only_when  # key -> (flag, side): read only when that flag has that side
-# Keys that define what a flag's two sides are: what a tuned ablation compares, so no arm searches them.
-FLAG_SIDES = {k: f"it defines what the {f.name} flag compares" for f in TASK.flags for k in f.defines}
-
-
-def never_searched_in_ablation(key: str) -> str | None:
-    """Why a tuned ablation's [tune.space] may not hold `key` (None: it may)."""
-    return TASK.why_never_searched_in_ablation(key)
-
-
-def reads(values: dict, key: str) -> bool:
-    """Whether a config with these flag values (missing flags: off) reads `key` at all."""
-    return TASK.reads(values, key)
-
-
-def parse_cli_value(name: str, text: str):
-    """Parse the right-hand side of a `key=value` override by the field's type."""
-    return TASK.parse_value(name, text)
-
-
-def parse_overrides(items: list[str]) -> dict:
-    return TASK.parse_overrides(items)
-
-
-def build(values: dict, source: str = "") -> Config:
-    """Make a Config from a flat dict, with the source named in any error."""
-    return TASK.build(values, source)
-
-

@@ -2,6 +2,6 @@
 (grid.py, pure), the plan against the store (plan.py) and the plan as recorded for the report (planned.py),
 the plain grid (ablate.py), the tuned grid (tuned/: every arm searched with an equal budget before its
 replicates) and the grid run until decided (until_decided.py: seeds in blocks, judged by the stopping rule).
-May import `config`, `space`, `analysis`, `machine`, `claims`, `training`, `tracking` and `engine`; never
-`study`, `report` or above (until_decided is handed the report's judge by the CLI).
+May import `config`, `analysis`, `machine`, `claims`, `training`, `tracking`, `engine` and `tuning`; never
+`report` or above (until_decided is handed the report's judge by the CLI).
 """

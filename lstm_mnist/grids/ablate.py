@@ -20,9 +20,9 @@ from ..engine.pool import Queue
 from ..engine.progress import Progress, say
 from ..engine.writer import Tally, Writer
 from ..machine import host, lease
-from ..tracking import groups, query, records, store
+from ..tracking import artifacts, groups, query, records, store
 from . import grid
-from .plan import PLAN_FILE, Job, Plan, plan, recorded, table
+from .plan import Job, Plan, plan, recorded, table
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def open_parent(p: Planned, n_workers: int, c, record: Plan) -> str:
     tags = {**parent_tags(p.study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
     parent = engine.held_run(p.claims, "parent", lambda: groups.parent_run(p.study.experiment, "grid", p.study.name,
                                                                          tags, c), tags, c)
-    records.log_dict(parent, record.to_dict(), PLAN_FILE, c)
+    records.log_dict(parent, record.to_dict(), artifacts.PLAN, c)
     return parent
 
 

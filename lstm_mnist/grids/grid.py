@@ -27,11 +27,11 @@ from .. import config
 from .. import task as task_protocol
 from ..analysis import fractional
 from ..config import ConfigError
-from .. import space as search_space
+from ..engine.jobs import Cell  # noqa: F401 - a grid's cells (grid.Cell)
+from ..tuning import settings as search_settings
+from ..tuning import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
-BUILTIN = task_protocol.builtin()  # what a grid file that names no task studies (found by name)
-FACTORS = BUILTIN.flag_names
 KEYS = {"task": "the model under study (package.module:name; default: the built-in lstm_mnist)", "experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
         "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
         "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
@@ -39,24 +39,16 @@ KEYS = {"task": "the model under study (package.module:name; default: the built-
         "runs_per_seed": "runs per seed of the factorial fraction", "budget": "config overrides for every cell",
         "tune": "a search per arm before its replicates", "tune_seed": "the seed every tuning trial trains with",
         "effect_of_interest": "the smallest effect that matters (δ, in the metric's units): the report's verdicts"}
-TUNE_KEYS = ("trials", "objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
-             "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "tune_repeats", "space")
-VARIANTS = ("", "fixed", "tuned", "both")  # a cell of a grid without [tune]; of a tuned grid: untuned, tuned, both
+TUNE_KEYS = (*search_settings.KEYS, "fixed", "tune_repeats", "space")  # a [tune] table: a search's settings and its own
 
 
 @dataclass(frozen=True)
 class Tune:
-    """A tuned grid's [tune] table: the keys a study file has, for one study per arm with an equal budget."""
-    space: dict                       # key -> distribution (space.py), searched by the arms that read it
+    """A tuned grid's [tune] table: a search's settings (those a study file has), for one study per arm with an
+    equal budget."""
+    space: dict                       # key -> distribution (tuning/space.py), searched by the arms that read it
     seed: int                         # tune_seed: the seed every trial trains with (never a replicate seed)
-    trials: int = 20                  # COMPLETE + PRUNED trials per arm
-    objective: str = "val_f1"
-    sampler: str = "tpe"
-    sampler_seed: int = 0
-    sampler_startup_trials: int = 10
-    pruner: str = "median"
-    pruner_startup_trials: int = 3
-    pruner_warmup_epochs: int = 0
+    settings: search_settings.Settings = search_settings.Settings()  # trials per arm, objective, sampler, pruner
     fixed: bool = False               # also train the untuned cells (the arms at the grid's own values)
     repeats: int = 1                  # tune_repeats: independent studies per arm (repeat r: tune seed seed + r,
     #                                   sampler seed sampler_seed + r); replicate seed i of the order uses repeat i % R
@@ -84,9 +76,9 @@ class GridSpec:
     experiment: str = "lstm-mnist-ablation"
     base: dict = field(default_factory=dict)    # values from the `base` experiment file
     designs: tuple = ("leave_one_out", "add_one_in")
-    flags: tuple = BUILTIN.default_flags
+    flags: tuple = ()                    # flags that take part (the file's, else the task's default flags)
     seeds: tuple = (0, 1, 2)
-    full: frozenset = frozenset(BUILTIN.default_flags)
+    full: frozenset = frozenset()        # flags on in the full arm
     baseline: frozenset = frozenset()
     factorial: tuple = ()                # factors of the factorial design, in letter order A, B, C, ...
     resolution: int | None = None        # smallest fraction of at least this resolution
@@ -94,38 +86,13 @@ class GridSpec:
     budget: dict = field(default_factory=dict)
     tune: Tune | None = None             # a tuned ablation: one search per arm before its replicates
     effect_of_interest: float | None = None  # δ: rows say "effect", "no effect ≥ δ" or "undecided"
-    task: task_protocol.Task = BUILTIN       # the model under study: its flags, its config
-    task_spec: str = task_protocol.BUILTIN   # how the grid file names it (recorded in the plan)
+    task: task_protocol.Task = field(kw_only=True)  # the model under study: its flags, its config
+    task_spec: str = field(kw_only=True)            # how the grid file names it (recorded in the plan)
 
     @property
     def start(self):
         """The config every cell starts from (its base file and budget; the flags are each cell's)."""
         return self.task.build({**self.base, **self.budget})
-
-
-@dataclass(frozen=True)
-class Cell:
-    arm: str          # "full", "baseline", "full-<flag>", "baseline+<flag>", "baseline+a+b"
-    design: str       # the first design that asked for the arm ("reference" for full and baseline)
-    flag: str         # the flag the arm varies in that design ("" for reference and multi-flag factorial arms)
-    seed: int
-    on: frozenset     # factors that are on
-    designs: tuple = ()   # every design that uses this arm
-    variant: str = ""     # in a tuned grid: "fixed" (untuned), "tuned", "both" (an arm that searches nothing)
-    trial: int | None = None  # a tuning trial of the arm (trained at tune_seed), not a replicate
-    roles: tuple = ()     # (design, flag, the arm's name there) for every design that uses this arm: with two flags,
-    #                       full-dropout is also baseline+adamw (it varies dropout, then adamw)
-    repeat: int = 0       # a trial's tuning repeat (tune_repeats): repeat r > 0 names its trials <arm>-r<r>-t<n>
-
-    @property
-    def name(self) -> str:
-        if self.trial is not None:
-            return f"{self.arm}-{f'r{self.repeat}-' * bool(self.repeat)}t{self.trial}"
-        return f"{self.arm}-{'tuned-' * (self.variant == 'tuned')}s{self.seed}"
-
-    def overrides(self, flags: tuple, task: task_protocol.Task = BUILTIN) -> dict:
-        """The flag values of this cell (Task.values): a non-default flag (readout) only when it takes part."""
-        return task.values(self.on, flags)
 
 
 # ---------------------------------------------------------------- reading a grid file
@@ -187,20 +154,14 @@ def _tune(raw: dict, s: GridSpec) -> Tune:
                           "high=1e-2, log=true}")
     start = {**s.base, **s.budget}
     for key, dist in sp.items():
-        search_space.check_dist(key, dist, start, "[tune.space]", s.task.why_never_searched_in_ablation,
-                                "it is what the arms compare, so every arm keeps the grid's value", task=s.task)
+        search_space.check_dist(key, dist, start, s.task, "[tune.space]", s.task.why_never_searched_in_ablation,
+                                "it is what the arms compare, so every arm keeps the grid's value")
         readers = [arm for arm, *_, on in arms(s) if s.task.reads(_sides(s, on), key)]
         if not readers:
             flag, side = s.task.read_only_when[key]
             raise ConfigError(f"[tune.space] {key}: no arm of this grid reads it (it is read only with {flag} "
                               f"{'on' if side else 'off'}); remove it from [tune.space]")
-    tune = Tune(sp, seed, search_space.integer(t, "trials", Tune.trials, 1),
-                search_space.check_objective(t.get("objective", Tune.objective)),
-                search_space.choice(t, "sampler", Tune.sampler, search_space.SAMPLERS),
-                search_space.integer(t, "sampler_seed", 0, 0), search_space.integer(t, "sampler_startup_trials", 10, 0),
-                search_space.choice(t, "pruner", Tune.pruner, search_space.PRUNERS),
-                search_space.integer(t, "pruner_startup_trials", 3, 0),
-                search_space.integer(t, "pruner_warmup_epochs", 0, 0), t.get("fixed", False), repeats)
+    tune = Tune(sp, seed, search_settings.read(t), t.get("fixed", False), repeats)
     for arm, *_, on in arms(s):  # every arm's lowest point is a valid config
         s.task.build({**start, **s.task.values(on, (*s.flags, *s.factorial)),
                       **{k: search_space.some_value(d) for k, d in searched(dataclasses.replace(s, tune=tune), on).items()}},
@@ -213,7 +174,7 @@ def _names(key: str, value, allowed: tuple, task: task_protocol.Task | None = No
         raise ConfigError(f"{key}={value!r}: expected a list of names from {', '.join(allowed)}")
     for v in value:
         if v not in allowed:
-            whose = f" (not a flag of task {task.name!r})" if task is not None and task.name != task_protocol.BUILTIN else ""
+            whose = f" (not a flag of task {task.name!r})" if task is not None and task.named is not None else ""
             raise ConfigError(f"{key}: unknown name {v!r}{whose}; allowed are {', '.join(allowed)}")
     if len(set(value)) != len(value):
         raise ConfigError(f"{key}={value!r}: a name appears twice")

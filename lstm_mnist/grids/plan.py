@@ -4,11 +4,10 @@ the plan recorded on the parent run (planned.py: the report's members)."""
 from __future__ import annotations
 
 from .. import config
-from .. import task as task_protocol
 from ..engine.jobs import Job
-from ..tracking import query, records
+from ..tracking import artifacts, query, records
 from . import grid
-from .planned import PLAN_FILE, Fraction, Plan, PlanError, PlannedCell
+from .planned import Fraction, Plan, PlanError, PlannedCell
 
 
 # ---------------------------------------------------------------- planning
@@ -64,7 +63,7 @@ def recorded(study: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
     fraction = grid.design(study)
     cells = tuple(PlannedCell(j.cell.name, j.cell.arm, j.cell.seed, j.config_hash, j.cell.roles, j.cell.variant)
                   for j in jobs)
-    named = None if study.task.name == task_protocol.BUILTIN else study.task_spec
+    named = None if study.task.named is None else study.task_spec
     return Plan(cells, config.PROTOCOL_VERSION, study.effect_of_interest,
                 Fraction(fraction.factors, fraction.generators) if fraction else None, **extra, task=named)
 
@@ -72,7 +71,7 @@ def recorded(study: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
 def read_plan(parent_run_id: str, name: str, missing_ok: bool = False) -> Plan | None:
     """The grid's latest plan; None when it recorded none (a grid from before plans); an unreadable one (an
     older version's) is a one-line PlanError, or None with `missing_ok`."""
-    raw = query.read_json_artifact(parent_run_id, PLAN_FILE)
+    raw = query.read_json_artifact(parent_run_id, artifacts.PLAN)
     if raw is None:
         return None
     try:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from ..analysis import fractional
 from ..config import UserError
 
-PLAN_FILE = "plan.json"  # on the grid's parent run
 PLAN_VERSION = 2
 
 

@@ -21,10 +21,9 @@ from ..engine import drive as engine
 from . import ablate, grid
 from .tuned import run as tuned
 from ..engine.progress import say
-from ..tracking import query, records
+from ..tracking import artifacts, query, records
 from .plan import read_plan
 
-LOOKS_FILE = "looks.json"
 
 
 def design(study: grid.GridSpec, max_seeds: int | None, block: int) -> tuple[sequential.Looks, list[int]]:
@@ -74,7 +73,7 @@ def check_recorded(study: grid.GridSpec, entry: dict) -> None:
     recorded = read_plan(latest.run_id, study.name, missing_ok=True)
     before = recorded.sequential if recorded else None
     if not before:
-        left = query.read_json_artifact(latest.run_id, LOOKS_FILE)
+        left = query.read_json_artifact(latest.run_id, artifacts.LOOKS)
         if isinstance(left, dict) and isinstance(left.get("design"), dict):
             before = {**left["design"], "seed_order": left.get("seed_order"), "metric": left.get("metric"),
                       "effect_of_interest": left.get("effect_of_interest"), "budget": left.get("budget")}
@@ -139,7 +138,7 @@ def main(path: str, judge, n_workers: int = 1, max_seeds: int | None = None, blo
                 out(f"look {k} at {n} seeds waits for {waits}; that process makes the look, or rerun this command "
                     "when it ends")
                 return 0
-            records.log_dict(parent, {**decided.record(), "budget": entry["budget"]}, LOOKS_FILE)
+            records.log_dict(parent, {**decided.record(), "budget": entry["budget"]}, artifacts.LOOKS)
             records.log_metric(parent, "undecided", len(decided.undecided()), step=n)
             out(f"look {k}/{looks.k} at {n} seeds (α_k = {looks.alpha_at(n):.4f}): "
                 + "; ".join(f"{e}: {v}" for e, v in decided.verdicts().items()))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..analysis import against as pure
 from ..config import UserError
-from . import compare, factorial
+from . import compare, factorial, numbers
 from .compare import Report
 
 COLUMNS = ["family", "term", "this", "other", "diff", "diff_ci_lo", "diff_ci_hi", "se", "df", "paired", "n", "p",
@@ -126,7 +126,6 @@ def _differs(this: Report, other: Report) -> dict:
 
 
 # ---------------------------------------------------------------- display
-_num, _p = factorial._num, factorial._p  # the factorial tables' numbers and p-values
 
 
 def show(x: Against) -> pd.DataFrame:
@@ -135,14 +134,14 @@ def show(x: Against) -> pd.DataFrame:
     this, other = x.labels
     return pd.DataFrame({
         "effect": [f"{FAMILIES.get(f, f)}: {t}" for f, t in zip(df["family"], df["term"])],
-        this: [_num(v, sign=True) for v in df["this"]], other: [_num(v, sign=True) for v in df["other"]],
-        "difference": [_num(v, sign=True) for v in df["diff"]],
-        "95% CI": [f"[{_num(lo, sign=True)}, {_num(hi, sign=True)}]"
+        this: [numbers.num(v, sign=True) for v in df["this"]], other: [numbers.num(v, sign=True) for v in df["other"]],
+        "difference": [numbers.num(v, sign=True) for v in df["diff"]],
+        "95% CI": [f"[{numbers.num(lo, sign=True)}, {numbers.num(hi, sign=True)}]"
                    for lo, hi in zip(df["diff_ci_lo"], df["diff_ci_hi"])],
         "paired": [f"{'by cell' if f in ('main', '2fi') else 'by seed'} ({n})" if p else
                    f"no ({n} {'runs' if f in ('main', '2fi') else 'seeds'})"
                    for f, p, n in zip(df["family"], df["paired"], df["n"])],
-        "p (Holm)": [_p(p) for p in df["p_holm"]], "TOST p (Holm)": [_p(p) for p in df["p_same_holm"]],
+        "p (Holm)": [numbers.p_value(p) for p in df["p_holm"]], "TOST p (Holm)": [numbers.p_value(p) for p in df["p_same_holm"]],
         "verdict": df["verdict"]})
 
 

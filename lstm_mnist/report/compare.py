@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import power, stats
+from .. import metrics
 from .. import task as task_protocol
 from . import factorial, gather
-from .gather import SUMMARY, TASK, Grid, ReportError
+from .gather import TASK, Grid, ReportError
 
 
 DESIGNS = ("reference", "leave_one_out", "add_one_in")  # table order; other designs (factorial, ...) follow
@@ -37,7 +38,7 @@ def arm_table(g: Grid, metric: str) -> pd.DataFrame:
                # with tuning repeats an arm's seeds train at several values: each once, in seed order
                "tuned_values": " | ".join(dict.fromkeys(runs.sort_values("seed")["tuned_values"]))
                if "tuned_values" in runs else ""}
-        for m in dict.fromkeys((metric, *SUMMARY)):
+        for m in dict.fromkeys((metric, *metrics.SUMMARY)):
             row.update(_summary(m, runs[m].dropna().tolist()))
         rows.append(row)
     return _design_order(pd.DataFrame(rows), g.task)
@@ -52,17 +53,7 @@ def _summary(metric: str, values: list[float]) -> dict:
 def _flags_text(task: task_protocol.Task, row) -> str:
     """The arm's flags in words: the default flags that are on ("all six", "all but width", "dropout, adamw"),
     then any other flag that is on (the built-in task's readout: "+ final_states readout")."""
-    flags = task.default_flags
-    on = [f for f in flags if gather.is_on(row, task, f)]
-    if task.name == task_protocol.BUILTIN:
-        extra = f" + {row['readout']} readout" if row["readout"] != "last" else ""
-    else:
-        extra = "".join(f" + {f}" for f in task.flag_names if f not in flags and gather.is_on(row, task, f))
-    if len(on) == len(flags):
-        return ("all six" if len(flags) == 6 else f"all {len(flags)}") + extra
-    if len(on) > len(flags) // 2:
-        return "all but " + ", ".join(f for f in flags if f not in on) + extra
-    return (", ".join(on) or "none") + extra
+    return task.on_text(lambda f: gather.is_on(row, task, f))
 
 
 def _flag_rank(flag: str, task: task_protocol.Task | None = None) -> int:
@@ -158,20 +149,16 @@ def worth(comp: pd.DataFrame, metric: str, ff: factorial.Factorial | None = None
     cost_cols = [f"{d}_{x}_diff_mean" for d in ("loo", "aoi", "ff") for x in COSTS.values()]
     df = pd.DataFrame(rows, columns=["flag"] + [f"{s}_{k}" for s in ("loo", "aoi") for k in WORTH_KEYS]
                       + ["ff_diff_mean", "ff_diff_ci_lo", "ff_diff_ci_hi", "ff_p_holm", "mean_diff"] + cost_cols)
-    df = df.sort_values("mean_diff", ascending=lower_is_better(metric), na_position="last")
+    df = df.sort_values("mean_diff", ascending=metrics.lower_is_better(metric), na_position="last")
     return df.assign(rank=range(1, len(df) + 1))[["rank", *df.columns]].reset_index(drop=True)
 
 
 WORTH_KEYS = ("diff_mean", "diff_ci_lo", "diff_ci_hi", "p_holm", "n_pairs", "note")
 
 
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or "time" in metric
-
-
 def best_arm(arms: pd.DataFrame, metric: str) -> str:
     col = arms[f"{metric}_mean"]
-    return arms.loc[col.idxmin() if lower_is_better(metric) else col.idxmax(), "arm"]
+    return arms.loc[col.idxmin() if metrics.lower_is_better(metric) else col.idxmax(), "arm"]
 
 
 # ---------------------------------------------------------------- the report
@@ -191,7 +178,7 @@ class Report:
 
 def build(g: Grid, metric: str) -> Report:
     if metric not in g.runs.columns or g.runs[metric].isna().all():
-        known = sorted(c for c in g.runs.columns if c.startswith("test_") or c in SUMMARY)
+        known = sorted(c for c in g.runs.columns if c.startswith("test_") or c in metrics.SUMMARY)
         raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
     arms = arm_table(g, metric)
     comp = comparisons(g, metric)

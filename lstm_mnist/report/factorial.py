@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import effects, figures, fractional, power
-from . import gather
+from . import gather, numbers
 from .gather import TASK
 
 # Columns of the effect CSVs (full precision).
@@ -84,26 +84,18 @@ def _arm_name(d: fractional.Design, lv: tuple[int, ...]) -> str:
 
 
 # ---------------------------------------------------------------- display
-def _num(x: float, digits: int = 4, sign: bool = False) -> str:
-    return "–" if pd.isna(x) else f"{x:{'+' if sign else ''}.{digits}f}"
-
-
-def _p(p: float) -> str:
-    return "–" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def show(f: Factorial, kind: str) -> pd.DataFrame:
     """Main effects (kind "main") or 2FI chains ("2fi"): Δ, CI, SE, t, p, Holm; † marks a leaning estimate."""
     df = f.frame(kind)
     label = "flag" if kind == "main" else "interaction (alias chain)"
     return pd.DataFrame({
         label: [t + ("†" if aff else "") for t, aff in zip(df["term"], df["affected"])],
-        f"effect Δ {f.metric}": [note or _num(x, sign=True) for x, note in zip(df["estimate"], df["note"])],
-        "95% CI": ["–" if pd.isna(lo) else f"[{_num(lo, sign=True)}, {_num(hi, sign=True)}]"
+        f"effect Δ {f.metric}": [note or numbers.num(x, sign=True) for x, note in zip(df["estimate"], df["note"])],
+        "95% CI": ["–" if pd.isna(lo) else f"[{numbers.num(lo, sign=True)}, {numbers.num(hi, sign=True)}]"
                    for lo, hi in zip(df["ci_lo"], df["ci_hi"])],
-        "SE": [_num(x) for x in df["se"]], "t": [_num(x, 2) for x in df["t"]],
-        "p": [_p(p) for p in df["p"]], "p (Holm)": [_p(p) for p in df["p_holm"]],
-        "MDE (80%)": [_num(x) for x in df["mde80"]],
+        "SE": [numbers.num(x) for x in df["se"]], "t": [numbers.num(x, 2) for x in df["t"]],
+        "p": [numbers.p_value(p) for p in df["p"]], "p (Holm)": [numbers.p_value(p) for p in df["p_holm"]],
+        "MDE (80%)": [numbers.num(x) for x in df["mde80"]],
         **({"seeds for δ": ["–" if pd.isna(x) else f"{x:.0f}" for x in df["seeds_for_delta"]],
             "verdict": said(df)} if df["verdict"].astype(bool).any() else {})})
 
@@ -118,7 +110,7 @@ def said(rows: pd.DataFrame, digits: int = 4) -> list[str]:
         elif v == power.UNDECIDED or pd.isna(lo):
             out.append(f"{v} at {n:.0f} seeds")
         else:
-            out.append(f"{v} at {n:.0f} seeds, {100 * level:.3g}% CI [{_num(lo, digits, True)}, {_num(hi, digits, True)}]")
+            out.append(f"{v} at {n:.0f} seeds, {100 * level:.3g}% CI [{numbers.num(lo, digits, True)}, {numbers.num(hi, digits, True)}]")
     return out
 
 

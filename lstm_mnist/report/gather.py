@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import metrics
 from .. import task as task_protocol
 from ..config import UserError
 from ..grids.plan import read_plan
@@ -15,9 +16,6 @@ from ..grids.planned import Fraction, Tuning
 from ..tracking import query, store
 from . import members
 from .members import TASK  # a grid that names no task: the built-in one
-
-
-SUMMARY = ("test_f1", "test_acc", "test_loss", "epochs_trained", "train_time_s")  # per arm, mean ± sd
 
 
 class ReportError(UserError):
@@ -138,14 +136,14 @@ def _seed(run) -> int:
 
 
 def is_on(row, task: task_protocol.Task, flag: str) -> bool:
-    """Whether a report row has the flag on: its column true (another task's rows), or its config values the
-    flag's on side (the built-in task's readout column holds "final_states")."""
+    """Whether a report row has the flag on: its column true, or its config values the flag's on side (a flag
+    named as its key holds the key's value: readout's column holds "final_states")."""
     v = row[flag] if flag in row else None
     return (isinstance(v, (bool, np.bool_)) and bool(v)) or task.flag(flag).is_on(row)
 
 
 def _row(run, task: task_protocol.Task = TASK) -> dict:
-    tags, params, metrics = run.tags, run.params, run.metrics
+    tags, params, scores = run.tags, run.params, run.metrics
     arm = tags.get("arm", run.name)
     design = tags.get("design", "other")
     row = {"run_id": run.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
@@ -156,16 +154,24 @@ def _row(run, task: task_protocol.Task = TASK) -> dict:
            "variant": tags.get("variant", ""), "tuned_values": tags.get("tuned_values", ""),
            # what a reader needs to check a result against their own copy: the data, the protocol, the libraries
            **{k: tags.get(k, "") for k in PROVENANCE}}
-    if task.name == task_protocol.BUILTIN:
-        row.update({f: params.get(f) == "True" for f in task.default_flags})
-        row["readout"] = params.get("readout", "last")  # a grid may vary it like a flag ("readout" on = final_states)
-    else:
-        row.update({f.name: f.is_on(params) for f in task.flags})
-    row.update({k: metrics.get(k, np.nan) for k in SUMMARY if k != "train_time_s"})
-    row.update({k: v for k, v in metrics.items() if k not in row})
+    row.update({f.name: _flag_column(f, params) for f in task.flags})
+    row.update({k: scores.get(k, np.nan) for k in metrics.SUMMARY if k != "train_time_s"})
+    row.update({k: v for k, v in scores.items() if k not in row})
     row["train_time_s"] = _train_time(run)
     row["settings"] = members.settings(run, task)
     return row
+
+
+def _flag_column(flag: task_protocol.Flag, params: dict):
+    """A flag's column in a report row: for a flag named as its one config key, the run's value of that key (a
+    bool as True/False; another as recorded, e.g. readout's "final_states"; the off side's when not recorded);
+    for any other flag, whether the run has it on."""
+    if flag.keys != (flag.name,):
+        return flag.is_on(params)
+    off, value = flag.off[flag.name], params.get(flag.name)
+    if isinstance(off, bool):
+        return value == "True"
+    return str(off) if value is None else value
 
 
 def _flag_from_arm(arm: str, task: task_protocol.Task = TASK) -> str:

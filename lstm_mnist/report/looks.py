@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis import figures, power, sequential
-from . import gather
+from . import gather, numbers
 from .compare import comparisons
-from .factorial import _num, build as factorial_build
+from .factorial import build as factorial_build
 from .gather import Grid
 
 def design_of(record: dict) -> tuple[sequential.Looks, list[int], str]:
@@ -67,7 +67,7 @@ def show(looks: sequential.Decided) -> pd.DataFrame:
     for k, x in looks.frame.groupby("look"):
         n = int(x["seeds"].iloc[0])
         out[f"{n} seeds (α {x['alpha'].iloc[0]:.4f})"] = {
-            e: f"{_num(est, sign=True)} [{_num(lo, sign=True)}, {_num(hi, sign=True)}]" + ("" if lv == power.UNDECIDED else f" {_mark(lv)}")
+            e: f"{numbers.num(est, sign=True)} [{numbers.num(lo, sign=True)}, {numbers.num(hi, sign=True)}]" + ("" if lv == power.UNDECIDED else f" {_mark(lv)}")
             for e, est, lo, hi, lv in zip(x["effect"], x["estimate"], x["ci_lo"], x["ci_hi"], x["look_verdict"])}
     df = pd.DataFrame(out)
     df.insert(0, "effect", df.index)

@@ -9,7 +9,7 @@ import pandas as pd
 from . import against as against_grid
 from . import factorial, looks, tuning
 from ..config import check_name
-from ..tracking import groups
+from ..tracking import artifacts, groups
 from .compare import Report, build
 from .gather import latest_grid_experiment, load
 from .plots import draw
@@ -83,7 +83,7 @@ def make(experiment: str | None, grid: str | None, metric: str | None, out: str 
     """Read the grid, write the report to `out` (default reports/<grid>), log it on the latest parent run."""
     r = compute(experiment, grid, metric, against, against_experiment)
     paths = write(r, Path(out or Path("reports") / r.grid.name))
-    groups.log_files(r.grid.parent_id, paths, "report")
+    groups.log_files(r.grid.parent_id, paths, artifacts.REPORT)
     groups.log_tables(r.grid.parent_id, {f"{label.removeprefix('tab:')}_{r.metric}": table
                                         for _, label, table in shown(r)})
     return r, paths

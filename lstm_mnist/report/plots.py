@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import figures
-from ..tracking import query
+from ..tracking import artifacts, query
 from .compare import best_arm
 from .gather import Grid
 
@@ -25,7 +25,7 @@ def val_curves(g: Grid, arms: list[str], key: str = "val_f1") -> dict[str, tuple
 def summed_confusion(g: Grid, arm: str) -> tuple[list[list[int]] | None, int]:
     """The arm's test confusion matrices summed over its seeds (rows = true class), and how many there were."""
     run_ids = g.runs.loc[g.runs["arm"] == arm, "run_id"]
-    found = [query.read_json_artifact(rid, "confusion_matrix.json") for rid in run_ids]
+    found = [query.read_json_artifact(rid, artifacts.CONFUSION) for rid in run_ids]
     mats = [np.asarray(m, dtype=int) for m in found if m is not None]
     return (sum(mats).tolist(), len(mats)) if mats else (None, 0)
 

@@ -8,74 +8,51 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import metrics
 from ..analysis import tables
 from ..machine import host
 from ..tracking import store
-from . import against, factorial, looks, tuning
+from . import against, factorial, looks, numbers, tuning
 from .compare import Report
-from .gather import SUMMARY, counts
-
-
-LABELS = {"test_f1": "test F1", "test_acc": "test acc", "test_loss": "test loss",
-          "epochs_trained": "epochs", "train_time_s": "train time (s)"}
+from .gather import counts
 
 
 # ---------------------------------------------------------------- display (rounded strings for people)
-def _digits(metric: str) -> int:
-    return {"epochs_trained": 1, "train_time_s": 0}.get(metric, 4)
-
-
-def _num(x: float, digits: int, sign: bool = False) -> str:
-    return "–" if pd.isna(x) else f"{x:{'+' if sign else ''}.{digits}f}"
-
-
-def _pm(mean: float, std: float, digits: int) -> str:
-    return _num(mean, digits) if pd.isna(std) else f"{_num(mean, digits)} ± {_num(std, digits)}"
-
-
-def _ci(lo: float, hi: float, digits: int, sign: bool = False) -> str:
-    return "–" if pd.isna(lo) else f"[{_num(lo, digits, sign)}, {_num(hi, digits, sign)}]"
-
-
-def _p(p: float) -> str:
-    return "–" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def show_arms(arms: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Arm, design, flags, n, the metric's mean ± sd and CI, then the other summaries (mean ± sd)."""
-    d = _digits(metric)
+    d = numbers.digits(metric)
     out = pd.DataFrame({
         "arm": arms["arm"] + np.where(arms["missing_seeds"] != "", "†", ""),
         "design": arms["designs"].str.replace(",", ", "),
         "flags on": arms["flags"], "n": arms["n_seeds"].astype(str),
-        f"{LABELS.get(metric, metric)} mean ± sd": [_pm(m, s, d) for m, s in
+        f"{metrics.LABELS.get(metric, metric)} mean ± sd": [numbers.pm(m, s, d) for m, s in
                                                    zip(arms[f"{metric}_mean"], arms[f"{metric}_std"])],
-        "95% CI": [_ci(lo, hi, d) for lo, hi in zip(arms[f"{metric}_ci_lo"], arms[f"{metric}_ci_hi"])]})
+        "95% CI": [numbers.ci(lo, hi, d) for lo, hi in zip(arms[f"{metric}_ci_lo"], arms[f"{metric}_ci_hi"])]})
     if arms["tuned_values"].astype(bool).any():  # a tuned grid: each arm's values (empty: it searched nothing)
         out.insert(3, "tuned values", [tuning.values_text(v) or "(nothing searched)" for v in arms["tuned_values"]])
-    for m in (m for m in SUMMARY if m != metric):
-        out[LABELS[m]] = [_pm(a, s, _digits(m)) for a, s in zip(arms[f"{m}_mean"], arms[f"{m}_std"])]
+    for m in (m for m in metrics.SUMMARY if m != metric):
+        out[metrics.LABELS[m]] = [numbers.pm(a, s, numbers.digits(m)) for a, s in zip(arms[f"{m}_mean"], arms[f"{m}_std"])]
     return out
 
 
 def show_comparisons(comp: pd.DataFrame, metric: str) -> pd.DataFrame:
-    d = _digits(metric)
+    d = numbers.digits(metric)
     return pd.DataFrame({
         "design": comp["design"],
         "arm": [a if a == rec else f"{a} (= {rec})" for a, rec in zip(comp["arm"], comp["recorded_arm"])],
         "vs": comp["reference"], "pairs": comp["n_pairs"].astype(str),
-        f"Δ {metric}": [_num(x, d, True) for x in comp["diff_mean"]],
-        "95% CI": [_ci(lo, hi, d, True) for lo, hi in zip(comp["diff_ci_lo"], comp["diff_ci_hi"])],
+        f"Δ {metric}": [numbers.num(x, d, True) for x in comp["diff_mean"]],
+        "95% CI": [numbers.ci(lo, hi, d, True) for lo, hi in zip(comp["diff_ci_lo"], comp["diff_ci_hi"])],
         # The reason replaces the number where there is none (too few seeds, identical differences).
-        "p": [_p(p) + (f" ({note})" if note else "") if pd.notna(p) else note or "–"
+        "p": [numbers.p_value(p) + (f" ({note})" if note else "") if pd.notna(p) else note or "–"
               for p, note in zip(comp["p"], comp["note"])],
-        "p (Holm)": [_p(p) for p in comp["p_holm"]], "d_z": [_num(x, 2) for x in comp["d_z"]],
+        "p (Holm)": [numbers.p_value(p) for p in comp["p_holm"]], "d_z": [numbers.num(x, 2) for x in comp["d_z"]],
         **power_columns(comp, d)})
 
 
 def power_columns(rows: pd.DataFrame, digits: int) -> dict:
     """MDE at 80% power; with an effect of interest, the seeds that would detect it and the verdict."""
-    out = {"MDE (80%)": [_num(x, digits) for x in rows["mde80"]]}
+    out = {"MDE (80%)": [numbers.num(x, digits) for x in rows["mde80"]]}
     if rows["verdict"].astype(bool).any():
         out |= {"seeds for δ": ["–" if pd.isna(x) else f"{x:.0f}" for x in rows["seeds_for_delta"]],
                 "verdict": factorial.said(rows, digits)}
@@ -83,24 +60,24 @@ def power_columns(rows: pd.DataFrame, digits: int) -> dict:
 
 
 def show_worth(w: pd.DataFrame, metric: str) -> pd.DataFrame:
-    d = _digits(metric)
+    d = numbers.digits(metric)
 
     def cell(prefix: str) -> list[str]:
-        return [f"{_num(x, d, True)} {_ci(lo, hi, d, True)}".replace(" –", "") for x, lo, hi in
+        return [f"{numbers.num(x, d, True)} {numbers.ci(lo, hi, d, True)}".replace(" –", "") for x, lo, hi in
                 zip(w[f"{prefix}_diff_mean"], w[f"{prefix}_diff_ci_lo"], w[f"{prefix}_diff_ci_hi"])]
 
     out = pd.DataFrame({
         "rank": w["rank"].astype(str), "flag": w["flag"],
-        "leave-one-out Δ [95% CI]": cell("loo"), "LOO p (Holm)": [_p(p) for p in w["loo_p_holm"]],
-        "add-one-in Δ [95% CI]": cell("aoi"), "AOI p (Holm)": [_p(p) for p in w["aoi_p_holm"]]})
+        "leave-one-out Δ [95% CI]": cell("loo"), "LOO p (Holm)": [numbers.p_value(p) for p in w["loo_p_holm"]],
+        "add-one-in Δ [95% CI]": cell("aoi"), "AOI p (Holm)": [numbers.p_value(p) for p in w["aoi_p_holm"]]})
     if w["ff_diff_mean"].notna().any():
         out["factorial main effect [95% CI]"] = cell("ff")
-        out["FF p (Holm)"] = [_p(p) for p in w["ff_p_holm"]]
-    out["mean Δ"] = [_num(x, d, True) for x in w["mean_diff"]]
+        out["FF p (Holm)"] = [numbers.p_value(p) for p in w["ff_p_holm"]]
+    out["mean Δ"] = [numbers.num(x, d, True) for x in w["mean_diff"]]
     present = [p for p in ("loo", "aoi", "ff") if w[f"{p}_diff_mean"].notna().any()]
     names = "/".join({"loo": "LOO", "aoi": "AOI", "ff": "FF"}[p] for p in present)
     for x, label, digits in (("epochs", "Δ epochs", 1), ("time", "Δ train time (s)", 0)):
-        out[f"{label} {names}"] = [" / ".join(_num(row[f"{p}_{x}_diff_mean"], digits, True) for p in present)
+        out[f"{label} {names}"] = [" / ".join(numbers.num(row[f"{p}_{x}_diff_mean"], digits, True) for p in present)
                                    for _, row in w.iterrows()]
     return out
 

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import budget, figures, power
-from ..engine.jobs import TRIALS_FILE
-from ..tracking import query
-from . import looks
+from .. import metrics
+from ..tracking import artifacts, query, store
+from . import looks, numbers
 from .compare import Report, build as build_report, comparisons
 from .gather import Grid
 
@@ -45,22 +45,30 @@ def trials(g: Grid) -> dict[str, list[dict]]:
     """Each searched arm's trials, from its tuning run (arms whose study is not complete have none yet)."""
     out = {}
     for arm, info in g.tune.arms.items():
-        found = query.read_json_artifact(info.tuning_run, TRIALS_FILE) if info.tuning_run else None
+        found = query.read_json_artifact(info.tuning_run, artifacts.TRIALS) if info.tuning_run else None
         if found:
             out[arm] = found["trials"]
     return out
 
 
+def recorded_best(g: Grid) -> dict[str, int]:
+    """Each complete search's best trial by number, as the search recorded it on its tuning run (the `best_trial`
+    tag: tuning/search.Search.best, the rule of the budget); an arm without one has none."""
+    c = store.client()
+    tags = {arm: query.get_run(c, info.tuning_run).tags for arm, info in g.tune.arms.items() if info.tuning_run}
+    return {arm: int(t["best_trial"]) for arm, t in tags.items() if t.get("best_trial", "").isdigit()}
+
+
 def build(g: Grid, r: Report) -> Tuning:
     t = g.tune
     found = trials(g)
-    direction = "minimize" if t.objective == "val_loss" else "maximize"
+    direction = metrics.direction(t.objective)
     fixed = build_report(replace(g, runs=g.fixed, fixed=None, tune=None), r.metric) if g.fixed is not None else None
     if fixed is not None and g.sequential:  # the untuned cells followed the same blocks: looks of their own
         looks.apply(fixed)
     curves = {arm: budget.curve(_values(rows), maximize=direction == "maximize")
               for arm, rows in found.items() if _values(rows)}
-    out = Tuning(t.objective, direction, fixed, worth_change(fixed, r), cost(g, found), curves,
+    out = Tuning(t.objective, direction, fixed, worth_change(fixed, r), cost(g, found, recorded_best(g)), curves,
                  order(r, found, direction == "maximize", t), t.repeats)
     if t.repeats > 1:
         out.by_repeat, out.spread = by_repeat(g, r), spread(out.cost, t)
@@ -177,13 +185,14 @@ def conclusion(before: tuple, after: tuple) -> str:
     return f"changes: {a} → {b}"
 
 
-def cost(g: Grid, found: dict[str, list[dict]]) -> pd.DataFrame:
-    """Per arm: what it searched, its trials by state, their training seconds, the best value and its values."""
+def cost(g: Grid, found: dict[str, list[dict]], best_of: dict[str, int]) -> pd.DataFrame:
+    """Per arm: what it searched, its trials by state, their training seconds, the best value and its values (the
+    best trial its search recorded: `best_of`)."""
     rows = []
     for arm, info in g.tune.arms.items():
         got = found.get(arm, [])
         complete = [x for x in got if x["state"] == "COMPLETE"]
-        best = (max if g.tune.objective != "val_loss" else min)(complete, key=lambda x: x["value"]) if complete else None
+        best = next((x for x in complete if x["number"] == best_of.get(arm)), None)
         counted = sum(x["state"] in ("COMPLETE", "PRUNED") for x in got)
         rows.append({"arm": arm, "searched": ", ".join(info.searched), "trials": counted,
                      "complete": len(complete), "pruned": sum(x["state"] == "PRUNED" for x in got),
@@ -236,14 +245,6 @@ def figure(t: Tuning, out: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- display
-def _f(x, d=4, sign=False) -> str:
-    return "–" if pd.isna(x) else f"{x:{'+' if sign else ''}.{d}f}"
-
-
-def _delta(m, lo, hi) -> str:
-    return f"{_f(m, sign=True)} [{_f(lo, sign=True)}, {_f(hi, sign=True)}]" if pd.notna(lo) else _f(m, sign=True)
-
-
 def values_text(tuned_values: str) -> str:
     """'adamw_lr=0.0076, dropout_rate=0.18' from the JSON a tuned cell carries ('' for an arm that searches nothing)."""
     if not tuned_values:
@@ -260,8 +261,8 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
         out.append((f"Worth before vs after tuning ({metric}: Δ at the grid's values, Δ with every arm tuned)",
                     "tab:tuning-worth", pd.DataFrame({
                         "flag": w["flag"], "design": w["design"],
-                        "Δ fixed [95% CI]": [_delta(*x) for x in zip(w["fixed_diff_mean"], w["fixed_ci_lo"], w["fixed_ci_hi"])],
-                        "Δ tuned [95% CI]": [_delta(*x) for x in zip(w["tuned_diff_mean"], w["tuned_ci_lo"], w["tuned_ci_hi"])],
+                        "Δ fixed [95% CI]": [numbers.delta(*x) for x in zip(w["fixed_diff_mean"], w["fixed_ci_lo"], w["fixed_ci_hi"])],
+                        "Δ tuned [95% CI]": [numbers.delta(*x) for x in zip(w["tuned_diff_mean"], w["tuned_ci_lo"], w["tuned_ci_hi"])],
                         "conclusion": w["conclusion"]})))
     c = t.cost
     out.append((f"Tuning per arm (objective {t.objective}, {t.direction}d on the validation split)", "tab:tuning-cost",
@@ -269,30 +270,30 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
                               "trials (complete/pruned)": [f"{a} ({b}/{p})" for a, b, p in
                                                            zip(c["trials"], c["complete"], c["pruned"])],
                               "failed": c["failed"].astype(str),
-                              "train time (s)": [_f(x, 0) for x in c["train_seconds"]],
-                              f"best {t.objective}": [_f(x) for x in c["best_value"]],
+                              "train time (s)": [numbers.num(x, 0) for x in c["train_seconds"]],
+                              f"best {t.objective}": [numbers.num(x) for x in c["best_value"]],
                               "tuned values": [values_text(v) or s for v, s in zip(c["tuned_values"], c["state"])]})))
     if t.by_repeat is not None and len(t.by_repeat):
         b, reps = t.by_repeat, range(t.repeats)
         out.append((f"Effect by tuning repeat ({metric}: Δ on every seed, within each repeat's seeds, and across the "
                     f"{t.repeats} repeats as units)", "tab:tuning-repeats", pd.DataFrame({
                         "flag": b["flag"], "design": b["design"],
-                        "Δ pooled [95% CI]": [_delta(*x) for x in zip(b["pooled_diff_mean"], b["pooled_ci_lo"],
+                        "Δ pooled [95% CI]": [numbers.delta(*x) for x in zip(b["pooled_diff_mean"], b["pooled_ci_lo"],
                                                                        b["pooled_ci_hi"])],
-                        **{f"Δ repeat {rep} [95% CI] (seeds)": [f"{_delta(m, lo, hi)} ({n})" for m, lo, hi, n in
+                        **{f"Δ repeat {rep} [95% CI] (seeds)": [f"{numbers.delta(m, lo, hi)} ({n})" for m, lo, hi, n in
                                                                zip(b[f"r{rep}_diff_mean"], b[f"r{rep}_ci_lo"],
                                                                    b[f"r{rep}_ci_hi"], b[f"r{rep}_n"])] for rep in reps},
                         f"Δ across repeats [95% CI, {t.repeats - 1} df]": [
-                            _delta(*x) for x in zip(b["repeats_diff_mean"], b["repeats_ci_lo"], b["repeats_ci_hi"])],
+                            numbers.delta(*x) for x in zip(b["repeats_diff_mean"], b["repeats_ci_lo"], b["repeats_ci_hi"])],
                         **({"verdict across repeats": b["repeats_verdict"]} if b["repeats_verdict"].astype(bool).any()
                            else {}),
                         "depends on the repeat": b["depends_on_repeat"]})))
         sp = t.spread
         out.append((f"Tuning repeats per arm (best {t.objective} and tuned values of each repeat)", "tab:tuning-spread",
                     pd.DataFrame({"arm": sp["arm"],
-                                  **{f"repeat {rep}": [f"{_f(v)}: {values_text(x)}" if x else _f(v) for v, x in
+                                  **{f"repeat {rep}": [f"{numbers.num(v)}: {values_text(x)}" if x else numbers.num(v) for v, x in
                                                        zip(sp[f"r{rep}_best"], sp[f"r{rep}_values"])] for rep in reps},
-                                  f"range of best {t.objective}": [_f(x) for x in sp["best_range"]]})))
+                                  f"range of best {t.objective}": [numbers.num(x) for x in sp["best_range"]]})))
     if t.fixed is not None and t.fixed.looks is not None and len(t.fixed.looks.frame):
         out.append((f"Adaptive replication of the untuned cells ({t.fixed.looks.metric}, estimate [1 − α_k interval])",
                     "tab:looks-fixed", looks.show(t.fixed.looks)))
@@ -301,7 +302,7 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
         out.append(("Budget: from how many trials each comparison's order holds", "tab:budget-order", pd.DataFrame({
             "design": o["design"], "arm": o["arm"], "vs": o["reference"], "trials": o["trials"].astype(str),
             "order holds from k": o["settles_at"].astype(str),
-            f"expected best {t.objective} at k = trials (arm / vs)": [f"{_f(a)} / {_f(b)}" for a, b in
+            f"expected best {t.objective} at k = trials (arm / vs)": [f"{numbers.num(a)} / {numbers.num(b)}" for a, b in
                                                                       zip(o["arm_best_at_k"], o["reference_best_at_k"])]})))
     return out
 

@@ -11,13 +11,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from .. import config
-from ..tracking import models, query, records, store
+from .. import config, metrics
+from ..tracking import models, query, store
 from .. import task as task_protocol
 from ..training import train
 from ..config import UserError
 
-METRICS = records.TEST_METRICS
 TOLERANCE = {"test_f1": 5e-4, "test_acc": 5e-4, "test_loss": 2e-3}  # across devices: 5 of 10,000 images
 
 
@@ -31,7 +30,7 @@ class Check:
     def differences(self) -> dict[str, float]:
         """Metrics that disagree beyond what the devices allow (exactly, on the same device)."""
         out = {}
-        for k in METRICS:
+        for k in metrics.TEST:
             diff = abs(self.recomputed[k] - self.recorded[k])
             if diff > (0.0 if self.same_device else TOLERANCE[k]):
                 out[k] = self.recomputed[k] - self.recorded[k]
@@ -42,8 +41,8 @@ def check(run_id: str, data_dir: str | None = None, device: str | None = None) -
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the output is the comparison
     c = store.client()
     run = query.get_run(c, run_id)
-    recorded = {k: run.metrics[k] for k in METRICS if k in run.metrics}
-    if len(recorded) < len(METRICS):
+    recorded = {k: run.metrics[k] for k in metrics.TEST if k in run.metrics}
+    if len(recorded) < len(metrics.TEST):
         raise UserError(f"run {run_id} has no test metrics ({run.status}): only FINISHED runs can be re-verified")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(c, run, tmp, data_dir, device)
@@ -53,7 +52,7 @@ def check(run_id: str, data_dir: str | None = None, device: str | None = None) -
         raise UserError(f"run {run_id} trained at precision {cfg.precision}, which this device cannot run (it can "
                         f"{', '.join(can)}); evaluate it on a device that can, e.g. --device cuda")
     net = models.load_logged_model(c, run_id)
-    recomputed = {k: float(v) for k, v in train.evaluate(cfg, net).items() if k in METRICS}
+    recomputed = {k: float(v) for k, v in train.evaluate(cfg, net).items() if k in metrics.TEST}
     here = train.device_name(train.resolve_device(cfg))
     return Check(run_id, recorded, recomputed, here == run.tags.get("device_name"))
 
@@ -86,7 +85,7 @@ def _same_data(run, cfg) -> None:
 
 def lines(ch: Check) -> list[str]:
     out = [f"{'metric':<10} {'recorded':>20} {'recomputed':>20} {'difference':>12}"]
-    for k in METRICS:
+    for k in metrics.TEST:
         out.append(f"{k:<10} {ch.recorded[k]:>20.17g} {ch.recomputed[k]:>20.17g} "
                    f"{ch.recomputed[k] - ch.recorded[k]:>+12.3g}")
     rule = "exact (same device)" if ch.same_device else f"within {TOLERANCE} (another device)"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..tracking import records, store
-from .. import config
+from .. import config, metrics
 from .. import task as task_protocol
 from ..training import train
 
@@ -19,10 +19,9 @@ from ..training import train
 class Outcome:
     config_hash: str
     run_id: str
-    status: str                 # FINISHED (trained now), SKIPPED (already FINISHED), FAILED, KILLED
-    test: dict                  # test metrics (empty when failed)
+    status: str                 # FINISHED (trained now), SKIPPED (already FINISHED)
+    test: dict                  # test metrics
     seconds: float = 0.0
-    error: str = ""
     result: train.Result | None = None
 
 
@@ -33,15 +32,10 @@ def epoch_line(epoch: int, r: dict) -> str:
             f"{r['train_samples_per_s']:.0f} samples/s  {r['epoch_time_s']:.1f}s")
 
 
-def execute(cfg, run_name: str | None = None, parent_run_id: str | None = None, tags: dict | None = None,
-            force: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
-            catch: bool = False, stop_on: tuple[type[BaseException], ...] = ()) -> Outcome:
-    """Train and record `cfg` unless its identity already has a FINISHED run (then return that one).
-
-    With catch=True an ordinary exception in training is recorded and returned as a FAILED outcome
-    (the grid goes on); interrupts always propagate. An exception of a `stop_on` type raised from
-    `on_epoch` (an Optuna prune) is the caller's early stop: returned as a KILLED outcome.
-    """
+def execute(cfg, run_name: str | None = None, force: bool = False,
+            on_epoch: Callable[[int, dict], None] | None = None) -> Outcome:
+    """Train and record `cfg` unless its identity already has a FINISHED run (then return that one). An error in
+    training ends the run FAILED with it, and propagates."""
     fp = task_protocol.of(cfg).data_fingerprint(cfg)
     config_hash = config.identity(cfg, fp)
     c = store.client()
@@ -49,23 +43,14 @@ def execute(cfg, run_name: str | None = None, parent_run_id: str | None = None, 
     done = [] if force else records.find_runs(c, exp_id, config_hash)
     if done:
         r = done[0]
-        test = {k: r.metrics[k] for k in records.TEST_METRICS if k in r.metrics}
+        test = {k: r.metrics[k] for k in metrics.TEST if k in r.metrics}
         return Outcome(config_hash, r.run_id, "SKIPPED", test)
-    t0, rec = time.perf_counter(), None  # rec stays None if the store refuses to open the run
-    try:
-        with records.run(cfg, config_hash, fp, run_name=run_name, parent_run_id=parent_run_id, tags=tags, c=c,
-                       stop_on=stop_on) as rec:
-            def log_epoch(epoch, record):
-                rec.log_epoch(epoch, record)
-                if on_epoch:
-                    on_epoch(epoch, record)
-            result = train.fit(cfg, on_epoch=log_epoch)
-            rec.log_result(result)
-    except stop_on as e:
-        return Outcome(config_hash, rec.run_id, records.KILLED, {}, time.perf_counter() - t0, f"stopped: {e}")
-    except Exception as e:
-        if not catch:
-            raise
-        run_id = rec.run_id if rec else ""
-        return Outcome(config_hash, run_id, records.FAILED, {}, time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+    t0 = time.perf_counter()
+    with records.run(cfg, config_hash, fp, run_name=run_name, c=c) as rec:
+        def log_epoch(epoch, record):
+            rec.log_epoch(epoch, record)
+            if on_epoch:
+                on_epoch(epoch, record)
+        result = train.fit(cfg, on_epoch=log_epoch)
+        rec.log_result(result)
     return Outcome(config_hash, rec.run_id, records.FINISHED, result.test, time.perf_counter() - t0, result=result)

@@ -32,13 +32,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from .. import metrics
 from ..errors import ConfigError
-from .hooks import DEFAULT_HOOKS, HOOKS, METRICS, REQUIRED_HOOKS, Splits, resolve_hook  # noqa: F401 - one import
+from .hooks import DEFAULT_HOOKS, HOOKS, REQUIRED_HOOKS, Splits, resolve_hook  # noqa: F401 - one import
 from .keys import (FLAG_REASON, HARNESS_KEYS, HARNESS_NEVER_SEARCHED, HARNESS_NOT_IDENTITY,  # noqa: F401
                    IDENTITY_WHEN_NOT, PRECISIONS, TYPES, RunKeys, check_device, check_precision, check_value, field,
                    limits, type_of)
 
 BUILTIN = "lstm_mnist"
+_WORDS = ("none", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 BUILTIN_PATH = "lstm_mnist.builtin.config:TASK"
 
 
@@ -51,6 +53,7 @@ class Flag:
     reads_off: tuple = ()   # keys only a config with the flag off reads (e.g. SGD's learning rate)
     reads_on: tuple = ()    # keys only a config with the flag on reads (e.g. the dropout rate)
     defines: tuple = ()     # keys that say what the two sides are (e.g. the widths a width flag compares)
+    label: str = ""         # how a report names the on side beside the default flags (default: the flag's name)
 
     def __post_init__(self):
         object.__setattr__(self, "off", MappingProxyType(dict(self.off)))
@@ -169,8 +172,8 @@ class Task:
             value = getattr(self, hook)
             if value is not None and not callable(value) and not (isinstance(value, str) and ":" in value):
                 raise ConfigError(f"{where}: {hook}={value!r}: give a callable or \"module:function\"")
-        if self.metric not in METRICS:
-            raise ConfigError(f"{where}: metric={self.metric!r}: give one of {', '.join(METRICS)} (the harness "
+        if self.metric not in metrics.TEST:
+            raise ConfigError(f"{where}: metric={self.metric!r}: give one of {', '.join(metrics.TEST)} (the harness "
                               "scores every run by these)")
         if not isinstance(self.classes, int) or isinstance(self.classes, bool) or self.classes < 2:
             raise ConfigError(f"{where}: classes={self.classes!r}: give the number of classes, an integer >= 2")
@@ -187,6 +190,17 @@ class Task:
             raise ConfigError(f"task {self.name!r}: define it at the top level of {self.config.__module__}, the module "
                               "of its config, so that worker processes can import it by name")
         return f"{self.config.__module__}:{names[0]}"
+
+    @property
+    def named(self) -> str | None:
+        """How files, plans and runs name this task: None for the default one (what a file that names no task
+        studies: they name none, as before tasks), else its spec."""
+        return None if self.name == BUILTIN else self.spec
+
+    @property
+    def title(self) -> str:
+        """The task in a line for people: "" for the default task, else " (task NAME)"."""
+        return "" if self.named is None else f" (task {self.name})"
 
     def hook(self, name: str) -> Callable | None:
         """The runtime hook `name` as a callable (imported on first use), or its default (None: there is none)."""
@@ -297,6 +311,18 @@ class Task:
     @property
     def flag_names(self) -> tuple:
         return tuple(f.name for f in self.flags)
+
+    def on_text(self, is_on: Callable[[str], bool]) -> str:
+        """The flags that are on (`is_on(name)`), in words: the default flags ("all six", "all but width",
+        "dropout, adamw", "none"), then each other flag that is on (" + final_states readout": its label)."""
+        flags = self.default_flags
+        on = [f for f in flags if is_on(f)]
+        extra = "".join(f" + {f.label or f.name}" for f in self.flags if f.name not in flags and is_on(f.name))
+        if len(on) == len(flags):
+            return f"all {_WORDS[len(flags)] if len(flags) < len(_WORDS) else len(flags)}" + extra
+        if len(on) > len(flags) // 2:
+            return "all but " + ", ".join(f for f in flags if f not in on) + extra
+        return (", ".join(on) or "none") + extra
 
     def values(self, on, taking_part=()) -> dict:
         """The flag values of a cell with the flags `on` on: every default flag's side, and the side of each other

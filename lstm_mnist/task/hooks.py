@@ -8,7 +8,6 @@ from typing import Any
 
 from ..errors import ConfigError
 
-METRICS = ("test_f1", "test_acc", "test_loss")  # what the harness scores every run's test split by
 REQUIRED_HOOKS = {"data": "(cfg, device) -> Splits", "model": "cfg -> torch.nn.Module"}
 HOOKS = (*REQUIRED_HOOKS, "fingerprint", "prepare", "loss", "optimizer", "patience", "derived", "cost", "datasets",
          "ship", "receive")

@@ -15,14 +15,12 @@ from mlflow.tracking import MlflowClient
 from .. import config
 from .. import task as task_protocol
 from ..machine import host
+from . import artifacts
 from .models import log_datasets, log_model
 from .store import client, experiment_id, provenance
 
 
 FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
-
-
-TEST_METRICS = ("test_loss", "test_f1", "test_acc")
 
 
 def find_runs(c: MlflowClient, exp_id: str, config_hash: str, statuses=(FINISHED,)) -> list:
@@ -53,9 +51,9 @@ class RunRecord:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
                               tags=[RunTag("device_name", result.device_name)])
         with tempfile.TemporaryDirectory() as tmp:
-            figures.confusion_png(result.confusion, Path(tmp) / "confusion_matrix.png")
-            (Path(tmp) / "per_class.json").write_text(json.dumps(result.per_class, indent=1))
-            (Path(tmp) / "confusion_matrix.json").write_text(json.dumps(result.confusion))
+            figures.confusion_png(result.confusion, Path(tmp) / artifacts.CONFUSION_PNG)
+            (Path(tmp) / artifacts.PER_CLASS).write_text(json.dumps(result.per_class, indent=1))
+            (Path(tmp) / artifacts.CONFUSION).write_text(json.dumps(result.confusion))
             self.client.log_artifacts(self.run_id, tmp)
         self.finished_ok = True  # tested and recorded: the weights below are a convenience, not the result
         if self.cfg is not None and self.cfg.log_model and result.weights:
@@ -66,9 +64,9 @@ class RunRecord:
 
 
 def task_tags(cfg) -> dict:
-    """Which task a run is of (`task`, `task_version`): the built-in task's runs carry none, as before tasks."""
+    """Which task a run is of (`task`, `task_version`): the default task's runs carry none, as before tasks."""
     t = task_protocol.of(cfg)
-    if t.name == task_protocol.BUILTIN:
+    if t.named is None:
         return {}
     return {"task": t.name, "task_version": str(t.version), "task_spec": t.spec}
 
@@ -97,22 +95,13 @@ def open_run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None,
 
 
 @contextmanager
-def run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None = None,
-        parent_run_id: str | None = None, tags: dict | None = None, c: MlflowClient | None = None,
-        stop_on: tuple[type[BaseException], ...] = ()):
-    """Open a run for `cfg`; FINISHED only if `log_result` was called, FAILED (with the error) otherwise.
-
-    An exception of a `stop_on` type is the caller stopping the run on purpose (an Optuna prune): the run
-    ends KILLED with the reason in the tag `stopped`, not FAILED with an `error`.
-    """
+def run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None = None, c: MlflowClient | None = None):
+    """Open a run for `cfg` (the `run` command's: no parent); FINISHED only if `log_result` was called, FAILED
+    (with the error) otherwise."""
     c = c or client()
-    rec = open_run(cfg, config_hash, data_fingerprint, run_name, parent_run_id, tags or {}, c)
+    rec = open_run(cfg, config_hash, data_fingerprint, run_name, None, {}, c)
     try:
         yield rec
-    except stop_on as e:
-        c.set_tag(rec.run_id, "stopped", f"{type(e).__name__}: {e}"[:5000])
-        c.set_terminated(rec.run_id, KILLED)
-        raise
     except BaseException as e:
         end_on_error(c, rec.run_id, e)
         raise

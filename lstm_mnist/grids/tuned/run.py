@@ -52,7 +52,7 @@ def train(s: grid.GridSpec, inv: ablate.Invocation, force: bool = False, sequent
     tally = Tally(total=len(p.jobs) + n_tuned, skipped=sum(j.state == "done" for j in p.jobs))
     store.share_sqlite_store()
     repeats = f" ({s.tune.repeats} tuning repeats each)" if s.tune.repeats > 1 else ""
-    inv.out(f"{s.name}: {len(arms)} arms tuned{repeats} with {s.tune.trials} trials each ({trials_left} trials to run), "
+    inv.out(f"{s.name}: {len(arms)} arms tuned{repeats} with {s.tune.settings.trials} trials each ({trials_left} trials to run), "
             f"then {n_tuned} tuned cells; {len(p.jobs)} cells known before tuning, {len(p.jobs) - len(p.todo)} "
             f"already FINISHED; {inv.n_workers} worker{'s' * (inv.n_workers > 1)} (experiment {s.experiment})")
 
@@ -72,9 +72,9 @@ def check_recorded(s: grid.GridSpec) -> None:
         return
     before = read_plan(max(parents, key=query.last_invoked).run_id, s.name, missing_ok=True)
     t = before.tuning if before else None
-    if t and (t.trials, t.repeats) != (s.tune.trials, s.tune.repeats):
+    if t and (t.trials, t.repeats) != (s.tune.settings.trials, s.tune.repeats):
         raise ConfigError(f"grid {s.name!r} was tuned with trials = {t.trials} and tune_repeats = {t.repeats} per arm; "
-                          f"{s.path} asks for trials = {s.tune.trials}, tune_repeats = {s.tune.repeats}. The budget and "
+                          f"{s.path} asks for trials = {s.tune.settings.trials}, tune_repeats = {s.tune.repeats}. The budget and "
                           "repeats are fixed when a tuned grid starts (every arm's equal budget): put them back, or "
                           "copy the grid file to a new name for another design")
 
@@ -82,15 +82,15 @@ def check_recorded(s: grid.GridSpec) -> None:
 # ---------------------------------------------------------------- the dry run
 def describe(s: grid.GridSpec, fingerprint: str, storage_url: str | None, force: bool) -> str:
     """Arms, the keys each searches and its study's progress; then the replicate cells, known and to come."""
-    t = s.tune
-    lines = [f"{s.name}: a tuned grid. Each arm searches the [tune.space] keys its config reads, {t.trials} trials "
-             f"(COMPLETE + PRUNED) per arm; objective {t.objective} on the validation split; sampler {t.sampler} "
-             f"(seed {t.sampler_seed}), pruner {t.pruner}; trials train with tune_seed {t.seed}, replicates with "
+    t, st = s.tune, s.tune.settings
+    lines = [f"{s.name}: a tuned grid. Each arm searches the [tune.space] keys its config reads, {st.trials} trials "
+             f"(COMPLETE + PRUNED) per arm; objective {st.objective} on the validation split; sampler {st.sampler} "
+             f"(seed {st.sampler_seed}), pruner {st.pruner}; trials train with tune_seed {t.seed}, replicates with "
              f"seeds {', '.join(map(str, s.seeds))}" + ("; the untuned cells are trained too (fixed = true)"
                                                          if t.fixed else "")]
     if t.repeats > 1:
         lines.append(f"tune_repeats = {t.repeats}: each arm searched by {t.repeats} independent studies (repeat r: trials "
-                     f"at seed {t.seed} + r, sampler seed {t.sampler_seed} + r); the replicate seeds train at the "
+                     f"at seed {t.seed} + r, sampler seed {st.sampler_seed} + r); the replicate seeds train at the "
                      "values of " + "; ".join(f"repeat {r} (seeds {', '.join(map(str, t.seeds_of(s.seeds, r)))})"
                                               for r in range(t.repeats)))
     stored = _stored_studies(s, storage_url)
@@ -129,5 +129,5 @@ def _stored_studies(s: grid.GridSpec, storage_url: str | None) -> dict:
         if summary.study_name.startswith(f"tune {s.experiment}/{s.name}/"):
             st = optuna.load_study(study_name=summary.study_name, storage=storage)
             n = sum(x.state.name in ("COMPLETE", "PRUNED") for x in st.get_trials(deepcopy=False))
-            out[summary.study_name] = f"{n} of {s.tune.trials} trials"
+            out[summary.study_name] = f"{n} of {s.tune.settings.trials} trials"
     return out

@@ -8,11 +8,11 @@ import dataclasses
 from collections import deque
 
 from .. import grid
-from ..plan import PLAN_FILE, Job, Plan, recorded
+from ..plan import Job, Plan, recorded
 from ..planned import TunedArm, Tuning
 from ...engine.pool import first_open
 from ...engine.writer import Writer
-from ...tracking import records
+from ...tracking import artifacts, records
 from .search import ArmSearch
 
 
@@ -89,7 +89,7 @@ class Schedule:
 
     def record_plan(self) -> None:
         records.log_dict(self.parent, tuned_plan(self.grid, self.every + self.tuned, self.searches,
-                                                 self.sequential).to_dict(), PLAN_FILE, self.writer.c)
+                                                 self.sequential).to_dict(), artifacts.PLAN, self.writer.c)
 
     def finish(self) -> None:
         """The grid stops (done or not): this process's unfinished trials FAIL and are queued again; studies
@@ -108,7 +108,7 @@ def tuned_plan(s: grid.GridSpec, jobs: list[Job], searches: list[ArmSearch], seq
     arms = {x.key: TunedArm(tuple(x.definition.space), x.definition.name, x.run_id, x.done, x.gave_up, x.arm.arm,
                             x.repeat) for x in searches}
     repeat_of = {str(seed): r for seed, r in t.repeat_of(sequential["seed_order"] if sequential else s.seeds).items()}
-    plan = recorded(s, jobs, tuning=Tuning(t.trials, t.objective, t.fixed, t.seed, t.space, arms, t.repeats,
+    plan = recorded(s, jobs, tuning=Tuning(t.settings.trials, t.settings.objective, t.fixed, t.seed, t.space, arms, t.repeats,
                                            repeat_of), sequential=sequential)
     cells: dict[str, object] = {}
     for cell in plan.cells:  # a tuned cell whose best values are the grid's own is its untuned cell too

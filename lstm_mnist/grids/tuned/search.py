@@ -20,7 +20,7 @@ from ...engine import drive as engine
 from .. import grid
 from ..plan import Job, classify
 from ...tracking import groups, query, records
-from ...engine.search import Search, StudySpec
+from ...tuning.search import Search, StudySpec
 
 
 
@@ -30,15 +30,14 @@ def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str, repeat: int = 0)
     t = s.tune
     start = grid.values(s, a.cell(t.seeds[repeat]))
     space = grid.searched(s, a.on)
-    settings = {k: getattr(t, k) for k in ("objective", "sampler", "sampler_seed", "sampler_startup_trials", "pruner",
-                                           "pruner_startup_trials", "pruner_warmup_epochs")}
-    settings["sampler_seed"] += repeat
-    key = json.dumps({"config": config.identity(s.task.build(start), fingerprint), "space": space, **settings},
-                     sort_keys=True)
+    settings = t.settings.model_copy(update={"sampler_seed": t.settings.sampler_seed + repeat})
+    # what a trial's result depends on (the budget is not: a study keeps its trials whatever the total)
+    key = json.dumps({"config": config.identity(s.task.build(start), fingerprint), "space": space,
+                      **settings.model_dump(exclude={"trials"})}, sort_keys=True)
     name = (f"tune {s.experiment}/{s.name}/{a.arm}/{f'r{repeat}/' if repeat else ''}"
             f"{hashlib.sha256(key.encode()).hexdigest()[:10]}")
-    return StudySpec(path=Path(s.path), name=name, experiment=s.experiment, start=start,
-                 space=space, trials=t.trials, **settings, task=s.task)
+    return StudySpec(path=Path(s.path), name=name, experiment=s.experiment, start=start, space=space,
+                     settings=settings, task=s.task)
 
 
 class ArmSearch(Search):
@@ -51,7 +50,7 @@ class ArmSearch(Search):
             return dataclasses.replace(a.cell(s.tune.seeds[repeat], trial=number), repeat=repeat)
 
         tags = {**grid.tags(s, cell(None)), **({"tune_repeat": str(repeat)} if s.tune.repeats > 1 else {})}
-        super().__init__(definition(s, a, fingerprint, repeat), storage, s.tune.trials, fingerprint, cell,
+        super().__init__(definition(s, a, fingerprint, repeat), storage, s.tune.settings.trials, fingerprint, cell,
                          pinned=frozenset({*s.base, *s.budget}), tags=tags)
         self.done = False         # complete, closed, its tuned cells handed to the schedule
         self.gave_up = ""         # why the arm has no tuned values (every trial failed), else ""
@@ -63,7 +62,7 @@ class ArmSearch(Search):
         self.settle_runs(c)
         tags = {"lstm_mnist.role": "tuning", "grid_name": self.grid.name,
                 "arm": self.arm.arm, "study_name": self.definition.name, "searched": ",".join(self.definition.space),
-                "objective": self.definition.objective, "trials_requested": str(self.total)}
+                "objective": self.definition.settings.objective, "trials_requested": str(self.total)}
         if self.grid.tune.repeats > 1:
             tags["tune_repeat"] = str(self.repeat)
         self.run_id = engine.held_run(

@@ -1,29 +1,15 @@
-"""A search's settings, pure (no Optuna import): the objective, sampler and pruner names, and the checks of a
-search space, shared by a study file ([space]) and a tuned grid's [tune] table ([tune.space])."""
+"""A search space, checked (pure: no Optuna import): each searched key of a study file's [space] or a tuned grid's
+[tune.space], its distribution and every value it may take."""
 from __future__ import annotations
 
-from . import config
-from . import task as task_protocol
-from .config import ConfigError
-
-OBJECTIVES = {"val_f1": "maximize", "val_loss": "minimize"}
-PRUNERS = ("median", "hyperband", "none")
-SAMPLERS = ("tpe", "random")
+from .. import task as task_protocol
+from ..config import ConfigError
 
 
-def check_objective(objective) -> str:
-    if not isinstance(objective, str) or objective not in OBJECTIVES:
-        why = "the test set is never used for a choice" if str(objective).startswith("test") else "unknown metric"
-        raise ConfigError(f"objective={objective!r}: {why}; allowed are {', '.join(OBJECTIVES)}")
-    return objective
-
-
-def check_dist(key: str, dist, start: dict, where: str = "[space]", never=None,
-               instead: str = "set it in [fixed] or the base file instead", task=None) -> None:
-    """One searched key of the task's config (default: the built-in task): a key that may be searched (`never(key)`:
-    why not; default: the task's why_never_searched), a distribution whose every value makes a valid config from
-    `start`."""
-    task = task or task_protocol.builtin()
+def check_dist(key: str, dist, start: dict, task: task_protocol.Task, where: str = "[space]", never=None,
+               instead: str = "set it in [fixed] or the base file instead") -> None:
+    """One searched key of the task's config: a key that may be searched (`never(key)`: why not; default: the
+    task's why_never_searched), a distribution whose every value makes a valid config from `start`."""
     never = never or task.why_never_searched
     if key not in task.fields:
         raise ConfigError(f"{where} {key}: unknown config key; known keys are {', '.join(task.fields)}")
@@ -65,24 +51,3 @@ def bounds(key: str, dist: dict, kind: str, where: str = "[space]") -> list:
 
 def some_value(dist: dict):
     return dist["choices"][0] if dist["type"] == "categorical" else dist["low"]
-
-
-def text(raw, key, default) -> str:
-    v = raw.get(key, default)
-    if not isinstance(v, str) or not v.strip():
-        raise ConfigError(f"{key}={v!r}: expected a non-empty string")
-    return v
-
-
-def integer(raw, key, default, lo) -> int:
-    v = raw.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ConfigError(f"{key}={v!r}: expected an integer >= {lo}")
-    return v
-
-
-def choice(raw, key, default, allowed) -> str:
-    v = raw.get(key, default)
-    if v not in allowed:
-        raise ConfigError(f"{key}={v!r}: allowed values are {', '.join(allowed)}")
-    return v

@@ -1,12 +1,12 @@
 """`python -m lstm_mnist tune studies/NAME.toml`: one Optuna study, run or continued to its total of trials.
 
-The study is one search (engine/search.py) through the engine a grid trains with (engine/drive.py): this process
+The study is one search (search.py) through the engine a grid trains with (engine/drive.py): this process
 asks Optuna for each trial and hands it to a worker process (`--workers N`), a Ray task (`--ray`) or trains it
 itself, and is the only one that writes to Optuna and MLflow. Every trial is a child run of the study's one
 parent run (made under a claim, however many `tune` processes start at once). The Optuna storage (a journal
 next to the study file, or the RDB at --storage) is what resumes: a rerun continues up to the total, any
 number of processes on one storage share the study, and a trial whose process died (on any host) is failed
-and queued again. At the end the best trial (engine/search.Search.best) is recorded on the parent and exported as
+and queued again. At the end the best trial (search.Search.best) is recorded on the parent and exported as
 an experiment file.
 """
 from __future__ import annotations
@@ -21,13 +21,12 @@ from .. import claims, config
 from ..config import ConfigError
 from ..engine import drive as engine
 from ..engine.progress import Progress, say
-from ..engine.search import Search, StudySpec, shown_storage, trial_config
+from ..engine.jobs import Cell
 from ..engine.writer import Tally, Writer
-from ..grids import grid
 from ..machine import host
 from ..tracking import groups, records, store
-from .. import task as task_protocol
 from .file import load_study_file
+from .search import Search, StudySpec, shown_storage, trial_config
 
 
 class Trials:
@@ -58,19 +57,19 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     if n_workers < 1 or (trials is not None and trials < 1):
         raise ConfigError(f"--workers {n_workers} --trials {trials}: both must be at least 1")
     study_def = load_study_file(path)
-    total = trials or study_def.trials
+    total = trials or study_def.settings.trials
     start = trial_config(study_def, {})
     fingerprint = study_def.task.data_fingerprint(start)  # missing data: one line here, before anything starts
     storage = claims.open_storage(storage_url, study_def.journal)
     search = Search(study_def, storage, total, fingerprint,
-                    lambda n: grid.Cell(study_def.name, "study", "", start.seed, frozenset(), trial=n),
+                    lambda n: Cell(study_def.name, "study", "", start.seed, frozenset(), trial=n),
                     pinned=frozenset(study_def.start))
     left = search.open_study()
     store.share_sqlite_store()
     c = store.client()
     runs_lost(search, study_def, storage_url, c)
-    tags = {"storage": shown_storage(study_def, storage_url), "objective": study_def.objective,
-            "direction": study_def.direction, "trials_requested": str(total), "study_file": str(path),
+    tags = {"storage": shown_storage(study_def, storage_url), "objective": study_def.settings.objective,
+            "direction": study_def.settings.direction, "trials_requested": str(total), "study_file": str(path),
             "space": json.dumps(study_def.space), "command": host.invocation()}
     search.run_id = engine.held_run(claims.Claims(storage, f"{study_def.name}.parent-run"), "parent",
                                     lambda: groups.parent_run(study_def.experiment, "study", study_def.name, tags, c),
@@ -131,7 +130,7 @@ def finish(search: Search, study_def: StudySpec, c, out=say) -> dict:
 def _summary_line(study_def: StudySpec, s: dict) -> str:
     line = f"study {study_def.name}: {s['complete']} complete, {s['pruned']} pruned, {s['fail']} failed"
     if "best_value" in s:
-        line += (f"; best trial {s['best_trial']}: {study_def.objective} {s['best_value']:.4f}; "
+        line += (f"; best trial {s['best_trial']}: {study_def.settings.objective} {s['best_value']:.4f}; "
                  f"exported {s['exported']} (python -m lstm_mnist run {s['exported']})")
     return line
 
@@ -142,11 +141,11 @@ def export(study_def: StudySpec, best: optuna.trial.FrozenTrial) -> Path:
     cfg, defaults = trial_config(study_def, best.params), task.config()
     keys = [k for k in task.fields if k not in task.not_identity and getattr(cfg, k) != getattr(defaults, k)]
     header = (f"# Tuned by Optuna: study {study_def.name!r} ({study_def.path}), trial {best.number}, "
-              f"{study_def.objective} = {best.value:.4f}\n"
+              f"{study_def.settings.objective} = {best.value:.4f}\n"
               f"# (validation split, at the best-val_loss epoch; the test set chose nothing). Written by\n"
               f"# `python -m lstm_mnist tune`: rerun the study rather than edit. Budget keys are the study's.\n")
     out = Path("experiments") / f"best-{study_def.name}.toml"
     out.parent.mkdir(exist_ok=True)
-    named = "" if task.name == task_protocol.BUILTIN else f"task = {config._toml_value(study_def.task_spec)}\n"
+    named = "" if task.named is None else f"task = {config._toml_value(study_def.task_spec)}\n"
     out.write_text(header + named + "".join(f"{k} = {config._toml_value(getattr(cfg, k))}\n" for k in keys))
     return out

@@ -1,9 +1,9 @@
-"""One Optuna study as work for the engine (pool.py, ray_tasks.py): the one trial path.
+"""One Optuna study as work for the engine (engine/pool.py, engine/ray_tasks.py): the one trial path.
 
 `tune STUDY` is one search; a tuned grid runs one search per arm. Either way this (the driver) process is the
 only one that talks to Optuna and MLflow: it asks the study for a trial, hands it to a worker as a job
-(jobs.Job, with this module's `Trial` as its hooks), reports each epoch the worker sends to the pruner,
-and tells the study how the trial ended; the engine's writer (writer.py) records the trial's run. So the
+(engine/jobs.Job, with this module's `Trial` as its hooks), reports each epoch the worker sends to the pruner,
+and tells the study how the trial ended; the engine's writer (engine/writer.py) records the trial's run. So the
 rules below exist once:
 - the budget: `total` COMPLETE + PRUNED trials; a trial asked beyond it (two drivers that each saw one
   missing) ends FAIL unrun with the user attr `surplus` (trial numbers order the asks: the lower ones run);
@@ -30,9 +30,9 @@ from optuna.trial import TrialState
 from .. import claims, config
 from .. import task as task_protocol
 from ..config import ConfigError
-from ..space import OBJECTIVES
-from ..tracking import groups, records
-from .jobs import TRIALS_FILE, Job
+from ..engine.jobs import Job
+from ..tracking import artifacts, groups, records
+from .settings import PRUNERS, SAMPLERS, Settings
 
 
 RETRIES = claims.RETRIES  # a trial whose process died is queued again at most this often
@@ -42,27 +42,16 @@ STALE_CHECK_S = 5.0       # a study waiting on another process's trials checks t
 # ---------------------------------------------------------------- what a study searches
 @dataclass(frozen=True)
 class StudySpec:
-    """What one Optuna study searches and how: read from a study file (study/file.py), or made for each arm of a
-    tuned grid (grids/tuned/search.py)."""
+    """What one Optuna study searches and how: read from a study file (file.py), or made for each arm of a tuned
+    grid (grids/tuned/search.py)."""
     path: Path
     name: str
     experiment: str       # MLflow experiment of the study's parent run and its trials
     start: dict           # config values every trial starts from: base file, then [fixed]
     space: dict           # key -> {type, low, high, log, step} or {type: categorical, choices}
-    trials: int           # default total of COMPLETE + PRUNED trials
-    objective: str        # val_f1 (maximize) or val_loss (minimize), at the best-val_loss epoch
-    sampler: str
-    sampler_seed: int
-    sampler_startup_trials: int
-    pruner: str
-    pruner_startup_trials: int
-    pruner_warmup_epochs: int
-    task: task_protocol.Task = task_protocol.builtin()  # the model under study: its config is what a trial builds
-    task_spec: str = task_protocol.BUILTIN  # how the study file names it
-
-    @property
-    def direction(self) -> str:
-        return OBJECTIVES[self.objective]
+    settings: Settings    # the budget (default total of COMPLETE + PRUNED trials), objective, sampler, pruner
+    task: task_protocol.Task  # the model under study: its config is what a trial builds
+    task_spec: str = ""   # how the study file names it ("": it names none, the default task)
 
     @property
     def journal(self) -> Path:
@@ -93,27 +82,20 @@ def open_study(study: StudySpec, storage_url: str | None = None, seed_offset: in
                storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Create or load the study: journal file next to the study file, or the RDB at `storage_url`."""
     storage = storage or claims.open_storage(storage_url, study.journal)
-    seed = study.sampler_seed + seed_offset
-    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=study.sampler_startup_trials)
-               if study.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
-    opened = optuna.create_study(storage=storage, sampler=sampler, pruner=_pruner(study), study_name=study.name,
-                                 direction=study.direction, load_if_exists=True)
+    s = study.settings
+    name, args = SAMPLERS[s.sampler]
+    sampler = getattr(optuna.samplers, name)(**args(s, s.sampler_seed + seed_offset))
+    name, args = PRUNERS[s.pruner]
+    pruner = getattr(optuna.pruners, name)(**args(s, trial_config(study, {}).max_epochs))
+    opened = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=study.name,
+                                 direction=s.direction, load_if_exists=True)
     # load_if_exists ignores `direction`: a changed objective would silently keep the stored direction.
     stored = opened.direction.name.lower()
-    if stored != study.direction:
+    if stored != s.direction:
         raise ConfigError(f"{study.path}: study {study.name!r} is stored in {shown_storage(study, storage_url)} "
-                          f"with direction {stored}, but objective={study.objective} needs {study.direction}; "
+                          f"with direction {stored}, but objective={s.objective} needs {s.direction}; "
                           f"give this study a new study_name")
     return opened
-
-
-def _pruner(study: StudySpec) -> optuna.pruners.BasePruner:
-    if study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=study.pruner_startup_trials,
-                                           n_warmup_steps=study.pruner_warmup_epochs)
-    if study.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=trial_config(study, {}).max_epochs)
-    return optuna.pruners.NopPruner()
 
 
 def shown_storage(study: StudySpec, url: str | None) -> str:
@@ -151,7 +133,7 @@ def failed(study: optuna.Study) -> int:
 
 # ---------------------------------------------------------------- one search
 class Search:
-    """One study as a source of trial jobs; `cell(number)` names a trial's cell (grids.grid.Cell), `pinned`
+    """One study as a source of trial jobs; `cell(number)` names a trial's cell (engine.jobs.Cell), `pinned`
     the config keys the engine leaves alone, `tags` what every trial's run carries beside the trial tags."""
 
     def __init__(self, definition: StudySpec, storage, total: int, fingerprint: str, cell: Callable[[int], object],
@@ -262,11 +244,7 @@ class Search:
 
     def best(self) -> optuna.trial.FrozenTrial | None:
         """The best COMPLETE trial of the budget (module docstring), None when none completed."""
-        complete = [t for t in self.budget() if t.state == TrialState.COMPLETE]
-        if not complete:
-            return None
-        sign = 1 if self.definition.direction == "maximize" else -1
-        return max(complete, key=lambda t: (sign * t.value, -t.number))
+        return self.definition.settings.better([t for t in self.budget() if t.state == TrialState.COMPLETE])
 
     def record(self, c) -> tuple[dict, dict]:
         """The finished search on its run: every trial of the budget and every failed one in trials.json; the
@@ -291,8 +269,9 @@ class Search:
             tags |= {"best_params": json.dumps(best.params, sort_keys=True), "best_trial": str(best.number),
                      "best_run_id": best.user_attrs.get("mlflow_run_id", "")}
             tags |= {f"best.{k}": str(v) for k, v in best.params.items()}
-        records.log_dict(self.run_id, {"objective": self.definition.objective,
-                                       "direction": self.definition.direction, "trials": rows}, TRIALS_FILE, c)
+        records.log_dict(self.run_id, {"objective": self.definition.settings.objective,
+                                       "direction": self.definition.settings.direction, "trials": rows},
+                         artifacts.TRIALS, c)
         return metrics, tags
 
 
@@ -305,7 +284,7 @@ class Trial:
 
     def epoch(self, epoch: int, record: dict) -> str | None:
         """Report the epoch's objective; the reason to stop the trial now (its pruner's), or None."""
-        objective = self.search.definition.objective
+        objective = self.search.definition.settings.objective
         self.trial.report(record[objective], epoch)
         if self.trial.should_prune():
             return f"epoch {epoch}: {objective} {record[objective]:.4f}"
@@ -314,7 +293,7 @@ class Trial:
     def ended(self, run_id: str, state: str, seconds: float, result=None, reason: str = "", died: bool = False) -> str:
         """Tell Optuna (and tag the run) how the trial ended; a trial whose process `died` is queued again (at
         most RETRIES times). Returns the progress line's words."""
-        study, objective, c = self.search.study, self.search.definition.objective, self.search.client
+        study, objective, c = self.search.study, self.search.definition.settings.objective, self.search.client
         self.search.live.pop(self.trial.number, None)
         run_id = run_id or self.run_id
         if run_id:

@@ -1,6 +1,7 @@
-"""A study file (`studies/*.toml`) read into a StudySpec (engine/search.py): the config every trial starts from (`base` file, `[fixed]` keys), the
-`[space]` searched (never a key its task never searches), the sampler, the pruner, the trial budget and the
-objective (a validation metric, never a test metric). Pure: reading and checking it imports no MLflow."""
+"""A study file (`studies/*.toml`) read into a StudySpec (search.py): the config every trial starts from (`base`
+file, `[fixed]` keys), the `[space]` searched (never a key its task never searches), and the search's settings
+(settings.py: the trial budget, the objective, a validation metric, never a test one, the sampler, the pruner).
+Reading and checking it imports no MLflow."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +9,11 @@ from pathlib import Path
 from .. import config
 from .. import task as task_protocol
 from ..config import ConfigError
-from ..engine.search import StudySpec, trial_config
-from ..space import PRUNERS, SAMPLERS, check_dist, check_objective, choice, integer, some_value, text
+from . import settings
+from .search import StudySpec, trial_config
+from .space import check_dist, some_value
 
-
-STUDY_KEYS = {"task", "study_name", "experiment", "base", "trials", "objective", "sampler", "sampler_seed",
-              "sampler_startup_trials", "pruner", "pruner_startup_trials", "pruner_warmup_epochs", "fixed", "space"}
+STUDY_KEYS = {"task", "study_name", "experiment", "base", "fixed", "space", *settings.KEYS}
 
 
 # ---------------------------------------------------------------- the study file
@@ -23,7 +23,7 @@ def load_study_file(path: str | Path) -> StudySpec:
 
 
 def _parse(path: Path, raw: dict) -> StudySpec:
-    objective = check_objective(raw.get("objective", "val_f1"))
+    chosen = settings.read(raw)
     spec = task_protocol.spec_of(raw.get("task", task_protocol.BUILTIN))
     task = task_protocol.load(spec)
     start = _start_values(path, raw, task, spec)
@@ -31,14 +31,10 @@ def _parse(path: Path, raw: dict) -> StudySpec:
     if not isinstance(space, dict) or not space:
         raise ConfigError("[space]: give at least one hyperparameter to search, e.g. adamw_lr = {type=\"float\", ...}")
     for key, dist in space.items():
-        check_dist(key, dist, start, task=task)
-    name = config.check_name("study_name", text(raw, "study_name", path.stem),
+        check_dist(key, dist, start, task)
+    name = config.check_name("study_name", _text(raw, "study_name", path.stem),
                              "set study_name = \"...\" in the file, or rename it")
-    study = StudySpec(path, name, text(raw, "experiment", "lstm-mnist-tune"), start,
-                  space, integer(raw, "trials", 20, 1), objective, choice(raw, "sampler", "tpe", SAMPLERS),
-                  integer(raw, "sampler_seed", 0, 0), integer(raw, "sampler_startup_trials", 10, 0),
-                  choice(raw, "pruner", "median", PRUNERS), integer(raw, "pruner_startup_trials", 3, 0),
-                  integer(raw, "pruner_warmup_epochs", 0, 0), task, spec)
+    study = StudySpec(path, name, _text(raw, "experiment", "lstm-mnist-tune"), start, space, chosen, task, spec)
     trial_config(study, {k: some_value(d) for k, d in space.items()})  # the combination is a valid config
     return study
 
@@ -47,7 +43,7 @@ def _start_values(path: Path, raw: dict, task: task_protocol.Task, spec: str) ->
     """Base experiment file (relative to the working directory or the project root), then [fixed]."""
     values = {}
     if "base" in raw:
-        base = Path(text(raw, "base", ""))
+        base = Path(_text(raw, "base", ""))
         if not base.is_absolute() and not base.exists():
             base = path.resolve().parent.parent / base  # studies/x.toml -> the project root
         values = dict(config.read_toml(base))
@@ -59,3 +55,10 @@ def _start_values(path: Path, raw: dict, task: task_protocol.Task, spec: str) ->
     values.update(fixed)
     task.build(values, "[fixed]")
     return values
+
+
+def _text(raw, key, default) -> str:
+    v = raw.get(key, default)
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{key}={v!r}: expected a non-empty string")
+    return v
