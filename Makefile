@@ -58,11 +58,11 @@ install: $(if $(WHEELS),wheel-install,$(STAMP))  ## create .venv and install the
 
 .PHONY: wheel-install wheelhouse
 wheel-install:
-	$(PYTHON) -m lstm_mnist.wheels install $(WHEELS) --venv $(VENV) --stamp $(STAMP)
+	$(PYTHON) -m lstm_mnist.tools.wheels install $(WHEELS) --venv $(VENV) --stamp $(STAMP)
 
 wheelhouse:  ## on a connected machine: every wheel the project needs -> WHEELS=dir, with a lock [FOR=3.12] [SKIP="torch torchvision lightning"] [PROFILE=slim]
 	@test -n "$(WHEELS)" || { echo "error: give the folder to fill: make wheelhouse WHEELS=wheels/ [FOR=3.12] [SKIP=...]" >&2; exit 2; }
-	$(PYTHON) -m lstm_mnist.wheels build $(WHEELS) $(if $(FOR),--for $(FOR)) $(if $(SKIP),--skip "$(SKIP)") --profile $(PROFILE) $(ARGS)
+	$(PYTHON) -m lstm_mnist.tools.wheels build $(WHEELS) $(if $(FOR),--for $(FOR)) $(if $(SKIP),--skip "$(SKIP)") --profile $(PROFILE) $(ARGS)
 
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)

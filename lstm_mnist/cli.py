@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 
 from . import metrics
 from .config import UserError
@@ -175,20 +176,6 @@ def cmd_gpu_check(args) -> int:
     return 0
 
 
-def cmd_gpu_probes(args) -> int:
-    from .gpu import probes  # imports neither MLflow nor Optuna
-
-    probes.main(out=args.out, mps=args.mps, data_dir=args.data_dir)
-    return 0
-
-
-def cmd_gpu_accept(args) -> int:
-    from .accept import run
-
-    skip = tuple(n.strip() for n in (args.skip or "").split(",") if n.strip())
-    return run.main(out=args.out, part=args.part, cpu=args.cpu, again=args.again, budget=args.budget, skip=skip)
-
-
 def _workers(text: str, mps: bool = False) -> int:
     """`--workers N` or `--workers auto` (what gpu-check last recommended for this GPU, else a stated rule)."""
     from .machine import cores
@@ -232,20 +219,21 @@ def _worker_options(p: argparse.ArgumentParser, what: str, storage: str) -> None
     p.add_argument("--mps", action="store_true", help="run the workers under a private NVIDIA MPS daemon (GPU)")
     p.add_argument("--no-pin", action="store_true", help="do not pin workers to their own CPU cores")
     p.add_argument("--storage", help=f"Optuna RDB URL, e.g. postgresql://user@host/optuna (default: {storage})")
-    p.add_argument("--store-wait", type=_seconds, default=600.0, metavar="SECONDS",
+    p.add_argument("--store-wait", type=positive_seconds, default=600.0, metavar="SECONDS",
                    help="how long a tracking-store outage (server down, database locked or read-only) is waited "
                    "out with backoff before the command stops; a rerun resumes (default 600)")
 
 
-def _measure_options(p: argparse.ArgumentParser, out: str, mps: str | None = None) -> None:
-    """--out, --data-dir and (with its help) --mps: the same for `bench`, `gpu-check` and `gpu-probes`."""
+def measure_options(p: argparse.ArgumentParser, out: str, mps: str | None = None) -> None:
+    """--out, --data-dir and (with its help) --mps: the same for `bench`, `gpu-check` and `gpu-probes`
+    (tools/cli.py)."""
     p.add_argument("--out", default=out, help="where to write the JSON figures")
     if mps:
         p.add_argument("--mps", action="store_true", help=mps)
     p.add_argument("--data-dir", default=None, help="MNIST folder (default: LSTM_MNIST_DATA, else data/)")
 
 
-def _seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -255,7 +243,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(more: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
+    """The harness's commands; `more` adds commands from above it to the subcommands (__main__.py passes the
+    tools', tools/cli.py), so this module imports nothing of lstm_mnist.tools."""
     p = argparse.ArgumentParser(prog="python -m lstm_mnist", description="LSTM-on-MNIST ablation harness")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -277,7 +267,7 @@ def parser() -> argparse.ArgumentParser:
                    "reference of the ratios (default: every one the device can train at: 32,bf16-mixed on a CPU)")
     b.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default: torch's, all "
                    "cores; 1 is what each of --workers 2 gets on 2 cores)")
-    _measure_options(b, "reports/bench.json")
+    measure_options(b, "reports/bench.json")
     b.set_defaults(func=cmd_bench)
 
     a = sub.add_parser("ablate", help="train every cell of an ablation grid (resumable, parallel)",
@@ -330,36 +320,17 @@ def parser() -> argparse.ArgumentParser:
                        "number of workers, the recommended WORKERS -> reports/gpu-check.json",
                        description="Needs only torch, lightning and torchmetrics (no MLflow, no Optuna). On a CPU it "
                        "runs a small smoke version and says it is not a GPU figure.")
-    _measure_options(g, "reports/gpu-check.json", "also measure the workers under a private NVIDIA MPS daemon")
+    measure_options(g, "reports/gpu-check.json", "also measure the workers under a private NVIDIA MPS daemon")
     g.add_argument("--workers", help="worker counts to try, e.g. 1,2,4,8 (default: chosen for the device)")
     g.add_argument("--no-plain", action="store_true", help="with --mps: measure under MPS only (half the time)")
-    g.add_argument("--seconds", type=_seconds, metavar="S", help="length of each throughput slice (default 20 on "
-                   "a GPU, 2 on a CPU)")
+    g.add_argument("--seconds", type=positive_seconds, metavar="S", help="length of each throughput slice "
+                   "(default 20 on a GPU, 2 on a CPU)")
     g.add_argument("--grid", metavar="FILE", help="measure the full arm of this grid file, of any task (default: the "
                    "built-in task's experiments/ablation.toml, and its full model at its costliest)")
     g.set_defaults(func=cmd_gpu_check)
 
-    gp = sub.add_parser("gpu-probes", help="speed probes of one optimizer step: harness, bare loop, CUDA graph, "
-                        "fused models vs processes under MPS -> reports/gpu-probes.json",
-                        description="Prototypes that decide what the training path builds next (gpu/probes.py). "
-                        "On a CPU, a smoke run without the probes that need CUDA.")
-    _measure_options(gp, "reports/gpu-probes.json", "also measure M worker processes under a private MPS daemon")
-    gp.set_defaults(func=cmd_gpu_probes)
-
-    ga = sub.add_parser("gpu-accept", help="every GPU-specific check and the GPU answer, resumable -> OUT/",
-                        description="Every GPU-specific path of the harness checked, and the GPU answer "
-                        "(experiments/factorial-gpu.toml and its report), in two resumable parts of under 8 "
-                        "minutes each on an H200: answer (gpu-check, grid, report) and checks (kill + rerun, "
-                        "tune, evaluate on the CPU, Ray, speed probes). Summary in OUT/summary.txt.")
-    ga.add_argument("--out", default="gpu-accept", help="folder for everything it writes (default gpu-accept/)")
-    ga.add_argument("--part", default="all", choices=["answer", "checks", "all"], help="which steps (default all)")
-    ga.add_argument("--cpu", action="store_true", help="CPU mode where there is no GPU: tiny budgets, no MPS, "
-                    "no CUDA probes (what the test suite runs)")
-    ga.add_argument("--again", action="store_true", help="run steps that passed before too")
-    ga.add_argument("--skip", metavar="STEP[,STEP]", help="leave out steps that cannot run here, e.g. ray")
-    ga.add_argument("--budget", type=_seconds, metavar="SECONDS", help="end this call within SECONDS: a command "
-                    "that would run past it is cut (and resumes on the next call), later steps wait for that call")
-    ga.set_defaults(func=cmd_gpu_accept)
+    if more is not None:  # the tools' commands (tools/cli.py): beside gpu-check in --help
+        more(sub)
 
     ev = sub.add_parser("evaluate", help="re-verify a run: recompute its test metrics from its logged weights",
                         description="Load RUN_ID's logged weights and config, recompute the test metrics on the same "
@@ -387,12 +358,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, make_parser: Callable[[], argparse.ArgumentParser] = parser) -> int:
+    """One command, parsed by `make_parser` (`python -m lstm_mnist`: the harness's and the tools' commands,
+    tools/cli.parser; by default the harness's alone), run; a user's mistake is one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # `run FILE.toml k=v`: a first positional with "=" is an override, not a file.
     if len(argv) >= 2 and argv[0] == "run" and "=" in argv[1] and not argv[1].endswith(".toml"):
         argv.insert(1, "")
-    args = parser().parse_args(argv)
+    args = make_parser().parse_args(argv)
     if getattr(args, "file", None) == "":
         args.file = None
     try:

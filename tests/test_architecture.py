@@ -1,5 +1,6 @@
-"""The import rule as a test: each package imports only from the layers below it, and MLflow (the library, its
-tag names and its filter strings, its Run objects' `.info` and `.data`) is used in tracking/ alone."""
+"""The import rule as a test: each package imports only from the layers below it, MLflow (the library, its
+tag names and its filter strings, its Run objects' `.info` and `.data`) is used in tracking/ alone, and the
+tools (tools/) import the harness, never the reverse."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lstm_mnist"
 
 # Bottom to top; a package may import from a lower layer, never from its own layer's other packages or above.
 LAYERS = [
-    {"errors", "metrics", "wheels", "__init__"},
+    {"errors", "metrics", "tools.wheels", "__init__"},
     {"task"},
     {"config"},
     {"machine", "analysis"},
@@ -20,13 +21,15 @@ LAYERS = [
     {"tuning"},
     {"grids"},
     {"report", "gpu"},
-    {"accept"},
     {"cli", "api"},
+    {"tools"},  # gpu-probes, gpu-accept, the wheel folders: they import the harness, the harness never them
     {"__main__"},
     {"builtin"},  # the built-in task: a task above the whole harness, which reaches it only by name
 ]
 LAYER = {p: i for i, layer in enumerate(LAYERS) for p in layer}
-SELF_CONTAINED = {"wheels"}  # runs before the project is installed: imports nothing of it
+SELF_CONTAINED = {"tools.wheels"}  # runs before the project is installed: imports nothing of it
+TOOLS = "tools"
+ENTRY = "__main__"  # above the harness and the tools: it puts the tools' commands on the harness's parser
 MLFLOW_ONLY_IN = "tracking"
 FILTER = re.compile(r"\b(tags|params|metrics|attributes)\.[`\w.]+`?\s*(=|!=|<|>|LIKE|ILIKE|IN)\s")
 RUN_FIELDS = {"info": {"run_id", "status", "run_name", "start_time", "end_time", "experiment_id", "artifact_uri",
@@ -34,7 +37,11 @@ RUN_FIELDS = {"info": {"run_id", "status", "run_name", "start_time", "end_time",
 
 
 def _package(module: str) -> str:
+    """The package a module counts in: its first level under lstm_mnist, or a self-contained package it is in."""
     parts = module.split(".")
+    for package in SELF_CONTAINED:
+        if parts[1:1 + package.count(".") + 1] == package.split("."):
+            return package
     return parts[1] if len(parts) > 1 else "__init__"
 
 
@@ -51,6 +58,8 @@ def _imports(path: Path, root: Path) -> list[tuple[int, str]]:
                 base = here[:len(here) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
                 out += [(node.lineno, mod)] if node.module else [(node.lineno, f"{mod}.{a.name}") for a in node.names]
+            elif node.module == root.name:  # `from lstm_mnist import x`: x is a package of it, as in `from .. import x`
+                out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
             else:
                 out.append((node.lineno, node.module))
     return out
@@ -72,7 +81,7 @@ def violations(root: Path = PACKAGE) -> list[str]:
             if target == me:
                 continue
             if me in SELF_CONTAINED:
-                found.append(f"{where} imports {mod}: {me}/ must import nothing of the package")
+                found.append(f"{where} imports {mod}: {me.replace('.', '/')}/ must import nothing of the package")
             elif target not in LAYER or me not in LAYER:
                 found.append(f"{where} imports {mod}: {me if me not in LAYER else target} is in no layer of this test")
             elif LAYER[target] >= LAYER[me]:
@@ -96,8 +105,46 @@ def violations(root: Path = PACKAGE) -> list[str]:
     return found
 
 
+def harness_imports_of_tools(root: Path = PACKAGE) -> list[str]:
+    """Every import of the tools by the harness under `root`: any module outside tools/ but the entry point."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent)
+        me = _package(".".join(rel.with_suffix("").parts))
+        if me.split(".")[0] in (TOOLS, ENTRY):
+            continue
+        found += [f"{rel}:{line} imports {mod}: the harness never imports the tools ({TOOLS}/ imports the harness)"
+                  for line, mod in _imports(path, root) if mod.split(".")[:2] == [root.name, TOOLS]]
+    return found
+
+
 def test_every_package_imports_only_downward_and_mlflow_stays_in_tracking():
     assert violations() == []
+
+
+def test_the_harness_never_imports_the_tools():
+    assert harness_imports_of_tools() == []
+
+
+def test_the_rule_catches_the_harness_importing_a_tool_and_the_wheels_importing_the_package(tmp_path):
+    root = tmp_path / "lstm_mnist"
+    for pkg in ("gpu", "tools", "tools/wheels", "builtin"):
+        (root / pkg).mkdir(parents=True)
+        (root / pkg / "__init__.py").write_text("")
+    (root / "gpu" / "check.py").write_text("from ..tools import probes\n")
+    (root / "builtin" / "model.py").write_text("from lstm_mnist import tools\n")
+    (root / "cli.py").write_text("import lstm_mnist.tools.cli\n")
+    (root / "__main__.py").write_text("from .tools import cli\n")
+    (root / "tools" / "probes.py").write_text("from ..gpu import check\nfrom . import fused\n")
+    (root / "tools" / "wheels" / "build.py").write_text("from . import lock\nfrom ... import config\n")
+    (root / "tools" / "wheels" / "install.py").write_text("from ..probes import main\n")
+    found = harness_imports_of_tools(root)
+    assert [f.split(" ")[0] for f in found] == ["lstm_mnist/builtin/model.py:1", "lstm_mnist/cli.py:1",
+                                                "lstm_mnist/gpu/check.py:1"], found
+    found = [f for f in violations(root) if "wheels" in f]
+    assert len(found) == 2 and all("tools/wheels/ must import nothing of the package" in f for f in found), found
+    assert "build.py:2 imports lstm_mnist.config" in found[0] and "install.py:1 imports lstm_mnist.tools.probes" \
+        in found[1]
 
 
 def test_every_package_of_the_tree_is_in_a_layer():

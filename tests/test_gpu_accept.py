@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lstm_mnist.gpu.fused import FusedLSTMClassifier, loss
+from lstm_mnist.tools.fused import FusedLSTMClassifier, loss
 from lstm_mnist.builtin.model import LSTMClassifier
 
 from .conftest import run_cli
@@ -105,7 +105,7 @@ def test_fused_models_compute_what_each_model_computes_alone(bidirectional, laye
 
 def _steps(outcomes: dict, calls: list):
     """Stand-in steps named as gpu-accept's: each records its call and ends as `outcomes` says."""
-    from lstm_mnist.accept import harness as s
+    from lstm_mnist.tools.accept import harness as s
 
     def make(name):
         def step(ctx):
@@ -122,7 +122,7 @@ def _steps(outcomes: dict, calls: list):
 
 
 def test_a_step_waits_for_what_it_reads_and_reruns_when_that_ran_again(tmp_path, monkeypatch):
-    from lstm_mnist.accept import run
+    from lstm_mnist.tools.accept import run
 
     calls = []
     f = _steps({"grid": "fail"}, calls)
@@ -146,7 +146,7 @@ def test_a_step_waits_for_what_it_reads_and_reruns_when_that_ran_again(tmp_path,
 
 
 def test_a_spent_budget_leaves_the_rest_for_the_next_call(tmp_path, monkeypatch):
-    from lstm_mnist.accept import run
+    from lstm_mnist.tools.accept import run
 
     calls = []
     f = _steps({"evaluate": "out of time"}, calls)
@@ -161,7 +161,7 @@ def test_a_spent_budget_leaves_the_rest_for_the_next_call(tmp_path, monkeypatch)
 def test_a_commands_time_limit_is_what_is_left_of_the_budget(tmp_path):
     import time
 
-    from lstm_mnist.accept import harness as s
+    from lstm_mnist.tools.accept import harness as s
 
     ctx = s.Context(tmp_path, False, {}, deadline=time.monotonic() + 100)
     assert 100 - s.RESERVE_S - 1 < ctx.limit(300) <= 100 - s.RESERVE_S and ctx.limit(10) == 10

@@ -11,8 +11,8 @@ import pytest
 
 from lstm_mnist.config import UserError
 from lstm_mnist.machine import versions
-from lstm_mnist.wheels import build, install
-from lstm_mnist.wheels import lock as lockfile
+from lstm_mnist.tools.wheels import build, install
+from lstm_mnist.tools.wheels import lock as lockfile
 
 from .conftest import REPO
 from .test_makefile import make

@@ -137,7 +137,7 @@ def _value(x) -> str:
 # ---------------------------------------------------------------- what the store says about a grid
 def grid_cells(path: Path) -> tuple[str, set[str]]:
     """A grid file's experiment and the config_hash of every cell (what FINISHED once must cover)."""
-    from ..grids import grid, plan
+    from ...grids import grid, plan
 
     study = grid.load(path)
     return study.experiment, {plan.resolve_cell(study, cell).config_hash for cell in grid.expand(study)}
@@ -146,7 +146,7 @@ def grid_cells(path: Path) -> tuple[str, set[str]]:
 def cell_counts(experiment: str, hashes: set[str], name: str) -> dict:
     """Over the grid `name`'s parent runs and its cells' runs: FINISHED runs per expected cell, duplicates,
     cells without one, and runs left RUNNING."""
-    from ..tracking import query
+    from ...tracking import query
 
     runs = query.search(experiment)
     children = [r for r in runs if r.tags.get("config_hash") in hashes

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .lock import LOCK, Lock, WheelError, canonical, check_folder, pip_error, read_lock
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/wheels/install.py -> ./
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: lstm_mnist/tools/wheels/install.py -> ./
 TELEMETRY_PTH = "lstm_mnist_offline.pth"  # sets MLFLOW_DISABLE_TELEMETRY=true in every process of the venv
 PARENT_PTH = "lstm_mnist_parent_venv.pth"  # the site-packages of the venv the interpreter came from (SKIP=...)
 

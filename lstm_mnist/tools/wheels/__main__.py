@@ -1,5 +1,5 @@
-"""`python -m lstm_mnist.wheels build DIR [--for 3.12] [--skip "torch ..."] [--profile slim]` and
-`python -m lstm_mnist.wheels install DIR --venv .venv [--stamp FILE]`: what `make wheelhouse` and
+"""`python -m lstm_mnist.tools.wheels build DIR [--for 3.12] [--skip "torch ..."] [--profile slim]` and
+`python -m lstm_mnist.tools.wheels install DIR --venv .venv [--stamp FILE]`: what `make wheelhouse` and
 `make install WHEELS=dir` run. Standard library only (and pip's vendored `packaging`): it runs before
 anything is installed."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .lock import LOCK, Lock, WheelError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lstm_mnist.wheels", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lstm_mnist.tools.wheels", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="download every wheel the project needs into DIR, with a lock")
     b.add_argument("dest")

@@ -22,7 +22,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..config import UserError
+from ...config import UserError
 from . import steps as s
 from .harness import Context, Failed, OutOfTime, Step
 

@@ -5,7 +5,7 @@ training path builds next. Prototypes in the benchmark code, not the training pa
   (b) bare      a plain eager torch loop on pre-normalized device tensors
   (c) graph     the whole step (forward, backward, AdamW) captured in one CUDA graph and replayed: AdamW
                 capturable, static batch buffers the next batch is copied into (CUDA only)
-  (d) fused     M models of one shape as one (gpu/fused.py: per-time-step batched matmuls over [M·D, B, 4H]),
+  (d) fused     M models of one shape as one (tools/fused.py: per-time-step batched matmuls over [M·D, B, 4H]),
                 eager and, on CUDA, graphed; against M worker processes under MPS (gpu-check's slices)
 
 Steps/s are per model and in total (M models x steps/s). Imports neither MLflow nor Optuna.
@@ -34,8 +34,8 @@ PROBED_PRECISIONS = ("bf16-mixed",)  # beside 32 (a GradScaler step, 16-mixed's,
 def main(out: str = "reports/gpu-probes.json", mps: bool = False, data_dir: str | None = None) -> dict:
     """`gpu-probes`: M worker processes under MPS first (this process has no CUDA context yet), then every
     probe in this process; the figures printed and written as JSON to `out`."""
-    from . import check, slices
-    from . import mps as mps_daemon
+    from ..gpu import check, slices
+    from ..gpu import mps as mps_daemon
 
     extra = {"data_dir": data_dir} if data_dir else {}
     cfg = check.full_config(extra)

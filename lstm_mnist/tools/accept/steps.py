@@ -21,7 +21,7 @@ from pathlib import Path
 from .harness import (Context, Failed, Step, cell_counts, cli, grid_cells, grid_file, last_line, start, stop,
                       trained_once, write_toml)
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/accept/steps.py -> ./
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: lstm_mnist/tools/accept/steps.py -> ./
 GRID = "experiments/factorial-gpu.toml"
 CHECK_EXPERIMENT = "lstm-mnist-gpu-accept"
 # A tiny model and budget for CPU mode (a cell in a second or two).
@@ -37,8 +37,8 @@ def environment(ctx: Context) -> Step:
     """GPU, driver, CUDA, cuDNN and the libraries' versions (read, nothing trained)."""
     import torch
 
-    from ..gpu import check
-    from ..machine import host, versions
+    from ...gpu import check
+    from ...machine import host, versions
 
     on_gpu = torch.cuda.device_count() > 0
     gpu = check.environment(on_gpu)
@@ -143,8 +143,8 @@ def _kill_a_worker(proc: subprocess.Popen, experiment: str, hashes: set[str], ep
     """Once a cell has FINISHED, SIGKILL a worker process caught mid-cell: its run (whose `worker` tag names
     the process, lstm-mnist-wN) has logged an epoch and has at least two left. A run merely RUNNING may be
     one whose worker is done and whose results the grid is still writing. The worker's pid."""
-    from ..machine import host
-    from ..tracking import query
+    from ...machine import host
+    from ...tracking import query
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -190,7 +190,7 @@ def _study_trials(path: Path, name: str) -> tuple[dict, dict]:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from ..tracking import query
+    from ...tracking import query
 
     storage = JournalStorage(JournalFileBackend(str(path.parent / f"{name}.journal")))
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
@@ -202,7 +202,7 @@ def _study_trials(path: Path, name: str) -> tuple[dict, dict]:
 
 def evaluate(ctx: Context) -> Step:
     """One GPU-trained run of the checks' grid re-verified on the CPU from its logged weights."""
-    from ..tracking import query
+    from ...tracking import query
 
     experiment = ctx.state.get("kill-rerun", {}).get("figures", {}).get("experiment")
     runs = [r for r in query.search(experiment, statuses=["FINISHED"])
@@ -234,7 +234,7 @@ def probes(ctx: Context) -> Step:
     out = ctx.out / "probes.json"
     seconds = cli(ctx, "probes", "gpu-probes", "--out", str(out), *([] if ctx.cpu else ["--mps"]), timeout=420)
     figures = json.loads(out.read_text())
-    from ..gpu import probes as probe_mod
+    from .. import probes as probe_mod
 
     return Step("probes", "pass", " | ".join(probe_mod.summary(figures)), figures, seconds)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .lock import LOCK, Lock, Wheel, WheelError, canonical, pip_error, sha256
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/wheels/build.py -> ./
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: lstm_mnist/tools/wheels/build.py -> ./
 # What each profile installs beyond the project's own requirements (pyproject.toml's extras).
 # slim: ablate, tune, report and evaluate on the SQLite store (mlflow-skinny); no UI, no Ray, no PostgreSQL.
 # full: what `make install` gives a connected machine: the UI (the full mlflow package), Ray, psycopg2, the tests.
