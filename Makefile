@@ -79,6 +79,10 @@ scenarios: install  ## the long scenarios: faults, Ray clusters, basic-auth, gpu
 test-fast: install  ## the tests that start no subprocess (the edit loop, under a minute on 2 cores)
 	$(PY) -m pytest -q -n 2 -m "not subprocess" $(ARGS)
 
+.PHONY: lint
+lint: install  ## ruff over the code and the tests, as pyproject.toml's [tool.ruff] configures it (CI runs it)
+	$(VENV)/bin/ruff check lstm_mnist tests examples docs
+
 .PHONY: docs
 $(VENV)/.docs-installed: $(STAMP)
 	$(PY) -m pip install -q -e '.[docs]'

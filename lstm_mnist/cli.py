@@ -114,7 +114,8 @@ def cmd_ablate(args) -> int:
 def _ray_options(p) -> None:
     p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                    help="train on a Ray cluster: its address (e.g. 10.0.0.5:6379), or none for RAY_ADDRESS, the "
-                   "cluster `ray start` made here, else a local one; a grid then trains as many cells as the cluster holds (--workers is ignored), a study at most --workers trials at once")
+                   "cluster `ray start` made here, else a local one; a grid then trains as many cells as the cluster "
+                   "holds (--workers is ignored), a study at most --workers trials at once")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, metavar="N",
                    help="with --ray: CPUs per cell (torch's threads follow it; default 1)")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, metavar="F",
@@ -274,7 +275,8 @@ def parser(more: Callable[[argparse._SubParsersAction], None] | None = None) -> 
                        description="Train every arm x seed of a grid file as child runs of one parent run. "
                        "Cells whose config_hash already has a FINISHED run are skipped, so a rerun resumes.")
     a.add_argument("file", help="grid file (TOML), e.g. experiments/ablation.toml")
-    a.add_argument("--dry-run", action="store_true", help="print the cells (arm, design, seed, hash, done/todo); train nothing")
+    a.add_argument("--dry-run", action="store_true",
+                   help="print the cells (arm, design, seed, hash, done/todo); train nothing")
     _worker_options(a, "cells trained at once, each in its own process pinned to its own CPU cores (default 1)",
                     "claims.journal beside the tracking store; give one RDB to every machine of a grid")
     a.add_argument("--shard", metavar="K/N", help="train only this machine's share K of N (deterministic)")
@@ -295,7 +297,8 @@ def parser(more: Callable[[argparse._SubParsersAction], None] | None = None) -> 
                        "Rerunning continues the study up to --trials COMPLETE+PRUNED trials.")
     t.add_argument("file", help="study file, e.g. studies/quick.toml")
     t.add_argument("--trials", type=int, help="total COMPLETE+PRUNED trials wanted (default: the study file's)")
-    _worker_options(t, "trials trained at once, in worker processes (sharing the GPUs), each pinned to its own CPU cores",
+    _worker_options(t, "trials trained at once, in worker processes (sharing the GPUs), each pinned to its own "
+                    "CPU cores",
                     "a journal file next to the study file")
     t.add_argument("--timeout", type=float, help="seconds after which no worker starts a new trial")
     _ray_options(t)

@@ -31,7 +31,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.subprocess]
 
 def chaos_grid(seeds: str) -> str:
     """Two flags: 6 arms per seed, cells of a few seconds each."""
-    return f'experiment = "chaos"\nflags = ["dropout", "adamw"]\nseeds = {seeds}\n[budget]\nmax_epochs = 3\n{TINY_BUDGET}'
+    return (f'experiment = "chaos"\nflags = ["dropout", "adamw"]\nseeds = {seeds}\n[budget]\nmax_epochs = 3\n'
+            f'{TINY_BUDGET}')
 
 GRID = "experiments/chaos.toml"
 

@@ -60,7 +60,7 @@ def test_processes_racing_for_the_same_keys_each_win_distinct_ones(tmp_path):
 
 
 @pytest.mark.subprocess
-def test_the_same_race_on_postgresql(postgres):
+def test_the_same_race_on_postgresql(postgres):  # noqa: F811
     """Several machines: the claims in an RDB (a row lock decides each WAITING -> RUNNING flip)."""
     _race(postgres, n=4, keys=20)
 

@@ -14,7 +14,7 @@ from .conftest import NAMES, REAL_DATA, write_mnist
 
 def test_reads_gz_plain_and_torchvision_layout(tmp_path):
     plain = write_mnist(tmp_path / "plain", gz=False)
-    tv = write_mnist(tmp_path / "tv" / "MNIST" / "raw")
+    write_mnist(tmp_path / "tv" / "MNIST" / "raw")
     a = data.load(Config(data_dir=str(plain)))
     b = data.load(Config(data_dir=str(tmp_path / "tv")))
     assert torch.equal(a.train_x, b.train_x) and a.fingerprint == b.fingerprint

@@ -214,7 +214,8 @@ def test_latex_tables_compile_and_fit_the_page(project, tmp_path):
     _fake_factorial(project)
     r = compare.build(gather.load(EXP, GRID), "test_f1")
     wide = pd.DataFrame({"arm": ["baseline+bidirectional+dropout+early_stopping+adamw†"] * 3,
-                         "design": ["factorial"] * 3, "flags on": ["all but width, augmentation + final_states readout"] * 3,
+                         "design": ["factorial"] * 3,
+                         "flags on": ["all but width, augmentation + final_states readout"] * 3,
                          **{f"column {i} mean ± sd": ["0.9876 ± 0.0012"] * 3 for i in range(8)}})
     from lstm_mnist.analysis import tables
 

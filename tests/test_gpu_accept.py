@@ -11,7 +11,8 @@ from lstm_mnist.builtin.model import LSTMClassifier
 
 from .conftest import run_cli
 
-cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU mode, on a machine without a GPU (make gpu-accept checks a GPU)")
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
+                              reason="checks the CPU mode, on a machine without a GPU (make gpu-accept checks a GPU)")
 STEPS = ["environment", "gpu-check", "grid", "report", "kill-rerun", "tune", "evaluate", "ray", "probes"]
 ANSWER = ["environment", "gpu-check", "grid", "report"]
 CHECKS = ["environment", "kill-rerun", "tune", "evaluate", "ray", "probes"]

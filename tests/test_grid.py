@@ -56,7 +56,8 @@ def test_default_study_is_14_arms_over_3_seeds_with_the_naming_contract(tmp_path
     cells = grid.expand(_study(tmp_path, ""))
     assert len(cells) == 42 and len({(c.arm, c.seed) for c in cells}) == 42
     arms = {c.arm: c for c in cells if c.seed == 0}
-    assert set(arms) == {"full", "baseline"} | {f"full-{f}" for f in config.FLAGS} | {f"baseline+{f}" for f in config.FLAGS}
+    assert set(arms) == ({"full", "baseline"} | {f"full-{f}" for f in config.FLAGS}
+                         | {f"baseline+{f}" for f in config.FLAGS})
     assert arms["full"].design == "reference" and arms["full"].on == frozenset(config.FLAGS)
     assert arms["full-dropout"].design == "leave_one_out" and arms["full-dropout"].flag == "dropout"
     assert task.builtin().values(arms["full-dropout"].on, config.FLAGS) == {f: f != "dropout" for f in config.FLAGS}
@@ -73,8 +74,9 @@ def test_factorial_shares_arms_with_add_one_in_and_readout_is_a_factor(tmp_path)
     assert [c.arm for c in cells] == ["baseline", "baseline+width", "baseline+readout", "baseline+width+readout"]
     assert cells[0].designs == ("reference", "factorial") and cells[1].designs == ("add_one_in", "factorial")
     assert grid.values(s, cells[3])["readout"] == "final_states" and grid.values(s, cells[0])["readout"] == "last"
-    assert grid.tags(s, cells[2]) == {"arm": "baseline+readout", "design": "add_one_in", "designs": "add_one_in,factorial",
-                                      "seed": "5", "grid_name": "g", "flag": "readout"}
+    assert grid.tags(s, cells[2]) == {"arm": "baseline+readout", "design": "add_one_in",
+                                      "designs": "add_one_in,factorial", "seed": "5", "grid_name": "g",
+                                      "flag": "readout"}
 
 
 def test_fractional_factorial_cells_are_the_fraction_and_share_full_with_leave_one_out(tmp_path):
@@ -107,7 +109,8 @@ def test_fraction_by_runs_and_bad_requests_are_one_line_errors(tmp_path):
     assert grid.design(s).generators == ("AB", "AC", "BC") and len(grid.expand(s)) == 8
     assert "baseline" not in {c.arm for c in grid.expand(s)}  # 2^(6-3) does not contain the all-off run
     for body, msg in [(f"factorial = {six}\nresolution = 7", "resolution=7: no 6-factor fraction has it"),
-                      (f"factorial = {six}\nruns_per_seed = 12", "runs_per_seed=12: a 6-factor design has 64, 32, 16, 8"),
+                      (f"factorial = {six}\nruns_per_seed = 12",
+                       "runs_per_seed=12: a 6-factor design has 64, 32, 16, 8"),
                       (f"factorial = {six}\nresolution = 4\nruns_per_seed = 16", "either resolution or runs_per_seed"),
                       ('factorial = ["width"]', "factorial has 1 factor: a two-level design here takes 2 to 7"),
                       (f"factorial = {six}\nresolution = \"X\"", "resolution='X': expected an integer")]:
@@ -212,7 +215,8 @@ def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, 
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in finished)
     child = next(r for r in finished if r.data.tags["arm"] == "full-dropout")
     assert child.info.run_name == "full-dropout-s0" and child.data.params["dropout"] == "False"
-    assert {"design": "leave_one_out", "flag": "dropout", "seed": "0", "grid_name": "tiny-grid"}.items() <= child.data.tags.items()
+    assert ({"design": "leave_one_out", "flag": "dropout", "seed": "0", "grid_name": "tiny-grid"}.items()
+            <= child.data.tags.items())
     assert "test_f1" in child.data.metrics
 
     lines = []
@@ -224,11 +228,13 @@ def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, 
 @pytest.mark.subprocess
 def test_ctrl_c_ends_the_open_cells_and_the_parent_killed(tiny_grid):
     (tiny_grid / "experiments" / "tiny-grid.toml").write_text(TINY_GRID.replace("max_epochs = 1", "max_epochs = 200"))
-    proc = launcher.popen(["ablate", "experiments/tiny-grid.toml", "--workers", "2"], tiny_grid)  # SIGINT as a shell leaves it
+    # SIGINT as a shell leaves it
+    proc = launcher.popen(["ablate", "experiments/tiny-grid.toml", "--workers", "2"], tiny_grid)
     assert training(tiny_grid, "grid-test", 2, alive=lambda: proc.poll() is None)  # both workers mid-cell
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted; rerun the same command to continue" in err and "Traceback" not in err
+    assert (proc.returncode == 130 and "interrupted; rerun the same command to continue" in err
+            and "Traceback" not in err)
     runs = _runs(tiny_grid)
     assert {r.info.status for r in _children(runs)} == {"KILLED"} and len(_children(runs)) == 2
     assert next(r for r in runs if r.data.tags.get("lstm_mnist.role") == "grid").info.status == "KILLED"
@@ -388,15 +394,17 @@ def test_the_recorded_plan_reads_back_as_it_was_written_and_an_older_one_is_one_
     from lstm_mnist.grids import planned
 
     path = tmp_path / "two.toml"
-    path.write_text('flags = ["dropout", "adamw"]\nfull = ["dropout", "adamw"]\nseeds = [0, 1]\ndesigns = ["leave_one_out", "add_one_in", '
-                    '"factorial"]\nfactorial = ["dropout", "adamw"]\neffect_of_interest = 0.01\n')
+    path.write_text('flags = ["dropout", "adamw"]\nfull = ["dropout", "adamw"]\nseeds = [0, 1]\n'
+                    'designs = ["leave_one_out", "add_one_in", "factorial"]\nfactorial = ["dropout", "adamw"]\n'
+                    'effect_of_interest = 0.01\n')
     study = grid.load(path)
     jobs = [plan.Job(c, None, f"h{i}") for i, c in enumerate(grid.expand(study))]
     written = plan.recorded(study, jobs, sequential={"looks": [2, 3]})
     back = planned.Plan.from_dict(json.loads(json.dumps(written.to_dict())))
     assert back == written and back.factorial.design.factors == ("dropout", "adamw")
     full_dropout = next(c for c in back.cells if c.arm == "full-dropout")
-    assert full_dropout.roles == (("leave_one_out", "dropout", "full-dropout"), ("add_one_in", "adamw", "baseline+adamw"),
+    assert full_dropout.roles == (("leave_one_out", "dropout", "full-dropout"),
+                                  ("add_one_in", "adamw", "baseline+adamw"),
                                   ("factorial", "adamw", "baseline+adamw"))
     with pytest.raises(planned.PlanError, match="recorded by an older version of lstm-mnist: run its `python -m "
                                                 "lstm_mnist ablate FILE` again") as err:

@@ -18,7 +18,8 @@ def _hold(folder, pid: int, workers: int, stamp: str | None = None) -> None:
     (folder / f"{pid}.json").write_text(json.dumps({"stamp": stamp or host.process_stamp(pid), "workers": workers}))
 
 
-def test_live_holders_split_the_cores_oldest_first_and_a_dead_one_is_forgotten(tmp_path, monkeypatch, fake_cores):
+def test_live_holders_split_the_cores_oldest_first_and_a_dead_one_is_forgotten(tmp_path, monkeypatch,
+                                                                                fake_cores):  # noqa: F811
     fake_cores(range(4))
     monkeypatch.setenv(lease.ENV, str(tmp_path / "lease"))
     _hold(tmp_path / "lease", os.getppid(), 1)                       # started before this process: first
@@ -30,7 +31,7 @@ def test_live_holders_split_the_cores_oldest_first_and_a_dead_one_is_forgotten(t
     assert lease.share(0) == [0, 1, 2, 3]  # no lease held: every visible core
 
 
-def test_alone_an_invocation_has_every_core_and_releases_them_when_done(tmp_path, monkeypatch, fake_cores):
+def test_alone_an_invocation_has_every_core_and_releases_them_when_done(tmp_path, monkeypatch, fake_cores):  # noqa: F811
     fake_cores(range(2))
     monkeypatch.setenv(lease.ENV, str(tmp_path / "lease"))
     with lease.Lease(2) as mine:

@@ -102,7 +102,8 @@ def test_a_sqlite_store_elsewhere_keeps_its_artifacts_beside_it(project, tmp_pat
     store.parent.mkdir()
     proc = run_cli("run", *QUICK, "max_epochs=1", cwd=project, env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
     assert proc.returncode == 0, proc.stderr
-    assert list((store.parent / "artifacts").rglob("config.toml")) and list((store.parent / "artifacts").rglob("MLmodel"))
+    assert (list((store.parent / "artifacts").rglob("config.toml"))
+            and list((store.parent / "artifacts").rglob("MLmodel")))
     assert not (project / "mlruns" / "0").exists() and not list((project / "mlruns").rglob("config.toml"))
 
 

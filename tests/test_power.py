@@ -76,7 +76,8 @@ def test_a_report_rows_power_columns():
     assert no_delta["verdict"] == "" and math.isnan(no_delta["seeds_for_delta"])
     assert no_delta["mde80"] == pytest.approx(pw.mde(0.0005, 3))
     row = pw.columns(0.0001, 0.0005, 3, 4, 0.002)  # 90% CI 0.0001 ± 2.35 · 0.0005: inside ±0.002
-    assert row["verdict"] == pw.NO_EFFECT and row["seeds_for_delta"] == pw.seeds_needed(0.002, 0.0005, 4, lambda k: k - 1)
+    assert (row["verdict"] == pw.NO_EFFECT
+            and row["seeds_for_delta"] == pw.seeds_needed(0.002, 0.0005, 4, lambda k: k - 1))
     assert pw.columns(0.001, 0.001, 3, 4, 0.002)["verdict"] == pw.UNDECIDED
     assert math.isnan(pw.columns(0.001, float("nan"), float("nan"), 1, 0.002)["mde80"])  # one seed: nothing to say
     assert math.isnan(no_delta["verdict_seeds"]) and math.isnan(no_delta["verdict_ci_lo"])

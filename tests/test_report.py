@@ -16,7 +16,9 @@ from scipy import stats as sps
 
 from lstm_mnist import task as task_protocol
 from lstm_mnist.analysis import tables
+from lstm_mnist.grids import planned
 from lstm_mnist.report import compare, gather, render
+from lstm_mnist.tracking import artifacts
 from lstm_mnist.builtin.config import FLAGS
 
 from .conftest import run_cli
@@ -47,11 +49,20 @@ class FakeGrid:
         self.clock += 1000
         return self.clock
 
-    def parent(self, grid: str) -> str:
+    def parent(self, grid: str, seeds=(1, 2, 3)) -> str:
+        """A grid's parent run with its plan: every arm at these seeds (config_hash "<arm>-s<seed>")."""
         tags = {"lstm_mnist.role": "grid", "grid_name": grid, "grid_file": f"experiments/{grid}.toml"}
         run = self.c.create_run(self.exp, start_time=self._tick(), tags=tags, run_name=grid)
+        self.plan(run.info.run_id, {arm: seeds for arm in ARMS})
         self.c.set_terminated(run.info.run_id, "FINISHED", end_time=self._tick())
         return run.info.run_id
+
+    def plan(self, parent: str, seeds_of: dict) -> None:
+        """The plan.json `ablate` records on the parent: arm -> its seeds."""
+        cells = tuple(planned.PlannedCell(f"{arm}-s{seed}", arm, seed, f"{arm}-s{seed}",
+                                          ((ARMS[arm][0], ARMS[arm][1], arm),))
+                      for arm, seeds in seeds_of.items() for seed in seeds)
+        self.c.log_dict(parent, planned.Plan(cells, 1).to_dict(), artifacts.PLAN)
 
     def child(self, parent: str, grid: str, arm: str, seed: int, f1: float, status: str = "FINISHED") -> str:
         design, flag, on, _ = ARMS[arm]
@@ -77,8 +88,8 @@ def _f1(arm: str, seed: int) -> float:
 @pytest.fixture
 def messy_grid(project):
     g = FakeGrid(project)
-    old = g.parent("ablation-old")
-    g.child(old, "ablation-old", "full", 1, 0.5)
+    old = g.parent("ablation-old", seeds=(9,))
+    g.child(old, "ablation-old", "full", 9, 0.5)  # another grid's cell: not this grid's (another config_hash)
     first = g.parent(GRID)
     for arm in ARMS:
         for seed in (1, 2):
@@ -134,8 +145,9 @@ def test_report_writes_every_file_with_numbers_from_the_store(messy_grid):
 
     md = (out / "report.md").read_text()
     assert md.startswith(f"# Ablation report: {GRID}\n")
-    assert ("(2 parent runs): 16 FINISHED runs over 6 arms (gathered by the tag grid_name: no plan recorded), "
-            "seeds 1, 2, 3; not counted: 1 FAILED, 1 duplicate." in md)
+    assert ("(2 parent runs): 16 FINISHED runs over 6 arms (the cells of its latest plan), seeds 1, 2, 3; "
+            "missing (planned, no FINISHED run): 2 (baseline+adamw-s2, baseline+adamw-s3); not counted: 1 FAILED, "
+            "1 duplicate." in md)
     assert "| arm | design | flags on | n | test F1 mean ± sd | 95% CI |" in md
     assert f"| full | reference | all six | 3 | {np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} |" in md
     assert "| baseline+adamw† | add_one_in | adamw | 1 |" in md and "too few seeds" in md
@@ -211,8 +223,9 @@ def test_the_latest_grid_is_the_one_run_last_even_when_it_was_created_first(mess
 
 
 def test_a_run_whose_settings_differ_from_the_grids_is_named_and_never_paired(messy_grid):
-    """A grid from before plans, where one run trained on another budget: left out of every table, named."""
+    """A planned cell whose run trained on another budget: left out of every table, named."""
     g, first, latest = messy_grid
+    g.plan(latest, {arm: (1, 2, 3, 4) if arm in ("full", "full-dropout") else (1, 2, 3) for arm in ARMS})
     g.child(latest, GRID, "full", 4, 0.99)
     odd = g.child(latest, GRID, "full-dropout", 4, 0.5)
     g.c.log_param(odd, "max_epochs", "2")

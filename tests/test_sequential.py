@@ -66,14 +66,16 @@ def test_a_verdict_names_the_look_that_reached_it_not_the_last_looks_interval():
     lo, hi = power.interval(-0.0035, 0.0008, 5, 1 - design.alpha_at(6))
     assert got["dropout"] == {"verdict": power.EFFECT, "verdict_seeds": 6, "verdict_level": 1 - design.alpha_at(6),
                               "verdict_ci_lo": pytest.approx(lo), "verdict_ci_hi": pytest.approx(hi)} and hi < 0
-    assert got["width"]["verdict_seeds"] == 4 and got["width"]["verdict_level"] == pytest.approx(1 - 2 * design.alpha_at(4))
+    assert (got["width"]["verdict_seeds"] == 4
+            and got["width"]["verdict_level"] == pytest.approx(1 - 2 * design.alpha_at(4)))
     import pandas as pd
 
     text = said(pd.DataFrame([got["dropout"], got["width"], {"verdict": power.UNDECIDED, "verdict_seeds": 8,
                                                              "verdict_level": 0.95, "verdict_ci_lo": float("nan"),
                                                              "verdict_ci_hi": float("nan")}]))
     assert text[0] == f"effect at 6 seeds, {100 * (1 - design.alpha_at(6)):.3g}% CI [{lo:+.4f}, {hi:+.4f}]"
-    assert text[0] == "effect at 6 seeds, 98.3% CI [-0.0063, -0.0007]" and text[1].startswith("no effect ≥ δ at 4 seeds, 97.8% CI")
+    assert (text[0] == "effect at 6 seeds, 98.3% CI [-0.0063, -0.0007]"
+            and text[1].startswith("no effect ≥ δ at 4 seeds, 97.8% CI"))
     assert text[2] == "undecided at 8 seeds"
 
 
@@ -88,7 +90,8 @@ def test_wrong_verdicts_stay_at_or_below_alpha_under_optional_stopping(theta, wr
     rng = np.random.default_rng(int(10 * abs(theta)) + (7 if theta >= 0 else 70))
     sim = sequential.simulate_adaptive(theta, SIGMA, DELTA, LOOKS, REPS, rng)
     rate = sim.rate(wrong)
-    record(f"adaptive, effect {theta:g}σ (δ = σ), wrong {wrong!r}", rate=rate, mean_seeds=round(float(sim.seeds.mean()), 2))
+    record(f"adaptive, effect {theta:g}σ (δ = σ), wrong {wrong!r}", rate=rate,
+           mean_seeds=round(float(sim.seeds.mean()), 2))
     assert rate <= 0.05 + _mc(0.05), (theta, wrong, rate)
 
 

@@ -16,7 +16,8 @@ def test_the_builtin_task_describes_the_lstm_config_as_the_grids_use_it():
     t = task.load("lstm_mnist")
     assert t is config.TASK and t.name == "lstm_mnist" and t.config is config.Config
     assert t.flag_names == ("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw", "readout")
-    assert t.flag("readout").side(True) == {"readout": "final_states"} and t.flag("adamw").side(False) == {"adamw": False}
+    assert (t.flag("readout").side(True) == {"readout": "final_states"}
+            and t.flag("adamw").side(False) == {"adamw": False})
     assert t.read_only_when == {
         "sgd_lr": ("adamw", False), "adamw_lr": ("adamw", True), "weight_decay": ("adamw", True),
         "plateau_factor": ("adamw", True), "plateau_patience": ("adamw", True), "dropout_rate": ("dropout", True),

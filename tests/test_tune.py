@@ -105,7 +105,8 @@ def test_missing_data_with_workers_is_one_line_from_the_main_process(project):
 
 def test_the_study_run_ends_failed_on_an_error_and_killed_on_ctrl_c(project, monkeypatch):
     path = write_study(project, "ends", LR)
-    for raised, status in ((config.UserError("worker 1 exited with code 2"), "FAILED"), (KeyboardInterrupt(), "KILLED")):
+    for raised, status in ((config.UserError("worker 1 exited with code 2"), "FAILED"),
+                           (KeyboardInterrupt(), "KILLED")):
         def boom(*args, raised=raised, **kwargs):
             raise raised
         monkeypatch.setattr(tune.engine, "drive", boom)
@@ -268,7 +269,8 @@ def test_two_workers_share_one_study(project):
 
 # ---------------------------------------------------------------- beyond one machine: PostgreSQL
 def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or ([shutil.which("initdb")] if shutil.which("initdb") else [])
+    found = (sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+             or ([shutil.which("initdb")] if shutil.which("initdb") else []))
     return Path(found[-1]).parent if found else None
 
 
@@ -361,11 +363,13 @@ def test_optuna_dashboard_serves_a_study_from_its_journal(project, capsys):
     import json
     import urllib.request
 
-    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (the dashboard extra: make install)")
+    pytest.importorskip("optuna_dashboard",
+                        reason="optuna-dashboard is not installed (the dashboard extra: make install)")
     path = write_study(project, "dash", LR)
     code, _, err = cli(capsys, "dashboard", str(path))
     assert code == 2 and "its study has no storage yet" in err and "make tune STUDY=" in err, err
-    study = optuna.create_study(study_name="dash", storage=claims.open_storage(None, project / "studies" / "dash.journal"))
+    study = optuna.create_study(study_name="dash",
+                                storage=claims.open_storage(None, project / "studies" / "dash.journal"))
     trial = study.ask({"adamw_lr": optuna.distributions.FloatDistribution(1e-8, 3e-2, log=True)})
     study.tell(trial, 0.5)
     port = free_port()

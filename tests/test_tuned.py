@@ -238,7 +238,8 @@ def test_a_tuned_grid_end_to_end_then_its_report(project):
 @pytest.mark.chaos
 def test_the_main_process_killed_during_tuning_then_a_rerun(project):
     path = tuned_file(project)  # tuned cells only (fixed = false); trials long enough to kill
-    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 8").replace("fixed = true", "fixed = false"))
+    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 8")
+                    .replace("fixed = true", "fixed = false"))
     first = Cli("ablate", str(path), "--workers", "2", cwd=project)
     assert first.wait_for(r"trial \d+\s+(COMPLETE|PRUNED)", 2, timeout=240), first.stdout + first.stderr
     assert training(project, "tuned", 1, alive=first.running, role="trial"), first.stdout  # a trial mid-epochs

@@ -55,7 +55,8 @@ def test_each_repeat_has_its_own_tune_seed_and_the_replicates_are_split_in_a_bal
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("tune_repeats = 2", "tune_repeats = 0", "[tune] tune_repeats=0: give the independent studies per arm, an integer >= 1"),
+    ("tune_repeats = 2", "tune_repeats = 0",
+     "[tune] tune_repeats=0: give the independent studies per arm, an integer >= 1"),
     ("tune_repeats = 2", "tune_repeats = 1.5", "[tune] tune_repeats=1.5: give the independent studies per arm"),
     ("tune_repeats = 2", 'tune_repeats = "2"', "[tune] tune_repeats='2': give the independent studies per arm"),
     ("seeds = [0, 1]", "seeds = [0, 1, 101]", "tune_seed=100 with tune_repeats=2 trains trials at seed 101, also a "

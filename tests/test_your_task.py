@@ -123,7 +123,8 @@ def test_a_task_of_ones_own_runs_through_ablate_on_workers_a_tuned_grid_and_the_
     from lstm_mnist.tracking import query
     cells = [r for r in query.search("rows-ablation") if r.tags.get("lstm_mnist.role") != "grid"]
     assert len(cells) == 8 and all(r.status == "FINISHED" for r in cells)
-    assert {(r.tags["task"], r.tags["task_version"], r.tags["task_spec"]) for r in cells} == {("rows", "2", "rows_task:task")}
+    assert ({(r.tags["task"], r.tags["task_version"], r.tags["task_spec"]) for r in cells}
+            == {("rows", "2", "rows_task:task")})
     assert all(float(r.metrics["test_f1"]) > 0.5 for r in cells)  # learnable: row c lights class c
 
     # the tuned grid: each arm's search of lr (read by every arm), then its replicates at its best value

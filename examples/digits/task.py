@@ -90,8 +90,9 @@ def datasets(cfg: DigitsConfig) -> list[dict]:
     """The three splits as MLflow dataset inputs (the UI's Datasets column)."""
     sizes = {"train": 1797 - cfg.test_images - cfg.val_images, "validation": cfg.val_images, "test": cfg.test_images}
     schema = {"images": "float (8, 8) in [0, 1], one row per time step", "labels": "int64 0-9"}
-    return [{"split": s, "rows": n, "name": f"sklearn-digits-{s}-{n}", "source": {"uri": "sklearn.datasets.load_digits"},
-             "schema": schema, "profile": {"num_rows": n, "split_seed": cfg.split_seed}} for s, n in sizes.items()]
+    return [{"split": s, "rows": n, "name": f"sklearn-digits-{s}-{n}",
+             "source": {"uri": "sklearn.datasets.load_digits"}, "schema": schema,
+             "profile": {"num_rows": n, "split_seed": cfg.split_seed}} for s, n in sizes.items()]
 
 
 task = Task(

@@ -122,7 +122,7 @@ def intervals_png(series: dict[str, tuple[list[int], list[float], list[float], l
     for ax, (name, (seeds, est, lo, hi, tlo, thi)) in zip(axes.flat, series.items()):
         ax.axhspan(-delta, delta, color="tab:green", alpha=0.12, lw=0, label=f"±δ = ±{delta:g}")
         ax.axhline(0, color="grey", lw=0.8)
-        err = [[e - l for e, l in zip(est, lo)], [h - e for e, h in zip(est, hi)]]
+        err = [[e - low for e, low in zip(est, lo)], [h - e for e, h in zip(est, hi)]]
         ax.errorbar(seeds, est, yerr=err, fmt="o", ms=4, capsize=3, color="tab:blue", lw=1)
         ax.vlines(seeds, tlo, thi, color="tab:blue", lw=4, alpha=0.45)
         ax.set_title(name, fontsize=9)

@@ -107,7 +107,8 @@ class Design:
 
     @property
     def resolution_text(self) -> str:
-        return "full factorial" if self.resolution is None else f"resolution {ROMAN.get(self.resolution, self.resolution)}"
+        return ("full factorial" if self.resolution is None
+                else f"resolution {ROMAN.get(self.resolution, self.resolution)}")
 
     @cached_property
     def matrix(self) -> tuple[tuple[int, ...], ...]:

@@ -4,7 +4,8 @@ Every row of the report is a t-test of an estimate with a standard error on some
 paired comparison: the mean of n per-seed differences, se = sd/√n on n − 1; a factorial effect: its OLS
 se on the residual df). For such a test at two-sided level α, a true effect δ is detected with probability
 power(δ) = P(T > t_c) + P(T < −t_c), T ~ noncentral t(df, δ/se), t_c = t(1 − α/2, df): exact for the
-t-test when se holds the true spread (computed by integrating over the χ² of the spread). The minimum detectable effect (MDE) is the δ with power 80%. With an
+t-test when se holds the true spread (computed by integrating over the χ² of the spread). The minimum detectable
+effect (MDE) is the δ with power 80%. With an
 effect of interest δ, a row says "effect" (its 1 − α CI excludes 0), "no effect ≥ δ" (two one-sided tests
 at ±δ: its 1 − 2α CI lies inside (−δ, δ)), or "undecided". Pure (numpy/scipy).
 """
@@ -66,7 +67,8 @@ def seeds_needed(delta: float, se: float, n: int, df_at: Callable[[int], float],
         return None
     sd = se * math.sqrt(n)  # one seed's spread of the estimate
     for k in range(2, most + 1):
-        if _usable(sd / math.sqrt(k), float(df_at(k))) and power(abs(delta), sd / math.sqrt(k), df_at(k), alpha) >= target:
+        if (_usable(sd / math.sqrt(k), float(df_at(k)))
+                and power(abs(delta), sd / math.sqrt(k), df_at(k), alpha) >= target):
             return k
     return None
 
@@ -95,7 +97,8 @@ def verdict(estimate: float, se: float, df: float, delta: float, alpha: float = 
     return NO_EFFECT if -delta < lo and hi < delta else UNDECIDED
 
 
-def reached(estimate: float, se: float, df: float, delta: float, alpha: float = 0.05) -> tuple[str, float, float, float]:
+def reached(estimate: float, se: float, df: float, delta: float,
+            alpha: float = 0.05) -> tuple[str, float, float, float]:
     """(verdict, level, lo, hi): the verdict at alpha and the interval it reads: the 1 − alpha CI for "effect"
     (and while undecided), the 1 − 2·alpha CI (TOST) for "no effect ≥ δ"."""
     v = verdict(estimate, se, df, delta, alpha)

@@ -37,7 +37,8 @@ class Looks:
 
     def __post_init__(self):
         if not (2 <= self.first <= self.most and self.block >= 1):
-            raise ValueError(f"looks need 2 <= first ({self.first}) <= most ({self.most}) and block >= 1 ({self.block})")
+            raise ValueError(f"looks need 2 <= first ({self.first}) <= most ({self.most}) "
+                             f"and block >= 1 ({self.block})")
 
     @property
     def seeds(self) -> list[int]:

@@ -63,7 +63,8 @@ class Config:
     seed: int = field(default=0, metadata=limits(0))                # run seed: init, shuffling, augmentation
     max_epochs: int = field(default=35, metadata=limits(1, 10000))  # epoch budget
     batch_size: int = field(default=64, metadata=limits(1, 65536))  # training batch size
-    eval_batch_size: int = field(default=1000, metadata=limits(1, 65536))  # validation/test batch (no effect on results)
+    # validation/test batch (no effect on results)
+    eval_batch_size: int = field(default=1000, metadata=limits(1, 65536))
     train_samples: int = field(default=0, metadata=limits(0))       # cap on training images (0 = all 48,000)
     val_fraction: float = field(default=0.2, metadata=limits(0.0, 1.0, True, True))  # of the official train set
     split_seed: int = field(default=20240611, metadata=limits(0))   # fixed train/val split, independent of `seed`

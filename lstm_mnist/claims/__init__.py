@@ -5,5 +5,5 @@ from .claims import Claim, Claims, Heartbeat, once
 from .owners import heartbeat_s, holder, is_stale, stamp, stamp_trial
 from .storage import RETRIES, ClaimError, hide_password, open_storage, rdb_url
 
-__all__ = ["Claim", "Claims", "Heartbeat", "once", "heartbeat_s", "holder", "is_stale", "stamp", "stamp_trial", "RETRIES", "ClaimError",
-           "hide_password", "open_storage", "rdb_url"]
+__all__ = ["Claim", "Claims", "Heartbeat", "once", "heartbeat_s", "holder", "is_stale", "stamp", "stamp_trial",
+           "RETRIES", "ClaimError", "hide_password", "open_storage", "rdb_url"]

@@ -85,7 +85,8 @@ class Progress:
             return
         self.estimated = True
         total = seconds * self.total / self.n_workers
-        msg = f"estimate: about {_duration(total)} for the {self.total} {self.what} to train (first cell {seconds:.0f} s)"
+        msg = (f"estimate: about {_duration(total)} for the {self.total} {self.what} to train "
+               f"(first cell {seconds:.0f} s)")
         if device.startswith("cpu") and total > 3600:  # "cpu (model, N threads)"
             msg += f"; on this CPU try {QUICK_FILE} (same designs, small budget)"
         self.line(msg)
@@ -96,4 +97,5 @@ def _arm(job: Job) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return (f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90
+            else f"{seconds:.0f} s")

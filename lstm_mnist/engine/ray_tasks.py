@@ -9,7 +9,8 @@ works for a whole cluster), tasks need no credentials for either, and every inva
 holds unchanged. The cost is one small message per epoch.
 
 The data travels once: this process puts the four MNIST files' bytes (~55 MB) into Ray's object store,
-and each task parses and fingerprints them on arrival (the built-in task's receive hook: builtin/data.provide), so nodes need no files and
+and each task parses and fingerprints them on arrival (the built-in task's receive hook: builtin/data.provide),
+so nodes need no files and
 a run's identity is unchanged. Faults: Ray's own task retries are off; a cell whose task died with its
 worker process or its node is trained again once, in a new run (the dead attempt's run FAILED with the
 reason), on whatever node Ray picks. If this process dies, Ray ends its tasks with it, and a rerun's
@@ -71,7 +72,8 @@ def connect(opts: RayOptions, worker_output: bool = False):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=worker_output, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as e:  # nothing there, no port, another Ray version
-            raise ConfigError(f"--ray {opts.address}: cannot join a Ray cluster there ({str(e).splitlines()[0][:200]}); "
+            raise ConfigError(f"--ray {opts.address}: cannot join a Ray cluster there "
+                              f"({str(e).splitlines()[0][:200]}); "
                               "give HOST:PORT of a cluster started with `ray start --head` (the same Ray version), "
                               "or --ray with no address for a local one") from None
     return ray

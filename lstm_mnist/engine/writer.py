@@ -32,7 +32,8 @@ class Tally:
 # ---------------------------------------------------------------- the one writer
 class Writer:
     """Claims, opens, fills and closes the jobs' runs: every write of a job's run goes through here (the runs
-    that hold them, a grid's parent and an arm's tuning run, are their owners' to write). The client is `store.client()`'s: a store outage blocks the call (bounded by --store-wait), so epochs
+    that hold them, a grid's parent and an arm's tuning run, are their owners' to write). The client is
+    `store.client()`'s: a store outage blocks the call (bounded by --store-wait), so epochs
     reported meanwhile wait in the workers' pipes and are written once the store is back."""
 
     def __init__(self, parent: str, c, tally: Tally, progress: "Progress", grid_claims: claims.Claims | None = None):
@@ -94,14 +95,15 @@ class Writer:
         rec = self.open_runs[job.cell.name]  # popped once ended: until then kill_open can still close it
         try:
             rec.log_result(result)
-            records.end_run(rec.run_id, records.FINISHED, c=self.c)
+            if job.trial is None:
+                records.end_run(rec.run_id, records.FINISHED, c=self.c)
         except outages.StoreDown:
             raise
         except Exception as e:  # a figure, disk or store error fails this cell alone, never the grid
             self.failed(job, f"could not record result: {_one_line(e)}", seconds)
             return
         del self.open_runs[job.cell.name]
-        if job.trial is not None:
+        if job.trial is not None:  # its study is told first; its run then ends FINISHED with the objective
             self._trial_ended(job, rec.run_id, "COMPLETE", seconds, result)
             return
         self._settle(job, done=True, run_id=rec.run_id)
@@ -130,9 +132,20 @@ class Writer:
         self._trial_ended(job, run_id, "PRUNED", seconds, reason=reason)
 
     def _trial_ended(self, job: Job, run_id: str, state: str, seconds: float, result=None, **why) -> None:
-        """Tell the trial's search how it ended (Optuna, its run's tags), count it and show its line."""
+        """Tell the trial's search how it ended, record that on its run, count it and show its line."""
         self.tally.trials += 1
-        self.progress.trial(job, job.trial.ended(run_id, state, seconds, result, **why), seconds)
+        self.progress.trial(job, self.trial_ended(job.trial, run_id, state, seconds, result, **why), seconds)
+
+    def trial_ended(self, trial, run_id: str, state: str, seconds: float, result=None, **why) -> str:
+        """A trial's end: its study told (tuning/search.Trial.ended), its run's record written here (COMPLETE:
+        the objective, FINISHED; else its state as a tag). Returns the progress line's words."""
+        words, metrics, tags = trial.ended(run_id, state, seconds, result, **why)
+        run_id = run_id or trial.run_id
+        if state == "COMPLETE":
+            records.end_run(run_id, records.FINISHED, metrics=metrics, tags=tags, c=self.c)
+        elif run_id:
+            records.set_tags(run_id, tags, self.c)
+        return words
 
     def _settle(self, job: Job, done: bool, **attrs) -> None:
         if self.claims is not None:

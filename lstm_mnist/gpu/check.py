@@ -272,7 +272,8 @@ def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
 def summary(r: dict) -> str:
     g, f, t = r["gpu"], r["full_model"], r["throughput"]
     lines = [SMOKE] if r["cpu_smoke"] else []
-    lines.append(f"GPU: {g['name'] or 'none'} (x{g['count']}), driver {g['driver'] or 'n/a'}, CUDA {g['cuda'] or 'n/a'}, "
+    lines.append(f"GPU: {g['name'] or 'none'} (x{g['count']}), driver {g['driver'] or 'n/a'}, "
+                 f"CUDA {g['cuda'] or 'n/a'}, "
                  f"cuDNN {g['cudnn'] or 'n/a'}, MPS {'available' if g['mps_available'] else 'not found'}")
     lines.append(f"machine: {r['machine']}")
     steps = f.get("epoch_steps", EPOCH_STEPS)  # figures from before another task's epochs were measured: the built-in's

@@ -186,6 +186,7 @@ def summary(study: grid.GridSpec, tally: Tally, status: str) -> str:
     m = tally.metrics()
     head = (f"{study.name} {'interrupted' if status == records.KILLED else 'done'}: "
             + (f"{tally.trials} tuning trials ended, " if tally.trials else "")
-            + f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, {tally.skipped} already), "
+            + f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, "
+            f"{tally.skipped} already), "
             f"{len(tally.failed)} failed, {len(tally.elsewhere)} left to another process, {m['wall_time_s']:.0f}s")
     return "\n".join([head, *(f"  FAILED {name}: {reason}" for name, reason in tally.failed)])

@@ -32,7 +32,8 @@ from ..tuning import settings as search_settings
 from ..tuning import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
-KEYS = {"task": "the model under study (package.module:name; default: the built-in lstm_mnist)", "experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
+KEYS = {"task": "the model under study (package.module:name; default: the built-in lstm_mnist)",
+        "experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
         "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
         "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
         "factorial": "flags of the factorial design", "resolution": "resolution of the factorial fraction",
@@ -164,7 +165,8 @@ def _tune(raw: dict, s: GridSpec) -> Tune:
     tune = Tune(sp, seed, search_settings.read(t), t.get("fixed", False), repeats)
     for arm, *_, on in arms(s):  # every arm's lowest point is a valid config
         s.task.build({**start, **s.task.values(on, (*s.flags, *s.factorial)),
-                      **{k: search_space.some_value(d) for k, d in searched(dataclasses.replace(s, tune=tune), on).items()}},
+                      **{k: search_space.some_value(d)
+                         for k, d in searched(dataclasses.replace(s, tune=tune), on).items()}},
                      f"[tune.space] arm {arm}")
     return tune
 
@@ -245,7 +247,8 @@ def _check_designs(s: GridSpec) -> None:
         _require("baseline", [f for f in s.flags if f in s.baseline], "off", "add_one_in")
     if "factorial" in s.designs:
         if not s.factorial:
-            raise ConfigError("designs includes factorial: list its flags, e.g. factorial = [\"bidirectional\", \"width\"]")
+            raise ConfigError("designs includes factorial: list its flags, "
+                              "e.g. factorial = [\"bidirectional\", \"width\"]")
         _require("baseline", [f for f in s.factorial if f in s.baseline], "off", "factorial")
         design(s)  # an impossible fraction fails at load time
     elif s.factorial or s.resolution is not None or s.runs_per_seed is not None:

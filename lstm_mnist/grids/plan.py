@@ -69,11 +69,9 @@ def recorded(study: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
 
 
 def read_plan(parent_run_id: str, name: str, missing_ok: bool = False) -> Plan | None:
-    """The grid's latest plan; None when it recorded none (a grid from before plans); an unreadable one (an
-    older version's) is a one-line PlanError, or None with `missing_ok`."""
+    """The grid's latest plan; one recorded by an older version (or none: a grid from before plans) is a one-line
+    PlanError, or None with `missing_ok`."""
     raw = query.read_json_artifact(parent_run_id, artifacts.PLAN)
-    if raw is None:
-        return None
     try:
         return Plan.from_dict(raw, f"grid {name!r}")
     except PlanError:

@@ -1,4 +1,5 @@
-"""The plan a grid records on its parent run (`plan.json`), typed: what the grid planned, written by every invocation of the grid and read
+"""The plan a grid records on its parent run (`plan.json`), typed: what the grid planned, written by every invocation
+of the grid and read
 back by the report, which derives nothing the grid decided. Pure: no torch, no MLflow.
 
 A plan holds each cell with every design it serves and the flag it varies in each (`roles`), the factorial

@@ -128,7 +128,8 @@ def main(path: str, judge, n_workers: int = 1, max_seeds: int | None = None, blo
         for k, n in enumerate(looks.seeds, 1):
             at = dataclasses.replace(study, seeds=tuple(order[:n]))
             # A tuned grid: its searches run once (the first block), every block's tuned cells at their values.
-            rc = tuned.train(at, inv, sequential=entry) if study.tune else ablate.plan_and_run(at, inv, sequential=entry)
+            rc = (tuned.train(at, inv, sequential=entry) if study.tune
+                  else ablate.plan_and_run(at, inv, sequential=entry))
             if rc:
                 out(f"look {k} at {n} seeds waits: a cell failed (above); rerun the same command to train it again "
                     "and go on (a look needs its whole block)")

@@ -141,7 +141,8 @@ def show(x: Against) -> pd.DataFrame:
         "paired": [f"{'by cell' if f in ('main', '2fi') else 'by seed'} ({n})" if p else
                    f"no ({n} {'runs' if f in ('main', '2fi') else 'seeds'})"
                    for f, p, n in zip(df["family"], df["paired"], df["n"])],
-        "p (Holm)": [numbers.p_value(p) for p in df["p_holm"]], "TOST p (Holm)": [numbers.p_value(p) for p in df["p_same_holm"]],
+        "p (Holm)": [numbers.p_value(p) for p in df["p_holm"]],
+        "TOST p (Holm)": [numbers.p_value(p) for p in df["p_same_holm"]],
         "verdict": df["verdict"]})
 
 

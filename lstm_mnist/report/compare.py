@@ -64,7 +64,8 @@ def _flag_rank(flag: str, task: task_protocol.Task | None = None) -> int:
 
 def _design_order(df: pd.DataFrame, task: task_protocol.Task | None = None) -> pd.DataFrame:
     rank = {d: i for i, d in enumerate(DESIGNS)}
-    key = df.assign(_d=df["design"].map(lambda d: rank.get(d, len(DESIGNS))), _f=df["flag"].map(lambda f: _flag_rank(f, task)))
+    key = df.assign(_d=df["design"].map(lambda d: rank.get(d, len(DESIGNS))),
+                    _f=df["flag"].map(lambda f: _flag_rank(f, task)))
     return key.sort_values(["_d", "_f", "arm"]).drop(columns=["_d", "_f"]).reset_index(drop=True)
 
 
@@ -172,7 +173,8 @@ class Report:
     worth: pd.DataFrame
     factorial: factorial.Factorial | None = None
     tuning: object = None   # a tuned grid's report/tuning.Tuning (before vs after, costs, budget curves)
-    looks: object = None    # a grid run --until-decided: analysis/sequential.Decided (each look's intervals and verdicts)
+    # a grid run --until-decided: analysis/sequential.Decided (each look's intervals and verdicts)
+    looks: object = None
     against: object = None  # report --against: report/against.Against (each effect here and in the other grid)
 
 

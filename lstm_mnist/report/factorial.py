@@ -110,7 +110,8 @@ def said(rows: pd.DataFrame, digits: int = 4) -> list[str]:
         elif v == power.UNDECIDED or pd.isna(lo):
             out.append(f"{v} at {n:.0f} seeds")
         else:
-            out.append(f"{v} at {n:.0f} seeds, {100 * level:.3g}% CI [{numbers.num(lo, digits, True)}, {numbers.num(hi, digits, True)}]")
+            out.append(f"{v} at {n:.0f} seeds, {100 * level:.3g}% CI "
+                       f"[{numbers.num(lo, digits, True)}, {numbers.num(hi, digits, True)}]")
     return out
 
 
@@ -122,7 +123,8 @@ def notes(f: Factorial) -> list[str]:
     else:
         why = "one seed" if len(a.seeds) == 1 else f"{len(a.seeds)} seeds but too few runs"
         error = (f"{why}, so no residual degrees of freedom: standard errors are Lenth's pseudo standard "
-                 f"error (PSE = {a.sigma:.4g}) over the {len(a.effects) - sum(np.isnan(e.estimate) for e in a.effects)} "
+                 f"error (PSE = {a.sigma:.4g}) over the "
+                 f"{len(a.effects) - sum(np.isnan(e.estimate) for e in a.effects)} "
                  f"contrasts, t reference with {a.df:.3g} degrees of freedom; simultaneous margin {a.sme:.4g}")
     out = [f"Factorial design {d.title} ({d.resolution_text}, {d.runs} runs per seed"
            + (f"; generators {', '.join(d.generator_text())}" if d.p else "") + f") over "

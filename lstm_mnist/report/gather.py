@@ -36,7 +36,6 @@ class Grid:
     outside: list = field(default_factory=list)     # FINISHED runs tagged with the grid but not in its plan
     missing: list = field(default_factory=list)     # planned cells without a FINISHED run
     mismatched: list = field(default_factory=list)  # runs left out: settings other than the grid's common ones
-    planned: bool = True    # False: no plan recorded (a grid from before plans), members by tag
     tune: Tuning | None = None  # a tuned grid's [tune] as its plan records it (arms: searched keys, tuning runs)
     fixed: pd.DataFrame | None = None  # a tuned grid with `fixed = true`: its untuned members (runs: the tuned)
     delta: float | None = None  # the grid's effect_of_interest: each row's verdict
@@ -65,16 +64,14 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     """The grid's members (members.py: by the latest invocation's plan), as report rows."""
     name, latest, parents = find_grid(experiment, grid)
     plan = read_plan(latest.run_id, name)
-    m = members.by_plan(experiment, name, plan) if plan else members.by_tag(experiment, name)
+    m = members.by_plan(experiment, name, plan)
     if not m.runs:
         left = counts(m.dropped) or "none"
         raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
-    task = task_protocol.load(plan.task) if plan and plan.task else TASK
-    rows = [{**_row(r, task), **_planned(m.cells.get(r.run_id))} for r in m.runs]
-    if not plan:  # a grid from before plans: the roles its runs' tags imply
-        rows = _roles_from_tags(rows)
-    tune = plan.tuning if plan else None
+    task = task_protocol.load(plan.task) if plan.task else TASK
+    rows = [{**_row(r, task), **_planned(m.cells[r.run_id])} for r in m.runs]
+    tune = plan.tuning
     fixed = None
     if tune:  # the tuned members are the report's; the untuned ones (fixed = true) its "before tuning" view
         fixed, _ = members.agreeing([r for r in rows if r["variant"] in ("fixed", "both")])
@@ -85,46 +82,18 @@ def load(experiment: str, grid: str | None = None) -> Grid:
                               "studies are not complete); run `make ablation` with its file to finish it")
     rows, mismatched = members.agreeing(rows)
     runs = pd.DataFrame(rows)
-    if not m.planned:
-        runs, dupes = _latest_only(runs)
-        m.dropped["duplicate"] += dupes
     # A rerun reopens the grid's parent and logs its own wall_time_s: the grid's time is the sum of them all.
     wall = sum(v for p in parents for _, v in query.metric_history(p.run_id, "wall_time_s"))
     return Grid(experiment, name, latest.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.tags),
-                wall, m.outside, m.missing, mismatched, m.planned, tune, fixed,
-                plan.effect_of_interest if plan else None, plan.sequential if plan else None,
-                plan.factorial if plan else None, task)
+                wall, m.outside, m.missing, mismatched, tune, fixed, plan.effect_of_interest, plan.sequential,
+                plan.factorial, task)
 
 
 def _planned(cell) -> dict:
     """The plan's word on a member's arm, seed and roles (a run may have been trained under another grid)."""
-    if cell is None:
-        return {}
     (design, flag, _), *_ = cell.roles
     return {"arm": cell.arm, "seed": cell.seed, "design": design, "designs": ",".join(cell.designs), "flag": flag,
             "variant": cell.variant, "roles": cell.roles}
-
-
-def _roles_from_tags(rows: list[dict]) -> list[dict]:
-    """Roles for the rows of a grid recorded before plans (members by tag), as those grids' report read them:
-    the runner recorded an arm two designs share once, under the first design's name and flag (with two
-    flags, baseline+adamw is full-dropout), and its `designs` tag lists both; in each design the flag is the
-    one factor in which the arm differs from that design's reference arm (full, baseline)."""
-    def on(row: dict) -> set:
-        return set(TASK.on_flags(row))
-
-    refs = {design: next((on(r) for r in rows if r["arm"] == arm), None)
-            for design, arm in (("leave_one_out", "full"), ("add_one_in", "baseline"))}
-    out = []
-    for r in rows:
-        roles = []
-        for design in str(r["designs"]).split(","):
-            diff = on(r) ^ refs[design] if refs.get(design) is not None else set()
-            flag = next(iter(diff)) if len(diff) == 1 else r["flag"]
-            name = {"leave_one_out": f"full-{flag}", "add_one_in": f"baseline+{flag}"}.get(design, r["arm"])
-            roles.append((design, flag, name))
-        out.append({**r, "roles": tuple(roles)})
-    return out
 
 
 PROVENANCE = ("data_fingerprint", "protocol_version", "settings_key", "torch_version", "lightning_version",
@@ -147,7 +116,7 @@ def _row(run, task: task_protocol.Task = TASK) -> dict:
     arm = tags.get("arm", run.name)
     design = tags.get("design", "other")
     row = {"run_id": run.run_id, "arm": arm, "design": design, "designs": tags.get("designs") or design,
-           "flag": tags.get("flag") or _flag_from_arm(arm, task), "seed": _seed(run),
+           "flag": tags.get("flag", ""), "seed": _seed(run),
            "config_hash": tags.get("config_hash", run.run_id), "start_time": run.start_time,
            "parent_run_id": run.parent_id, "git_commit": tags.get("git_commit", ""),
            "git_dirty": tags.get("git_dirty", ""), "machine": tags.get("machine", ""),
@@ -174,15 +143,6 @@ def _flag_column(flag: task_protocol.Flag, params: dict):
     return str(off) if value is None else value
 
 
-def _flag_from_arm(arm: str, task: task_protocol.Task = TASK) -> str:
-    """`full-<flag>` / `baseline+<flag>`: the flag, for runs recorded without a `flag` tag."""
-    for sep in ("-", "+"):
-        head, _, tail = arm.partition(sep)
-        if head in ("full", "baseline") and tail in task.flag_names:
-            return tail
-    return ""
-
-
 def _train_time(run) -> float:
     """The sum of the run's per-epoch `epoch_time_s`; its wall time when no epoch was logged."""
     epochs = query.metric_history(run.run_id, "epoch_time_s")
@@ -190,13 +150,6 @@ def _train_time(run) -> float:
         return float(sum(v for _, v in epochs))
     end = run.end_time or run.start_time
     return (end - run.start_time) / 1000
-
-
-def _latest_only(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One run per config hash, then per (arm, seed) (the grid file may have changed between invocations)."""
-    runs = runs.sort_values("start_time", ascending=False)
-    kept = runs.drop_duplicates("config_hash").drop_duplicates(["arm", "seed"])
-    return kept.sort_values(["arm", "seed"]).reset_index(drop=True), len(runs) - len(kept)
 
 
 def counts(counter: Counter) -> str:

@@ -67,7 +67,8 @@ def show(looks: sequential.Decided) -> pd.DataFrame:
     for k, x in looks.frame.groupby("look"):
         n = int(x["seeds"].iloc[0])
         out[f"{n} seeds (α {x['alpha'].iloc[0]:.4f})"] = {
-            e: f"{numbers.num(est, sign=True)} [{numbers.num(lo, sign=True)}, {numbers.num(hi, sign=True)}]" + ("" if lv == power.UNDECIDED else f" {_mark(lv)}")
+            e: f"{numbers.num(est, sign=True)} [{numbers.num(lo, sign=True)}, {numbers.num(hi, sign=True)}]"
+               + ("" if lv == power.UNDECIDED else f" {_mark(lv)}")
             for e, est, lo, hi, lv in zip(x["effect"], x["estimate"], x["ci_lo"], x["ci_hi"], x["look_verdict"])}
     df = pd.DataFrame(out)
     df.insert(0, "effect", df.index)
@@ -98,7 +99,8 @@ def notes(looks: sequential.Decided, report_metric: str) -> list[str]:
            f"{d.most}, "
            f"stopping when every effect is decided; {status}. {d.guarantee(looks.delta)}. Each column is one look: the "
            f"estimate on its first n seeds and its 1 − α_k interval; a verdict is the first decisive one."
-           " Interaction chains are not decided on, and the fixed-n verdicts of the tables above are replaced by these."]
+           " Interaction chains are not decided on, and the fixed-n verdicts of the tables above are replaced "
+           "by these."]
     if report_metric != looks.metric:
         out.append(f"The looks decided on {looks.metric}; this report's metric is {report_metric}, whose verdicts are "
                    "therefore not shown.")

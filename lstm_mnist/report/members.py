@@ -5,8 +5,8 @@ seed, config_hash and roles). A grid's members are, for each planned cell, the F
 in the experiment, whatever `grid_name` tag it carries: the rule resume uses to call a cell done, so a
 copy of a grid file with one more seed reuses the shared seeds' runs in its report as it did in training.
 FINISHED runs tagged with the grid but outside the plan (an older [budget], a removed seed) are not
-members; they are counted and named, as are planned cells without a FINISHED run. Grids recorded before
-plans existed fall back to the tag `grid_name` (and say so).
+members; they are counted and named, as are planned cells without a FINISHED run. A grid whose parent holds
+no plan of this version is one line: rerunning its `ablate` command records the plan (it trains nothing done).
 
 Then one check the designs need: members agree on every setting but the factors and the seed (the
 grid varies nothing else), so no comparison or fit mixes budgets. A run that disagrees with the grid's
@@ -22,10 +22,10 @@ import functools
 
 from .. import task as task_protocol
 from ..task import builtin
-
-TASK = builtin()  # a grid that names no task: the built-in one
 from ..grids.planned import Plan
 from ..tracking import query, records
+
+TASK = builtin()  # a grid that names no task: the built-in one
 
 
 @functools.cache
@@ -39,12 +39,11 @@ def setting_keys(task: task_protocol.Task) -> tuple:
 @dataclass
 class Members:
     runs: list                      # the member runs (MLflow Run objects), one per planned cell present
-    cells: dict                     # run_id -> its PlannedCell, {} without a plan
-    seeds: list[int]                # the seeds the grid asks for (the plan's; else every seed attempted)
-    dropped: Counter                # non-members that carry the grid's hashes or tag: status, duplicate
+    cells: dict                     # run_id -> its PlannedCell
+    seeds: list[int]                # the seeds the grid asks for (the plan's)
+    dropped: Counter                # non-members that carry the grid's hashes: status, duplicate
     outside: list[str] = field(default_factory=list)   # FINISHED runs tagged with the grid, not in the plan
     missing: list[str] = field(default_factory=list)   # planned cells without a FINISHED run
-    planned: bool = True            # False: no plan recorded (an older grid), members by tag
 
 
 def by_plan(experiment: str, name: str, plan: Plan) -> Members:
@@ -74,16 +73,6 @@ def by_plan(experiment: str, name: str, plan: Plan) -> Members:
     missing = [c.cell for h, c in cells.items() if h not in found]
     seeds = sorted({c.seed for c in cells.values()})
     return Members(runs, member_cells, seeds, dropped, sorted(outside), missing)
-
-
-def by_tag(experiment: str, name: str) -> Members:
-    """A grid recorded before plans: its runs tagged `grid_name` (duplicates are resolved by the report)."""
-    children = [r for r in query.search(experiment, grid_name=name)
-                if r.tags.get("lstm_mnist.role") != "grid"]
-    seeds = sorted({int(r.tags.get("seed", r.params.get("seed", -1))) for r in children})
-    finished = [r for r in children if r.status == records.FINISHED]
-    dropped = Counter(r.status for r in children if r.status != records.FINISHED)
-    return Members(finished, {}, seeds, dropped, planned=False)
 
 
 def settings(run, task: task_protocol.Task = TASK) -> str:

@@ -110,7 +110,8 @@ def by_repeat(g: Grid, r: Report) -> pd.DataFrame:
         row |= {"repeats_diff_mean": est, "repeats_se": se, "repeats_df": df, "repeats_ci_lo": lo, "repeats_ci_hi": hi,
                 "repeats_verdict": power.verdict(est, se, df, g.delta) if g.delta else "",
                 "depends_on_repeat": "no CI" if "no CI" in sides else "no" if len(sides) == 1 else
-                "yes: " + " vs ".join(f"r{rep} {_side(row[f'r{rep}_diff_mean'], row[f'r{rep}_ci_lo'], row[f'r{rep}_ci_hi'])}"
+                "yes: " + " vs ".join(f"r{rep} "
+                                      f"{_side(row[f'r{rep}_diff_mean'], row[f'r{rep}_ci_lo'], row[f'r{rep}_ci_hi'])}"
                                       for rep in within)}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -251,7 +252,8 @@ def values_text(tuned_values: str) -> str:
         return ""
     if " | " in tuned_values:  # an arm tuned by several repeats (report/compare.arm_table)
         return " | ".join(values_text(v) for v in tuned_values.split(" | "))
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in json.loads(tuned_values).items())
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in json.loads(tuned_values).items())
 
 
 def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
@@ -261,8 +263,10 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
         out.append((f"Worth before vs after tuning ({metric}: Δ at the grid's values, Δ with every arm tuned)",
                     "tab:tuning-worth", pd.DataFrame({
                         "flag": w["flag"], "design": w["design"],
-                        "Δ fixed [95% CI]": [numbers.delta(*x) for x in zip(w["fixed_diff_mean"], w["fixed_ci_lo"], w["fixed_ci_hi"])],
-                        "Δ tuned [95% CI]": [numbers.delta(*x) for x in zip(w["tuned_diff_mean"], w["tuned_ci_lo"], w["tuned_ci_hi"])],
+                        "Δ fixed [95% CI]": [numbers.delta(*x) for x in zip(w["fixed_diff_mean"], w["fixed_ci_lo"],
+                                                                            w["fixed_ci_hi"])],
+                        "Δ tuned [95% CI]": [numbers.delta(*x) for x in zip(w["tuned_diff_mean"], w["tuned_ci_lo"],
+                                                                            w["tuned_ci_hi"])],
                         "conclusion": w["conclusion"]})))
     c = t.cost
     out.append((f"Tuning per arm (objective {t.objective}, {t.direction}d on the validation split)", "tab:tuning-cost",
@@ -282,17 +286,20 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
                                                                        b["pooled_ci_hi"])],
                         **{f"Δ repeat {rep} [95% CI] (seeds)": [f"{numbers.delta(m, lo, hi)} ({n})" for m, lo, hi, n in
                                                                zip(b[f"r{rep}_diff_mean"], b[f"r{rep}_ci_lo"],
-                                                                   b[f"r{rep}_ci_hi"], b[f"r{rep}_n"])] for rep in reps},
+                                                                   b[f"r{rep}_ci_hi"], b[f"r{rep}_n"])]
+                           for rep in reps},
                         f"Δ across repeats [95% CI, {t.repeats - 1} df]": [
-                            numbers.delta(*x) for x in zip(b["repeats_diff_mean"], b["repeats_ci_lo"], b["repeats_ci_hi"])],
+                            numbers.delta(*x) for x in zip(b["repeats_diff_mean"], b["repeats_ci_lo"],
+                                                           b["repeats_ci_hi"])],
                         **({"verdict across repeats": b["repeats_verdict"]} if b["repeats_verdict"].astype(bool).any()
                            else {}),
                         "depends on the repeat": b["depends_on_repeat"]})))
         sp = t.spread
         out.append((f"Tuning repeats per arm (best {t.objective} and tuned values of each repeat)", "tab:tuning-spread",
                     pd.DataFrame({"arm": sp["arm"],
-                                  **{f"repeat {rep}": [f"{numbers.num(v)}: {values_text(x)}" if x else numbers.num(v) for v, x in
-                                                       zip(sp[f"r{rep}_best"], sp[f"r{rep}_values"])] for rep in reps},
+                                  **{f"repeat {rep}": [f"{numbers.num(v)}: {values_text(x)}" if x else numbers.num(v)
+                                                       for v, x in zip(sp[f"r{rep}_best"], sp[f"r{rep}_values"])]
+                                     for rep in reps},
                                   f"range of best {t.objective}": [numbers.num(x) for x in sp["best_range"]]})))
     if t.fixed is not None and t.fixed.looks is not None and len(t.fixed.looks.frame):
         out.append((f"Adaptive replication of the untuned cells ({t.fixed.looks.metric}, estimate [1 − α_k interval])",
@@ -303,35 +310,36 @@ def shown(t: Tuning, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
             "design": o["design"], "arm": o["arm"], "vs": o["reference"], "trials": o["trials"].astype(str),
             "order holds from k": o["settles_at"].astype(str),
             f"expected best {t.objective} at k = trials (arm / vs)": [f"{numbers.num(a)} / {numbers.num(b)}" for a, b in
-                                                                      zip(o["arm_best_at_k"], o["reference_best_at_k"])]})))
+                                                                      zip(o["arm_best_at_k"],
+                                                                          o["reference_best_at_k"])]})))
     return out
 
 
 def notes(t: Tuning) -> list[str]:
     out = ["Trials: COMPLETE + PRUNED trials of the arm's budget; failed: trials whose point failed (e.g. the loss "
            "diverged), not counted in the budget (a trial whose process was killed is retried and not listed).",
-           "Tuning: each arm searched only the [tune.space] keys its config reads, with the same sampler, sampler seed, "
-           "pruner and number of COMPLETE + PRUNED trials, trained at tune_seed (never a replicate seed) and scored on "
-           f"the validation split ({t.objective}); each arm's replicate cells were then trained at its best trial's "
-           "values and tested as every cell is. The test set chose nothing."]
+           "Tuning: each arm searched only the [tune.space] keys its config reads, with the same sampler, sampler "
+           "seed, pruner and number of COMPLETE + PRUNED trials, trained at tune_seed (never a replicate seed) and "
+           f"scored on the validation split ({t.objective}); each arm's replicate cells were then trained at its best "
+           "trial's values and tested as every cell is. The test set chose nothing."]
     if t.curves:
         out.append("Budget curves: the expected best validation objective of k trials drawn from the arm's N trials "
                    "(Dodge et al., 2019; a pruned trial counts with its last reported value), with a percentile "
                    "bootstrap band over the N trials. \"Order holds from k\": the smallest k from which the expected "
                    "best of the two arms keep the order they have at k = N; N itself means the order changed at the "
-                   "last trial, so a larger budget could change it again. The curve treats an arm's trials as draws from "
-                   "one distribution, as Dodge et al. do for random search; TPE's later proposals depend on earlier "
-                   "ones, so read it as a summary of the search that ran, not of a fresh one.")
+                   "last trial, so a larger budget could change it again. The curve treats an arm's trials as draws "
+                   "from one distribution, as Dodge et al. do for random search; TPE's later proposals depend on "
+                   "earlier ones, so read it as a summary of the search that ran, not of a fresh one.")
     if t.repeats > 1:
         seeds = ", ".join(f"{s}: r{r}" for s, r in sorted((t.repeat_of or {}).items()))
-        out.append(f"Tuning repeats (tune_repeats = {t.repeats}): each arm was tuned by {t.repeats} independent studies "
-                   "(repeat r: its trials at tune_seed + r, its sampler seeded sampler_seed + r, the same budget each), "
-                   f"and each replicate seed trained at the values of one repeat, assigned in the seeds' order ({seeds}). "
-                   "The paired tests and verdicts above take the seed as the unit: they answer 'at these tuned values', "
-                   "the repeats' draws of the tuning held fixed. A claim about the tuning itself (another search would "
-                   "agree) takes the repeat as the unit: 'Δ across repeats', on R − 1 degrees of freedom, which with "
-                   "few repeats is wide by construction; 'depends on the repeat' says whether the repeats' own "
-                   "intervals lie on different sides of zero.")
+        out.append(f"Tuning repeats (tune_repeats = {t.repeats}): each arm was tuned by {t.repeats} independent "
+                   "studies (repeat r: its trials at tune_seed + r, its sampler seeded sampler_seed + r, the same "
+                   "budget each), and each replicate seed trained at the values of one repeat, assigned in the seeds' "
+                   f"order ({seeds}). The paired tests and verdicts above take the seed as the unit: they answer 'at "
+                   "these tuned values', the repeats' draws of the tuning held fixed. A claim about the tuning itself "
+                   "(another search would agree) takes the repeat as the unit: 'Δ across repeats', on R − 1 degrees of "
+                   "freedom, which with few repeats is wide by construction; 'depends on the repeat' says whether the "
+                   "repeats' own intervals lie on different sides of zero.")
     if len(t.worth):
         out.append("Conclusion: \"holds\" when the 95% CI lies on the same side of zero (or includes it, n.s.) before "
                    "and after tuning; \"changes\" names the two sides.")

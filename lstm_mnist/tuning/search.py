@@ -144,7 +144,6 @@ class Search:
         self.study_id = -1        # the study's id in `storage`, once open
         self.stale: list[int] = []  # trials a dead process left RUNNING, failed when the study was opened
         self.run_id = ""          # the run the trials' runs go under (a study's parent, an arm's tuning run)
-        self.client = None        # the writer's MLflow client, once that run is open
         self.live: dict[int, Trial] = {}  # this process's trials that have not ended
         self.checked = 0.0        # when stale trials were last looked for
 
@@ -229,11 +228,12 @@ class Search:
         return Job(self.cell(trial.number), cfg, config.identity(cfg, self.fingerprint), pinned=self.pinned,
                    fingerprint=self.fingerprint, parent=self.run_id, tags=tags, trial=self.live[trial.number])
 
-    def interrupted(self) -> None:
+    def interrupted(self, writer) -> None:
         """This process stops (Ctrl-C, an error, the end of its time) with trials of its own unfinished: each
-        FAIL and queued again, as a dead process's would be at the next start."""
+        FAIL and queued again, as a dead process's would be at the next start (the engine's writer tags their
+        runs)."""
         for t in list(self.live.values()):
-            t.ended("", "FAIL", 0.0, reason="interrupted", died=True)
+            writer.trial_ended(t, "", "FAIL", 0.0, reason="interrupted", died=True)
 
     # ------------------------------------------------------------ the budget and its best trial
     def budget(self) -> list[optuna.trial.FrozenTrial]:
@@ -276,7 +276,8 @@ class Search:
 
 
 class Trial:
-    """A trial's hooks, called by the engine's writer: its epochs go to the pruner, its end to Optuna."""
+    """A trial's hooks, called by the engine's writer: its epochs go to the pruner, its end to Optuna. It writes
+    nothing to MLflow: it tells the writer what the trial's run records."""
 
     def __init__(self, search: Search, trial: optuna.Trial, params: dict, trial_id: int):
         self.search, self.trial, self.params, self.trial_id = search, trial, params, trial_id
@@ -290,10 +291,11 @@ class Trial:
             return f"epoch {epoch}: {objective} {record[objective]:.4f}"
         return None
 
-    def ended(self, run_id: str, state: str, seconds: float, result=None, reason: str = "", died: bool = False) -> str:
-        """Tell Optuna (and tag the run) how the trial ended; a trial whose process `died` is queued again (at
-        most RETRIES times). Returns the progress line's words."""
-        study, objective, c = self.search.study, self.search.definition.settings.objective, self.search.client
+    def ended(self, run_id: str, state: str, seconds: float, result=None, reason: str = "",
+              died: bool = False) -> tuple[str, dict, dict]:
+        """Tell Optuna how the trial ended; a trial whose process `died` is queued again (at most RETRIES times).
+        Returns the progress line's words, and the metrics and tags its run records (the writer writes them)."""
+        study, objective = self.search.study, self.search.definition.settings.objective
         self.search.live.pop(self.trial.number, None)
         run_id = run_id or self.run_id
         if run_id:
@@ -304,15 +306,12 @@ class Trial:
         if state == "COMPLETE":
             value = result.history[result.best_epoch][objective]  # the epoch whose weights the run keeps
             study.tell(self.trial, value)
-            records.end_run(run_id, records.FINISHED, metrics={"objective": value}, tags=tags, c=c)
-            return f"COMPLETE {objective} {value:.4f} (epoch {result.best_epoch}, {shown})"
+            return f"COMPLETE {objective} {value:.4f} (epoch {result.best_epoch}, {shown})", {"objective": value}, tags
         if died:  # killed or interrupted, not a failure of its point: not counted against the study
             self.trial.set_user_attr("lost", True)
         study.tell(self.trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
-        if run_id:
-            records.set_tags(run_id, tags, c)
         retries = self.trial.user_attrs.get("retries", 0)
         if died and retries < RETRIES:
             study.enqueue_trial(self.params, user_attrs={"retries": retries + 1, "retry_of": self.trial.number})
             reason += "; queued again"
-        return f"{state} {reason} ({shown})"
+        return f"{state} {reason} ({shown})", {}, tags

@@ -39,7 +39,8 @@ def bounds(key: str, dist: dict, kind: str, where: str = "[space]") -> list:
     low, high = dist.get("low"), dist.get("high")
     number = int if kind == "int" else (int, float)
     if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)):
-        raise ConfigError(f"{where} {key}: low and high must both be given, as {'integers' if kind == 'int' else 'numbers'}")
+        raise ConfigError(f"{where} {key}: low and high must both be given, "
+                          f"as {'integers' if kind == 'int' else 'numbers'}")
     if low >= high:
         raise ConfigError(f"{where} {key}: low={low} must be below high={high}")
     if dist.get("log") and low <= 0:

@@ -48,7 +48,7 @@ class Trials:
         return self.search.beating()
 
     def finish(self) -> None:
-        self.search.interrupted()
+        self.search.interrupted(self.writer)
 
 
 def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: str | None = None,
@@ -74,7 +74,6 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
     search.run_id = engine.held_run(claims.Claims(storage, f"{study_def.name}.parent-run"), "parent",
                                     lambda: groups.parent_run(study_def.experiment, "study", study_def.name, tags, c),
                                     tags, c)
-    search.client = c
     with engine.capacity(n_workers, ray, start) as (room, held):
         n = min(n_workers, room)  # on Ray, --workers caps the trials at once; else room is --workers
         n_run = total - left

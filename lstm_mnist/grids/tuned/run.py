@@ -52,7 +52,8 @@ def train(s: grid.GridSpec, inv: ablate.Invocation, force: bool = False, sequent
     tally = Tally(total=len(p.jobs) + n_tuned, skipped=sum(j.state == "done" for j in p.jobs))
     store.share_sqlite_store()
     repeats = f" ({s.tune.repeats} tuning repeats each)" if s.tune.repeats > 1 else ""
-    inv.out(f"{s.name}: {len(arms)} arms tuned{repeats} with {s.tune.settings.trials} trials each ({trials_left} trials to run), "
+    inv.out(f"{s.name}: {len(arms)} arms tuned{repeats} with {s.tune.settings.trials} trials each "
+            f"({trials_left} trials to run), "
             f"then {n_tuned} tuned cells; {len(p.jobs)} cells known before tuning, {len(p.jobs) - len(p.todo)} "
             f"already FINISHED; {inv.n_workers} worker{'s' * (inv.n_workers > 1)} (experiment {s.experiment})")
 
@@ -74,7 +75,8 @@ def check_recorded(s: grid.GridSpec) -> None:
     t = before.tuning if before else None
     if t and (t.trials, t.repeats) != (s.tune.settings.trials, s.tune.repeats):
         raise ConfigError(f"grid {s.name!r} was tuned with trials = {t.trials} and tune_repeats = {t.repeats} per arm; "
-                          f"{s.path} asks for trials = {s.tune.settings.trials}, tune_repeats = {s.tune.repeats}. The budget and "
+                          f"{s.path} asks for trials = {s.tune.settings.trials}, tune_repeats = {s.tune.repeats}. "
+                          "The budget and "
                           "repeats are fixed when a tuned grid starts (every arm's equal budget): put them back, or "
                           "copy the grid file to a new name for another design")
 
@@ -89,7 +91,8 @@ def describe(s: grid.GridSpec, fingerprint: str, storage_url: str | None, force:
              f"seeds {', '.join(map(str, s.seeds))}" + ("; the untuned cells are trained too (fixed = true)"
                                                          if t.fixed else "")]
     if t.repeats > 1:
-        lines.append(f"tune_repeats = {t.repeats}: each arm searched by {t.repeats} independent studies (repeat r: trials "
+        lines.append(f"tune_repeats = {t.repeats}: each arm searched by {t.repeats} independent studies "
+                     f"(repeat r: trials "
                      f"at seed {t.seed} + r, sampler seed {st.sampler_seed} + r); the replicate seeds train at the "
                      "values of " + "; ".join(f"repeat {r} (seeds {', '.join(map(str, t.seeds_of(s.seeds, r)))})"
                                               for r in range(t.repeats)))

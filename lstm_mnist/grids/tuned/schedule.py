@@ -95,7 +95,7 @@ class Schedule:
         """The grid stops (done or not): this process's unfinished trials FAIL and are queued again; studies
         completed meanwhile are closed; the plan records every tuned cell known."""
         for x in self.searching:
-            x.interrupted(self.writer.c)
+            x.interrupted(self.writer)
         self._advance()
         self.record_plan()
 
@@ -108,8 +108,8 @@ def tuned_plan(s: grid.GridSpec, jobs: list[Job], searches: list[ArmSearch], seq
     arms = {x.key: TunedArm(tuple(x.definition.space), x.definition.name, x.run_id, x.done, x.gave_up, x.arm.arm,
                             x.repeat) for x in searches}
     repeat_of = {str(seed): r for seed, r in t.repeat_of(sequential["seed_order"] if sequential else s.seeds).items()}
-    plan = recorded(s, jobs, tuning=Tuning(t.settings.trials, t.settings.objective, t.fixed, t.seed, t.space, arms, t.repeats,
-                                           repeat_of), sequential=sequential)
+    plan = recorded(s, jobs, tuning=Tuning(t.settings.trials, t.settings.objective, t.fixed, t.seed, t.space, arms,
+                                           t.repeats, repeat_of), sequential=sequential)
     cells: dict[str, object] = {}
     for cell in plan.cells:  # a tuned cell whose best values are the grid's own is its untuned cell too
         if cell.config_hash in cells:

@@ -1,4 +1,4 @@
-"""One arm's search in a tuned grid: its Optuna study (engine/search.py: the one trial path), its tuning run,
+"""One arm's search in a tuned grid: its Optuna study (tuning/search.py: the one trial path), its tuning run,
 and its tuned cells.
 
 The study lives in the grid's claims storage (a journal beside the tracking store, or the RDB at --storage),
@@ -41,7 +41,7 @@ def definition(s: grid.GridSpec, a: grid.Arm, fingerprint: str, repeat: int = 0)
 
 
 class ArmSearch(Search):
-    """One arm's study (engine/search.Search) in the grid's storage, its tuning run, and its tuned cells."""
+    """One arm's study (tuning/search.Search) in the grid's storage, its tuning run, and its tuned cells."""
 
     def __init__(self, s: grid.GridSpec, a: grid.Arm, fingerprint: str, storage, repeat: int = 0):
         self.grid, self.arm, self.repeat = s, a, repeat
@@ -58,7 +58,6 @@ class ArmSearch(Search):
     def open_run(self, parent: str, grid_claims: claims.Claims, c) -> None:
         """The arm's tuning run (made once under a claim, reopened by later invocations while the study is not
         complete); trial runs made to agree with Optuna."""
-        self.client = c
         self.settle_runs(c)
         tags = {"lstm_mnist.role": "tuning", "grid_name": self.grid.name,
                 "arm": self.arm.arm, "study_name": self.definition.name, "searched": ",".join(self.definition.space),
@@ -75,12 +74,12 @@ class ArmSearch(Search):
         """The search's name in the plan and the report: the arm, and its repeat when the grid has several."""
         return f"{self.arm.arm} r{self.repeat}" if self.grid.tune.repeats > 1 else self.arm.arm
 
-    def interrupted(self, c) -> None:
+    def interrupted(self, writer) -> None:
         """This invocation's unfinished trials FAIL and are queued again; the tuning run KILLED unless another
         process still runs trials of the study (a later start reopens it)."""
-        super().interrupted()
+        super().interrupted(writer)
         if self.study is not None and self.run_id and not self.done and not self.counts()["RUNNING"]:
-            records.end_run(self.run_id, records.KILLED, c=c)
+            records.end_run(self.run_id, records.KILLED, c=writer.c)
 
     def tuned_jobs(self, force: bool = False) -> list[Job]:
         """The arm's replicate cells at its best trial's values, one per seed of this repeat (Tune.repeat_of),
@@ -94,8 +93,8 @@ class ArmSearch(Search):
             tags = {**grid.tags(s, cell), "tuned_from": best.user_attrs.get("mlflow_run_id", ""),
                     "tuning_run": self.run_id, "tuned_values": json.dumps(best.params, sort_keys=True),
                     **({"tune_repeat": str(self.repeat)} if s.tune.repeats > 1 else {})}
-            job = Job(cell, cfg, config.identity(cfg, self.fingerprint), pinned=self.pinned, fingerprint=self.fingerprint,
-                      tags=tags)
+            job = Job(cell, cfg, config.identity(cfg, self.fingerprint), pinned=self.pinned,
+                      fingerprint=self.fingerprint, tags=tags)
             classify(job, query.search(s.experiment, config_hash=job.config_hash), force)
             jobs.append(job)
         return jobs

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             made_by = "make wheelhouse " + " ".join(
                 f"{k}={shlex.quote(v)}" for k, v in (("WHEELS", f"{args.dest.rstrip('/')}/"), ("FOR", args.target),
                                                      ("SKIP", args.skip), ("PROFILE", args.profile)) if v)
-            lock = build.build(Path(args.dest), build.Target.parse(args.target), args.skip.split(), args.profile, python,
-                         args.dry_run, made_by)
+            lock = build.build(Path(args.dest), build.Target.parse(args.target), args.skip.split(), args.profile,
+                               python, args.dry_run, made_by)
             print(_built(lock, Path(args.dest), args.dry_run))
         else:
             install.install(Path(args.folder), Path(args.venv), python, Path(args.stamp) if args.stamp else None)

@@ -75,7 +75,8 @@ def read_lock(folder: Path) -> Lock:
         elif raw.strip() and not raw.startswith("#"):
             m = _LINE.match(raw.strip())
             if not m:
-                raise WheelError(f"{path}:{n}: not a line `make wheelhouse` writes ({raw[:60]!r}); make the folder again")
+                raise WheelError(f"{path}:{n}: not a line `make wheelhouse` writes ({raw[:60]!r}); "
+                                 "make the folder again")
             wheels.append(Wheel(m["name"], m["version"], m["sha"], m["file"], int(float(m["mib"] or 0) * 2**20)))
     return Lock(wheels, header)
 
