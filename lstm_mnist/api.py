@@ -56,23 +56,22 @@ def ablate(path: str, workers: int = 1, *, force: bool = False, storage: str | N
         raise ConfigError("ablate() was called while a worker process imported your script again (multiprocessing "
                           "does that before it starts a worker): put the script's calls under "
                           "`if __name__ == \"__main__\":` (a notebook needs nothing)")
-    out = (lambda *a, **k: None) if quiet else say
     if workers < 1:
         raise ConfigError(f"workers={workers}: give at least 1")
+    from .grids import runner
+    from .grids.options import Options
+
     spec = _grid.load(path)
+    judge = None
     if until_decided:
-        from .grids import until_decided as run
+        from .grids import until_decided as sequential
         from .report import looks
 
-        run.design(spec, max_seeds, block)
-        return run.main(path, looks.judge, workers, max_seeds, block, storage_url=storage, out=out)
-    if max_seeds is not None or block != 1:
-        raise ConfigError("max_seeds and block go with until_decided=True: add it, or drop them")
-    if spec.tune is not None:
-        from .grids.tuned.run import main
-    else:
-        from .grids.ablate import main
-    return main(path, workers, None, force=force, storage_url=storage, out=out)
+        sequential.design(spec, max_seeds, block)
+        judge = looks.judge
+    opts = Options(workers=workers, force=force, storage_url=storage, until_decided=until_decided,
+                   max_seeds=max_seeds, block=block, judge=judge, out=(lambda *a, **k: None) if quiet else say)
+    return runner.run(spec, opts, spelled=lambda name: f"{name}=True" if name == "until_decided" else name)
 
 
 def runs(grid: str, experiment: str | None = None) -> pd.DataFrame:

@@ -19,7 +19,6 @@ def cmd_run(args) -> int:
     import dataclasses
 
     from . import task as task_protocol
-    from .machine import cores, lease
     from .runs import runner
     from .training import train
 
@@ -27,15 +26,14 @@ def cmd_run(args) -> int:
 
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
     task, values = task_protocol.of(cfg), dataclasses.asdict(cfg)
-    print(f"run {name}{task.title}: flags {task.on_text(lambda f: task.flag(f).is_on(values))}; "
+    print(f"run {name}{task.title}: {task.on_text(lambda f: task.flag(f).is_on(values))}; "
           f"max_epochs={cfg.max_epochs} precision={cfg.precision} experiment={cfg.experiment}", flush=True)
-    with lease.Lease(1) as held:  # beside a grid or study on this host: its share of the cores, not all of them
-        if not cfg.num_threads:  # unless the user sized torch's threads
-            share = held.share(0)
-            cores.pin_to(share)
-            cfg = config.rebuilt(cfg, num_threads=len(share))
-        out = runner.execute(cfg, run_name=name, force=args.force,
-                             on_epoch=lambda e, r: print(runner.epoch_line(e, r), flush=True))
+    out = runner.execute(cfg, run_name=name, force=args.force,
+                         on_epoch=lambda e, r: print(runner.epoch_line(e, r), flush=True))
+    if out.status == "FAILED":
+        print(f"run {name} FAILED after {out.seconds:.0f}s: {out.error} [run {out.run_id}, config_hash "
+              f"{out.config_hash}]", file=sys.stderr)
+        return 1
     if out.status == "SKIPPED":
         print(f"already FINISHED as run {out.run_id} (config_hash {out.config_hash}): test_f1 "
               f"{out.test.get('test_f1', float('nan')):.4f}; pass --force to train it again")
@@ -83,32 +81,34 @@ def cmd_tune(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from .config import ConfigError
-    from .grids import grid
+    import dataclasses
 
-    shard = grid.parse_shard(args.shard) if args.shard else None
-    tuned = grid.load(args.file).tune is not None  # a mistake in the file is answered before seconds of imports
+    from .grids import grid
+    from .grids.options import Options
+
+    spec = grid.load(args.file)  # the grid file, read once: a mistake in it is answered before seconds of imports
+    opts = Options(shard=grid.parse_shard(args.shard) if args.shard else None, force=args.force,
+                   dry_run=args.dry_run, pin=not args.no_pin, storage_url=args.storage,
+                   until_decided=args.until_decided, max_seeds=args.max_seeds, block=args.block)
+    opts.check(spec.tune is not None)  # flags that do not go together (with --ray: once it is known, below)
+    judge = None
     if args.until_decided:
-        return _until_decided(args, shard)
-    if args.max_seeds is not None or args.block != 1:
-        raise ConfigError("--max-seeds and --block go with --until-decided: add it, or drop them")
-    ray = _ray(args)
-    if ray is not None and shard:
-        raise ConfigError("--shard does not go with --ray: Ray places the cells on the cluster's CPUs and GPUs "
-                          "(--gpus-per-cell 0.25 shares a GPU four ways); drop it")
+        from .grids import until_decided
+
+        until_decided.design(spec, args.max_seeds, args.block)  # a bad design is answered before any import
+        from .report import looks  # the report's estimates, judged by the stopping rule after each block
+
+        judge = looks.judge
+    opts = dataclasses.replace(opts, ray=_ray(args), workers=_workers(args.workers, args.mps), judge=judge)
+    from .grids import runner
     from .gpu import mps
     from .tracking import outages
 
-    if tuned:  # a [tune] table: every arm searched with an equal budget before its replicates
-        from .grids.tuned.run import main
-    else:
-        from .grids.ablate import main
-    n = _workers(args.workers, args.mps)
     if args.dry_run:
-        return main(args.file, n, shard, dry_run=True, force=args.force, storage_url=args.storage)
+        return runner.run(spec, opts)
     outages.set_store_wait(args.store_wait)
     with mps.daemon(args.mps):
-        return main(args.file, n, shard, force=args.force, pin=not args.no_pin, storage_url=args.storage, ray=ray)
+        return runner.run(spec, opts)
 
 
 def _ray_options(p) -> None:
@@ -139,30 +139,6 @@ def _ray(args):
     opts = RayOptions(args.ray, args.cpus_per_cell, args.gpus_per_cell)
     check(opts)
     return opts
-
-
-def _until_decided(args, shard) -> int:
-    from .config import ConfigError
-
-    for given, what in ((shard, "--shard"), (args.force, "--force")):
-        if given:
-            raise ConfigError(f"{what} does not go with --until-decided (each look needs the whole block, trained "
-                              "once): drop it; several machines share a grid's looks through --storage")
-    from .grids import until_decided as run
-    from .gpu import mps
-    from .tracking import outages
-
-    run.design(run.grid.load(args.file), args.max_seeds, args.block)  # a bad design is answered before any import
-    ray = _ray(args)
-    n = _workers(args.workers, args.mps)
-    from .report import looks  # the report's estimates, judged by the stopping rule after each block
-
-    if args.dry_run:
-        return run.main(args.file, looks.judge, n, args.max_seeds, args.block, dry_run=True, storage_url=args.storage)
-    outages.set_store_wait(args.store_wait)
-    with mps.daemon(args.mps):
-        return run.main(args.file, looks.judge, n, args.max_seeds, args.block, pin=not args.no_pin,
-                        storage_url=args.storage, ray=ray)
 
 
 def cmd_gpu_check(args) -> int:

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
+from types import SimpleNamespace
 from pathlib import Path
 
 import mlflow
@@ -14,7 +15,7 @@ import pytest
 
 from lstm_mnist.builtin import config
 from lstm_mnist.engine import writer
-from lstm_mnist.grids import ablate, grid, plan
+from lstm_mnist.grids import grid, plan, runner
 from lstm_mnist.engine.progress import QUICK_FILE, Progress
 from lstm_mnist.tracking import groups, records, store
 from lstm_mnist.config import ConfigError
@@ -158,8 +159,9 @@ def test_progress_estimates_the_grid_and_points_a_cpu_user_to_the_quick_file():
     lines = []
     progress = Progress(total=42, n_workers=2, out=lines.append)
     job = plan.Job(grid.Cell("full", "reference", "", 0, frozenset()), config.Config(), "0" * 16)
-    progress.finished(job, 0.9912, 300.0, "cpu (AMD EPYC 7B13, 1 thread)")  # as train reports it
-    progress.finished(job, 0.9913, 300.0, "cpu")  # the estimate comes once
+    as_trained = SimpleNamespace(test={"test_f1": 0.9912}, device_name="cpu (AMD EPYC 7B13, 1 thread)")  # as train
+    progress.finished(job, as_trained, 300.0)                                                              # reports it
+    progress.finished(job, SimpleNamespace(test={"test_f1": 0.9913}, device_name="cpu"), 300.0)  # the estimate: once
     assert lines[0].startswith("[1/42] full") and "test_f1 0.9912  300s" in lines[0]
     assert lines[1].startswith("estimate: about 1.8 h for the 42 cells") and QUICK_FILE in lines[1]
     assert len(lines) == 3
@@ -220,7 +222,7 @@ def test_sigkill_mid_grid_then_rerun_gives_one_finished_run_per_cell(tiny_grid, 
     assert "test_f1" in child.data.metrics
 
     lines = []
-    assert ablate.main("experiments/tiny-grid.toml", out=lines.append) == 0
+    assert runner.run_file("experiments/tiny-grid.toml", out=lines.append) == 0
     assert lines == ["all 6 cells of tiny-grid already FINISHED in experiment grid-test: nothing to train"]
     assert len(_runs(tiny_grid)) == len(runs)
 
@@ -247,7 +249,7 @@ def test_a_diverging_cell_fails_alone_and_the_exit_code_says_so(tiny_grid, monke
         return {**values(study, cell), **({"norm_std": 1e-39} if cell.arm == "full-adamw" else {})}
 
     monkeypatch.setattr(grid, "values", one_cell_diverges)
-    assert ablate.main("experiments/tiny-grid.toml") == 1
+    assert runner.run_file("experiments/tiny-grid.toml") == 1
     out = capsys.readouterr().out
     assert "FAILED full-adamw-s0: Diverged" in out and "5/6 cells FINISHED" in out
     status = {r.data.tags["arm"]: r.info.status for r in _children(_runs(tiny_grid))}

@@ -1,5 +1,5 @@
 """A report means exactly its grid: members by the recorded plan, never mixed budgets (end to end on tiny data,
-in-process: `ablate.main` and `make.make` as the CLI calls them, without a process start per step)."""
+in-process: `runner.run_file` and `make.make` as the CLI calls them, without a process start per step)."""
 import json
 
 import mlflow
@@ -8,7 +8,7 @@ import pytest
 
 from lstm_mnist import config as harness_config
 from lstm_mnist.builtin import config
-from lstm_mnist.grids import ablate
+from lstm_mnist.grids import runner
 from lstm_mnist.grids.plan import read_plan
 from lstm_mnist.report import gather, make, members, render
 
@@ -43,9 +43,9 @@ def _parent(folder, name: str):
 def test_a_copy_with_a_third_seed_reuses_the_shared_seeds_in_training_and_in_its_report(project):
     (project / "experiments" / "g.toml").write_text(GRID)
     (project / "experiments" / "g3.toml").write_text(GRID.replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
-    assert ablate.main("experiments/g.toml", out=lambda _: None) == 0
+    assert runner.run_file("experiments/g.toml", out=lambda _: None) == 0
     lines = []
-    assert ablate.main("experiments/g3.toml", out=lines.append) == 0
+    assert runner.run_file("experiments/g3.toml", out=lines.append) == 0
     assert "g3: 12 cells, 8 already FINISHED, 4 to train" in lines[0]
     assert len(_finished(project)) == 12  # the shared seeds were not trained again
 
@@ -66,9 +66,9 @@ def test_a_copy_with_a_third_seed_reuses_the_shared_seeds_in_training_and_in_its
 def test_a_budget_edit_then_a_partial_rerun_names_runs_outside_the_plan_and_never_mixes_budgets(project):
     path = project / "experiments" / "g.toml"
     path.write_text(GRID)
-    assert ablate.main(str(path), out=lambda _: None) == 0
+    assert runner.run_file(str(path), out=lambda _: None) == 0
     path.write_text(GRID.replace("max_epochs = 1", "max_epochs = 2"))
-    assert ablate.main(str(path), shard=(1, 2), out=lambda _: None) == 0
+    assert runner.run_file(str(path), shard=(1, 2), out=lambda _: None) == 0
     new = [r for r in _finished(project) if r.data.params["max_epochs"] == "2"]
     assert 0 < len(new) < 8
 
@@ -93,7 +93,7 @@ def test_runs_whose_settings_differ_from_the_grids_are_named_and_left_out():
 
 def test_the_worth_table_shows_what_each_flag_costs_beside_its_worth(project):
     (project / "experiments" / "g.toml").write_text(GRID.replace('["dropout"]', '["dropout", "early_stopping"]'))
-    assert ablate.main("experiments/g.toml", out=lambda _: None) == 0
+    assert runner.run_file("experiments/g.toml", out=lambda _: None) == 0
     r, paths = make.make("members", "g", "test_f1", str(project / "out"))
     w = r.worth.set_index("flag")
     comp = r.comparisons.set_index(["design", "flag"])
@@ -111,10 +111,10 @@ def test_the_worth_table_shows_what_each_flag_costs_beside_its_worth(project):
 
 def test_the_dry_run_counts_cells_trained_under_another_protocol_version(project, monkeypatch):
     (project / "experiments" / "g.toml").write_text(GRID.replace("seeds = [0, 1]", "seeds = [0]"))
-    assert ablate.main("experiments/g.toml", out=lambda _: None) == 0
+    assert runner.run_file("experiments/g.toml", out=lambda _: None) == 0
     monkeypatch.setattr(harness_config, "PROTOCOL_VERSION", config.PROTOCOL_VERSION + 1)
     lines = []
-    assert ablate.main("experiments/g.toml", dry_run=True, out=lines.append) == 0
+    assert runner.run_file("experiments/g.toml", dry_run=True, out=lines.append) == 0
     table = "\n".join(lines).splitlines()
     assert table[-2] == "4 cells: 0 done, 4 not done"
     assert table[-1].startswith("4 of the cells not done were trained under another protocol version")

@@ -187,8 +187,9 @@ def test_an_arm_two_designs_share_is_compared_in_both():
     """With two flags, baseline+adamw is full-dropout: the grid plans it once, with its role in both designs."""
     from lstm_mnist.grids import grid as grids
 
-    study = grids.GridSpec("t", "t.toml", flags=("dropout", "adamw"), full=frozenset({"dropout", "adamw"}),
-                           task=task_protocol.builtin(), task_spec=task_protocol.BUILTIN)
+    study = grids.GridSpec("t", "t.toml", "e", {}, ("leave_one_out", "add_one_in"), ("dropout", "adamw"), (0,),
+                           frozenset({"dropout", "adamw"}), task=task_protocol.builtin(),
+                           task_spec=task_protocol.BUILTIN)
     arms = {a.arm: a for a in grids.unique_arms(study)}
     assert arms["full-dropout"].roles == (("leave_one_out", "dropout", "full-dropout"),
                                           ("add_one_in", "adamw", "baseline+adamw"))
@@ -201,7 +202,7 @@ def test_an_arm_two_designs_share_is_compared_in_both():
     rows = [run(arm, seed, base + 0.001 * seed * (i + 1)) for seed in (0, 1, 2)
             for i, (arm, base) in enumerate([("full", 0.99), ("baseline", 0.90), ("full-dropout", 0.98),
                                              ("full-adamw", 0.91)])]
-    grid = gather.Grid(EXP, GRID, "parent", 1, pd.DataFrame(rows), [0, 1, 2], Counter())
+    grid = gather.Grid(EXP, GRID, "parent", 1, pd.DataFrame(rows), [0, 1, 2], Counter(), task=task_protocol.builtin())
     comp = compare.comparisons(grid, "test_f1").set_index("arm")
     assert comp.loc["baseline+adamw", "recorded_arm"] == "full-dropout"
     assert comp.loc["baseline+adamw", "diff_mean"] == pytest.approx(0.98 - 0.90 + 0.001 * (3 - 2))

@@ -86,11 +86,12 @@ def test_a_run_that_raises_is_marked_failed_with_the_error(project, monkeypatch)
 
     monkeypatch.setattr(train, "fit", boom)
     cfg = config.load(None, QUICK)
-    with pytest.raises(RuntimeError):
-        runner.execute(cfg, run_name="boom")
+    out = runner.execute(cfg, run_name="boom")
+    assert out.status == "FAILED" and "RuntimeError: out of cheese" in out.error and out.result is None
     c = store.client()
     runs = c.search_runs([c.get_experiment_by_name("lstm-mnist").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"] and "out of cheese" in runs[0].data.tags["error"]
+    assert runs[0].info.run_id == out.run_id and runs[0].info.run_name == "boom"
     assert runs[0].data.tags["error"] == "RuntimeError: out of cheese"
 
 

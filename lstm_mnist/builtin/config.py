@@ -153,6 +153,7 @@ TASK = task_protocol.Task(
     data="lstm_mnist.builtin.data:load", fingerprint="lstm_mnist.builtin.data:fingerprint_of",
     prepare="lstm_mnist.builtin.data:prepare", ship="lstm_mnist.builtin.data:ship",
     receive="lstm_mnist.builtin.data:receive", model="lstm_mnist.builtin.model:build",
+    loader="lstm_mnist.builtin.data:assignment_loader",
     optimizer="lstm_mnist.builtin.model:optimizer",
     patience=lambda cfg: cfg.patience if cfg.early_stopping else None,
     derived=lambda cfg: {"hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers},

@@ -278,3 +278,32 @@ class Batches(batches.Batches):
     def __init__(self, images, labels, cfg: Config, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0):
         super().__init__(images, labels, cfg, batch_size, shuffle=shuffle, train=augment, seed=seed, prepare=prepare)
+
+
+# ---------------------------------------------------------------- the assignment's pipeline (bench's reference)
+class _PILDataset(torch.utils.data.Dataset):
+    """torchvision.datasets.MNIST's __getitem__: uint8 array -> PIL image -> transform."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images.numpy(), labels.numpy(), transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
+
+
+def assignment_loader(cfg: Config, ds: MNIST, device: torch.device):
+    """The loader hook: the training split as the original assignment fed it (torchvision's PIL RandomRotation and
+    RandomAffine, then ToTensor and Normalize, in a DataLoader with 2 worker processes), each (1, 28, 28) image
+    read as 28 rows of 28 pixels."""
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.RandomRotation(cfg.rotation_deg), T.RandomAffine(cfg.affine_deg, (cfg.translate,) * 2),
+                    T.ToTensor(), T.Normalize((cfg.norm_mean,), (cfg.norm_std,))])
+    loader = torch.utils.data.DataLoader(_PILDataset(ds.train_x.cpu(), ds.train_y.cpu(), tf), batch_size=cfg.batch_size,
+                                         shuffle=True, num_workers=2, pin_memory=device.type == "cuda", drop_last=True)
+    return ((x.reshape(-1, 28, 28), y) for x, y in loader)

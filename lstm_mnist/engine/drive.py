@@ -2,26 +2,41 @@
 writer records them, and they train in this process, in worker processes (pool.py) or as Ray tasks
 (ray_tasks.py).
 
-A work source has four methods: `take(where)` (the next job, claimed and its run open, or None when none can
-start now), `more()` (whether work may still come), `beating()` (the (study, trial) pairs this process trains,
-for the heartbeat) and `finish()` (at the end, finished or not). A job may
-carry trial hooks (`Job.trial`: `epoch(e, record)` -> a reason to stop it, `ended(...)`), which the writer
-calls. The runs that hold the jobs' runs (a grid's parent, a study's parent, an arm's tuning run) are made
+A work source is a `Source` (below); a job may carry trial hooks (jobs.TrialHooks), which the writer calls.
+The runs that hold the jobs' runs (a grid's parent, a study's parent, an arm's tuning run) are made
 once under a claim (`held_run`), however many invocations start together.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, Protocol
 
 from .. import claims
 from ..machine import lease
 from ..tracking import groups, query
+from .jobs import Job
 from .pool import parallel, serial
 from .writer import Writer
 
 
-def drive(source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool = True, ray=None,
+class Source(Protocol):
+    """What the engine trains: a plain grid's queue (pool.Queue), a tuned grid's schedule, a study's trials."""
+
+    def take(self, where: dict) -> Job | None:
+        """The next job, claimed and its run open (`where`: the tags of where it trains), or None when none can
+        start now."""
+
+    def more(self) -> bool:
+        """Whether work may still come (a job now, or once another process's trials end)."""
+
+    def beating(self) -> list[tuple]:
+        """(storage, trial id) of the trials this process trains: the heartbeat keeps them alive."""
+
+    def finish(self) -> None:
+        """At the end, finished or not: what this process leaves unfinished is handed back."""
+
+
+def drive(source: Source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool = True, ray=None,
           most: int | None = None) -> None:
     """Train what `source` hands out until it has nothing more, `n_workers` jobs at once (on Ray: what the
     cluster holds, at most `most`); a heartbeat marks this process's claims (and the trials `source.beating()`

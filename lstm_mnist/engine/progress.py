@@ -56,11 +56,15 @@ class Progress:
         if not self.bar:
             self.out(f"start {job.cell.name} ({job.cell.design}, config_hash {job.config_hash})")
 
-    def finished(self, job: Job, test_f1: float, seconds: float, device: str) -> None:
+    def epoch(self, job: Job, epoch: int, record: dict) -> None:
+        """A job's epoch ended (a grid shows cells, not epochs: `run` shows them)."""
+
+    def finished(self, job: Job, result, seconds: float) -> None:
+        """A cell FINISHED with its training's result (its test metrics, the device it trained on)."""
         self._advance()
-        self.line(f"[{self.done}/{self.total}] {_arm(job):<28} seed {job.cell.seed}  test_f1 {test_f1:.4f}  "
-                  f"{seconds:.0f}s")
-        self._estimate(seconds, device)
+        self.line(f"[{self.done}/{self.total}] {_arm(job):<28} seed {job.cell.seed}  test_f1 "
+                  f"{result.test.get('test_f1', float('nan')):.4f}  {seconds:.0f}s")
+        self._estimate(seconds, result.device_name)
 
     def trial(self, job: Job, outcome: str, seconds: float) -> None:
         """A tuning trial ended (`outcome`: its state and value, as its search words it)."""

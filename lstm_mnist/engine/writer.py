@@ -89,6 +89,7 @@ class Writer:
     def epoch(self, job: Job, epoch: int, record: dict) -> str | None:
         """Log the epoch; for a trial, also report it to its pruner: the reason to stop it now, or None."""
         self.open_runs[job.cell.name].log_epoch(epoch, record)
+        self.progress.epoch(job, epoch, record)
         return job.trial.epoch(epoch, record) if job.trial is not None else None
 
     def finished(self, job: Job, result, seconds: float) -> None:
@@ -108,7 +109,7 @@ class Writer:
             return
         self._settle(job, done=True, run_id=rec.run_id)
         self.tally.finished += 1
-        self.progress.finished(job, result.test.get("test_f1", float("nan")), seconds, result.device_name)
+        self.progress.finished(job, result, seconds)
 
     def failed(self, job: Job, reason: str, seconds: float, died: bool = False) -> None:
         """The run FAILED with its reason; a trial's also in Optuna (queued again when its worker `died`)."""

@@ -200,12 +200,12 @@ def arm_cells(extra: dict, device: str, cells_from: str = CELLS_FROM) -> list[tu
     """(cell name, config) of a grid's ARM cells (default: the built-in task's ablation grid), on one device:
     worker i trains cell i mod their number."""
     path = Path(cells_from) if Path(cells_from).is_file() else ROOT / cells_from
-    study = grid.load(path)
+    spec = grid.load(path)
     out = []
-    for cell in (c for c in grid.expand(study) if c.arm == ARM):
-        values = {**grid.values(study, cell), **{k: v for k, v in extra.items() if k in study.task.fields},
+    for cell in (c for c in grid.expand(spec) if c.arm == ARM):
+        values = {**grid.values(spec, cell), **{k: v for k, v in extra.items() if k in spec.task.fields},
                   "device": device}
-        out.append((cell.name, study.task.build(values, f"{cells_from} cell {cell.name}")))
+        out.append((cell.name, spec.task.build(values, f"{cells_from} cell {cell.name}")))
     if not out:
         fix = "restore the file from git" if cells_from == CELLS_FROM else "give a grid with a full arm (leave_one_out)"
         raise ConfigError(f"{cells_from}: no {ARM!r} arm to measure the grid throughput with; {fix}")
@@ -253,15 +253,13 @@ def larger_counts(ok: list[dict], knee: dict) -> list[int]:
 def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
     """A grid's wall time at `steps_per_s`: every cell's max_epochs x ceil(train images / batch) steps (an
     upper bound), and the same with validation passes at the full model's val/train time ratio."""
-    study = grid.load(Path(path) if Path(path).is_file() else ROOT / path)
-    cells = grid.expand(study)
+    spec = grid.load(Path(path) if Path(path).is_file() else ROOT / path)
+    cells = grid.expand(spec)
     steps, n_train = 0, None
     for cell in cells:
-        cfg = study.task.build(grid.values(study, cell), f"{path} cell {cell.name}")
-        if study.task.name == task_protocol.BUILTIN:
-            n_train = min(cfg.train_samples or 48000, 48000)
-        elif n_train is None:  # another task's training split, as its data hook makes it (one grid: one data set)
-            n_train = len(study.task.load_data(cfg, "cpu").train_y)
+        cfg = spec.task.build(grid.values(spec, cell), f"{path} cell {cell.name}")
+        if n_train is None:  # the training split, as the task's data hook makes it (one grid: one data set)
+            n_train = len(spec.task.load_data(cfg, "cpu").train_y)
         steps += cfg.max_epochs * math.ceil(n_train / cfg.batch_size)
     train_s = steps / steps_per_s
     return {"cells": len(cells), "steps": steps, "steps_per_s": steps_per_s, "train_h": train_s / 3600,

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Callable
 
 from .. import claims
-from ..config import ConfigError
 from ..analysis import fractional
 from ..engine import drive as engine
 from ..engine.pool import Queue
@@ -22,6 +21,7 @@ from ..engine.writer import Tally, Writer
 from ..machine import host, lease
 from ..tracking import artifacts, groups, query, records, store
 from . import grid
+from .options import Options
 from .plan import Job, Plan, plan, recorded, table
 
 
@@ -37,11 +37,16 @@ class Invocation:
     ray: object = None
 
 
+def invocation(opts: Options, n_workers: int, held: lease.Lease) -> Invocation:
+    """How this invocation trains, once its workers and core lease are known."""
+    return Invocation(n_workers, held, opts.out, opts.pin, opts.storage_url, opts.ray)
+
+
 @dataclass
 class Planned:
     """A grid planned by this invocation against the store: every cell of the grid, those of this share, what is
     left to train (longest first), the identities it covers (a tuned grid adds its tuned cells') and its claims."""
-    study: grid.GridSpec
+    spec: grid.GridSpec
     every: list
     jobs: list
     todo: list
@@ -50,76 +55,72 @@ class Planned:
 
 
 # ---------------------------------------------------------------- the whole command
-def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
-         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None, ray=None) -> int:
-    """Plan, then train what is not done; 0 when no cell of the share failed (cells another process
-    claimed are that process's to finish), else 1. The host's cores are leased from the start (before the
-    plan's seconds of reading), so invocations started together divide them from their first cell."""
-    study = grid.load(path)
-    if study.tune is not None:  # its searches come first: lstm_mnist.grids.tuned.run (the CLI picks it by the file)
-        raise ConfigError(f"{path} has a [tune] table: run it with `python -m lstm_mnist ablate {path}`, which tunes "
-                          "each arm before its cells (lstm_mnist.grids.tuned.run.main)")
-    if dry_run:
-        return _dry_run(study, shard, force, out)
-    with engine.capacity(n_workers, ray, study.start) as (n_workers, held):
-        return plan_and_run(study, Invocation(n_workers, held, out, pin, storage_url, ray), shard, force)
+def main(spec: grid.GridSpec, opts: Options) -> int:
+    """A plain grid (runner.py chose it): plan, then train what is not done; 0 when no cell of the share failed
+    (cells another process claimed are that process's to finish), else 1. The host's cores are leased from the
+    start (before the plan's seconds of reading), so invocations started together divide them from their first
+    cell."""
+    if opts.dry_run:
+        return _dry_run(spec, opts.shard, opts.force, opts.out)
+    with engine.capacity(opts.workers, opts.ray, spec.start) as (n_workers, held):
+        return plan_and_run(spec, invocation(opts, n_workers, held), opts.shard, opts.force)
 
 
-def _dry_run(study: grid.GridSpec, shard: tuple[int, int] | None, force: bool, out) -> int:
-    fraction = grid.design(study)
+def _dry_run(spec: grid.GridSpec, shard: tuple[int, int] | None, force: bool, out) -> int:
+    fraction = grid.design(spec)
     if fraction:
         out("\n".join(fractional.describe(fraction)))
-    out(table(plan(study, shard, force)))
+    out(table(plan(spec, shard, force)))
     return 0
 
 
-def prepare(study: grid.GridSpec, inv: Invocation, shard: tuple[int, int] | None = None,
+def prepare(spec: grid.GridSpec, inv: Invocation, shard: tuple[int, int] | None = None,
             force: bool = False) -> Planned:
     """The grid planned against the store, and its claims (opened with the time of planning: a cell finished
     elsewhere after it is skipped)."""
     planned = datetime.now()  # before the store is read
     every: list[Job] = []
-    jobs = plan(study, shard, force, every)
+    jobs = plan(spec, shard, force, every)
     # Longest cells first: with several workers the grid then ends with short cells, not one long straggler.
-    todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -study.task.hook("cost")(j.cfg))
+    todo = sorted((j for j in jobs if j.state in ("todo", "stale")), key=lambda j: -spec.task.hook("cost")(j.cfg))
     for j in jobs:
         if j.state == "elsewhere":
             inv.out(f"{j.cell.name}: {j.note}")
-    return Planned(study, every, jobs, todo, {j.config_hash for j in jobs},
-                   open_claims(study, inv.storage_url, planned))
+    return Planned(spec, every, jobs, todo, {j.config_hash for j in jobs},
+                   open_claims(spec, inv.storage_url, planned))
 
 
-def plan_and_run(study: grid.GridSpec, inv: Invocation, shard: tuple[int, int] | None = None, force: bool = False,
+def plan_and_run(spec: grid.GridSpec, inv: Invocation, shard: tuple[int, int] | None = None, force: bool = False,
                  sequential: dict | None = None) -> int:
     """Plan and train; `sequential` joins the plan recorded on the parent run (a grid run --until-decided: its
     looks)."""
-    p = prepare(study, inv, shard, force)
+    p = prepare(spec, inv, shard, force)
     tally = Tally(total=len(p.jobs), skipped=sum(j.state == "done" for j in p.jobs))
-    record = recorded(study, p.every, sequential=sequential)
+    record = recorded(spec, p.every, sequential=sequential)
     if not p.todo:  # the plan is still this grid's latest: the report reads its members from it
-        inv.out(f"all {len(p.jobs)} cells of {study.name} already FINISHED in experiment {study.experiment}: "
+        inv.out(f"all {len(p.jobs)} cells of {spec.name} already FINISHED in experiment {spec.experiment}: "
                 "nothing to train")
         c = store.client()
         close_parent(open_parent(p, inv.n_workers, c, record), tally, records.FINISHED, c)
         return 0
     older = sum(j.older for j in p.todo)
-    inv.out(f"{study.name}: {len(p.jobs)} cells, {len(p.jobs) - len(p.todo)} already FINISHED, {len(p.todo)} to "
-            f"train with {inv.n_workers} worker{'s' * (inv.n_workers > 1)} (experiment {study.experiment})"
+    inv.out(f"{spec.name}: {len(p.jobs)} cells, {len(p.jobs) - len(p.todo)} already FINISHED, {len(p.todo)} to "
+            f"train with {inv.n_workers} worker{'s' * (inv.n_workers > 1)} (experiment {spec.experiment})"
             + (f"; {older} of them trained before under another protocol version" if older else ""))
     return execute(p, inv, tally, record)
 
 
-def open_claims(study: grid.GridSpec, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
+def open_claims(spec: grid.GridSpec, storage_url: str | None = None, since: datetime | None = None) -> claims.Claims:
     """The grid's claims: a journal file beside the tracking store (one machine), or the RDB at --storage
     (several machines against one tracking server)."""
     storage = claims.open_storage(storage_url, store.local_dir() / "claims.journal")
-    return claims.Claims(storage, f"grid {study.experiment}/{study.name}", since)
+    return claims.Claims(storage, f"grid {spec.experiment}/{spec.name}", since)
 
 
 def open_parent(p: Planned, n_workers: int, c, record: Plan) -> str:
     """The grid's one parent run (made under a claim, or reopened), with this invocation's tags and plan."""
-    tags = {**parent_tags(p.study), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
-    parent = engine.held_run(p.claims, "parent", lambda: groups.parent_run(p.study.experiment, "grid", p.study.name,
+    tags = {**parent_tags(p.spec), "command": host.invocation(), "workers": str(n_workers)}  # provenance: groups
+    parent = engine.held_run(p.claims, "parent", lambda: groups.parent_run(p.spec.experiment, "grid", p.spec.name,
                                                                          tags, c), tags, c)
     records.log_dict(parent, record.to_dict(), artifacts.PLAN, c)
     return parent
@@ -159,32 +160,32 @@ def execute(p: Planned, inv: Invocation, tally: Tally, record: Plan, schedule=No
         try:
             source.finish()
             if tally.elsewhere:  # another invocation trained some: count what the store holds now
-                tally.done_in_store = _finished_in_store(p.study, p.share, c)
+                tally.done_in_store = _finished_in_store(p.spec, p.share, c)
             close_parent(parent, tally, status, c)
         except Exception as e:  # the store is away: a later start reopens the parent anyway
             inv.out(f"the grid's parent run {parent} stays RUNNING until the next start ({type(e).__name__})")
-        inv.out(summary(p.study, tally, status))
+        inv.out(summary(p.spec, tally, status))
     return 1 if tally.failed else 0
 
 
-def _finished_in_store(study: grid.GridSpec, share: set[str], c) -> int:
+def _finished_in_store(spec: grid.GridSpec, share: set[str], c) -> int:
     """Planned cells with a FINISHED run in the experiment, whichever grid trained them (resume's rule)."""
-    runs = query.search(study.experiment, statuses=(records.FINISHED,), c=c)
+    runs = query.search(spec.experiment, statuses=(records.FINISHED,), c=c)
     return len({r.tags.get("config_hash") for r in runs} & share)
 
 
-def parent_tags(study: grid.GridSpec) -> dict:
+def parent_tags(spec: grid.GridSpec) -> dict:
     """The grid file, and its factorial design in words for the UI (the report reads the plan's)."""
-    tags = {"grid_file": study.path}
-    fraction = grid.design(study)
+    tags = {"grid_file": spec.path}
+    fraction = grid.design(spec)
     if fraction:
         tags["factorial_design"] = f"{fraction.title} {fraction.resolution_text}"
     return tags
 
 
-def summary(study: grid.GridSpec, tally: Tally, status: str) -> str:
+def summary(spec: grid.GridSpec, tally: Tally, status: str) -> str:
     m = tally.metrics()
-    head = (f"{study.name} {'interrupted' if status == records.KILLED else 'done'}: "
+    head = (f"{spec.name} {'interrupted' if status == records.KILLED else 'done'}: "
             + (f"{tally.trials} tuning trials ended, " if tally.trials else "")
             + f"{m['cells_done']}/{tally.total} cells FINISHED ({tally.finished} trained now, "
             f"{tally.skipped} already), "

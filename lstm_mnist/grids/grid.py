@@ -1,6 +1,6 @@
-"""An ablation study declared in TOML, expanded into cells: pure functions (no torch, no MLflow).
+"""An ablation grid declared in TOML, expanded into cells: pure functions (no torch, no MLflow).
 
-A study names two reference arms as sets of flags that are on (`full`: all six; `baseline`: none) and
+A grid names two reference arms as sets of flags that are on (`full`: all six; `baseline`: none) and
 the designs to build from them:
 - `leave_one_out`: from full, turn one flag off        -> arm "full-<flag>"
 - `add_one_in`:    from baseline, turn one flag on     -> arm "baseline+<flag>"
@@ -23,6 +23,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from .. import config
 from .. import task as task_protocol
 from ..analysis import fractional
@@ -32,15 +34,89 @@ from ..tuning import settings as search_settings
 from ..tuning import space as search_space
 
 DESIGNS = ("leave_one_out", "add_one_in", "factorial")
-KEYS = {"task": "the model under study (package.module:name; default: the built-in lstm_mnist)",
-        "experiment": "MLflow experiment of every cell", "base": "experiment file each cell starts from",
-        "designs": "designs to run", "flags": "flags that take part", "seeds": "run seeds",
-        "full": "flags on in the full arm", "baseline": "flags on in the baseline arm",
-        "factorial": "flags of the factorial design", "resolution": "resolution of the factorial fraction",
-        "runs_per_seed": "runs per seed of the factorial fraction", "budget": "config overrides for every cell",
-        "tune": "a search per arm before its replicates", "tune_seed": "the seed every tuning trial trains with",
-        "effect_of_interest": "the smallest effect that matters (δ, in the metric's units): the report's verdicts"}
 TUNE_KEYS = (*search_settings.KEYS, "fixed", "tune_repeats", "space")  # a [tune] table: a search's settings and its own
+
+
+class GridFile(BaseModel):
+    """A grid file's keys as its TOML gives them, each with its default and what it is (a dry run and the docs
+    read these), their shapes checked here; what needs the grid's task (its flags, its config) is checked next,
+    by _spec. Unknown keys are refused by config.parse_file first."""
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    task: str = Field(task_protocol.BUILTIN, description="the model under study (package.module:name; default: "
+                      "the built-in lstm_mnist)")
+    experiment: str = Field("lstm-mnist-ablation", description="MLflow experiment of every cell")
+    base: str | None = Field(None, description="experiment file each cell starts from")
+    designs: tuple = Field(("leave_one_out", "add_one_in"), description="designs to run")
+    flags: object = Field(None, description="flags that take part")
+    seeds: tuple = Field((0, 1, 2), description="run seeds")
+    full: object = Field(None, description="flags on in the full arm")
+    baseline: object = Field([], description="flags on in the baseline arm")
+    factorial: object = Field([], description="flags of the factorial design")
+    resolution: int | None = Field(None, description="resolution of the factorial fraction")
+    runs_per_seed: int | None = Field(None, description="runs per seed of the factorial fraction")
+    budget: dict = Field({}, description="config overrides for every cell")
+    tune: object = Field(None, description="a search per arm before its replicates")
+    tune_seed: object = Field(None, description="the seed every tuning trial trains with")
+    effect_of_interest: float | None = Field(None, description="the smallest effect that matters (δ, in the "
+                                             "metric's units): the report's verdicts")
+
+    @field_validator("experiment", mode="before")
+    @classmethod
+    def _experiment(cls, v):
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"experiment={v!r}: expected a non-empty string (an MLflow experiment name)")
+        return v
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base(cls, v):
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"base={v!r}: expected the path of an experiment file, e.g. \"full.toml\"")
+        return v
+
+    @field_validator("designs", mode="before")
+    @classmethod
+    def _designs(cls, v):
+        return _names("designs", v, DESIGNS)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v):
+        ok = isinstance(v, (list, tuple)) and v and all(type(s) is int and s >= 0 for s in v)
+        if not ok or len(set(v)) != len(v):
+            raise ConfigError(f"seeds={v!r}: expected a non-empty list of distinct integers >= 0")
+        return tuple(v)
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution(cls, v):
+        return None if v is None else fractional.parse_resolution(v)
+
+    @field_validator("runs_per_seed", mode="before")
+    @classmethod
+    def _runs(cls, v):
+        if v is not None and (type(v) is not int or v < 1):
+            raise ConfigError(f"runs_per_seed={v!r}: expected a power of two such as 16")
+        return v
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v):
+        if not isinstance(v, dict):
+            raise ConfigError(f"budget={v!r}: expected a [budget] table of config keys")
+        return v
+
+    @field_validator("effect_of_interest", mode="before")
+    @classmethod
+    def _delta(cls, v):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1):
+            raise ConfigError(f"effect_of_interest={v!r}: expected the smallest effect that matters, in the "
+                              "metric's units, e.g. effect_of_interest = 0.002 (0.2 points of test F1)")
+        return None if v is None else float(v)
+
+
+KEYS = {name: f.description for name, f in GridFile.model_fields.items()}
 
 
 @dataclass(frozen=True)
@@ -74,12 +150,12 @@ class GridSpec:
     """A grid file, read and checked: its arms, designs, seeds, budget and, for a tuned grid, its [tune]."""
     name: str                            # the grid file's stem: the parent run's name and the `grid_name` tag
     path: str                            # the grid file
-    experiment: str = "lstm-mnist-ablation"
-    base: dict = field(default_factory=dict)    # values from the `base` experiment file
-    designs: tuple = ("leave_one_out", "add_one_in")
-    flags: tuple = ()                    # flags that take part (the file's, else the task's default flags)
-    seeds: tuple = (0, 1, 2)
-    full: frozenset = frozenset()        # flags on in the full arm
+    experiment: str
+    base: dict                           # values from the `base` experiment file
+    designs: tuple
+    flags: tuple                         # flags that take part (the file's, else the task's default flags)
+    seeds: tuple
+    full: frozenset                      # flags on in the full arm
     baseline: frozenset = frozenset()
     factorial: tuple = ()                # factors of the factorial design, in letter order A, B, C, ...
     resolution: int | None = None        # smallest fraction of at least this resolution
@@ -99,29 +175,28 @@ class GridSpec:
 # ---------------------------------------------------------------- reading a grid file
 def load(path: str | Path) -> GridSpec:
     """Read and check a grid file; any mistake is a one-line ConfigError naming the key and what is allowed."""
-    return config.parse_file(path, _study, "grid", KEYS)
+    return config.parse_file(path, _spec, "grid", KEYS)
 
 
-def _study(p: Path, raw: dict) -> GridSpec:
-    spec = task_protocol.spec_of(raw.get("task", task_protocol.BUILTIN))
+def _spec(p: Path, raw: dict) -> GridSpec:
+    f = config.validated(GridFile, raw)  # the keys' shapes; then what needs the task
+    spec = task_protocol.spec_of(f.task)
     task = task_protocol.load(spec)
     factors, defaults = task.flag_names, task.default_flags
-    flags = _names("flags", raw.get("flags", list(defaults)), factors, task)
-    full = frozenset(_names("full", raw.get("full", sorted({*defaults, *flags})), factors, task))
+    flags = _names("flags", f.flags if f.flags is not None else list(defaults), factors, task)
+    full = frozenset(_names("full", f.full if f.full is not None else sorted({*defaults, *flags}), factors, task))
     name = config.check_name("grid name", p.stem, "rename the grid file")
-    study = GridSpec(name=name, path=str(p), experiment=_experiment(raw), base=_base(p, raw.get("base"), task, spec),
-                     designs=_names("designs", raw.get("designs", list(GridSpec.designs)), DESIGNS), flags=flags,
-                     seeds=_seeds(raw.get("seeds", list(GridSpec.seeds))), full=full,
-                     baseline=frozenset(_names("baseline", raw.get("baseline", []), factors, task)),
-                     factorial=_names("factorial", raw.get("factorial", []), factors, task), budget=_budget(raw, task),
-                     resolution=_optional(raw, "resolution", fractional.parse_resolution),
-                     runs_per_seed=_optional(raw, "runs_per_seed", _runs),
-                     effect_of_interest=_optional(raw, "effect_of_interest", _delta), task=task, task_spec=spec)
-    _check_designs(study)
-    study.start  # a bad budget value fails now, not in cell 9
+    g = GridSpec(name=name, path=str(p), experiment=f.experiment, base=_base(p, f.base, task, spec),
+                 designs=f.designs, flags=flags, seeds=f.seeds, full=full,
+                 baseline=frozenset(_names("baseline", f.baseline, factors, task)),
+                 factorial=_names("factorial", f.factorial, factors, task), budget=_budget(f.budget, task),
+                 resolution=f.resolution, runs_per_seed=f.runs_per_seed, effect_of_interest=f.effect_of_interest,
+                 task=task, task_spec=spec)
+    _check_designs(g)
+    g.start  # a bad budget value fails now, not in cell 9
     if "tune" in raw or "tune_seed" in raw:
-        study = dataclasses.replace(study, tune=_tune(raw, study))
-    return study
+        g = dataclasses.replace(g, tune=_tune(raw, g))
+    return g
 
 
 def _tune(raw: dict, s: GridSpec) -> Tune:
@@ -183,43 +258,10 @@ def _names(key: str, value, allowed: tuple, task: task_protocol.Task | None = No
     return tuple(value)
 
 
-def _seeds(value) -> tuple:
-    ok = isinstance(value, list) and value and all(type(s) is int and s >= 0 for s in value)
-    if not ok or len(set(value)) != len(value):
-        raise ConfigError(f"seeds={value!r}: expected a non-empty list of distinct integers >= 0")
-    return tuple(value)
-
-
-def _optional(raw: dict, key: str, parse):
-    return parse(raw[key]) if key in raw else None
-
-
-def _delta(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ConfigError(f"effect_of_interest={value!r}: expected the smallest effect that matters, in the metric's "
-                          "units, e.g. effect_of_interest = 0.002 (0.2 points of test F1)")
-    return float(value)
-
-
-def _runs(value) -> int:
-    if type(value) is not int or value < 1:
-        raise ConfigError(f"runs_per_seed={value!r}: expected a power of two such as 16")
-    return value
-
-
-def _experiment(raw: dict) -> str:
-    name = raw.get("experiment", GridSpec.experiment)
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"experiment={name!r}: expected a non-empty string (an MLflow experiment name)")
-    return name
-
-
 def _base(p: Path, base, task: task_protocol.Task, spec: str) -> dict:
     """The `base` experiment file, relative to the grid file; its flags are overridden per cell anyway."""
     if base is None:
         return {}
-    if not isinstance(base, str):
-        raise ConfigError(f"base={base!r}: expected the path of an experiment file, e.g. \"full.toml\"")
     values = config.read_toml(p.parent / base)
     config.task_of_file(values, str(p.parent / base), spec)
     task.build(values, str(p.parent / base))
@@ -228,10 +270,7 @@ def _base(p: Path, base, task: task_protocol.Task, spec: str) -> dict:
     return {k: v for k, v in values.items() if k not in {*grid_sets, "seed", "experiment"}}
 
 
-def _budget(raw: dict, task: task_protocol.Task) -> dict:
-    budget = raw.get("budget", {})
-    if not isinstance(budget, dict):
-        raise ConfigError(f"budget={budget!r}: expected a [budget] table of config keys")
+def _budget(budget: dict, task: task_protocol.Task) -> dict:
     owned = sorted(set(budget) & {*task.flag_names, "seed", "experiment"})  # the grid decides them per cell
     if owned:
         raise ConfigError(f"[budget] {owned[0]}: set per cell by the grid; use `flags`, `full`, `baseline`, `seeds` "

@@ -11,18 +11,18 @@ from .planned import Fraction, Plan, PlanError, PlannedCell
 
 
 # ---------------------------------------------------------------- planning
-def plan(study: grid.GridSpec, shard: tuple[int, int] | None = None, force: bool = False,
+def plan(spec: grid.GridSpec, shard: tuple[int, int] | None = None, force: bool = False,
          every: list[Job] | None = None) -> list[Job]:
     """Every cell of this machine's share, with its identity and its state in the store. `every`, when
     given, receives every cell of the grid (all shards): the plan recorded on the parent run."""
-    jobs = [resolve_cell(study, cell) for cell in grid.expand(study)]
+    jobs = [resolve_cell(spec, cell) for cell in grid.expand(spec)]
     if every is not None:
         every.extend(jobs)
     if shard:
         mine = grid.shard([j.config_hash for j in jobs], *shard)
         jobs = [j for j in jobs if j.config_hash in mine]
     runs, older = {}, set()
-    for r in query.search(study.experiment):
+    for r in query.search(spec.experiment):
         tags = r.tags
         runs.setdefault(tags.get("config_hash"), []).append(r)
         if r.status == records.FINISHED and tags.get("protocol_version", "0") != str(config.PROTOCOL_VERSION):
@@ -33,12 +33,12 @@ def plan(study: grid.GridSpec, shard: tuple[int, int] | None = None, force: bool
     return jobs
 
 
-def resolve_cell(study: grid.GridSpec, cell: grid.Cell) -> Job:
+def resolve_cell(spec: grid.GridSpec, cell: grid.Cell) -> Job:
     """A cell with its resolved config and identity (config_hash: the config, the data it will see, the protocol)."""
-    cfg = study.task.build(grid.values(study, cell), f"{study.path} cell {cell.name}")
-    fp = study.task.data_fingerprint(cfg)  # the built-in task's hook imports torch here, not when a plan is read
-    return Job(cell, cfg, config.identity(cfg, fp), pinned=frozenset({*study.base, *study.budget}), fingerprint=fp,
-               tags=grid.tags(study, cell))
+    cfg = spec.task.build(grid.values(spec, cell), f"{spec.path} cell {cell.name}")
+    fp = spec.task.data_fingerprint(cfg)  # the built-in task's hook imports torch here, not when a plan is read
+    return Job(cell, cfg, config.identity(cfg, fp), pinned=frozenset({*spec.base, *spec.budget}), fingerprint=fp,
+               tags=grid.tags(spec, cell))
 
 
 def classify(job: Job, runs: list, force: bool) -> None:
@@ -57,14 +57,14 @@ def classify(job: Job, runs: list, force: bool) -> None:
             return
 
 
-def recorded(study: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
+def recorded(spec: grid.GridSpec, jobs: list[Job], **extra) -> Plan:
     """The grid's plan as its parent run records it (plan.json): the report's members are exactly these cells,
     in these roles; `extra`: a tuned grid's `tuning`, an --until-decided grid's `sequential`."""
-    fraction = grid.design(study)
+    fraction = grid.design(spec)
     cells = tuple(PlannedCell(j.cell.name, j.cell.arm, j.cell.seed, j.config_hash, j.cell.roles, j.cell.variant)
                   for j in jobs)
-    named = None if study.task.named is None else study.task_spec
-    return Plan(cells, config.PROTOCOL_VERSION, study.effect_of_interest,
+    named = None if spec.task.named is None else spec.task_spec
+    return Plan(cells, config.PROTOCOL_VERSION, spec.effect_of_interest,
                 Fraction(fraction.factors, fraction.generators) if fraction else None, **extra, task=named)
 
 

@@ -1,6 +1,6 @@
-"""The plan a grid records on its parent run (`plan.json`), typed: what the grid planned, written by every invocation
-of the grid and read
-back by the report, which derives nothing the grid decided. Pure: no torch, no MLflow.
+"""The plan a grid records on its parent run (`plan.json`), typed: what the grid planned, written by every
+invocation of the grid and read back by the report, which derives nothing the grid decided; read back through
+pydantic, against these dataclasses' annotations. Pure: no torch, no MLflow.
 
 A plan holds each cell with every design it serves and the flag it varies in each (`roles`), the factorial
 fraction and its generators, a tuned grid's searches, and an `--until-decided` grid's looks. A plan.json
@@ -28,8 +28,9 @@ class PlannedCell:
     arm: str
     seed: int
     config_hash: str
-    roles: tuple         # ((design, flag, name), ...): every design the cell serves, the flag it varies there ("":
-    #                      none) and the arm's name there (full-dropout is baseline+adamw in add_one_in)
+    # ((design, flag, name), ...): every design the cell serves, the flag it varies there ("": none) and the arm's
+    # name there (full-dropout is baseline+adamw in add_one_in)
+    roles: tuple[tuple[str, str, str], ...]
     variant: str = ""    # a tuned grid's: fixed (untuned), tuned, both
 
     @property
@@ -40,8 +41,8 @@ class PlannedCell:
 @dataclass(frozen=True)
 class Fraction:
     """The factorial design: its factors in letter order and the generator words of its fraction."""
-    factors: tuple
-    generators: tuple = ()
+    factors: tuple[str, ...]
+    generators: tuple[str, ...] = ()
 
     @property
     def design(self) -> fractional.Design:
@@ -50,7 +51,7 @@ class Fraction:
 
 @dataclass(frozen=True)
 class TunedArm:
-    searched: tuple      # the [tune.space] keys the arm searches
+    searched: tuple[str, ...]  # the [tune.space] keys the arm searches
     study_name: str
     tuning_run: str      # the MLflow run holding the arm's search (trials.json, best_*)
     complete: bool = False
@@ -67,9 +68,10 @@ class Tuning:
     fixed: bool
     tune_seed: int
     space: dict
-    arms: dict = field(default_factory=dict)  # arm -> TunedArm; with tune_repeats, "<arm> r<repeat>" -> TunedArm
+    arms: dict[str, TunedArm] = field(default_factory=dict)  # arm (with tune_repeats "<arm> r<repeat>") -> TunedArm
     repeats: int = 1                          # tune_repeats
-    repeat_of: dict = field(default_factory=dict)  # replicate seed (str) -> the repeat whose values it trains at
+    repeat_of: dict[str, int] = field(default_factory=dict)  # replicate seed (str) -> the repeat whose values it
+    #                                                           trains at
 
     def seeds_of(self, repeat: int) -> list[int]:
         return sorted(int(seed) for seed, r in self.repeat_of.items() if r == repeat)
@@ -77,7 +79,7 @@ class Tuning:
 
 @dataclass(frozen=True)
 class Plan:
-    cells: tuple                         # PlannedCell, one per planned cell, in the grid's order
+    cells: tuple[PlannedCell, ...]       # one per planned cell, in the grid's order
     protocol_version: int
     effect_of_interest: float | None = None
     factorial: Fraction | None = None
@@ -93,19 +95,21 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "the grid") -> Plan:
+        """The plan as plan.json holds it; one of another version, or one that does not match these types, is a
+        one-line PlanError."""
+        import pydantic
+
+        fix = ("run its `python -m lstm_mnist ablate FILE` again (it trains nothing already FINISHED) to record the "
+               "plan anew, then report")
         if not isinstance(d, dict) or d.get("plan_version") != PLAN_VERSION:
-            raise PlanError(f"{where}'s plan was recorded by an older version of lstm-mnist: run its "
-                            "`python -m lstm_mnist ablate FILE` again (it trains nothing already FINISHED) to "
-                            "record the plan anew, then report")
-        cells = tuple(PlannedCell(c["cell"], c["arm"], int(c["seed"]), c["config_hash"],
-                                  tuple(tuple(r) for r in c["roles"]), c.get("variant", "")) for c in d["cells"])
-        f, t = d.get("factorial"), d.get("tuning")
-        tuning = None
-        if t:
-            arms = {a: TunedArm(tuple(x["searched"]), x["study_name"], x["tuning_run"], x["complete"], x["gave_up"],
-                                x.get("arm") or a, x.get("repeat", 0)) for a, x in t["arms"].items()}
-            tuning = Tuning(t["trials"], t["objective"], t["fixed"], t["tune_seed"], t["space"], arms,
-                            t.get("repeats", 1), t.get("repeat_of", {}))
-        return cls(cells, d["protocol_version"], d.get("effect_of_interest"),
-                   Fraction(tuple(f["factors"]), tuple(f["generators"])) if f else None, tuning, d.get("sequential"),
-                   d.get("task"))
+            raise PlanError(f"{where}'s plan was recorded by an older version of lstm-mnist: {fix}")
+        try:
+            plan = pydantic.TypeAdapter(cls).validate_python({k: v for k, v in d.items() if k != "plan_version"})
+        except pydantic.ValidationError as e:
+            first = e.errors(include_url=False)[0]
+            raise PlanError(f"{where}'s plan.json does not read as a plan ({'.'.join(map(str, first['loc']))}: "
+                            f"{first['msg']}): {fix}") from None
+        if plan.tuning:  # a search recorded under its arm's name carries no arm of its own
+            arms = {k: dataclasses.replace(x, arm=x.arm or k) for k, x in plan.tuning.arms.items()}
+            plan = dataclasses.replace(plan, tuning=dataclasses.replace(plan.tuning, arms=arms))
+        return plan

@@ -17,7 +17,7 @@ from ..analysis import power, stats
 from .. import metrics
 from .. import task as task_protocol
 from . import factorial, gather
-from .gather import TASK, Grid, ReportError
+from .gather import Grid, ReportError
 
 
 DESIGNS = ("reference", "leave_one_out", "add_one_in")  # table order; other designs (factorial, ...) follow
@@ -56,13 +56,13 @@ def _flags_text(task: task_protocol.Task, row) -> str:
     return task.on_text(lambda f: gather.is_on(row, task, f))
 
 
-def _flag_rank(flag: str, task: task_protocol.Task | None = None) -> int:
+def _flag_rank(flag: str, task: task_protocol.Task) -> int:
     """The task's flags in its order (the built-in: design.md's six, then `readout`), then anything else."""
-    names = (task or TASK).flag_names
+    names = task.flag_names
     return names.index(flag) if flag in names else len(names)
 
 
-def _design_order(df: pd.DataFrame, task: task_protocol.Task | None = None) -> pd.DataFrame:
+def _design_order(df: pd.DataFrame, task: task_protocol.Task) -> pd.DataFrame:
     rank = {d: i for i, d in enumerate(DESIGNS)}
     key = df.assign(_d=df["design"].map(lambda d: rank.get(d, len(DESIGNS))),
                     _f=df["flag"].map(lambda f: _flag_rank(f, task)))
@@ -127,7 +127,7 @@ def _compare(recorded: str, design: str, flag: str, arm: str, by_arm: dict, metr
 
 
 def worth(comp: pd.DataFrame, metric: str, ff: factorial.Factorial | None = None,
-          costs: dict | None = None, task: task_protocol.Task | None = None) -> pd.DataFrame:
+          costs: dict | None = None, *, task: task_protocol.Task) -> pd.DataFrame:
     """One row per flag: leave-one-out cost, add-one-in gain and (when the grid has one) the factorial main
     effect side by side, ranked by their mean; then what the flag costs: Δ epochs trained and Δ training
     time per design (`costs`: the factorial fits of epochs_trained and train_time_s, when there is one)."""
@@ -184,6 +184,6 @@ def build(g: Grid, metric: str) -> Report:
         raise ReportError(f"metric {metric!r} is not recorded on grid {g.name!r}'s runs; try one of {', '.join(known)}")
     arms = arm_table(g, metric)
     comp = comparisons(g, metric)
-    ff = factorial.build(g.runs, g.seeds, g.fraction, metric, g.delta, g.task)
+    ff = factorial.build(g.runs, g.seeds, g.fraction, metric, g.delta, task=g.task)
     costs = {m: factorial.build(g.runs, g.seeds, g.fraction, m, task=g.task) for m in COSTS} if ff else {}
-    return Report(g, metric, arms, comp, worth(comp, metric, ff, costs, g.task), ff)
+    return Report(g, metric, arms, comp, worth(comp, metric, ff, costs, task=g.task), ff)

@@ -14,7 +14,6 @@ import pandas as pd
 
 from ..analysis import effects, figures, fractional, power
 from . import gather, numbers
-from .gather import TASK
 
 # Columns of the effect CSVs (full precision).
 COLUMNS = ["kind", "term", "letters", "estimate", "se", "ci_lo", "ci_hi", "t", "p", "p_holm", "df", "method",
@@ -50,13 +49,13 @@ class Factorial:
         return next((e for e in self.analysis.family("main") if e.term.factor == flag), None)
 
 
-def levels(run: pd.Series, factors: tuple[str, ...], task=TASK) -> tuple[int, ...]:
+def levels(run: pd.Series, factors: tuple[str, ...], task) -> tuple[int, ...]:
     """±1 per factor of a report row (its on side: a boolean flag true, readout final_states; gather.is_on)."""
     return tuple(1 if gather.is_on(run, task, f) else -1 for f in factors)
 
 
 def build(runs: pd.DataFrame, seeds: list[int], fraction, metric: str,
-          delta: float | None = None, task=TASK) -> Factorial | None:
+          delta: float | None = None, *, task) -> Factorial | None:
     """The factorial analysis of the grid's factorial cells (`fraction`: the plan's Fraction; None: the grid
     has no factorial design)."""
     if fraction is None:
@@ -70,7 +69,7 @@ def build(runs: pd.DataFrame, seeds: list[int], fraction, metric: str,
     return Factorial(d, a, missing, metric, delta)
 
 
-def observations(runs: pd.DataFrame, d: fractional.Design, metric: str, task=TASK) -> tuple[dict, list]:
+def observations(runs: pd.DataFrame, d: fractional.Design, metric: str, task) -> tuple[dict, list]:
     """The factorial cells' runs with the metric: ({levels: arm}, [(seed, levels, value)])."""
     mine = runs[runs["designs"].astype(str).str.split(",").map(lambda ds: "factorial" in ds)]
     mine = mine.dropna(subset=[metric])

@@ -15,7 +15,6 @@ from ..grids.plan import read_plan
 from ..grids.planned import Fraction, Tuning
 from ..tracking import query, store
 from . import members
-from .members import TASK  # a grid that names no task: the built-in one
 
 
 class ReportError(UserError):
@@ -41,7 +40,7 @@ class Grid:
     delta: float | None = None  # the grid's effect_of_interest: each row's verdict
     sequential: dict | None = None  # run with --until-decided: its looks' design (report/looks.py)
     fraction: Fraction | None = None  # the factorial design the grid planned
-    task: task_protocol.Task = TASK     # the model under study (its flags are the rows' factor columns)
+    task: task_protocol.Task = field(kw_only=True)  # the model under study (its flags: the rows' factor columns)
 
 
 # ---------------------------------------------------------------- reading the store
@@ -69,7 +68,7 @@ def load(experiment: str, grid: str | None = None) -> Grid:
         left = counts(m.dropped) or "none"
         raise ReportError(f"grid {name!r} in experiment {experiment!r} has no FINISHED runs yet ({left} otherwise); "
                           "run `make ablation` to finish it")
-    task = task_protocol.load(plan.task) if plan.task else TASK
+    task = task_protocol.load(plan.task or task_protocol.BUILTIN)  # a plan that names none: the default task
     rows = [{**_row(r, task), **_planned(m.cells[r.run_id])} for r in m.runs]
     tune = plan.tuning
     fixed = None
@@ -86,7 +85,7 @@ def load(experiment: str, grid: str | None = None) -> Grid:
     wall = sum(v for p in parents for _, v in query.metric_history(p.run_id, "wall_time_s"))
     return Grid(experiment, name, latest.run_id, len(parents), runs, m.seeds, m.dropped, dict(latest.tags),
                 wall, m.outside, m.missing, mismatched, tune, fixed, plan.effect_of_interest, plan.sequential,
-                plan.factorial, task)
+                plan.factorial, task=task)
 
 
 def _planned(cell) -> dict:
@@ -111,7 +110,7 @@ def is_on(row, task: task_protocol.Task, flag: str) -> bool:
     return (isinstance(v, (bool, np.bool_)) and bool(v)) or task.flag(flag).is_on(row)
 
 
-def _row(run, task: task_protocol.Task = TASK) -> dict:
+def _row(run, task: task_protocol.Task) -> dict:
     tags, params, scores = run.tags, run.params, run.metrics
     arm = tags.get("arm", run.name)
     design = tags.get("design", "other")

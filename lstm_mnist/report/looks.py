@@ -29,7 +29,7 @@ def effects(g: Grid, metric: str) -> list[tuple[str, float, float, float]]:
     out = []
     for _, c in comparisons(g, metric).iterrows():
         out.append((f"{c['design']}: {c['flag']}", c["diff_mean"], c["se"], c["df"]))
-    ff = factorial_build(g.runs, g.seeds, g.fraction, metric, g.delta, g.task)
+    ff = factorial_build(g.runs, g.seeds, g.fraction, metric, g.delta, task=g.task)
     for e in (ff.analysis.family("main") if ff else []):
         out.append((f"factorial: {e.term.factor}", e.estimate, e.se, ff.analysis.df))
     return out

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 import functools
 
 from .. import task as task_protocol
-from ..task import builtin
 from ..grids.planned import Plan
 from ..tracking import query, records
 
-TASK = builtin()  # a grid that names no task: the built-in one
 
 
 @functools.cache
@@ -75,7 +73,7 @@ def by_plan(experiment: str, name: str, plan: Plan) -> Members:
     return Members(runs, member_cells, seeds, dropped, sorted(outside), missing)
 
 
-def settings(run, task: task_protocol.Task = TASK) -> str:
+def settings(run, task: task_protocol.Task) -> str:
     """The run's settings other than the factors and the seed, as one comparable string."""
     p, tags = run.params, run.tags
     # a key that entered the identity later (precision) reads as its old value on runs logged before it

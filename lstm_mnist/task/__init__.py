@@ -100,6 +100,8 @@ class Task:
     datasets: Callable | str | None = None     # cfg -> [{split, rows, source, schema, profile}]: MLflow dataset inputs
     ship: Callable | str | None = None         # cfg -> what a Ray driver puts in the object store for the nodes
     receive: Callable | str | None = None      # (cfg, shipped, fingerprint) -> None: a node takes the driver's data
+    loader: Callable | str | None = None       # (cfg, splits, device) -> (x, y) training batches as a plain PyTorch
+    #                                            loop reads them (a DataLoader): `bench`'s reference pipeline
     classes: int = 10                          # how many classes the labels hold
     metric: str = "test_f1"                    # what reports compare and rank arms by, and --until-decided decides
     #                                            on: test_f1 or test_acc (higher is better) or test_loss (lower)

@@ -6,7 +6,6 @@ import json
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
@@ -35,7 +34,7 @@ class RunRecord:
     """One MLflow run being written: params and tags up front, metrics per epoch, results at the end."""
 
     def __init__(self, c: MlflowClient, run_id: str, cfg=None, config_hash: str = ""):
-        self.client, self.run_id, self.finished_ok = c, run_id, False
+        self.client, self.run_id = c, run_id
         self.cfg, self.config_hash = cfg, config_hash  # what log_model records with the weights
 
     def log_epoch(self, epoch: int, record: dict) -> None:
@@ -55,7 +54,7 @@ class RunRecord:
             (Path(tmp) / artifacts.PER_CLASS).write_text(json.dumps(result.per_class, indent=1))
             (Path(tmp) / artifacts.CONFUSION).write_text(json.dumps(result.confusion))
             self.client.log_artifacts(self.run_id, tmp)
-        self.finished_ok = True  # tested and recorded: the weights below are a convenience, not the result
+        # tested and recorded: the weights below are a convenience, not the result
         if self.cfg is not None and self.cfg.log_model and result.weights:
             try:
                 log_model(self.client, self.run_id, self.cfg, self.config_hash, result.weights, result.best_epoch)
@@ -92,23 +91,6 @@ def open_run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None,
         end_on_error(c, rec.run_id, e)
         raise
     return rec
-
-
-@contextmanager
-def run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None = None, c: MlflowClient | None = None):
-    """Open a run for `cfg` (the `run` command's: no parent); FINISHED only if `log_result` was called, FAILED
-    (with the error) otherwise."""
-    c = c or client()
-    rec = open_run(cfg, config_hash, data_fingerprint, run_name, None, {}, c)
-    try:
-        yield rec
-    except BaseException as e:
-        end_on_error(c, rec.run_id, e)
-        raise
-    if rec.finished_ok:
-        c.set_terminated(rec.run_id, FINISHED)
-    else:
-        mark_failed(c, rec.run_id, "ended without test metrics")
 
 
 def mark_failed(c: MlflowClient, run_id: str, reason: str, status: str = FAILED) -> None:

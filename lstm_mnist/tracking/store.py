@@ -86,9 +86,14 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def client() -> MlflowClient:
-    """The store's client, its calls made to wait out an outage (outages.WaitingClient)."""
+    """The store's client, its calls made to wait out an outage (outages.WaitingClient): one per store and
+    process, made on first use, so every module of a command writes and reads through the same one."""
+    return _client(tracking_uri())
+
+
+@functools.cache
+def _client(uri: str) -> MlflowClient:
     # An explicit URI, not mlflow.set_tracking_uri(): that one also sets MLFLOW_TRACKING_URI for the process.
-    uri = tracking_uri()
     _ready(uri)
     for key, value in outages.SERVER_DEFAULTS.items():
         os.environ.setdefault(key, value)

@@ -1,10 +1,11 @@
-"""`make bench`: training throughput of three pipelines for the same model (every flag of its task on; the built-in
-task's: all six, batch 64).
+"""`make bench`: training throughput of three pipelines for the same model (its task's full arm: the default flags
+on; the built-in task's: all six, batch 64).
 
   (a) harness    this project's loop: Lightning Trainer over device-resident batches, the task's prepare
                  (the built-in task: batched per-sample augmentation on the device)
-  (b) dataloader the built-in task only, what the original assignment did: torchvision MNIST-style Dataset with
-                 PIL RandomRotation + RandomAffine, DataLoader with 2 worker processes, a plain torch loop
+  (b) dataloader a task with a loader hook, its reference pipeline in a plain torch loop: the built-in task's is
+                 what the original assignment did (torchvision MNIST-style Dataset with PIL RandomRotation +
+                 RandomAffine, DataLoader with 2 worker processes)
   (c) bare       the floor: a plain torch loop over inputs prepared once, in memory, no augmentation, under the
                  same autocast as the harness at each precision
 
@@ -80,9 +81,8 @@ def harness(cfg, ds, device, warmup, batches) -> float:
     return _rate(clock.stamps, warmup, cfg.batch_size)
 
 
-def _plain_loop(cfg, batch_iter, device, warmup, batches, shape: tuple | None = None) -> float:
-    """A plain torch loop: the task's model, optimizer and training loss; `shape`: what each input is reshaped to
-    (the dataloader's (1, 28, 28) images -> 28 rows of 28 px)."""
+def _plain_loop(cfg, batch_iter, device, warmup, batches) -> float:
+    """A plain torch loop: the task's model, optimizer and training loss over (x, y) batches as the model reads them."""
     task = task_protocol.of(cfg)
     torch.manual_seed(0)
     net = task.hook("model")(cfg).to(device).train()
@@ -93,7 +93,7 @@ def _plain_loop(cfg, batch_iter, device, warmup, batches, shape: tuple | None = 
     for i, (x, y) in enumerate(batch_iter):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with train.autocast(cfg.precision, device):
-            logits = net(x.reshape(-1, *shape) if shape else x)
+            logits = net(x)
         loss = loss_of(cfg, logits.float(), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -107,30 +107,9 @@ def _plain_loop(cfg, batch_iter, device, warmup, batches, shape: tuple | None = 
     return _rate(stamps, warmup, cfg.batch_size)
 
 
-class _PILDataset(torch.utils.data.Dataset):
-    """torchvision.datasets.MNIST's __getitem__: uint8 array -> PIL image -> transform."""
-
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images.numpy(), labels.numpy(), transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
-
-
 def dataloader(cfg, ds, device, warmup, batches) -> float:
-    from torchvision import transforms as T
-
-    tf = T.Compose([T.RandomRotation(cfg.rotation_deg), T.RandomAffine(cfg.affine_deg, (cfg.translate,) * 2),
-                    T.ToTensor(), T.Normalize((cfg.norm_mean,), (cfg.norm_std,))])
-    dset = _PILDataset(ds.train_x.cpu(), ds.train_y.cpu(), tf)
-    loader = torch.utils.data.DataLoader(dset, batch_size=cfg.batch_size, shuffle=True, num_workers=2,
-                                         pin_memory=device.type == "cuda", drop_last=True)
-    return _plain_loop(cfg, loader, device, warmup, batches, shape=(28, 28))
+    """The task's own reference pipeline (its loader hook: the built-in task's is the assignment's) in a plain loop."""
+    return _plain_loop(cfg, task_protocol.of(cfg).hook("loader")(cfg, ds, device), device, warmup, batches)
 
 
 def bare(cfg, ds, device, warmup, batches) -> float:
@@ -146,13 +125,9 @@ def bare(cfg, ds, device, warmup, batches) -> float:
 
 
 def full_config(task: task_protocol.Task, data_dir: str | None = None):
-    """Every flag of the task on: the built-in task's full.toml with all six flags, batch 64; another task's
-    defaults with every flag's on side."""
-    if task.name == task_protocol.BUILTIN:
-        values = {**config.read_toml("experiments/full.toml"), "batch_size": 64,
-                  **task.values(set(task.default_flags))}
-    else:
-        values = task.values(set(task.flag_names), task.flag_names)
+    """The task's full arm: its defaults with its default flags on (what a grid's full arm is when its file names
+    none; the built-in task's: all six, as experiments/full.toml)."""
+    values = task.values(set(task.default_flags))
     return task.build({**values, **({"data_dir": data_dir} if data_dir and "data_dir" in task.fields else {})})
 
 
@@ -198,7 +173,7 @@ def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "repor
           f"{len(arms) // len(names)} arm shapes x precision {', '.join(names)}, batch {cfg.batch_size}; {rounds} "
           f"rounds of {warmup} warm-up + {batches} timed batches each", flush=True)
     pipelines = {"harness": harness, "bare": bare}
-    with_dataloader = task.name == task_protocol.BUILTIN  # torchvision's MNIST transforms: the built-in task's alone
+    with_dataloader = task.loader is not None  # the task's reference pipeline (the built-in task's: the assignment's)
     samples = {key: {name: [] for name in pipelines} for key in arms}
     if with_dataloader:  # the assignment's pipeline, once: the full arm at the reference precision
         samples[("full", names[0])]["dataloader"] = []

@@ -1,10 +1,12 @@
 """A study file (`studies/*.toml`) read into a StudySpec (search.py): the config every trial starts from (`base`
 file, `[fixed]` keys), the `[space]` searched (never a key its task never searches), and the search's settings
 (settings.py: the trial budget, the objective, a validation metric, never a test one, the sampler, the pruner).
-Reading and checking it imports no MLflow."""
+The file's keys are a pydantic model (StudyFile: the settings' and its own); reading it imports no MLflow."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from pydantic import ConfigDict, Field, field_validator
 
 from .. import config
 from .. import task as task_protocol
@@ -13,7 +15,42 @@ from . import settings
 from .search import StudySpec, trial_config
 from .space import check_dist, some_value
 
-STUDY_KEYS = {"task", "study_name", "experiment", "base", "fixed", "space", *settings.KEYS}
+
+class StudyFile(settings.Settings):
+    """A study file's keys: a search's settings, and the study's own."""
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    task: str = task_protocol.BUILTIN                # the model under study (package.module:name)
+    study_name: str | None = None                    # default: the file's stem
+    experiment: str = "lstm-mnist-tune"              # MLflow experiment of the study's run and its trials
+    base: str | None = None                          # an experiment file every trial starts from
+    fixed: dict = Field(default_factory=dict)        # config keys every trial trains at
+    space: dict = Field(default_factory=dict)        # key -> distribution: what the search tries
+
+    @field_validator("study_name", "experiment", "base", mode="before")
+    @classmethod
+    def _text(cls, v, info):
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            raise ConfigError(f"{info.field_name}={v!r}: expected a non-empty string")
+        return v
+
+    @field_validator("fixed", mode="before")
+    @classmethod
+    def _fixed(cls, v):
+        if not isinstance(v, dict):
+            raise ConfigError("fixed: write it as a [fixed] table of config keys")
+        return v
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v):
+        if not isinstance(v, dict) or not v:
+            raise ConfigError("[space]: give at least one hyperparameter to search, e.g. adamw_lr = {type=\"float\", "
+                              "...}")
+        return v
+
+
+STUDY_KEYS = tuple(StudyFile.model_fields)
 
 
 # ---------------------------------------------------------------- the study file
@@ -23,42 +60,30 @@ def load_study_file(path: str | Path) -> StudySpec:
 
 
 def _parse(path: Path, raw: dict) -> StudySpec:
-    chosen = settings.read(raw)
-    spec = task_protocol.spec_of(raw.get("task", task_protocol.BUILTIN))
+    f = config.validated(StudyFile, {"space": {}, **raw})  # an empty or missing [space] is one line
+    chosen = settings.Settings.model_validate(f.model_dump(include=set(settings.KEYS)))
+    spec = task_protocol.spec_of(f.task)
     task = task_protocol.load(spec)
-    start = _start_values(path, raw, task, spec)
-    space = raw.get("space", {})
-    if not isinstance(space, dict) or not space:
-        raise ConfigError("[space]: give at least one hyperparameter to search, e.g. adamw_lr = {type=\"float\", ...}")
-    for key, dist in space.items():
+    start = _start_values(path, f, task, spec)
+    for key, dist in f.space.items():
         check_dist(key, dist, start, task)
-    name = config.check_name("study_name", _text(raw, "study_name", path.stem),
+    name = config.check_name("study_name", f.study_name or path.stem,
                              "set study_name = \"...\" in the file, or rename it")
-    study = StudySpec(path, name, _text(raw, "experiment", "lstm-mnist-tune"), start, space, chosen, task, spec)
-    trial_config(study, {k: some_value(d) for k, d in space.items()})  # the combination is a valid config
+    study = StudySpec(path, name, f.experiment, start, f.space, chosen, task, spec)
+    trial_config(study, {k: some_value(d) for k, d in f.space.items()})  # the combination is a valid config
     return study
 
 
-def _start_values(path: Path, raw: dict, task: task_protocol.Task, spec: str) -> dict:
+def _start_values(path: Path, f: StudyFile, task: task_protocol.Task, spec: str) -> dict:
     """Base experiment file (relative to the working directory or the project root), then [fixed]."""
     values = {}
-    if "base" in raw:
-        base = Path(_text(raw, "base", ""))
+    if f.base is not None:
+        base = Path(f.base)
         if not base.is_absolute() and not base.exists():
             base = path.resolve().parent.parent / base  # studies/x.toml -> the project root
         values = dict(config.read_toml(base))
         config.task_of_file(values, str(base), spec)
         task.build(values, str(base))
-    fixed = raw.get("fixed", {})
-    if not isinstance(fixed, dict):
-        raise ConfigError("fixed: write it as a [fixed] table of config keys")
-    values.update(fixed)
+    values.update(f.fixed)
     task.build(values, "[fixed]")
     return values
-
-
-def _text(raw, key, default) -> str:
-    v = raw.get(key, default)
-    if not isinstance(v, str) or not v.strip():
-        raise ConfigError(f"{key}={v!r}: expected a non-empty string")
-    return v

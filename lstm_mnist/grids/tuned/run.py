@@ -10,10 +10,10 @@ import optuna
 from ... import claims
 from ...config import ConfigError
 from ...engine import drive as engine
-from ...engine.progress import say
 from ...engine.writer import Tally
 from ...tracking import query, store
 from .. import ablate, grid
+from ..options import Options
 from ..plan import plan, read_plan, table
 from .schedule import Schedule, tuned_plan
 from .search import ArmSearch, definition
@@ -24,18 +24,13 @@ def fingerprint_of(s: grid.GridSpec) -> str:
     return s.task.data_fingerprint(s.start)
 
 
-def main(path: str, n_workers: int = 1, shard: tuple[int, int] | None = None, dry_run: bool = False,
-         force: bool = False, out=say, pin: bool = True, storage_url: str | None = None, ray=None) -> int:
-    s = grid.load(path)
-    if shard:
-        raise ConfigError(f"--shard {shard[0]}/{shard[1]}: a tuned grid divides its trials through its shared "
-                          "studies, not by shards; start the same command on every machine with --storage "
-                          "postgresql://... instead")
-    if dry_run:
-        out(describe(s, fingerprint_of(s), storage_url, force))
+def main(s: grid.GridSpec, opts: Options) -> int:
+    """A grid with a [tune] table (runner.py chose it): every arm's search, then its tuned cells."""
+    if opts.dry_run:
+        opts.out(describe(s, fingerprint_of(s), opts.storage_url, opts.force))
         return 0
-    with engine.capacity(n_workers, ray, s.start) as (n_workers, held):
-        return train(s, ablate.Invocation(n_workers, held, out, pin, storage_url, ray), force)
+    with engine.capacity(opts.workers, opts.ray, s.start) as (n_workers, held):
+        return train(s, ablate.invocation(opts, n_workers, held), opts.force)
 
 
 def train(s: grid.GridSpec, inv: ablate.Invocation, force: bool = False, sequential: dict | None = None) -> int:
