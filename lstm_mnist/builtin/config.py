@@ -153,7 +153,7 @@ TASK = task_protocol.Task(
     data="lstm_mnist.builtin.data:load", fingerprint="lstm_mnist.builtin.data:fingerprint_of",
     prepare="lstm_mnist.builtin.data:prepare", ship="lstm_mnist.builtin.data:ship",
     receive="lstm_mnist.builtin.data:receive", model="lstm_mnist.builtin.model:build",
-    loader="lstm_mnist.builtin.data:assignment_loader",
+    loader="lstm_mnist.builtin.data:assignment_loader", sizes="lstm_mnist.builtin.config:sizes",
     optimizer="lstm_mnist.builtin.model:optimizer",
     patience=lambda cfg: cfg.patience if cfg.early_stopping else None,
     derived=lambda cfg: {"hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers},
@@ -163,6 +163,16 @@ TASK = task_protocol.Task(
     default_flags=("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"),
     shape_flags=("bidirectional", "width"),  # 1 x 100 or 2 x 128, one way or both: the four costs of a step
 )
+MNIST_TRAIN = 60000  # the official training set's images, split into train and validation (val_fraction)
+
+
+def sizes(cfg: Config) -> dict:
+    """The sizes hook: the splits of the full MNIST training set for this config (train after its cap)."""
+    n_val = round(MNIST_TRAIN * cfg.val_fraction)
+    n_train = MNIST_TRAIN - n_val
+    return {"train": min(n_train, cfg.train_samples) if cfg.train_samples else n_train, "validation": n_val}
+
+
 def cost(cfg: Config) -> float:
     """The task's cost hook: the LSTM's multiply-adds per time step (4 gates, every layer and direction), times
     the epoch budget and the training images. Only its order matters (it sorts the work)."""

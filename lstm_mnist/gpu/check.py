@@ -9,6 +9,7 @@ Imports neither MLflow nor Optuna: it must run on a bare GPU box in seconds.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from .. import config
 from .. import task as task_protocol
 from ..grids import grid
 from ..machine import host
@@ -33,10 +33,11 @@ from ..config import ConfigError
 SMOKE = "CPU smoke run: not a GPU figure"
 KNEE = 0.9
 RULE = f"smallest worker count whose throughput is >= {KNEE:.0%} of the best measured"
-EPOCH_STEPS = math.ceil(48000 / 64)   # the full protocol's training epoch: 750 steps of 64 images
-VAL_IMAGES = 12000
 # The project's own experiment files, wherever the command runs from (a plain checkout on a GPU box).
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: lstm_mnist/gpu/check.py -> ./
+# Figures published before the epoch's size was recorded with them (docs/gpu/*.json) measured the built-in task's
+# full data: 750 steps of 64 training images and 12,000 validation images.
+PUBLISHED_BEFORE = {"epoch_steps": 750, "val_images": 12000}
 CELLS_FROM = "experiments/ablation.toml"
 # The arm every worker trains (its cells cycle over the seeds): one arm for every worker count, so the curve
 # measures concurrency alone. Cycling over all arms would not: `baseline` runs ~8x more steps/s than `full`
@@ -88,7 +89,7 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
         with mps_daemon.daemon(True):
             curves["mps"] = _curve(cells, counts, slice_s, slice_warmup)
     _say(on_gpu, f"full model in this process: {rounds} round(s) of harness and bare loop, a validation pass")
-    single = single_process(full, warmup, batches, rounds, builtin_epoch=grid_file is None)
+    single = single_process(full, warmup, batches, rounds, full_data=grid_file is None)
     result = {"note": SMOKE if not on_gpu else "GPU figures", "cpu_smoke": not on_gpu,
               "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "gpu": environment(on_gpu), "machine": host.describe(), "torch": torch.__version__, **single,
@@ -143,23 +144,22 @@ def _driver() -> str | None:
 
 # ---------------------------------------------------------------- one process: epoch time, harness vs bare
 def full_config(extra: dict):
-    """The built-in task's full model at its costliest: all six flags, readout final_states (both directions'
-    states), batch 64."""
+    """The default task's model at its costliest: every flag on (the built-in task's: all six and readout
+    final_states, both directions' states), its default batch."""
     task = task_protocol.builtin()
-    values = {**config.read_toml(ROOT / "experiments/full.toml"), **task.values(set(task.flag_names)),
-              "batch_size": 64}
-    return task.build({**values, **extra})
+    return task.build({**task.values(set(task.flag_names), task.flag_names), **extra})
 
 
-def single_process(cfg, warmup: int, batches: int, rounds: int, builtin_epoch: bool = True) -> dict:
-    """The full model's epoch time (timed steps extrapolated to an epoch of the full data: the built-in task's
-    750 steps, plus a validation pass scaled to 12,000 images; another grid's, its own splits) and bench's
-    harness and bare loop on this device, interleaved, medians kept."""
+def single_process(cfg, warmup: int, batches: int, rounds: int, full_data: bool = True) -> dict:
+    """The full model's epoch time (timed steps extrapolated to an epoch: with `full_data`, of the splits the task
+    says its full data holds (its sizes hook: the built-in task's 48,000 training and 12,000 validation images);
+    else of the splits loaded here) and bench's harness and bare loop on this device, interleaved, medians
+    kept."""
     task = task_protocol.of(cfg)
     device = train.resolve_device(cfg)
     ds = task.load_data(cfg, device)
-    epoch_steps, val_images = ((EPOCH_STEPS, VAL_IMAGES) if builtin_epoch else
-                               (math.ceil(len(ds.train_y) / cfg.batch_size), len(ds.val_y)))
+    sizes = task.split_sizes(cfg) if full_data else {"train": len(ds.train_y), "validation": len(ds.val_y)}
+    epoch_steps, val_images = math.ceil(sizes["train"] / cfg.batch_size), sizes["validation"]
     batches = bench.in_one_epoch(batches, warmup, ds, cfg)
     rates = {"harness": [], "bare": []}
     for _ in range(rounds):
@@ -168,8 +168,8 @@ def single_process(cfg, warmup: int, batches: int, rounds: int, builtin_epoch: b
     harness, bare = statistics.median(rates["harness"]), statistics.median(rates["bare"])
     step_s = cfg.batch_size / harness
     val_s = validation_s(cfg, ds, device) * val_images / len(ds.val_y)
-    what = ("all six flags, readout final_states, batch 64" if builtin_epoch else
-            f"the full arm of task {task.name}, batch {cfg.batch_size}")
+    values = dataclasses.asdict(cfg)
+    what = f"{task.on_text(lambda f: task.flag(f).is_on(values))}{task.title}, batch {cfg.batch_size}"
     return {"full_model": {"config": what, "step_s": step_s, "epoch_steps": epoch_steps, "val_images": val_images,
                            "steps_timed": batches, "train_s": step_s * epoch_steps, "val_s": val_s,
                            "val_images_timed": len(ds.val_y), "epoch_s": step_s * epoch_steps + val_s},
@@ -258,8 +258,8 @@ def project(path: str, steps_per_s: float, val_ratio: float) -> dict:
     steps, n_train = 0, None
     for cell in cells:
         cfg = spec.task.build(grid.values(spec, cell), f"{path} cell {cell.name}")
-        if n_train is None:  # the training split, as the task's data hook makes it (one grid: one data set)
-            n_train = len(spec.task.load_data(cfg, "cpu").train_y)
+        if n_train is None:  # one grid: one data set, its training split as the task says the full data holds it
+            n_train = spec.task.split_sizes(cfg)["train"]
         steps += cfg.max_epochs * math.ceil(n_train / cfg.batch_size)
     train_s = steps / steps_per_s
     return {"cells": len(cells), "steps": steps, "steps_per_s": steps_per_s, "train_h": train_s / 3600,
@@ -274,9 +274,9 @@ def summary(r: dict) -> str:
                  f"CUDA {g['cuda'] or 'n/a'}, "
                  f"cuDNN {g['cudnn'] or 'n/a'}, MPS {'available' if g['mps_available'] else 'not found'}")
     lines.append(f"machine: {r['machine']}")
-    steps = f.get("epoch_steps", EPOCH_STEPS)  # figures from before another task's epochs were measured: the built-in's
-    lines.append(f"full model epoch: {f['epoch_s']:.1f} s = {steps} steps x {f['step_s'] * 1000:.1f} ms "
-                 f"+ validation of {f.get('val_images', VAL_IMAGES):,} images {f['val_s']:.1f} s")
+    f = {**PUBLISHED_BEFORE, **f}
+    lines.append(f"full model epoch: {f['epoch_s']:.1f} s = {f['epoch_steps']} steps x {f['step_s'] * 1000:.1f} ms "
+                 f"+ validation of {f['val_images']:,} images {f['val_s']:.1f} s")
     lines.append(f"samples/s: harness {t['harness_samples_per_s']:.0f}, bare loop {t['bare_samples_per_s']:.0f} "
                  f"(harness/bare {t['harness_over_bare']:.2f})")
     curves = r["grid"]["curves"]

@@ -102,6 +102,8 @@ class Task:
     receive: Callable | str | None = None      # (cfg, shipped, fingerprint) -> None: a node takes the driver's data
     loader: Callable | str | None = None       # (cfg, splits, device) -> (x, y) training batches as a plain PyTorch
     #                                            loop reads them (a DataLoader): `bench`'s reference pipeline
+    sizes: Callable | str | None = None        # cfg -> {"train": n, "validation": n} with the full data, cheaply
+    #                                            (gpu-check's projections; default: the data hook's splits, loaded)
     classes: int = 10                          # how many classes the labels hold
     metric: str = "test_f1"                    # what reports compare and rank arms by, and --until-decided decides
     #                                            on: test_f1 or test_acc (higher is better) or test_loss (lower)
@@ -309,6 +311,15 @@ class Task:
             keys["task"], keys["task_version"] = self.name, self.version
         blob = json.dumps(keys, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def split_sizes(self, cfg) -> dict:
+        """{"train": n, "validation": n}: the training and validation splits' sizes (the sizes hook: with the full
+        data, without reading it; else the data hook's splits, loaded)."""
+        hook = self.hook("sizes")
+        if hook is not None:
+            return hook(cfg)
+        ds = self.load_data(cfg, "cpu")
+        return {"train": len(ds.train_y), "validation": len(ds.val_y)}
 
     @property
     def flag_names(self) -> tuple:

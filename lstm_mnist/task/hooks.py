@@ -10,7 +10,7 @@ from ..errors import ConfigError
 
 REQUIRED_HOOKS = {"data": "(cfg, device) -> Splits", "model": "cfg -> torch.nn.Module"}
 HOOKS = (*REQUIRED_HOOKS, "fingerprint", "prepare", "loss", "optimizer", "patience", "derived", "cost", "datasets",
-         "ship", "receive", "loader")
+         "ship", "receive", "loader", "sizes")
 
 
 @dataclass
