@@ -6,18 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from . import ablate, grid, until_decided
+from . import grid
 from .options import Options
-from .tuned import run as tuned
 
 
 def run(spec: grid.GridSpec, opts: Options, spelled: Callable[[str], str] | None = None) -> int:
     """Run (or dry-run) the grid as `opts` say; 0 unless a cell failed. `spelled`: how the caller names an option
     in its one-line errors (default: the CLI's flags)."""
     opts.check(spec.tune is not None, *([spelled] if spelled else []))
-    if opts.until_decided:
-        return until_decided.main(spec, opts)
-    return (tuned.main if spec.tune is not None else ablate.main)(spec, opts)
+    if opts.until_decided:  # each variant imported when chosen: a plain grid loads none of the others' code
+        from . import until_decided as variant
+    elif spec.tune is not None:
+        from .tuned import run as variant
+    else:
+        from . import ablate as variant
+    return variant.main(spec, opts)
 
 
 def run_file(path: str | Path, **options) -> int:
