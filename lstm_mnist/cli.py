@@ -10,6 +10,7 @@ from typing import Callable
 
 from . import metrics
 from .config import UserError
+from .errors import Preempted
 
 
 def cmd_run(args) -> int:
@@ -355,6 +356,10 @@ def main(argv: list[str] | None = None, make_parser: Callable[[], argparse.Argum
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"stopped by {e}: every cell in training keeps its last epoch's checkpoint; rerun (or requeue) the same "
+              "command to resume", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue", file=sys.stderr)
         return 130

@@ -9,3 +9,15 @@ class UserError(RuntimeError):
 
 class ConfigError(UserError, ValueError):
     """A user mistake in a config file or override; its message is the whole story (one line)."""
+
+
+class Preempted(BaseException):
+    """A scheduler asked this process to stop (SIGTERM, or the requeue signal: engine/drive.preemptible): not an
+    error of anything it ran, so no `except Exception` takes it. Every cell keeps its last epoch's checkpoint and
+    its run, KILLED, is resumed by the next start; the command exits 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

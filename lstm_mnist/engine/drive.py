@@ -8,10 +8,14 @@ once under a claim (`held_run`), however many invocations start together.
 """
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from contextlib import contextmanager
 from typing import Callable, Protocol
 
 from .. import claims
+from ..errors import ConfigError, Preempted
 from ..machine import lease
 from ..tracking import groups, query
 from .jobs import Job
@@ -36,15 +40,51 @@ class Source(Protocol):
         """At the end, finished or not: what this process leaves unfinished is handed back."""
 
 
+SIGNALS_ENV = "LSTM_MNIST_PREEMPT_SIGNALS"  # the signals that stop a command to be resumed: default TERM,USR1
+
+
+def preempt_signals() -> list[signal.Signals]:
+    """SIGTERM (what a scheduler, `kill` and a spot instance's shutdown send) and SIGUSR1 (SLURM's usual requeue
+    signal, `sbatch --signal=B:USR1@120`), or those $LSTM_MNIST_PREEMPT_SIGNALS names (e.g. "TERM,USR2")."""
+    names = [n.strip().upper() for n in os.environ.get(SIGNALS_ENV, "TERM,USR1").split(",") if n.strip()]
+    out = []
+    for name in names:
+        try:
+            out.append(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+        except KeyError:
+            raise ConfigError(f"{SIGNALS_ENV}={os.environ[SIGNALS_ENV]!r}: {name} is not a signal; give names such "
+                              "as TERM,USR1") from None
+    return out
+
+
+@contextmanager
+def preemptible():
+    """While the engine trains, the preemption signals stop it as Preempted (in the main thread, where the
+    engine's loop runs): the caller ends the runs KILLED and keeps every checkpoint. Registered before any
+    trainer starts, so Lightning leaves these signals to us (it installs its own only where none is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def stop(signum, frame):
+        raise Preempted(signum)
+    before = {s: signal.signal(s, stop) for s in preempt_signals()}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def drive(source: Source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool = True, ray=None,
           most: int | None = None) -> None:
     """Train what `source` hands out until it has nothing more, `n_workers` jobs at once (on Ray: what the
     cluster holds, at most `most`); a heartbeat marks this process's claims (and the trials `source.beating()`
-    names) alive meanwhile. Runs still open when it stops early end KILLED."""
+    names) alive meanwhile. Runs still open when it stops early end KILLED (a preemption signal: Preempted,
+    their checkpoints kept for the next start)."""
     heartbeat = claims.Heartbeat(writer.claims, source.beating)
     heartbeat.start()
     try:
-        with writer.progress:
+        with writer.progress, preemptible():
             if ray is not None:
                 from . import ray_tasks
 
@@ -53,6 +93,9 @@ def drive(source: Source, writer: Writer, n_workers: int, held: lease.Lease, pin
                 serial(source, writer, held, pin)
             else:
                 parallel(source, n_workers, writer, held, pin)
+    except Preempted as e:
+        writer.kill_open(f"preempted ({e}): resumes from its checkpoint at the next start")
+        raise
     finally:
         heartbeat.stop()
         writer.kill_open()

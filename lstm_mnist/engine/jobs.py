@@ -58,3 +58,6 @@ class Job:
     parent: str = ""             # the run this job's run goes under ("": the grid's parent run)
     tags: dict = field(default_factory=dict)  # its run's tags: the grid's (grid.tags), a tuned cell's, a trial's
     trial: TrialHooks | None = None  # a trial's: its epochs and its end go to its study
+    resume_run: str = ""         # the run of this cell its checkpoint continues (planned: it died or was stopped)
+    slot: object = None          # training/checkpoint.Slot: where its checkpoint is written every epoch (a cell's)
+    logged: int = -1             # the last epoch its run has logged (a resumed run logs none twice)

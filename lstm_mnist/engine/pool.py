@@ -70,6 +70,11 @@ class Stop(Exception):
     """Raised from a trial's epoch report in this process (serial): its pruner stops it."""
 
 
+class Gone(Exception):
+    """Raised from a cell's resume report in this process (serial): the writer failed it (its run cannot be
+    written); nothing is left to record."""
+
+
 def serial(source, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
     """One job at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
     from ..training import train
@@ -88,10 +93,15 @@ def serial(source, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
             why = writer.epoch(job, e, r)
             if why:
                 raise Stop(why)
+        def resume(e, history, why, job=job):
+            if not writer.resumed(job, e, history, why):  # its fresh run could not be opened: the cell failed
+                raise Gone
         try:
-            result = train.fit(worker_config(job, 0, 1, share), on_epoch=epoch)
+            result = train.fit(worker_config(job, 0, 1, share), on_epoch=epoch, slot=job.slot, on_resume=resume)
         except outages.StoreDown:
             raise
+        except Gone:
+            continue
         except Stop as e:
             writer.pruned(job, str(e), time.perf_counter() - t0)
             continue
@@ -204,7 +214,7 @@ def parallel(source, n_workers: int, writer: Writer, held: lease.Lease, pin: boo
                 job = source.take({"worker": str(i), "cpu_affinity": cores.share_text(share if pool.pin else [])})
                 if job:
                     cfg = worker_config(job, i, pool.n, share)  # pickled: its task's module imports in the worker
-                    pool.send(i, (job.cell.name, cfg, share if pool.pin else []))  # a dead one: _reap
+                    pool.send(i, (job.cell.name, cfg, share if pool.pin else [], job.slot))  # a dead one: _reap
                     busy[i] = job, time.perf_counter()
             if not busy:
                 time.sleep(WAIT_S)  # what is left waits on another process (a study's last trials)
@@ -223,6 +233,11 @@ def _receive(i: int, message: tuple | None, busy: dict, writer: Writer, pool: Po
     if i not in busy or busy[i][0].cell.name != name:
         return  # late word from a worker that died (its cell already failed), maybe since replaced
     job, t0 = busy[i]
+    if kind == "resume":
+        if not writer.resumed(job, *payload):  # its fresh run could not be opened: the cell failed
+            del busy[i]
+            pool.spawn(i)
+        return
     if kind == "epoch":
         why = writer.epoch(job, *payload)
         if why:  # a trial its pruner stops: the worker holds no MLflow state, so it is killed and replaced
@@ -259,12 +274,13 @@ def _worker(index: int, inbox: Connection, outbox: Connection) -> None:
     host.die_with_parent()
     try:
         while True:  # until killed (Pool.kill), or the main process is gone (end of file on the inbox)
-            name, cfg, share = inbox.recv()
+            name, cfg, share, slot = inbox.recv()
             if share:
                 cores.pin_to(share)
             t0 = time.perf_counter()  # the cell's own time, without this process's start-up
             try:
-                result = train.fit(cfg, on_epoch=lambda e, r: outbox.send(("epoch", index, name, e, r)))
+                result = train.fit(cfg, on_epoch=lambda e, r: outbox.send(("epoch", index, name, e, r)), slot=slot,
+                                   on_resume=lambda e, h, why: outbox.send(("resume", index, name, e, h, why)))
             except (EOFError, OSError):
                 raise
             except Exception as e:

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass, field
 
 from .. import claims
-from ..tracking import outages, records
+from ..tracking import outages, records, store
+from ..training import checkpoint as ckpt
 from .jobs import Job
 from .progress import Progress
 
@@ -57,11 +58,17 @@ class Writer:
         """Open the cell's run; False (the cell failed, with its one-line reason) when it cannot be written."""
         tags = {**job.tags, **(where or {})}
         try:
-            self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
-                                                           job.fingerprint, job.cell.name,
-                                                           job.parent or self.parent, tags, self.c)
+            if job.resume_run:  # its checkpoint goes on in the run it belongs to
+                self.open_runs[job.cell.name], job.logged = records.reopen_run(job.cfg, job.config_hash,
+                                                                              job.resume_run, tags, self.c)
+            else:
+                self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
+                                                               job.fingerprint, job.cell.name,
+                                                               job.parent or self.parent, tags, self.c)
             if job.trial is not None:
                 job.trial.run_id = self.open_runs[job.cell.name].run_id
+            else:  # a cell (not a trial): a checkpoint every epoch, so a kill costs at most the epoch it was in
+                job.slot = slot(job.config_hash, self.open_runs[job.cell.name].run_id)
         except outages.StoreDown:
             raise
         except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
@@ -86,9 +93,32 @@ class Writer:
         self.progress.line(f"retry {job.cell.name}: {reason} after {seconds:.0f}s; trained again")
         return self.open(job, where)
 
+    def resumed(self, job: Job, epoch: int | None, history: list, why: str) -> bool:
+        """What the cell's training found in its checkpoint, before its first epoch: it goes on after `epoch`
+        (its run then logs the epochs of `history` it lacks, and none twice), or starts from epoch 0 (`why`: a
+        checkpoint it could not use). A run reopened for a checkpoint that was not used ends FAILED with the
+        reason and the cell gets a fresh run; False when that run cannot be opened."""
+        if epoch is None:
+            if not job.resume_run:
+                if why:
+                    self.progress.line(f"{job.cell.name}: {why}")
+                return True
+            job.resume_run, job.logged = "", -1
+            return self.restart(job, why or "its checkpoint is gone", 0.0)
+        rec = self.open_runs[job.cell.name]
+        for e, record in enumerate(history):
+            if e > job.logged:  # the checkpoint got further than the run's log (the writer died first)
+                rec.log_epoch(e, record)
+        job.logged = max(job.logged, epoch)
+        records.set_tags(rec.run_id, {"resumed_from": str(epoch + 1)}, self.c)
+        self.progress.line(f"{job.cell.name}: resumed from its checkpoint, at epoch {epoch + 1}")
+        return True
+
     def epoch(self, job: Job, epoch: int, record: dict) -> str | None:
-        """Log the epoch; for a trial, also report it to its pruner: the reason to stop it now, or None."""
-        self.open_runs[job.cell.name].log_epoch(epoch, record)
+        """Log the epoch (unless its run has it: a resumed cell trains again, exactly, the epochs after its
+        checkpoint); for a trial, also report it to its pruner: the reason to stop it now, or None."""
+        if epoch > job.logged:
+            self.open_runs[job.cell.name].log_epoch(epoch, record)
         self.progress.epoch(job, epoch, record)
         return job.trial.epoch(epoch, record) if job.trial is not None else None
 
@@ -107,14 +137,20 @@ class Writer:
         if job.trial is not None:  # its study is told first; its run then ends FINISHED with the objective
             self._trial_ended(job, rec.run_id, "COMPLETE", seconds, result)
             return
+        if job.slot is not None:  # FINISHED: its checkpoint has served
+            job.slot.remove()
         self._settle(job, done=True, run_id=rec.run_id)
         self.tally.finished += 1
         self.progress.finished(job, result, seconds)
 
     def failed(self, job: Job, reason: str, seconds: float, died: bool = False) -> None:
-        """The run FAILED with its reason; a trial's also in Optuna (queued again when its worker `died`)."""
+        """The run FAILED with its reason; a trial's also in Optuna (queued again when its worker `died`). A cell
+        whose process `died` keeps its checkpoint (the next start goes on from it); one whose training failed
+        (it diverged) does not: it would fail again, the same way."""
         run_id = self.open_runs[job.cell.name].run_id
         records.mark_failed(self.c, run_id, reason)
+        if job.slot is not None and not died:
+            job.slot.remove()
         del self.open_runs[job.cell.name]  # only once ended: if that raised, kill_open still closes it
         if job.trial is not None:  # a diverged trial is the search's outcome, not the grid's failure
             self.progress.grow(1)  # it does not count toward the arm's budget: another trial takes its place
@@ -152,12 +188,13 @@ class Writer:
         if self.claims is not None:
             self.claims.settle(job.config_hash, done, **attrs)
 
-    def kill_open(self) -> None:
-        """Runs still open when the grid stops (Ctrl-C, a crash here) end KILLED, never left RUNNING; when the
-        store itself is away they stay RUNNING, and the next start's stale-run rule closes them."""
+    def kill_open(self, reason: str = "interrupted") -> None:
+        """Runs still open when the grid stops (Ctrl-C, a preemption signal, a crash here) end KILLED with the
+        reason, never left RUNNING (their checkpoints stay: the next start resumes them); when the store itself
+        is away they stay RUNNING, and the next start's stale-run rule takes them."""
         for rec in self.open_runs.values():
             try:
-                records.mark_failed(self.c, rec.run_id, "interrupted", records.KILLED)
+                records.mark_failed(self.c, rec.run_id, reason, records.KILLED)
             except Exception:
                 break
         self.open_runs.clear()
@@ -165,3 +202,8 @@ class Writer:
 
 def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+
+
+def slot(config_hash: str, run_id: str = "") -> ckpt.Slot:
+    """Where a cell's checkpoint lives (store.checkpoints_dir(): beside the store, or $LSTM_MNIST_CHECKPOINTS)."""
+    return ckpt.Slot(store.checkpoints_dir() / f"{config_hash}.ckpt", config_hash, run_id)

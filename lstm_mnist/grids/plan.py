@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from .. import config
 from ..engine.jobs import Job
+from ..engine import writer
 from ..tracking import artifacts, query, records
+from ..training import checkpoint as ckpt
 from . import grid
 from .planned import Fraction, Plan, PlanError, PlannedCell
 
@@ -29,8 +31,29 @@ def plan(spec: grid.GridSpec, shard: tuple[int, int] | None = None, force: bool 
             older.add(tags.get("settings_key") or tags.get("config_hash"))  # before the tag: the old identity
     for j in jobs:
         classify(j, runs.get(j.config_hash, []), force)
+        resumable(j, runs.get(j.config_hash, []))
         j.older = j.state != "done" and config.settings_key(j.cfg, j.fingerprint) in older
     return jobs
+
+
+def resumable(job: Job, runs: list) -> None:
+    """A cell to train that left a checkpoint (its process died, or was stopped) goes on from it, in the run the
+    checkpoint names (else the newest of its unfinished runs: exact resume makes any of them log the same
+    epochs): that run is not failed as stale, but reopened."""
+    if job.state not in ("todo", "stale"):
+        return
+    side = ckpt.peek(writer.slot(job.config_hash))
+    open_ = [r for r in runs if r.status != records.FINISHED and (r.status != records.RUNNING or
+                                                                 r.run_id in job.stale_ids)]
+    if side is None or not open_:
+        return
+    named = [r for r in open_ if r.run_id == side.get("run_id")]
+    run = (named or sorted(open_, key=lambda r: r.start_time))[-1]
+    job.resume_run = run.run_id
+    if run.run_id in job.stale_ids:
+        job.stale_ids.remove(run.run_id)
+    job.state = "stale" if job.stale_ids else "todo"
+    job.note = f"resumes from its checkpoint after epoch {side['epoch']} (run {run.run_id})"
 
 
 def resolve_cell(spec: grid.GridSpec, cell: grid.Cell) -> Job:

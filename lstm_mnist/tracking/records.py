@@ -12,6 +12,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from .. import config
+from ..errors import Preempted
 from .. import task as task_protocol
 from ..machine import host
 from . import artifacts
@@ -93,6 +94,17 @@ def open_run(cfg, config_hash: str, data_fingerprint: str, run_name: str | None,
     return rec
 
 
+def reopen_run(cfg, config_hash: str, run_id: str, tags: dict, c: MlflowClient) -> tuple[RunRecord, int]:
+    """A cell's run continued from its checkpoint by this process: RUNNING again, its owner this process, its
+    tags brought up to date (`tags`: where it trains, how often and from which epoch it resumed). Returns its
+    record and the last epoch it has logged (-1: none)."""
+    resumes = int(c.get_run(run_id).data.tags.get("resumes", "0")) + 1
+    c.update_run(run_id, status=RUNNING)
+    set_tags(run_id, {**provenance(), **owner_tags(), **tags, "resumes": str(resumes)}, c)
+    logged = c.get_metric_history(run_id, "train_loss")
+    return RunRecord(c, run_id, cfg, config_hash), max((m.step for m in logged), default=-1)
+
+
 def mark_failed(c: MlflowClient, run_id: str, reason: str, status: str = FAILED) -> None:
     c.set_tag(run_id, "error", reason[:5000])
     c.set_terminated(run_id, status)
@@ -100,7 +112,7 @@ def mark_failed(c: MlflowClient, run_id: str, reason: str, status: str = FAILED)
 
 def end_on_error(c: MlflowClient, run_id: str, e: BaseException) -> None:
     """Ctrl-C (or an exit) leaves a run KILLED; any other exception leaves it FAILED with the error."""
-    interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+    interrupted = isinstance(e, (KeyboardInterrupt, SystemExit, Preempted))
     reason = "interrupted" if interrupted else f"{type(e).__name__}: {e}"
     mark_failed(c, run_id, reason, KILLED if interrupted else FAILED)
 

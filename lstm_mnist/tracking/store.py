@@ -106,6 +106,16 @@ def local_dir() -> Path:
     return root.parent if root else STORE_DIR.resolve()
 
 
+CHECKPOINTS_ENV = "LSTM_MNIST_CHECKPOINTS"  # where running cells keep their checkpoints (default: beside the store)
+
+
+def checkpoints_dir() -> Path:
+    """Where a running cell's checkpoint lives: $LSTM_MNIST_CHECKPOINTS (a folder every machine of a grid sees, for
+    a cell that may resume on another), else checkpoints/ beside the store (one machine)."""
+    given = os.environ.get(CHECKPOINTS_ENV)
+    return Path(given) if given else local_dir() / "checkpoints"
+
+
 STORE_LOCK_WAIT_S = 120.0  # creating and migrating a SQLite store takes ~2 s; a holder that dies frees the lock
 
 

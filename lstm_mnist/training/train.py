@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from . import batches
+from . import checkpoint as ckpt
 from .. import task as task_protocol
 from ..machine import host
 from ..config import ConfigError
@@ -40,6 +41,7 @@ class Result:
     per_class: dict = field(default_factory=dict)  # class -> precision/recall/f1/support on test
     device_name: str = "cpu"
     weights: bytes = b""            # the tested state_dict (torch.save, CPU tensors): plain bytes cross processes
+    resumed_from: int | None = None  # the epoch its checkpoint ended (it went on from the next), None: from epoch 0
 
     @property
     def epochs_trained(self) -> int:
@@ -139,6 +141,12 @@ class LitClassifier(L.LightningModule):
         self.train_loss_sum, self.train_count = 0.0, 0
         self.last_val: dict = {}
         self.best_val_loss, self.best_epoch, self.best_state = float("inf"), -1, None
+        self.epoch0 = 0  # the epochs a checkpoint already trained: this fit's epoch 0 is the run's epoch0
+
+    @property
+    def epoch(self) -> int:
+        """The run's epoch (0-based), counting those trained before a resume."""
+        return self.current_epoch + self.epoch0
 
     def forward(self, x):
         return self.net(x)
@@ -152,7 +160,7 @@ class LitClassifier(L.LightningModule):
         self.train_loss_sum += loss.detach() * len(y)
         self.train_count += len(y)
         if batch_idx % 50 == 49 and not torch.isfinite(self.train_loss_sum):  # one sync per 50 steps
-            raise Diverged(f"training loss became {float(self.train_loss_sum)} at epoch {self.current_epoch}")
+            raise Diverged(f"training loss became {float(self.train_loss_sum)} at epoch {self.epoch}")
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -164,7 +172,7 @@ class LitClassifier(L.LightningModule):
             return
         self.log("val_loss", self.last_val["val_loss"], prog_bar=False, logger=False)
         if self.last_val["val_loss"] < self.best_val_loss:  # NaN never compares smaller
-            self.best_val_loss, self.best_epoch = self.last_val["val_loss"], self.current_epoch
+            self.best_val_loss, self.best_epoch = self.last_val["val_loss"], self.epoch
             self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
     def test_step(self, batch, batch_idx):
@@ -177,8 +185,8 @@ class LitClassifier(L.LightningModule):
 class _EpochReport(L.Callback):
     """Times each epoch, checks the losses are finite, and hands one record per epoch to `on_epoch`."""
 
-    def __init__(self, on_epoch: OnEpoch | None):
-        self.on_epoch, self.history = on_epoch, []
+    def __init__(self, on_epoch: OnEpoch | None, history: list | None = None):
+        self.on_epoch, self.history = on_epoch, list(history or [])
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.t0 = self.t_val = time.perf_counter()
@@ -194,10 +202,59 @@ class _EpochReport(L.Callback):
                   "lr": trainer.optimizers[0].param_groups[0]["lr"]}
         bad = [k for k in ("train_loss", "val_loss") if k in record and not torch.isfinite(torch.tensor(record[k]))]
         if bad:
-            raise Diverged(f"{bad[0]} became {record[bad[0]]} at epoch {trainer.current_epoch}")
+            raise Diverged(f"{bad[0]} became {record[bad[0]]} at epoch {pl_module.epoch}")
         self.history.append(record)
         if self.on_epoch:
-            self.on_epoch(trainer.current_epoch, record)
+            self.on_epoch(pl_module.epoch, record)
+
+
+class _Checkpoints(L.Callback):
+    """Writes the run's checkpoint after every epoch (checkpoint.py) and, on a resume, puts the checkpoint's state
+    back before the first epoch trains. An epoch's state is complete only after Lightning has stepped the
+    epoch's schedulers, which comes after every on_train_epoch_end: so epoch e is written when epoch e + 1
+    starts (nothing draws a random number in between), and the last when training ends."""
+
+    def __init__(self, slot: ckpt.Slot, cfg, report: _EpochReport, train: batches.Batches,
+                 stopper: L.pytorch.callbacks.EarlyStopping | None, state: dict | None):
+        self.slot, self.cfg, self.report, self.train, self.stopper = slot, cfg, report, train, stopper
+        self.state = state  # to put back before the first epoch (a resume), then None
+
+    def on_train_epoch_start(self, trainer, lit):
+        if self.state is not None:
+            self._restore(trainer, lit, self.state)
+            self.state = None
+        elif trainer.current_epoch > 0:
+            self._write(trainer, lit, lit.epoch - 1, done=False)
+
+    def on_train_end(self, trainer, lit):
+        if len(self.report.history) > lit.epoch0:  # this fit trained an epoch: its last one, complete
+            self._write(trainer, lit, len(self.report.history) - 1, done=True)
+
+    def _write(self, trainer, lit, epoch: int, done: bool) -> None:
+        cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        ckpt.write(self.slot, {
+            "epoch": epoch, "done": done, "net": cpu(lit.net.state_dict()),
+            "optimizers": [o.state_dict() for o in trainer.optimizers],
+            "schedulers": [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs],
+            "early_stopping": self.stopper.state_dict() if self.stopper else None,
+            "best": {"val_loss": lit.best_val_loss, "epoch": lit.best_epoch,
+                     "state": cpu(lit.best_state) if lit.best_state is not None else None},
+            "history": self.report.history[:epoch + 1], "rng": ckpt.rng_state(),
+            "batches": {"order": self.train._cpu_generator.get_state(), "prepare": self.train.generator.get_state()},
+            "scaler": scaler.state_dict() if scaler is not None else None})
+
+    def _restore(self, trainer, lit, state: dict) -> None:
+        for opt, saved in zip(trainer.optimizers, state["optimizers"]):
+            opt.load_state_dict(saved)
+        for config, saved in zip(trainer.lr_scheduler_configs, state["schedulers"]):
+            config.scheduler.load_state_dict(saved)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.train._cpu_generator.set_state(state["batches"]["order"])
+        self.train.generator.set_state(state["batches"]["prepare"])
 
 
 def quiet_lightning() -> None:
@@ -220,26 +277,47 @@ def make_trainer(cfg, device: torch.device, callbacks: list, **overrides) -> L.T
 
 
 def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | None = None,
-        device: torch.device | None = None) -> Result:
-    """Train one config of its task; test once, on the weights with the best validation loss."""
+        device: torch.device | None = None, slot: ckpt.Slot | None = None,
+        on_resume: Callable[[int | None, list, str], None] | None = None) -> Result:
+    """Train one config of its task; test once, on the weights with the best validation loss. With a `slot`, the
+    run writes its checkpoint there after every epoch and, when the slot holds this run's checkpoint, goes on
+    from it exactly; `on_resume(epoch, history, why)` hears first which (epoch: the checkpoint's last, None:
+    from epoch 0; history: the epochs it holds; why: why a checkpoint there was not used, else "")."""
     quiet_lightning()
     task = task_protocol.of(cfg)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = device or resolve_device(cfg)
     dataset = dataset or task.load_data(cfg, device)
+    state, why = ckpt.read(slot) if slot is not None else (None, "")
+    if on_resume:
+        on_resume(state["epoch"] if state else None, state["history"] if state else [], why)
     L.seed_everything(cfg.seed, verbose=False)
 
     train, val, test = batches.of_task(task, dataset, cfg)  # validation and test: never augmented
 
     lit = LitClassifier(cfg, task.hook("model")(cfg), task)
-    report = _EpochReport(on_epoch)
+    report = _EpochReport(on_epoch, state["history"] if state else None)
     callbacks = [report]
     patience = task.hook("patience")(cfg)
+    stopper = None
     if patience is not None:
-        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=patience, mode="min"))
-    trainer = make_trainer(cfg, device, callbacks)
-    _interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
+        stopper = L.pytorch.callbacks.EarlyStopping(monitor="val_loss", patience=patience, mode="min")
+        callbacks.append(stopper)
+    epochs = cfg.max_epochs
+    if state is not None:  # the checkpoint's weights, best so far and early stopping; the rest when fit starts
+        lit.net.load_state_dict(state["net"])
+        lit.epoch0 = state["epoch"] + 1
+        best = state["best"]
+        lit.best_val_loss, lit.best_epoch, lit.best_state = best["val_loss"], best["epoch"], best["state"]
+        if stopper is not None and state["early_stopping"]:
+            stopper.load_state_dict(state["early_stopping"])
+        epochs = 0 if state["done"] else cfg.max_epochs - lit.epoch0
+    if slot is not None:
+        callbacks.append(_Checkpoints(slot, cfg, report, train, stopper, state))
+    trainer = make_trainer(cfg, device, callbacks, max_epochs=epochs)
+    if epochs > 0:
+        _interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
     if lit.best_state is None:
         raise Diverged("no epoch finished with a finite validation loss")
 
@@ -247,7 +325,8 @@ def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | No
     test_metrics, confusion = _test(lit, trainer, test)
     return Result(test=test_metrics, history=report.history, best_epoch=lit.best_epoch,
                   confusion=confusion.tolist(), per_class=per_class_report(confusion),
-                  device_name=device_name(device), weights=state_bytes(lit.net))
+                  device_name=device_name(device), weights=state_bytes(lit.net),
+                  resumed_from=state["epoch"] if state else None)
 
 
 def _test(lit: LitClassifier, trainer: L.Trainer, test: batches.Batches) -> tuple[dict, torch.Tensor]:

@@ -19,6 +19,7 @@ import optuna
 
 from .. import claims, config
 from ..config import ConfigError
+from ..errors import Preempted
 from ..engine import drive as engine
 from ..engine.progress import Progress, say
 from ..engine.jobs import Cell
@@ -88,8 +89,8 @@ def main(path: str, trials: int | None = None, n_workers: int = 1, storage_url: 
         except BaseException as e:
             try:  # this process's trials FAIL and are queued again; the study's run KILLED (Ctrl-C) or FAILED
                 source.finish()
-                records.end_run(search.run_id, records.KILLED if isinstance(e, (KeyboardInterrupt, SystemExit))
-                                else records.FAILED, c=c)
+                stopped = isinstance(e, (KeyboardInterrupt, SystemExit, Preempted))
+                records.end_run(search.run_id, records.KILLED if stopped else records.FAILED, c=c)
             except Exception:  # the store itself is away: the next start reopens the parent
                 pass
             raise

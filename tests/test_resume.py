@@ -1,0 +1,222 @@
+"""A cell that outlives its process: checkpoints every epoch, an exact resume (the same weights, history and
+test metrics as a run never stopped), in the run it belongs to, and the preemption signals."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+import signal
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from torch import nn
+
+from lstm_mnist.builtin import config
+from lstm_mnist.task import Flag, RunKeys, Splits, Task, field
+from lstm_mnist.training import checkpoint as ckpt
+from lstm_mnist.training import train
+
+from .chaos_tools import Cli
+from .conftest import TINY_BUDGET
+
+TIMING = ("epoch_time_s", "train_samples_per_s")  # wall-clock: no two runs share them
+EPOCHS = 5
+
+
+# ---------------------------------------------------------------- a task written here: dropout, noise, a scheduler
+@dataclass(frozen=True)
+class NoisyConfig(RunKeys):
+    """A task whose every epoch draws random numbers three ways: the batches' order, its prepare (noise) and
+    dropout; its optimizer steps a scheduler on val_loss; early stopping may end it."""
+    drop: bool = True
+    lr: float = field(0.05, lo=0.0, hi=1.0, lo_open=True)
+    max_epochs: int = EPOCHS
+    batch_size: int = 16
+    num_threads: int = 1
+    experiment: str = "noisy"
+
+
+def _make(cfg, device):
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 3, (180,), generator=g)
+    x = torch.rand(180, 6, generator=g) * 0.5
+    x[torch.arange(180), y] += 0.6
+    x, y = x.to(device), y.to(device)
+    return Splits(x[60:], y[60:], x[30:60], y[30:60], x[:30], y[:30], "noisy-data")
+
+
+def _noise(cfg, x, train, generator):
+    return x + 0.3 * torch.randn(x.shape, generator=generator, device=x.device) if train else x
+
+
+def _optimizer(cfg, params):
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=0.5, patience=0), "monitor": "val_loss"}}
+
+
+NOISY = Task("noisy", 1, NoisyConfig, (Flag("drop", {"drop": False}, {"drop": True}),),
+             data=_make, model=lambda cfg: nn.Sequential(nn.Linear(6, 16), nn.ReLU(),
+                                                        nn.Dropout(0.5 if cfg.drop else 0.0), nn.Linear(16, 3)),
+             prepare=_noise, optimizer=_optimizer, patience=lambda cfg: 3, classes=3)
+
+
+def _configs(tiny_data) -> dict:
+    builtin = config.TASK.build({"data_dir": str(tiny_data), "max_epochs": EPOCHS, "train_samples": 128,
+                                 "batch_size": 32, "eval_batch_size": 256, "hidden_on": 16, "hidden_off": 16,
+                                 "layers_on": 1, "num_threads": 1, "bidirectional": True, "dropout": True,
+                                 "augmentation": True, "adamw": True, "early_stopping": True, "patience": 2,
+                                 "plateau_patience": 0})
+    return {"built-in": builtin, "a task of one's own": NOISY.build({})}
+
+
+def _same(a: train.Result, b: train.Result) -> bool:
+    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in x.history] for x in (a, b)]
+    return a.test == b.test and strip[0] == strip[1] and a.weights == b.weights and a.best_epoch == b.best_epoch
+
+
+class Stop(Exception):
+    """The process ends here (as a kill would): nothing after this point runs."""
+
+
+@pytest.mark.parametrize("which", ["built-in", "a task of one's own"])
+def test_a_run_stopped_anywhere_goes_on_from_its_checkpoint_to_the_same_result(which, tiny_data, tmp_path,
+                                                                                 monkeypatch):
+    """Stopped after each epoch's report (its checkpoint not yet written) and in the middle of writing each
+    checkpoint: 2 x EPOCHS stop points, every one ends with the uninterrupted run's weights, history and test."""
+    cfg = _configs(tiny_data)[which]
+    reference = train.fit(cfg)
+    atomic = ckpt._atomic
+    outcomes = []
+    for kind in ("after an epoch's report", "halfway through writing a checkpoint"):
+        for at in range(EPOCHS):
+            slot = ckpt.Slot(tmp_path / f"{kind[:5]}-{at}.ckpt", "key")
+            writes = []
+
+            def torn(path, data, at=at, writes=writes):
+                if path.suffix == ".ckpt":
+                    writes.append(path)
+                    if len(writes) == at + 1:  # the checkpoint of epoch `at`: half its bytes, then the end
+                        path.with_name(f".{path.name}.torn.tmp").write_bytes(data[: len(data) // 2])
+                        raise Stop
+                atomic(path, data)
+
+            def report(epoch, record, at=at):
+                if epoch == at:
+                    raise Stop
+            monkeypatch.setattr(ckpt, "_atomic", torn if kind.startswith("half") else atomic)
+            try:
+                train.fit(cfg, slot=slot, on_epoch=None if kind.startswith("half") else report)
+            except Stop:
+                pass
+            monkeypatch.setattr(ckpt, "_atomic", atomic)
+            heard = []
+            again = train.fit(cfg, slot=slot, on_resume=lambda e, h, why: heard.append((e, len(h), why)))
+            (epoch, held, why), = heard
+            assert why == "" and held == (0 if epoch is None else epoch + 1)
+            outcomes.append((kind, at, epoch, _same(again, reference)))
+    assert all(same for *_, same in outcomes), outcomes
+    # from the start (a stop before the first checkpoint) and from checkpoints
+    assert len(outcomes) >= 10 and {e for _, _, e, _ in outcomes} >= {None, 0, 1}
+
+
+def test_a_damaged_or_foreign_checkpoint_is_one_line_and_the_run_starts_from_epoch_0(tiny_data, tmp_path):
+    cfg = _configs(tiny_data)["a task of one's own"]
+    reference = train.fit(cfg)
+    slot = ckpt.Slot(tmp_path / "c.ckpt", "mine")
+    train.fit(cfg, slot=slot)
+    assert ckpt.peek(slot)["epoch"] == len(reference.history) - 1  # the last epoch, written when training ended
+    cases = {"damaged": lambda: slot.path.write_bytes(slot.path.read_bytes()[:100]),
+             "foreign": lambda: ckpt.write(ckpt.Slot(slot.path, "theirs"), {"epoch": 0}),
+             "older": lambda: slot.path.write_bytes(__import__("pickle").dumps({"format": 0}))}
+    for name, spoil in cases.items():
+        spoil()
+        heard = []
+        again = train.fit(cfg, slot=slot, on_resume=lambda e, h, why: heard.append((e, why)))
+        (epoch, why), = heard
+        assert epoch is None and "training from epoch 0" in why and "\n" not in why, (name, why)
+        assert _same(again, reference), name
+
+
+# ---------------------------------------------------------------- a grid: kill -9, SIGTERM, SIGUSR1
+GRID = f"""experiment = "resume"
+designs = ["leave_one_out"]
+flags = ["dropout", "augmentation"]
+full = ["dropout", "augmentation", "adamw", "early_stopping"]
+seeds = [0]
+[budget]
+max_epochs = 6
+patience = 2
+train_samples = 256
+{TINY_BUDGET}"""
+
+
+def _cells(project: Path) -> dict:
+    """arm -> [(status, reason, resumes, resumed_from, test metrics, every logged epoch's metrics)], from the store."""
+    c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    exp = c.get_experiment_by_name("resume")
+    out = {}
+    for r in c.search_runs([exp.experiment_id], "tags.arm != ''"):
+        history = {k: [(m.step, m.value) for m in sorted(c.get_metric_history(r.info.run_id, k),
+                                                         key=lambda m: (m.step, m.timestamp))]
+                   for k in ("train_loss", "val_loss", "val_f1", "lr")}
+        out.setdefault(r.data.tags["arm"], []).append({
+            "status": r.info.status, "error": r.data.tags.get("error", ""), "resumes": r.data.tags.get("resumes"),
+            "resumed_from": r.data.tags.get("resumed_from"), "history": history,
+            "test": {k: r.data.metrics.get(k) for k in ("test_f1", "test_loss", "best_epoch", "epochs_trained")}})
+    return out
+
+
+def _stop_when_checkpointed(cli: Cli, project: Path, epoch: int, how) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and cli.running():
+        sides = [json.loads(f.read_text()) for f in (project / "mlruns" / "checkpoints").glob("*.json")]
+        if any(s["epoch"] >= epoch for s in sides):
+            how()
+            return
+        time.sleep(0.05)
+    pytest.fail(f"no checkpoint reached epoch {epoch}: {cli.stdout[-2000:]}")
+
+
+@pytest.mark.chaos
+@pytest.mark.subprocess
+def test_a_grid_killed_or_preempted_mid_cell_resumes_each_cell_in_its_run_with_the_same_result(project,
+                                                                                              _store_template):
+    """The same grid three times: never stopped; kill -9 of the whole command at an epoch's checkpoint (one
+    worker, then rerun); SIGTERM to the command (two workers: exit 143, runs KILLED with the reason, checkpoints
+    kept, then rerun); SIGUSR1 likewise (exit 138). Each ends with the same runs: one FINISHED run per cell, every
+    epoch logged once, the same metrics; no checkpoint left."""
+    (project / "experiments" / "resume.toml").write_text(GRID)
+    ref = Cli("ablate", "experiments/resume.toml", cwd=project)
+    assert ref.finish() == 0, ref.stderr
+    expected = _cells(project)
+    for n, (workers, how, code) in enumerate((("1", "kill", -signal.SIGKILL), ("2", signal.SIGTERM, 143),
+                                              ("2", signal.SIGUSR1, 138))):
+        work = project.parent / f"stopped-{n}"  # a store of its own (MLflow keeps one engine per database path)
+        shutil.copytree(project / "experiments", work / "experiments")
+        (work / "mlruns").mkdir()
+        shutil.copy(_store_template, work / "mlruns" / "mlflow.db")
+        store = work / "mlruns"
+        cli = Cli("ablate", "experiments/resume.toml", "--workers", workers, cwd=work)
+        _stop_when_checkpointed(cli, work, 2, cli.kill if how == "kill" else lambda: os.kill(cli.pid, how))
+        assert cli.finish() == code, cli.stderr
+        assert sorted((store / "checkpoints").glob("*.ckpt")), "the stop left no checkpoint"
+        if how != "kill":
+            assert f"stopped by {signal.Signals(how).name}" in cli.stderr
+            stopped = [r for runs in _cells(work).values() for r in runs if r["status"] == "KILLED"]
+            assert stopped and all(f"preempted ({signal.Signals(how).name})" in r["error"] for r in stopped)
+        again = Cli("ablate", "experiments/resume.toml", "--workers", workers, cwd=work)
+        assert again.finish() == 0, again.stderr
+        assert "resumed from its checkpoint" in again.stdout
+        got = _cells(work)
+        resumed = 0
+        for arm, runs in expected.items():
+            (mine,) = got[arm]  # one run per cell: the resumed one continued, no second run
+            assert mine["status"] == "FINISHED" and mine["test"] == runs[0]["test"], (how, arm)
+            assert mine["history"] == runs[0]["history"], (how, arm)  # every epoch logged once, the same values
+            resumed += mine["resumes"] == "1"
+        assert resumed >= 1 and not list((store / "checkpoints").glob("*")), how
