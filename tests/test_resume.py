@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 import signal
 import time
@@ -188,8 +189,8 @@ def test_a_grid_killed_or_preempted_mid_cell_resumes_each_cell_in_its_run_with_t
                                                                                               _store_template):
     """The same grid three times: never stopped; kill -9 of the whole command at an epoch's checkpoint (one
     worker, then rerun); SIGTERM to the command (two workers: exit 143, runs KILLED with the reason, checkpoints
-    kept, then rerun); SIGUSR1 likewise (exit 138). Each ends with the same runs: one FINISHED run per cell, every
-    epoch logged once, the same metrics; no checkpoint left."""
+    kept, then rerun); SIGUSR1 likewise (exit 138). Each ends with the same results: one FINISHED run per cell
+    (a stopped cell's, continued), every epoch logged once, the same metrics; no checkpoint left."""
     (project / "experiments" / "resume.toml").write_text(GRID)
     ref = Cli("ablate", "experiments/resume.toml", cwd=project)
     assert ref.finish() == 0, ref.stderr
@@ -215,8 +216,50 @@ def test_a_grid_killed_or_preempted_mid_cell_resumes_each_cell_in_its_run_with_t
         got = _cells(work)
         resumed = 0
         for arm, runs in expected.items():
-            (mine,) = got[arm]  # one run per cell: the resumed one continued, no second run
-            assert mine["status"] == "FINISHED" and mine["test"] == runs[0]["test"], (how, arm)
+            # one FINISHED run per cell: a resumed cell's is the run it was stopped in (a cell stopped before its
+            # first checkpoint left a KILLED run and trained in a fresh one)
+            (mine,) = [r for r in got[arm] if r["status"] == "FINISHED"]
+            assert all(r["status"] == "KILLED" for r in got[arm] if r is not mine), (how, arm, got[arm])
+            assert mine["test"] == runs[0]["test"], (how, arm)
             assert mine["history"] == runs[0]["history"], (how, arm)  # every epoch logged once, the same values
             resumed += mine["resumes"] == "1"
         assert resumed >= 1 and not list((store / "checkpoints").glob("*")), how
+
+
+@pytest.mark.chaos
+@pytest.mark.subprocess
+def test_the_slurm_recipe_requeues_on_sigusr1_and_the_requeued_task_resumes(project):
+    """examples/slurm/ablate.sbatch as SLURM runs it (its environment; `scontrol` a stand-in that records the
+    call): SIGUSR1 to the batch script (what `--signal=B:USR1@120` sends) stops the grid with its checkpoints and
+    requeues the task; the requeued task (the script again) resumes and ends as the grid never stopped."""
+    import subprocess
+
+    from .conftest import REPO
+
+    (project / "experiments" / "resume.toml").write_text(GRID)
+    bin_dir = project / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {project / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PY": sys.executable, "SLURM_JOB_ID": "78",
+           "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "1",
+           "SLURM_CPUS_PER_TASK": "2", "SLURM_SUBMIT_DIR": str(project), "PYTHONPATH": str(REPO)}
+    script = [str(REPO / "examples" / "slurm" / "ablate.sbatch"), "experiments/resume.toml"]
+    task = subprocess.Popen(script, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not any(json.loads(f.read_text())["epoch"] >= 2 for f in (project / "mlruns" / "checkpoints").glob("*.json")):
+        assert task.poll() is None and time.monotonic() < deadline, task.stdout.read() if task.poll() else "slow"
+        time.sleep(0.05)
+    task.send_signal(signal.SIGUSR1)
+    out, _ = task.communicate(timeout=120)
+    assert task.returncode == 0, out
+    assert (project / "scontrol.log").read_text().split() == ["requeue", "77_1"], out
+    assert "stopped by SIGUSR1" in out and sorted((project / "mlruns" / "checkpoints").glob("*.ckpt")), out
+    again = subprocess.run(script, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resumed from its checkpoint" in again.stdout, again.stdout + again.stderr
+    cells = _cells(project)
+    shown = {arm: [(r["status"], r["error"], r["resumes"]) for r in runs] for arm, runs in cells.items()}
+    finished = [[r for r in runs if r["status"] == "FINISHED"] for runs in cells.values()]
+    assert all(len(f) == 1 and not f[0]["error"] for f in finished), shown  # others: KILLED before a checkpoint
+    assert sum(f[0]["resumes"] == "1" for f in finished) >= 1, shown
+    assert not list((project / "mlruns" / "checkpoints").glob("*"))

@@ -59,20 +59,23 @@ def preempt_signals() -> list[signal.Signals]:
 
 @contextmanager
 def preemptible():
-    """While the engine trains, the preemption signals stop it as Preempted (in the main thread, where the
-    engine's loop runs): the caller ends the runs KILLED and keeps every checkpoint. Registered before any
-    trainer starts, so Lightning leaves these signals to us (it installs its own only where none is)."""
+    """While the engine trains, a preemption signal stops it as Preempted: the handler only records it, and the
+    engine's loop (between its steps) and the training in this process (at a step's end) raise it where
+    stopping leaves nothing half written; the caller ends the runs KILLED and keeps every checkpoint. Registered
+    before any trainer starts, so Lightning leaves these signals to us (it installs its own only where none
+    is)."""
+    from ..training import train
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    def stop(signum, frame):
-        raise Preempted(signum)
-    before = {s: signal.signal(s, stop) for s in preempt_signals()}
+    before = {s: signal.signal(s, lambda signum, frame: train.request_stop(signum)) for s in preempt_signals()}
     try:
         yield
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+        train.clear_stop()
 
 
 def drive(source: Source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool = True, ray=None,

@@ -98,8 +98,11 @@ def reopen_run(cfg, config_hash: str, run_id: str, tags: dict, c: MlflowClient) 
     """A cell's run continued from its checkpoint by this process: RUNNING again, its owner this process, its
     tags brought up to date (`tags`: where it trains, how often and from which epoch it resumed). Returns its
     record and the last epoch it has logged (-1: none)."""
-    resumes = int(c.get_run(run_id).data.tags.get("resumes", "0")) + 1
+    before = c.get_run(run_id).data.tags
+    resumes = int(before.get("resumes", "0")) + 1
     c.update_run(run_id, status=RUNNING)
+    if "error" in before:  # why it stopped is history now: a FINISHED run carries no error
+        c.delete_tag(run_id, "error")
     set_tags(run_id, {**provenance(), **owner_tags(), **tags, "resumes": str(resumes)}, c)
     logged = c.get_metric_history(run_id, "train_loss")
     return RunRecord(c, run_id, cfg, config_hash), max((m.step for m in logged), default=-1)

@@ -30,8 +30,11 @@ class Slot:
         return self.path.with_suffix(".json")
 
     def remove(self) -> None:
+        """The checkpoint, its sidecar, and what a write killed halfway left of either."""
         for p in (self.path, self.sidecar):
             p.unlink(missing_ok=True)
+            for torn in p.parent.glob(f".{p.name}.*.tmp"):
+                torn.unlink(missing_ok=True)
 
 
 def rng_state() -> dict:

@@ -24,8 +24,26 @@ from . import checkpoint as ckpt
 from .. import task as task_protocol
 from ..machine import host
 from ..config import ConfigError
+from ..errors import Preempted
 
 OnEpoch = Callable[[int, dict], None]
+_STOP: list[int] = []  # the preemption signal this process received (engine/drive.preemptible records it)
+
+
+def request_stop(signum: int) -> None:
+    """A preemption signal arrived: the training in this process stops at its next step's end (Preempted),
+    outside any write, so nothing is left half done; the engine's loop checks it between its own steps too."""
+    _STOP.append(signum)
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+
+
+def check_stop() -> None:
+    """Preempted, when a preemption signal arrived: called where stopping is safe."""
+    if _STOP:
+        raise Preempted(_STOP[0])
 
 
 class Diverged(RuntimeError):
@@ -208,6 +226,14 @@ class _EpochReport(L.Callback):
             self.on_epoch(pl_module.epoch, record)
 
 
+class _Preemption(L.Callback):
+    """Stops training at the end of a step once a preemption signal arrived (the last epoch's checkpoint is what
+    the next start goes on from)."""
+
+    def on_train_batch_end(self, *args):
+        check_stop()
+
+
 class _Checkpoints(L.Callback):
     """Writes the run's checkpoint after every epoch (checkpoint.py) and, on a resume, puts the checkpoint's state
     back before the first epoch trains. An epoch's state is complete only after Lightning has stepped the
@@ -298,7 +324,7 @@ def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | No
 
     lit = LitClassifier(cfg, task.hook("model")(cfg), task)
     report = _EpochReport(on_epoch, state["history"] if state else None)
-    callbacks = [report]
+    callbacks = [report, _Preemption()]
     patience = task.hook("patience")(cfg)
     stopper = None
     if patience is not None:
