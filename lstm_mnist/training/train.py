@@ -240,9 +240,9 @@ class _Checkpoints(L.Callback):
     epoch's schedulers, which comes after every on_train_epoch_end: so epoch e is written when epoch e + 1
     starts (nothing draws a random number in between), and the last when training ends."""
 
-    def __init__(self, slot: ckpt.Slot, cfg, report: _EpochReport, train: batches.Batches,
+    def __init__(self, slot: ckpt.Slot, report: _EpochReport, train: batches.Batches,
                  stopper: L.pytorch.callbacks.EarlyStopping | None, state: dict | None):
-        self.slot, self.cfg, self.report, self.train, self.stopper = slot, cfg, report, train, stopper
+        self.slot, self.report, self.train, self.stopper = slot, report, train, stopper
         self.state = state  # to put back before the first epoch (a resume), then None
 
     def on_train_epoch_start(self, trainer, lit):
@@ -340,7 +340,7 @@ def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | No
             stopper.load_state_dict(state["early_stopping"])
         epochs = 0 if state["done"] else cfg.max_epochs - lit.epoch0
     if slot is not None:
-        callbacks.append(_Checkpoints(slot, cfg, report, train, stopper, state))
+        callbacks.append(_Checkpoints(slot, report, train, stopper, state))
     trainer = make_trainer(cfg, device, callbacks, max_epochs=epochs)
     if epochs > 0:
         _interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
