@@ -21,7 +21,7 @@ WORKERS=${WORKERS:-2}
 LOG=$STORE/sittings.log
 PID=$STORE/sitting.pid
 export MLFLOW_TRACKING_URI="sqlite:///$STORE/mlflow.db"
-export LSTM_MNIST_DATA=${LSTM_MNIST_DATA:-$(pwd)/../shared/mnist}
+# MNIST: the Makefile finds ../shared/mnist beside a development checkout; elsewhere set LSTM_MNIST_DATA.
 
 running() { [ -f "$PID" ] && kill -0 "$(cat "$PID")" 2>/dev/null; }
 

@@ -276,6 +276,46 @@ def test_a_result_that_cannot_be_recorded_fails_its_cell_alone(tiny_grid, monkey
     assert run.data.tags["error"] == "could not record result: OSError: No space left on device"
 
 
+class _PrunedAtEpoch1:
+    """A trial's hooks (engine.jobs.TrialHooks) whose pruner stops it at epoch 1."""
+    run_id, chain, requeued = "", "stub-t0", False
+
+    def __init__(self):
+        self.heard, self.state = [], ""
+
+    def epoch(self, epoch, record):
+        self.heard.append((epoch, record["val_loss"]))
+        return f"epoch {epoch}: val_loss {record['val_loss']}" if epoch == 1 else None
+
+    def ended(self, run_id, state, seconds, result=None, reason="", died=False):
+        self.state = state
+        return f"{state} {reason}", {}, {}
+
+
+def test_a_resumed_trial_is_judged_by_its_pruner_on_the_epochs_its_checkpoint_holds(tiny_grid):
+    """A trial's retry that goes on from a checkpoint: its run logs the checkpoint's epochs (its run is new), and
+    its pruner hears them in order, as from a trial that trained them; a pruner that stops it at one ends it there
+    (PRUNED, its run KILLED, its checkpoint removed) and the caller stops training it."""
+    study = grid.load("experiments/tiny-grid.toml")
+    job = plan.plan(study)[0]
+    job.trial = hooks = _PrunedAtEpoch1()
+    c, lines, tally = store.client(), [], writer.Tally(total=1)
+    parent = groups.parent_run(study.experiment, "grid", study.name, {}, c)
+    w = writer.Writer(parent, c, tally, Progress(1, 1, out=lines.append))
+    assert w.open(job)
+    assert job.slot.path == store.checkpoints_dir() / "trials" / "stub-t0.ckpt"
+    job.slot.path.parent.mkdir(parents=True)
+    job.slot.path.write_bytes(b"its checkpoint")
+    history = [{"train_loss": 1.0, "val_loss": 0.9 - e / 10} for e in range(3)]
+    assert w.resumed(job, 2, history, "") is False  # stopped: the caller trains it no further
+    assert hooks.heard == [(0, 0.9), (1, 0.8)] and hooks.state == "PRUNED"
+    assert not job.slot.path.exists() and not w.open_runs
+    run = c.get_run(hooks.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["resumed_from"] == "3"
+    assert run.data.tags["stopped"] == "TrialPruned: epoch 1: val_loss 0.8 (from its checkpoint)"
+    assert [m.step for m in c.get_metric_history(hooks.run_id, "val_loss")] == [0, 1, 2]
+
+
 @pytest.mark.subprocess
 def test_bad_grid_file_via_cli_is_one_line_exit_2(tiny_grid):
     (tiny_grid / "experiments" / "bad.toml").write_text('flags = ["wings"]\n')

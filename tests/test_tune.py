@@ -1,5 +1,6 @@
 """Optuna tuning end to end on tiny data: study-file checks, pruning, resume after SIGKILL, workers, PostgreSQL."""
 import glob
+import json
 import os
 import shutil
 import signal
@@ -158,10 +159,16 @@ def test_a_clearly_bad_trial_is_pruned_and_the_best_is_exported_and_runs(project
 
 @pytest.mark.chaos
 @pytest.mark.subprocess
-def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(project):
-    path = write_study(project, "resume", LR, epochs=3, pruner="none")
+def test_resume_after_sigkill_fails_the_stale_trial_and_its_retry_goes_on_from_its_checkpoint(project):
+    """SIGKILL mid-trial once its checkpoint holds epoch 1: the next start fails it (lost), queues its point again,
+    and the retry goes on from that checkpoint: its study hears epochs 0-1 again (the values the killed trial
+    reported) and then epochs 2-4, and it ends with the value the same trial has in a study never stopped."""
+    ref = run_cli("tune", str(write_study(project, "reference", LR, epochs=5, pruner="none")), "--trials", "3",
+                  cwd=project)
+    assert ref.returncode == 0, ref.stderr
+    path = write_study(project, "resume", LR, epochs=5, pruner="none")
     proc = launcher.popen(["tune", str(path), "--trials", "3"], project, stderr=subprocess.STDOUT)
-    killed = _kill_mid_trial(proc, project, "resume")
+    killed = _kill_at_checkpoint(proc, project, "resume", epoch=1)
     again = run_cli("tune", str(path), "--trials", "3", cwd=project)
     assert again.returncode == 0, again.stderr
     assert "failed 1 left RUNNING by a dead process" in again.stdout
@@ -171,10 +178,36 @@ def test_resume_after_sigkill_fails_the_stale_trial_and_reaches_the_total(projec
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials.values()) == 3
     (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[killed].params
-    runs = [r for r in mlflow_runs(project) if r.data.tags.get("trial_number") == str(killed)]
-    assert [(r.info.status, r.data.tags["trial_state"]) for r in runs] == [("KILLED", "FAIL")]
+    reference = {t.number: t for t in trials_of(project, "reference")}[killed]
+    assert reference.params == retry.params and retry.value == reference.value, (retry.value, reference.value)
+    assert retry.intermediate_values == reference.intermediate_values
+    assert all(retry.intermediate_values[e] == v for e, v in trials[killed].intermediate_values.items())
+    runs = {r.data.tags["trial_number"]: r for r in mlflow_runs(project)
+            if r.data.tags.get("study_name") == "resume" and "trial_number" in r.data.tags}
+    assert (runs[str(killed)].info.status, runs[str(killed)].data.tags["trial_state"]) == ("KILLED", "FAIL")
+    assert int(runs[str(retry.number)].data.tags["resumed_from"]) >= 2, runs[str(retry.number)].data.tags
+    assert not list((project / "mlruns" / "checkpoints").rglob("*.ckpt"))
     third = run_cli("tune", str(path), "--trials", "3", cwd=project)  # already complete: runs nothing
     assert third.returncode == 0 and len(trials_of(project, "resume")) == len(trials)
+
+
+def _kill_at_checkpoint(proc: subprocess.Popen, project: Path, name: str, epoch: int) -> int:
+    """SIGKILL the tune process once a trial's checkpoint holds `epoch`; the number of the trial it was running."""
+    deadline = time.monotonic() + 240
+    folder = project / "mlruns" / "checkpoints" / "trials"
+    while time.monotonic() < deadline and proc.poll() is None:
+        for side in folder.glob(f"{name}-t*.json"):
+            try:
+                if json.loads(side.read_text())["epoch"] >= epoch:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    (running,) = [t for t in trials_of(project, name) if t.state == TrialState.RUNNING]
+                    return running.number
+            except (FileNotFoundError, ValueError):  # removed (its trial ended) or replaced meanwhile
+                continue
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("no trial's checkpoint reached that epoch in time")
 
 
 def _kill_mid_trial(proc: subprocess.Popen, project: Path, name: str) -> int:

@@ -34,6 +34,8 @@ class Cell:
 class TrialHooks(Protocol):
     """A tuning trial's hooks (tuning/search.Trial), called by the engine's writer."""
     run_id: str  # its run, once the writer opened it
+    chain: str   # the trial and its retries, as a file name: where its checkpoint lives (a retry goes on from it)
+    requeued: bool  # it ended FAIL because its process died, and a retry of it is queued (its checkpoint is kept)
 
     def epoch(self, epoch: int, record: dict) -> str | None:
         """The epoch reported to its pruner: the reason to stop the trial now, or None."""
@@ -59,5 +61,5 @@ class Job:
     tags: dict = field(default_factory=dict)  # its run's tags: the grid's (grid.tags), a tuned cell's, a trial's
     trial: TrialHooks | None = None  # a trial's: its epochs and its end go to its study
     resume_run: str = ""         # the run of this cell its checkpoint continues (planned: it died or was stopped)
-    slot: object = None          # training/checkpoint.Slot: where its checkpoint is written every epoch (a cell's)
+    slot: object = None          # training/checkpoint.Slot: where its checkpoint is written every epoch
     logged: int = -1             # the last epoch its run has logged (a resumed run logs none twice)

@@ -12,8 +12,9 @@ The data travels once: this process puts the four MNIST files' bytes (~55 MB) in
 and each task parses and fingerprints them on arrival (the built-in task's receive hook: builtin/data.provide),
 so nodes need no files and
 a run's identity is unchanged. Faults: Ray's own task retries are off; a cell whose task died with its
-worker process or its node is trained again once, in a new run (the dead attempt's run FAILED with the
-reason), on whatever node Ray picks. If this process dies, Ray ends its tasks with it, and a rerun's
+worker process or its node is trained again once, in the same run, from its last epoch's checkpoint (where
+$LSTM_MNIST_CHECKPOINTS is a folder every node sees; else from epoch 0 on another node), on whatever node Ray
+picks; its run records the retry and where it resumed. If this process dies, Ray ends its tasks with it, and a rerun's
 stale rule trains their cells again. If the node this process runs on dies (the only node of the local
 cluster `--ray` started, say), Ray would end this process seconds later, when it next reaches that node's
 object store: it stops first, with one line (ClusterGone) and its runs in flight ended KILLED; so it does
@@ -139,8 +140,9 @@ def cell_config(job: Job, opts: RayOptions):
 
 
 # ---------------------------------------------------------------- the task (runs on a Ray worker)
-def _train_cell(name: str, cfg, shipped, fingerprint: str):
-    """Yield ("start", node), ("epoch", e, record) per epoch, then ("done", result, s) or ("failed", why, s)."""
+def _train_cell(name: str, cfg, shipped, fingerprint: str, slot=None):
+    """Yield ("start", node), ("resume", epoch, history, why) when it has a checkpoint slot, ("epoch", e, record)
+    per epoch, then ("done", result, s) or ("failed", why, s)."""
     import ray
 
     from ..machine import host
@@ -156,7 +158,8 @@ def _train_cell(name: str, cfg, shipped, fingerprint: str):
             receive = task_protocol.of(cfg).hook("receive")
             if receive and shipped is not None:
                 receive(cfg, shipped, fingerprint)
-            result = train.fit(cfg, on_epoch=lambda e, r: box.put(("epoch", e, r)))
+            result = train.fit(cfg, on_epoch=lambda e, r: box.put(("epoch", e, r)), slot=slot,
+                               on_resume=lambda e, h, why: box.put(("resume", e, h, why)))
             box.put(("done", result, time.perf_counter() - t0))
         except BaseException as e:  # noqa: BLE001 - the cell fails alone, with its reason (never a silent hang)
             box.put(("failed", f"{type(e).__name__}: {e}", time.perf_counter() - t0))
@@ -165,7 +168,7 @@ def _train_cell(name: str, cfg, shipped, fingerprint: str):
     while True:
         message = box.get()
         yield message
-        if message[0] != "epoch":
+        if message[0] not in ("epoch", "resume"):
             return
 
 
@@ -199,7 +202,7 @@ def run(source, writer: Writer, opts: RayOptions, out=print, most: int | None = 
         d = f.job.fingerprint
         if d not in shipped:
             shipped[d] = ship(ray, f.job.cfg)
-        running[task.remote(f.job.cell.name, cell_config(f.job, opts), *shipped[d])] = f
+        running[task.remote(f.job.cell.name, cell_config(f.job, opts), *shipped[d], f.job.slot)] = f
 
     waiting, lost = False, Silence()  # said that no node can take a cell now; since when none is alive
     try:
@@ -292,7 +295,8 @@ def _receive(ray, gen, running: dict, again: list, writer: Writer) -> None:
         if here or not alive(ray):
             writer.failed(job, why, seconds, died=True)
             raise ClusterGone(gone(f"{why}: the node this process runs on" if here else f"{why}: no node is left"))
-        if job.trial is None and f.attempt <= RETRIES and writer.restart(job, why, seconds, {"worker": "ray"}):
+        if job.trial is None and f.attempt <= RETRIES:  # in the same run, from the epoch its checkpoint holds
+            writer.retry(job, why, seconds)
             again.append(RunningTask(job, time.perf_counter(), f.attempt + 1))
         elif job.cell.name in writer.open_runs:
             writer.failed(job, why, seconds, died=True)
@@ -302,6 +306,11 @@ def _receive(ray, gen, running: dict, again: list, writer: Writer) -> None:
         f.node = message[1]["node"]
         writer.tag(job, {"machine": f"{message[1]['machine']} (Ray node {f.node[:12]})",
                          "worker": f"ray:{message[1]['host']}:{message[1]['pid']}", "ray_node_id": f.node})
+        return
+    if kind == "resume":
+        if not writer.resumed(job, *message[1:]):  # a trial its pruner stops, or a fresh run that cannot be opened
+            del running[gen]
+            ray.cancel(gen, force=True)
         return
     if kind == "epoch":
         why = writer.epoch(job, *message[1:])

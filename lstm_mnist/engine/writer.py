@@ -65,10 +65,15 @@ class Writer:
                 self.open_runs[job.cell.name] = records.open_run(job.cfg, job.config_hash,
                                                                job.fingerprint, job.cell.name,
                                                                job.parent or self.parent, tags, self.c)
+                job.logged = -1
+            run_id = self.open_runs[job.cell.name].run_id
+            # A checkpoint every epoch, so a kill costs at most the epoch it was in: a cell's is named by its
+            # identity; a trial's by its chain of retries (a retry is a new trial, in a new run, at the same point).
             if job.trial is not None:
-                job.trial.run_id = self.open_runs[job.cell.name].run_id
-            else:  # a cell (not a trial): a checkpoint every epoch, so a kill costs at most the epoch it was in
-                job.slot = slot(job.config_hash, self.open_runs[job.cell.name].run_id)
+                job.trial.run_id = run_id
+                job.slot = slot(job.config_hash, run_id, job.trial.chain)
+            else:
+                job.slot = slot(job.config_hash, run_id)
         except outages.StoreDown:
             raise
         except Exception as e:  # e.g. an artifact folder that cannot be written: this cell, not the grid
@@ -86,12 +91,20 @@ class Writer:
         """Tags learned once the cell runs (a Ray task's node)."""
         records.set_tags(self.open_runs[job.cell.name].run_id, tags, self.c)
 
-    def restart(self, job: Job, reason: str, seconds: float, where: dict | None = None) -> bool:
-        """The cell's process died (a Ray task's worker or node): its run FAILED with the reason, and a new run
-        opened for it under the same claim; False when that run cannot be opened (the cell then failed)."""
+    def retry(self, job: Job, reason: str, seconds: float) -> None:
+        """The cell's process died (a Ray task's worker or node) and it is trained again in the same run, which
+        stays RUNNING: it goes on from its checkpoint (Writer.resumed) and logs no epoch twice."""
+        rec = self.open_runs[job.cell.name]
+        records.set_tags(rec.run_id, {"retried": f"{reason} after {seconds:.0f}s"}, self.c)
+        self.progress.line(f"retry {job.cell.name}: {reason} after {seconds:.0f}s; goes on from its checkpoint")
+
+    def restart(self, job: Job, reason: str) -> bool:
+        """The run the cell was reopened in cannot go on (its checkpoint was not usable): that run FAILED with the
+        reason, and a new run opened for it under the same claim; False when that run cannot be opened (the cell
+        then failed)."""
         records.mark_failed(self.c, self.open_runs.pop(job.cell.name).run_id, f"{reason}; trained again")
-        self.progress.line(f"retry {job.cell.name}: {reason} after {seconds:.0f}s; trained again")
-        return self.open(job, where)
+        self.progress.line(f"retry {job.cell.name}: {reason}; trained again from epoch 0")
+        return self.open(job)
 
     def resumed(self, job: Job, epoch: int | None, history: list, why: str) -> bool:
         """What the cell's training found in its checkpoint, before its first epoch: it goes on after `epoch`
@@ -104,14 +117,20 @@ class Writer:
                     self.progress.line(f"{job.cell.name}: {why}")
                 return True
             job.resume_run, job.logged = "", -1
-            return self.restart(job, why or "its checkpoint is gone", 0.0)
+            return self.restart(job, why or "its checkpoint is gone")
         rec = self.open_runs[job.cell.name]
         for e, record in enumerate(history):
-            if e > job.logged:  # the checkpoint got further than the run's log (the writer died first)
-                rec.log_epoch(e, record)
+            if e > job.logged:  # the checkpoint got further than the run's log (the writer died first; a trial's
+                rec.log_epoch(e, record)  # retry, whose run is new, logs every epoch)
         job.logged = max(job.logged, epoch)
         records.set_tags(rec.run_id, {"resumed_from": str(epoch + 1)}, self.c)
         self.progress.line(f"{job.cell.name}: resumed from its checkpoint, at epoch {epoch + 1}")
+        if job.trial is not None:  # its study hears the epochs it goes on after, as from a trial that trained them
+            for e, record in enumerate(history):
+                why = job.trial.epoch(e, record)
+                if why:
+                    self.pruned(job, f"{why} (from its checkpoint)", 0.0)
+                    return False
         return True
 
     def epoch(self, job: Job, epoch: int, record: dict) -> str | None:
@@ -119,6 +138,7 @@ class Writer:
         checkpoint); for a trial, also report it to its pruner: the reason to stop it now, or None."""
         if epoch > job.logged:
             self.open_runs[job.cell.name].log_epoch(epoch, record)
+            job.logged = epoch
         self.progress.epoch(job, epoch, record)
         return job.trial.epoch(epoch, record) if job.trial is not None else None
 
@@ -134,11 +154,11 @@ class Writer:
             self.failed(job, f"could not record result: {_one_line(e)}", seconds)
             return
         del self.open_runs[job.cell.name]
+        if job.slot is not None:  # FINISHED (a trial: COMPLETE): its checkpoint has served
+            job.slot.remove()
         if job.trial is not None:  # its study is told first; its run then ends FINISHED with the objective
             self._trial_ended(job, rec.run_id, "COMPLETE", seconds, result)
             return
-        if job.slot is not None:  # FINISHED: its checkpoint has served
-            job.slot.remove()
         self._settle(job, done=True, run_id=rec.run_id)
         self.tally.finished += 1
         self.progress.finished(job, result, seconds)
@@ -155,6 +175,8 @@ class Writer:
         if job.trial is not None:  # a diverged trial is the search's outcome, not the grid's failure
             self.progress.grow(1)  # it does not count toward the arm's budget: another trial takes its place
             self._trial_ended(job, run_id, "FAIL", seconds, reason=reason, died=died)
+            if job.slot is not None and died and not job.trial.requeued:  # no retry will go on from it
+                job.slot.remove()
             return
         self._settle(job, done=False)
         self.tally.failed.append((job.cell.name, reason))
@@ -163,6 +185,8 @@ class Writer:
     def pruned(self, job: Job, reason: str, seconds: float) -> None:
         """A trial its pruner stopped: its run KILLED (as `tune` records a pruned trial), PRUNED in Optuna."""
         run_id = self.open_runs[job.cell.name].run_id
+        if job.slot is not None:
+            job.slot.remove()
         records.set_tags(run_id, {"stopped": f"TrialPruned: {reason}"}, self.c)
         records.end_run(run_id, records.KILLED, c=self.c)
         del self.open_runs[job.cell.name]
@@ -204,6 +228,10 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
 
 
-def slot(config_hash: str, run_id: str = "") -> ckpt.Slot:
-    """Where a cell's checkpoint lives (store.checkpoints_dir(): beside the store, or $LSTM_MNIST_CHECKPOINTS)."""
-    return ckpt.Slot(store.checkpoints_dir() / f"{config_hash}.ckpt", config_hash, run_id)
+def slot(config_hash: str, run_id: str = "", chain: str = "") -> ckpt.Slot:
+    """Where a job's checkpoint lives (store.checkpoints_dir(): beside the store, or $LSTM_MNIST_CHECKPOINTS): a
+    cell's by its config_hash, a trial's by its chain (tuning/search.Trial.chain) under trials/; either is used only
+    by a job of the same config_hash."""
+    where = store.checkpoints_dir()
+    return ckpt.Slot(where / "trials" / f"{chain}.ckpt" if chain else where / f"{config_hash}.ckpt", config_hash,
+                     run_id)

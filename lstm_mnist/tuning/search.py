@@ -19,6 +19,7 @@ rules below exist once:
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +121,16 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage,
         # Two processes may judge the same trial stale at once: one retry of it is enough.
         queued = any(x.user_attrs.get("retry_of") == t.number for x in study.get_trials(deepcopy=False))
         if retries < RETRIES and not queued:
-            study.enqueue_trial(t.params, user_attrs={"retries": retries + 1, "retry_of": t.number})
+            requeue(study, t.params, t.number, t.user_attrs)
         failed.append(t.number)
     return failed
+
+
+def requeue(study: optuna.Study, params: dict, number: int, attrs: dict) -> None:
+    """A trial whose process died queued again at its point: the retry knows which trial it retries and the first
+    of the chain (`origin`), whose checkpoint it goes on from (Trial.chain)."""
+    study.enqueue_trial(params, user_attrs={"retries": attrs.get("retries", 0) + 1, "retry_of": number,
+                                            "origin": attrs.get("origin", number)})
 
 
 def failed(study: optuna.Study) -> int:
@@ -282,6 +290,14 @@ class Trial:
     def __init__(self, search: Search, trial: optuna.Trial, params: dict, trial_id: int):
         self.search, self.trial, self.params, self.trial_id = search, trial, params, trial_id
         self.run_id = ""  # its MLflow run, once the writer opened it
+        self.requeued = False  # it ended FAIL because its process died, and a retry of it is queued
+
+    @property
+    def chain(self) -> str:
+        """The trial and its retries (each goes on from the checkpoint the one before left): its study and the
+        number of the chain's first trial, as a file name."""
+        origin = self.trial.user_attrs.get("origin", self.trial.number)
+        return re.sub(r"[^\w.-]", "_", f"{self.search.definition.name}-t{origin}")
 
     def epoch(self, epoch: int, record: dict) -> str | None:
         """Report the epoch's objective; the reason to stop the trial now (its pruner's), or None."""
@@ -311,7 +327,8 @@ class Trial:
             self.trial.set_user_attr("lost", True)
         study.tell(self.trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
         retries = self.trial.user_attrs.get("retries", 0)
-        if died and retries < RETRIES:
-            study.enqueue_trial(self.params, user_attrs={"retries": retries + 1, "retry_of": self.trial.number})
+        self.requeued = died and retries < RETRIES
+        if self.requeued:
+            requeue(study, self.params, self.trial.number, self.trial.user_attrs)
             reason += "; queued again"
         return f"{state} {reason} ({shown})", {}, tags

@@ -18,7 +18,7 @@ from pathlib import Path
 from ... import claims, config
 from ...engine import drive as engine
 from .. import grid
-from ..plan import Job, classify
+from ..plan import Job, classify, resumable
 from ...tracking import groups, query, records
 from ...tuning.search import Search, StudySpec
 
@@ -95,7 +95,9 @@ class ArmSearch(Search):
                     **({"tune_repeat": str(self.repeat)} if s.tune.repeats > 1 else {})}
             job = Job(cell, cfg, config.identity(cfg, self.fingerprint), pinned=self.pinned,
                       fingerprint=self.fingerprint, tags=tags)
-            classify(job, query.search(s.experiment, config_hash=job.config_hash), force)
+            runs = query.search(s.experiment, config_hash=job.config_hash)
+            classify(job, runs, force)
+            resumable(job, runs)  # a replicate stopped mid-training goes on from its checkpoint, in its run
             jobs.append(job)
         return jobs
 
