@@ -64,18 +64,18 @@ def preemptible():
     stopping leaves nothing half written; the caller ends the runs KILLED and keeps every checkpoint. Registered
     before any trainer starts, so Lightning leaves these signals to us (it installs its own only where none
     is)."""
-    from ..training import train
+    from ..training import resume
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {s: signal.signal(s, lambda signum, frame: train.request_stop(signum)) for s in preempt_signals()}
+    before = {s: signal.signal(s, lambda signum, frame: resume.request_stop(signum)) for s in preempt_signals()}
     try:
         yield
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
-        train.clear_stop()
+        resume.clear_stop()
 
 
 def drive(source: Source, writer: Writer, n_workers: int, held: lease.Lease, pin: bool = True, ray=None,

@@ -77,10 +77,10 @@ class Gone(Exception):
 
 def serial(source, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
     """One job at a time in this process (no worker startup cost; Ctrl-C lands here directly)."""
-    from ..training import train
+    from ..training import resume, train
 
     while source.more():
-        train.check_stop()  # a preemption signal: stop between two cells (within one: at a step's end)
+        resume.check_stop()  # a preemption signal: stop between two cells (within one: at a step's end)
         share = held.share(0)  # what the lease gives now: other invocations may have started or ended
         job = source.take({"cpu_affinity": cores.share_text(share if pin else [])})
         if job is None:
@@ -94,11 +94,11 @@ def serial(source, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
             why = writer.epoch(job, e, r)
             if why:
                 raise Stop(why)
-        def resume(e, history, why, job=job):
+        def resumed(e, history, why, job=job):
             if not writer.resumed(job, e, history, why):  # its fresh run could not be opened: the cell failed
                 raise Gone
         try:
-            result = train.fit(worker_config(job, 0, 1, share), on_epoch=epoch, slot=job.slot, on_resume=resume)
+            result = train.fit(worker_config(job, 0, 1, share), on_epoch=epoch, slot=job.slot, on_resume=resumed)
         except outages.StoreDown:
             raise
         except Gone:
@@ -205,14 +205,14 @@ class Pool:
 def parallel(source, n_workers: int, writer: Writer, held: lease.Lease, pin: bool = True) -> None:
     """N jobs at once in worker processes; this process hands out jobs (`source`: a Queue, or a tuned grid's
     schedule) and writes what they report."""
-    from ..training import train
+    from ..training import resume
 
     store.share_sqlite_store()  # WAL: a reader such as `mlflow ui` cannot block this (the one) writer into a timeout
     pool = Pool(n_workers, pin)
     busy = {}   # worker index -> (job, start time)
     try:
         while source.more() or busy:
-            train.check_stop()  # a preemption signal: stop here, between two writes (drive.preemptible)
+            resume.check_stop()  # a preemption signal: stop here, between two writes (drive.preemptible)
             for i in sorted(set(pool.procs) - set(busy)):
                 share = held.share(i)  # what the lease gives worker i now
                 job = source.take({"worker": str(i), "cpu_affinity": cores.share_text(share if pool.pin else [])})
