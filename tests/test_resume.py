@@ -21,7 +21,7 @@ from lstm_mnist.task import Flag, RunKeys, Splits, Task, field
 from lstm_mnist.training import checkpoint as ckpt
 from lstm_mnist.training import train
 
-from .chaos_tools import Cli
+from .chaos_tools import Cli, record
 from .conftest import TINY_BUDGET
 
 TIMING = ("epoch_time_s", "train_samples_per_s")  # wall-clock: no two runs share them
@@ -263,3 +263,71 @@ def test_the_slurm_recipe_requeues_on_sigusr1_and_the_requeued_task_resumes(proj
     assert all(len(f) == 1 and not f[0]["error"] for f in finished), shown  # others: KILLED before a checkpoint
     assert sum(f[0]["resumes"] == "1" for f in finished) >= 1, shown
     assert not list((project / "mlruns" / "checkpoints").glob("*"))
+
+
+# ---------------------------------------------------------------- what a kill costs, before checkpoints and after
+QUICK = f"""experiment = "killcost"
+designs = ["factorial"]
+flags = ["bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"]
+factorial = ["bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"]
+runs_per_seed = 8
+seeds = [0]
+[budget]
+max_epochs = 6
+patience = 10
+train_samples = 256
+{TINY_BUDGET}"""
+
+
+def _logged_epochs(store: Path) -> dict:
+    """config_hash -> epochs its unfinished run logged (what a kill stopped), from the store."""
+    c = mlflow.MlflowClient(f"sqlite:///{store}/mlflow.db")
+    exp = c.get_experiment_by_name("killcost")
+    return {r.data.tags["config_hash"]: len(c.get_metric_history(r.info.run_id, "val_loss"))
+            for r in c.search_runs([exp.experiment_id], "tags.arm != ''") if r.info.status != "FINISHED"}
+
+
+@pytest.mark.chaos
+@pytest.mark.subprocess
+def test_what_a_kill_costs_on_a_grid_of_the_quick_design_before_checkpoints_and_after(project, _store_template):
+    """The quick design's fraction (factorial, 8 runs of the six flags) killed -9 once a cell's checkpoint holds
+    epoch 3, then run again twice from the same store: with its checkpoints (now) and without them (as before
+    issue 37: a stopped cell trained again from epoch 0). Both end with the same results; the epochs trained
+    again, and the rerun's wall time, are the cost."""
+    (project / "experiments" / "quick.toml").write_text(QUICK)
+    store = project / "mlruns"
+    first = Cli("ablate", "experiments/quick.toml", "--workers", "2", cwd=project)
+    _stop_when_checkpointed(first, project, 3, first.kill)
+    assert first.finish() == -signal.SIGKILL, first.stderr
+    stopped = _logged_epochs(store)
+    assert stopped and max(stopped.values()) >= 4, stopped
+    figures = {}
+    for name, keep in (("before", False), ("after", True)):
+        work = project.parent / f"killcost-{name}"  # a store of its own (MLflow keeps one engine per path)
+        shutil.copytree(project / "experiments", work / "experiments")
+        shutil.copytree(store, work / "mlruns", ignore=None if keep else shutil.ignore_patterns("checkpoints"))
+        t0 = time.perf_counter()
+        again = Cli("ablate", "experiments/quick.toml", "--workers", "2", cwd=work)
+        assert again.finish() == 0, again.stderr
+        seconds = time.perf_counter() - t0
+        c = mlflow.MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+        runs = c.search_runs([c.get_experiment_by_name("killcost").experiment_id],
+                             "tags.arm != '' and attributes.status = 'FINISHED'")
+        done = {r.data.tags["config_hash"]: r for r in runs}
+        # epochs the stopped cells had finished (logged) before the kill and the rerun trained again: those before
+        # the epoch it went on from (resumed_from; 0 without a checkpoint). A kill between an epoch's log and its
+        # checkpoint costs that one epoch.
+        went_on = {h: int(done[h].data.tags.get("resumed_from", 0)) for h in stopped}
+        lost = sum(max(0, n - went_on[h]) for h, n in stopped.items())
+        trained = sum(int(done[h].data.metrics["epochs_trained"]) - went_on[h] for h in stopped)
+        figures[name] = {"epochs_trained_again": lost, "epochs_the_rerun_trained": trained,
+                         "rerun_s": round(seconds, 1),
+                         "results": {h: (r.data.metrics["test_f1"], r.data.metrics["test_loss"])
+                                     for h, r in done.items()}}
+    record("a kill -9 mid-grid on the quick design: before checkpoints and after", cells=8,
+           cells_stopped=len(stopped), epochs_logged_by_stopped_cells=sum(stopped.values()),
+           **{f"{k}_{f}": v[f] for k, v in figures.items()
+              for f in ("epochs_trained_again", "epochs_the_rerun_trained", "rerun_s")})
+    assert figures["before"]["results"] == figures["after"]["results"] and len(figures["after"]["results"]) == 8
+    assert figures["after"]["epochs_trained_again"] <= len(stopped), figures["after"]  # at most the one in flight
+    assert figures["before"]["epochs_trained_again"] == sum(stopped.values()) >= 4, figures["before"]
