@@ -43,8 +43,8 @@ class GridFile(BaseModel):
     by _spec. Unknown keys are refused by config.parse_file first."""
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    task: str = Field(task_protocol.BUILTIN, description="the model under study (package.module:name; default: "
-                      "the built-in lstm_mnist)")
+    task: str | dict = Field(task_protocol.BUILTIN, description="the model under study (package.module:name, or a "
+                             "[task] table naming a LightningModule and its data; default: the built-in lstm_mnist)")
     experiment: str = Field("lstm-mnist-ablation", description="MLflow experiment of every cell")
     base: str | None = Field(None, description="experiment file each cell starts from")
     designs: tuple = Field(("leave_one_out", "add_one_in"), description="designs to run")

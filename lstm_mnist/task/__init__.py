@@ -107,6 +107,9 @@ class Task:
     classes: int = 10                          # how many classes the labels hold
     metric: str = "test_f1"                    # what reports compare and rank arms by, and --until-decided decides
     #                                            on: test_f1 or test_acc (higher is better) or test_loss (lower)
+    lightning: object = None                   # lightning.Parts: a LightningModule and its data run as they are
+    #                                            (data and model hooks unused); made by lightning.load
+    source: str = ""                           # its spec when not an import path (a Lightning task's declaration)
 
     def __post_init__(self):
         object.__setattr__(self, "flags", tuple(self.flags))
@@ -170,7 +173,7 @@ class Task:
             raise ConfigError(f"{where}: {unknown[0]!r} is not a key of its config; correct never_searched or "
                               "not_identity")
         for hook, shape in REQUIRED_HOOKS.items():
-            if getattr(self, hook) is None:
+            if getattr(self, hook) is None and self.lightning is None:
                 raise ConfigError(f"{where}: give its {hook}= ({shape})")
         for hook in HOOKS:
             value = getattr(self, hook)
@@ -188,6 +191,8 @@ class Task:
         holds it in its config's module (what load() imports)."""
         if self.name == BUILTIN:
             return BUILTIN
+        if self.source:
+            return self.source
         module = importlib.import_module(self.config.__module__)
         names = [n for n, v in vars(module).items() if v is self]
         if not names:
@@ -407,9 +412,15 @@ def of(cfg) -> Task:
 
 
 def spec_of(value) -> str | None:
-    """A file's `task = ...` value, checked: the spec as written (stripped), or None when the file names none."""
+    """A file's `task = ...` value, checked: the spec as written (stripped), a `[task]` table's (a Lightning task:
+    lightning.py), or None when the file names none."""
+    if isinstance(value, dict):
+        from . import lightning
+
+        return lightning.spec_of_table(value)
     if value is not None and not isinstance(value, str):
-        raise ConfigError(f"task={value!r}: expected \"package.module:name\" (or \"{BUILTIN}\")")
+        raise ConfigError(f"task={value!r}: expected \"package.module:name\" (or \"{BUILTIN}\"), or a [task] table "
+                          "naming a LightningModule and its data")
     return value.strip() if value is not None else None
 
 
@@ -417,6 +428,10 @@ def load(spec: str) -> Task:
     """The task a grid, run or study file names: "lstm_mnist" (the built-in one) or "package.module:name"
     (imported from the current directory or PYTHONPATH). Each mistake is one line naming the fix."""
     spec = (spec or "").strip()
+    from . import lightning
+
+    if lightning.is_spec(spec):
+        return lightning.load(spec)
     module, sep, name = (BUILTIN_PATH if spec == BUILTIN else spec).partition(":")
     if not sep or not module or not name:
         raise ConfigError(f"task {spec!r}: write it as package.module:name (e.g. task = \"my_task:task\"), or "

@@ -20,7 +20,7 @@ class StudyFile(settings.Settings):
     """A study file's keys: a search's settings, and the study's own."""
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    task: str = task_protocol.BUILTIN                # the model under study (package.module:name)
+    task: str | dict = task_protocol.BUILTIN         # the model under study (package.module:name, or a [task] table)
     study_name: str | None = None                    # default: the file's stem
     experiment: str = "lstm-mnist-tune"              # MLflow experiment of the study's run and its trials
     base: str | None = None                          # an experiment file every trial starts from

@@ -1,0 +1,144 @@
+"""A Lightning task declared in TOML or Python: its config keys from the constructors, its spec, its one-line
+mistakes, and its config pickled into another process (issue 39)."""
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import textwrap
+
+import pytest
+
+from lstm_mnist import task as task_protocol
+from lstm_mnist.errors import ConfigError
+from lstm_mnist.task import lightning
+
+MODULE = '''
+import lightning as L
+import torch
+from torch import nn
+
+
+class Net(L.LightningModule):
+    def __init__(self, input_dim: int = 6, hidden_dim: int = 16, bidirectional: bool = False,
+                 dropout_rate: float = 0.0, lr=1e-2, act="relu", init=None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.body = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout_rate),
+                                  nn.Linear(hidden_dim, 3))
+
+    def forward(self, x):
+        return self.body(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("my_train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def loaders(batch_size: int = 16, noise: float = 0.0, seed: int = 0):
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 3, (90,), generator=g)
+    x = torch.rand(90, 6, generator=g)
+    x[torch.arange(90), y] += 0.6
+    ds = lambda a, b: torch.utils.data.TensorDataset(x[a:b], y[a:b])  # noqa: E731
+    return (torch.utils.data.DataLoader(ds(30, 90), batch_size=batch_size, shuffle=True),
+            torch.utils.data.DataLoader(ds(15, 30), batch_size=64),
+            torch.utils.data.DataLoader(ds(0, 15), batch_size=64))
+
+
+def no_default(width):
+    return None
+
+
+class NotAModule:
+    pass
+'''
+
+TABLE = {"module": "mymodel:Net", "data": "mymodel:loaders", "version": 2,
+         "flags": {"bidirectional": {"off": {"bidirectional": False}, "on": {"bidirectional": True}},
+                   "dropout": {"off": {"dropout_rate": 0.0}, "on": {"dropout_rate": 0.3}, "reads_on": []},
+                   "early_stopping": {"off": {"patience": 0}, "on": {"patience": 3}}},
+         "ranges": {"dropout_rate": [0.0, 0.9]}}
+
+
+@pytest.fixture
+def mymodel(tmp_path, monkeypatch):
+    (tmp_path / "mymodel.py").write_text(textwrap.dedent(MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_the_config_keys_are_the_constructors_scalar_arguments_beside_the_harness_keys(mymodel):
+    task = task_protocol.load(task_protocol.spec_of(TABLE))
+    assert task.name == "Net" and task.version == 2 and task.lightning is not None
+    fields = task.fields
+    for key, tp, default in (("input_dim", "int", 6), ("hidden_dim", "int", 16), ("bidirectional", "bool", False),
+                             ("dropout_rate", "float", 0.0), ("lr", "float", 1e-2), ("act", "str", "relu"),
+                             ("noise", "float", 0.0), ("patience", "int", 0)):
+        assert task_protocol.type_of(fields[key]) == tp and fields[key].default == default, key
+    assert "init" not in fields  # init=None: no key, the constructor's default stands
+    assert fields["batch_size"].default == 16  # a harness key the data takes: the constructor's default
+    assert task.lightning.module_args[:3] == ("input_dim", "hidden_dim", "bidirectional")
+    assert set(task.lightning.data_args) == {"batch_size", "noise", "seed"}
+    with pytest.raises(ConfigError, match=r"dropout_rate=0.95: out of range, allowed 0.0 <= dropout_rate <= 0.9"):
+        task.build({"dropout_rate": 0.95})
+    assert task.spec.startswith("lightning:") and task_protocol.load(task.spec) is task
+    assert task.hook("patience")(task.build({"patience": 3})) == 3
+    assert task.hook("patience")(task.build({})) is None
+
+
+def test_the_python_form_is_the_same_task(mymodel):
+    import mymodel as m
+
+    task = lightning.lightning_task(m.Net, m.loaders, [task_protocol.Flag("bidirectional", {"bidirectional": False},
+                                                                          {"bidirectional": True})], version=1)
+    assert task.lightning.module == "mymodel:Net" and task.flag_names == ("bidirectional",)
+    assert task is lightning.lightning_task("mymodel:Net", "mymodel:loaders",
+                                            {"bidirectional": {"off": {"bidirectional": False},
+                                                               "on": {"bidirectional": True}}}, version=1)
+
+
+def _unpickle_in_a_new_process(blob: bytes, q) -> None:
+    import sys
+
+    sys.path.insert(0, q.get())
+    cfg = pickle.loads(blob)
+    from lstm_mnist import task as tp
+
+    q.put((type(cfg).__name__, cfg.hidden_dim, tp.of(cfg).name))
+
+
+@pytest.mark.subprocess
+def test_a_config_pickles_into_a_fresh_process_by_its_spec(mymodel):
+    task = task_protocol.load(task_protocol.spec_of(TABLE))
+    cfg = task.build({"hidden_dim": 24})
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    q.put(str(mymodel))
+    p = ctx.Process(target=_unpickle_in_a_new_process, args=(pickle.dumps(cfg), q))
+    p.start()
+    p.join(60)
+    assert q.get(timeout=5) == ("NetConfig", 24, "Net")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"module": "mymodel"}, r"module = 'mymodel': give a LightningModule class"),
+    ({"module": "mymodel:Nope"}, r"could not be imported \(AttributeError"),
+    ({"module": "mymodel:NotAModule"}, r"is a type, not a LightningModule class"),
+    ({"data": "mymodel:no_default"}, r"data argument 'width' has no default"),
+    ({"flags": {}}, r"declare its flags as \[task.flags.NAME\] tables"),
+    ({"flags": {"x": {"on": {"act": "tanh"}}}}, r"flag 'x': give off = "),
+    ({"flags": {"x": {"off": {"act": "relu"}, "on": {"act": "tanh"}, "sides": 2}}}, r"flag 'x': unknown key 'sides'"),
+    ({"flags": {"x": {"off": {"colour": 1}, "on": {"colour": 2}}}}, r"flag 'x' off names 'colour', which its config"),
+    ({"ranges": {"colour": [0, 1]}}, r"ranges names 'colour', which neither constructor takes"),
+    ({"epochs": 3}, r"unknown key 'epochs'; a Lightning task's keys are: module"),
+])
+def test_a_bad_task_table_is_one_line(mymodel, change, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        task_protocol.load(task_protocol.spec_of({**TABLE, **change}))
+    assert "\n" not in str(err.value)
