@@ -58,7 +58,7 @@ class NotAModule:
     pass
 '''
 
-TABLE = {"module": "mymodel:Net", "data": "mymodel:loaders", "version": 2,
+TABLE = {"module": "mymodel:Net", "data": "mymodel:loaders", "version": 2, "classes": 3,
          "flags": {"bidirectional": {"off": {"bidirectional": False}, "on": {"bidirectional": True}},
                    "dropout": {"off": {"dropout_rate": 0.0}, "on": {"dropout_rate": 0.3}, "reads_on": []},
                    "early_stopping": {"off": {"patience": 0}, "on": {"patience": 3}}},
@@ -142,3 +142,20 @@ def test_a_bad_task_table_is_one_line(mymodel, change, message):
     with pytest.raises(ConfigError, match=message) as err:
         task_protocol.load(task_protocol.spec_of({**TABLE, **change}))
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- training: the protocol around the user's code
+def test_a_lightning_task_trains_as_written_inside_the_protocol(mymodel):
+    from lstm_mnist.training import train
+
+    task = task_protocol.load(task_protocol.spec_of(TABLE))
+    cfg = task.build({"max_epochs": 4, "num_threads": 1, "device": "cpu"})
+    heard = []
+    result = train.fit(cfg, on_epoch=lambda e, r: heard.append((e, r)))
+    assert [e for e, _ in heard] == [0, 1, 2, 3] and len(result.history) == 4
+    record = heard[0][1]
+    assert {"train_loss", "val_loss", "val_f1", "val_acc", "lr", "my_train_loss"} <= set(record), record
+    assert set(result.test) == {"test_loss", "test_f1", "test_acc"} and 0 <= result.best_epoch < 4
+    assert sum(map(sum, result.confusion)) == 15  # the whole test split, once
+    again = train.fit(cfg)
+    assert again.test == result.test and again.weights == result.weights  # a run is reproducible by its seed

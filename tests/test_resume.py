@@ -11,11 +11,13 @@ import signal
 import time
 from pathlib import Path
 
+import lightning as L
 import mlflow
 import pytest
 import torch
 from torch import nn
 
+from lstm_mnist import task as task_protocol
 from lstm_mnist.builtin import config
 from lstm_mnist.task import Flag, RunKeys, Splits, Task, field
 from lstm_mnist.training import checkpoint as ckpt
@@ -66,13 +68,61 @@ NOISY = Task("noisy", 1, NoisyConfig, (Flag("drop", {"drop": False}, {"drop": Tr
              prepare=_noise, optimizer=_optimizer, patience=lambda cfg: 3, classes=3)
 
 
+class LitNoisy(L.LightningModule):
+    """A LightningModule as a user writes it: dropout, its own loss and log, AdamW with a plateau schedule on
+    val_loss (the harness's); trained on loaders whose training set adds noise from torch's generator."""
+
+    def __init__(self, drop: float = 0.5, lr: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(drop), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("my_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
+
+
+class _Noisy(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i] + 0.3 * torch.randn(self.x[i].shape), self.y[i]
+
+
+def noisy_loaders(batch_size: int = 16):
+    s = _make(None, "cpu")
+    return (torch.utils.data.DataLoader(_Noisy(s.train_x, s.train_y), batch_size=batch_size, shuffle=True),
+            torch.utils.data.DataLoader(torch.utils.data.TensorDataset(s.val_x, s.val_y), batch_size=64),
+            torch.utils.data.DataLoader(torch.utils.data.TensorDataset(s.test_x, s.test_y), batch_size=64))
+
+
+LIGHTNING = {"module": "tests.test_resume:LitNoisy", "data": "tests.test_resume:noisy_loaders", "classes": 3,
+             "flags": {"drop": {"off": {"drop": 0.0}, "on": {"drop": 0.5}}}}
+
+
 def _configs(tiny_data) -> dict:
     builtin = config.TASK.build({"data_dir": str(tiny_data), "max_epochs": EPOCHS, "train_samples": 128,
                                  "batch_size": 32, "eval_batch_size": 256, "hidden_on": 16, "hidden_off": 16,
                                  "layers_on": 1, "num_threads": 1, "bidirectional": True, "dropout": True,
                                  "augmentation": True, "adamw": True, "early_stopping": True, "patience": 2,
                                  "plateau_patience": 0})
-    return {"built-in": builtin, "a task of one's own": NOISY.build({})}
+    lightning = task_protocol.load(task_protocol.spec_of(LIGHTNING)).build({"max_epochs": EPOCHS, "patience": 3,
+                                                                              "num_threads": 1, "device": "cpu"})
+    return {"built-in": builtin, "a task of one's own": NOISY.build({}), "a Lightning task": lightning}
 
 
 def _same(a: train.Result, b: train.Result) -> bool:
@@ -84,7 +134,7 @@ class Stop(Exception):
     """The process ends here (as a kill would): nothing after this point runs."""
 
 
-@pytest.mark.parametrize("which", ["built-in", "a task of one's own"])
+@pytest.mark.parametrize("which", ["built-in", "a task of one's own", "a Lightning task"])
 def test_a_run_stopped_anywhere_goes_on_from_its_checkpoint_to_the_same_result(which, tiny_data, tmp_path,
                                                                                  monkeypatch):
     """Stopped after each epoch's report (its checkpoint not yet written) and in the middle of writing each

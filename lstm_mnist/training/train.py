@@ -232,8 +232,12 @@ def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | No
     run writes its checkpoint there after every epoch and, when the slot holds this run's checkpoint, goes on
     from it exactly; `on_resume(epoch, history, why)` hears first which (epoch: the checkpoint's last, None:
     from epoch 0; history: the epochs it holds; why: why a checkpoint there was not used, else "")."""
-    quiet_lightning()
     task = task_protocol.of(cfg)
+    if task.lightning is not None:  # the user's LightningModule on its own loaders, inside the same protocol
+        from . import lightning_fit
+
+        return lightning_fit.fit(cfg, on_epoch, device, slot, on_resume)
+    quiet_lightning()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = device or resolve_device(cfg)
