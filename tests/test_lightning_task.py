@@ -159,3 +159,61 @@ def test_a_lightning_task_trains_as_written_inside_the_protocol(mymodel):
     assert sum(map(sum, result.confusion)) == 15  # the whole test split, once
     again = train.fit(cfg)
     assert again.test == result.test and again.weights == result.weights  # a run is reproducible by its seed
+
+
+# ---------------------------------------------------------------- through the harness: grid, report, evaluate, tune
+GRID = '''experiment = "lit"
+designs = ["leave_one_out"]
+seeds = [0, 1]
+
+[task]
+module = "mymodel:Net"
+data = "mymodel:loaders"
+classes = 3
+version = 1
+[task.flags.dropout]
+off = { dropout_rate = 0.0 }
+on = { dropout_rate = 0.3 }
+[task.flags.width]
+off = { hidden_dim = 8 }
+on = { hidden_dim = 16 }
+[task.flags.early_stopping]
+off = { patience = 0 }
+on = { patience = 2 }
+
+[budget]
+max_epochs = 3
+num_threads = 1
+'''
+
+
+@pytest.mark.subprocess
+def test_a_lightning_task_through_a_grid_its_report_evaluate_and_tune(project, mymodel, capsys):
+    from .conftest import cli
+
+    assert mymodel == project  # the module sits in the project folder: its workers import it from there
+    (project / "experiments" / "lit.toml").write_text(GRID)
+    code, out, err = cli(capsys, "ablate", "experiments/lit.toml", "--workers", "2")
+    assert code == 0, out[-2000:] + err
+    assert "8/8 cells FINISHED" in out or "8 cells" in out, out[-1500:]
+    code, out, err = cli(capsys, "ablate", "experiments/lit.toml", "--dry-run")
+    assert code == 0 and "8 cells: 8 done" in out, out + err
+    code, out, err = cli(capsys, "report", "--grid", "lit", "--experiment", "lit")
+    assert code == 0, err
+    assert "dropout" in out and "width" in out, out[-2000:]
+    import mlflow
+
+    c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    runs = c.search_runs([c.get_experiment_by_name("lit").experiment_id], "tags.arm = 'full'")
+    run = runs[0]
+    assert run.data.tags["task"] == "Net" and run.data.tags["task_spec"].startswith("lightning:")
+    assert "my_train_loss" in run.data.metrics  # what the module logs itself, recorded beside the harness's
+    code, out, err = cli(capsys, "evaluate", run.info.run_id)
+    assert code == 0 and "agree, exact" in out, out + err
+    (project / "studies").mkdir(exist_ok=True)
+    table = GRID.split("[task]", 1)[1].split("[budget]", 1)[0]
+    (project / "studies" / "lit.toml").write_text(
+        'study_name = "lit"\nexperiment = "lit-tune"\n[fixed]\nmax_epochs = 2\nnum_threads = 1\n'
+        f'[space]\nlr = {{type = "float", low = 1e-3, high = 1e-1, log = true}}\n[task]{table}')
+    code, out, err = cli(capsys, "tune", "studies/lit.toml", "--trials", "2")
+    assert code == 0, out[-2000:] + err

@@ -220,6 +220,10 @@ class Task:
             cache[name] = DEFAULT_HOOKS.get(name) if given is None else resolve_hook(given, where)
         return cache[name]
 
+    def new_model(self, cfg):
+        """The config's model, untrained: the model hook's, or a Lightning task's LightningModule."""
+        return self.lightning.module_of(cfg) if self.lightning is not None else self.hook("model")(cfg)
+
     def load_data(self, cfg, device="cpu") -> Splits:
         """The task's splits on `device`; anything but Splits is one line naming the hook."""
         splits = self.hook("data")(cfg, device)

@@ -163,9 +163,11 @@ class Parts:
 
     def build(self, cfg):
         """The LightningModule and the data (a LightningDataModule, or the function's three loaders) of a config."""
-        module_cls, data = _import(self.module, "", "module"), _import(self.data, "", "data")
-        return (module_cls(**{k: getattr(cfg, k) for k in self.module_args}),
-                data(**{k: getattr(cfg, k) for k in self.data_args}))
+        return self.module_of(cfg), _import(self.data, "", "data")(**{k: getattr(cfg, k) for k in self.data_args})
+
+    def module_of(self, cfg):
+        """The config's LightningModule, untrained."""
+        return _import(self.module, "", "module")(**{k: getattr(cfg, k) for k in self.module_args})
 
 
 def _import(path: str, where: str, what: str):

@@ -47,7 +47,7 @@ def log_model(c: MlflowClient, run_id: str, cfg, config_hash: str, weights: byte
     import torch
     from mlflow.entities import LoggedModelOutput
 
-    net = task_protocol.of(cfg).hook("model")(cfg)
+    net = task_protocol.of(cfg).new_model(cfg)
     net.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
     net.eval()
     exp_id = c.get_run(run_id).info.experiment_id

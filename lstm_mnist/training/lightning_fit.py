@@ -215,3 +215,15 @@ def fit(cfg, on_epoch=None, device: torch.device | None = None, slot: ckpt.Slot 
                   confusion=confusion.tolist(), per_class=per_class_report(confusion),
                   device_name=device_name(device), weights=state_bytes(module),
                   resumed_from=state["epoch"] if state else None)
+
+
+def evaluate(cfg, module) -> dict:
+    """train.evaluate for a Lightning task: given weights scored on its test loader as `fit` scores them."""
+    task = task_protocol.of(cfg)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    test = loaders(task, module, task.lightning.build(cfg)[1])[2]
+    module.to(device)
+    return score(module, test, _EvalMetrics(task.classes, confusion=True).to(device), cfg, device, "test")

@@ -299,6 +299,10 @@ def evaluate(cfg, net: torch.nn.Module, dataset: task_protocol.Splits | None = N
     """The test metrics of given weights, computed exactly as `fit` computes them (same batches, same code)."""
     quiet_lightning()
     task = task_protocol.of(cfg)
+    if task.lightning is not None:
+        from . import lightning_fit
+
+        return lightning_fit.evaluate(cfg, net)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg)
