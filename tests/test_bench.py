@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import cpu_precisions, cpu_refusal, run_cli
 
 
 @pytest.mark.subprocess
@@ -19,9 +19,9 @@ def test_bench_smoke_writes_json(project):
     assert printed == {"a/b": f"{figures['harness_over_dataloader']:.2f}", "a/c": f"{figures['harness_over_bare']:.2f}"}
     # every arm shape (the task's shape_flags on and off) at every precision a CPU trains at, ratios of this run
     rows = {(r["arm"], r["precision"]): r for r in figures["shapes"]}
-    assert figures["precisions"] == ["32", "bf16-mixed"]
+    assert figures["precisions"] == list(cpu_precisions())
     assert set(rows) == {(a, p) for a in ("full", "full-bidirectional", "full-width", "full-bidirectional-width")
-                         for p in ("32", "bf16-mixed")}
+                         for p in cpu_precisions()}
     for (arm, p), r in rows.items():
         assert r["harness_over_bare"] == pytest.approx(r["harness_samples_per_s"] / r["bare_samples_per_s"])
         ref = rows[(arm, "32")]
@@ -32,13 +32,13 @@ def test_bench_smoke_writes_json(project):
 
 @pytest.mark.subprocess
 def test_bench_at_chosen_precisions_and_one_the_device_cannot_train_at(project):
-    proc = run_cli("bench", "--precision", "bf16-mixed", "--batches", "2", "--warmup", "1", "--rounds", "1",
+    chosen = cpu_precisions()[-1]  # bf16-mixed where the CPU has it
+    proc = run_cli("bench", "--precision", chosen, "--batches", "2", "--warmup", "1", "--rounds", "1",
                    "--threads", "1", "--out", "b.json", cwd=project)
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((project / "b.json").read_text())
-    assert figures["precisions"] == ["bf16-mixed"] and figures["threads"] == 1
-    assert {r["precision"] for r in figures["shapes"]} == {"bf16-mixed"} and "harness_over_dataloader" in figures
-    assert "the full arm at precision bf16-mixed: a/b = " in proc.stdout
+    assert figures["precisions"] == [chosen] and figures["threads"] == 1
+    assert {r["precision"] for r in figures["shapes"]} == {chosen} and "harness_over_dataloader" in figures
+    assert f"the full arm at precision {chosen}: a/b = " in proc.stdout
     proc = run_cli("bench", "--precision", "32,16-mixed", "--batches", "3", cwd=project)
-    assert proc.returncode == 2 and proc.stderr.strip().endswith(
-        "precision=16-mixed: a CPU cannot train at it; it can at precision=32 or precision=bf16-mixed"), proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(cpu_refusal("16-mixed")), proc.stderr

@@ -59,13 +59,20 @@ def resolve_device(cfg) -> torch.device:
 
 
 def precisions_of(device: torch.device) -> tuple:
-    """The precisions `device` can train at: 32 everywhere; bf16-mixed on a CPU (native on AVX-512/AMX-BF16, slow
-    emulation elsewhere) and on a GPU with bfloat16; 16-mixed on a GPU."""
+    """The precisions `device` can train at: 32 everywhere; bf16-mixed on a CPU whose oneDNN has bfloat16 (AVX-512
+    or newer: native with AVX512-BF16/AMX, emulated on plain AVX-512; an AVX2-only CPU, such as some AMD EPYCs,
+    fails to build the LSTM primitive) and on a GPU with bfloat16; 16-mixed on a GPU."""
     if device.type != "cuda":
-        return ("32", "bf16-mixed")
+        return ("32", "bf16-mixed") if cpu_has_bf16() else ("32",)
     with torch.cuda.device(device):  # natively (Ampere on), not in emulation
         bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
     return ("32", *(("bf16-mixed",) if bf16 else ()), "16-mixed")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU's oneDNN computes in bfloat16 (its LSTM, matmul and convolution primitives need AVX-512)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else True
 
 
 def autocast(precision: str, device: torch.device, cache: bool = True):
@@ -78,7 +85,8 @@ def autocast(precision: str, device: torch.device, cache: bool = True):
 def check_precision(precision: str, device: torch.device) -> None:
     can = precisions_of(device)
     if precision not in can:
-        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "a CPU"
+        where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                 else "a CPU" if precision == "16-mixed" else "this CPU (without AVX-512, oneDNN has no bfloat16)")
         raise ConfigError(f"precision={precision}: {where} cannot train at it; it can at precision="
                           f"{' or precision='.join(can)}")
 
