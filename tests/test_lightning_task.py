@@ -50,6 +50,39 @@ def loaders(batch_size: int = 16, noise: float = 0.0, seed: int = 0):
             torch.utils.data.DataLoader(ds(0, 15), batch_size=64))
 
 
+class Data(L.LightningDataModule):
+    """The same data as a LightningDataModule, with the mistakes a user can make: a shuffled or augmented validation
+    loader, batches that are not (x, y)."""
+
+    def __init__(self, batch_size: int = 16, noise: float = 0.0, val_shuffle: bool = False, val_noise: float = 0.0,
+                 dict_batches: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def setup(self, stage):
+        self.train, self.val, self.test = (dl.dataset for dl in loaders(self.hparams.batch_size))
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.train, batch_size=self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        h = self.hparams
+        collate = (lambda b: {"x": torch.stack([x for x, _ in b]), "y": torch.stack([y for _, y in b])}) \
+            if h.dict_batches else None
+        if h.val_noise:
+            collate = lambda b: (torch.stack([x for x, _ in b]) + h.val_noise * torch.randn(len(b), 6),  # noqa: E731
+                                 torch.stack([y for _, y in b]))
+        return torch.utils.data.DataLoader(self.val, batch_size=8, shuffle=h.val_shuffle, collate_fn=collate)
+
+    def test_dataloader(self):
+        return torch.utils.data.DataLoader(self.test, batch_size=64)
+
+
+class TwoOutputs(Net):
+    def forward(self, x):
+        return self.body(x), x
+
+
 def no_default(width):
     return None
 
@@ -217,3 +250,31 @@ def test_a_lightning_task_through_a_grid_its_report_evaluate_and_tune(project, m
         f'[space]\nlr = {{type = "float", low = 1e-3, high = 1e-1, log = true}}\n[task]{table}')
     code, out, err = cli(capsys, "tune", "studies/lit.toml", "--trials", "2")
     assert code == 0, out[-2000:] + err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"val_shuffle": True}, "its validation loader gave another first batch the second time (shuffled or augmented)"),
+    ({"val_noise": 0.5}, "its validation loader gave another first batch the second time (shuffled or augmented)"),
+    ({"dict_batches": True}, "its validation loader: a batch is a dict; the harness scores batches of (inputs, "),
+    ({"module": "mymodel:TwoOutputs"}, "the module's output for a batch of 8 is tuple, not class logits (8, 3)"),
+    ({"classes": 4}, "the module gives 3 logits per input, the task says classes = 4"),
+])
+def test_a_data_module_and_the_protocols_one_line_mistakes(mymodel, change, message):
+    from lstm_mnist.training import train
+
+    table = {**TABLE, "data": "mymodel:Data", **{k: v for k, v in change.items() if k in ("module", "classes")}}
+    task = task_protocol.load(task_protocol.spec_of(table))
+    cfg = task.build({"max_epochs": 2, "num_threads": 1, "device": "cpu",
+                      **{k: v for k, v in change.items() if k not in ("module", "classes")}})
+    with pytest.raises(ConfigError) as err:
+        train.fit(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_data_module_trains_and_its_result_is_the_loaders_functions(mymodel):
+    from lstm_mnist.training import train
+
+    base = {"max_epochs": 2, "num_threads": 1, "device": "cpu"}
+    by_module = train.fit(task_protocol.load(task_protocol.spec_of({**TABLE, "data": "mymodel:Data"})).build(base))
+    by_function = train.fit(task_protocol.load(task_protocol.spec_of(TABLE)).build(base))
+    assert by_module.test == by_function.test and by_module.weights == by_function.weights

@@ -49,7 +49,8 @@ TABLE_KEYS = {"module": "a LightningModule class (package.module:Class)",
               "fingerprint": "package.module:function (cfg -> str): the data's fingerprint (default: the harness's)",
               "classes": "how many classes the labels hold (default 10)",
               "metric": "what reports rank arms by: test_f1 (default), test_acc or test_loss",
-              "default_flags": "the flags a grid varies when it names none (default: all)"}
+              "default_flags": "the flags a grid varies when it names none (default: all)",
+              "not_identity": "keys that say where or how a run executes, not what it computes (e.g. data_dir)"}
 FLAG_KEYS = ("off", "on", "reads_off", "reads_on", "defines", "label")
 PATIENCE = "patience"  # the key a Lightning task's early stopping reads: epochs without a better val_loss, 0: none
 _SCALARS = {bool: "bool", int: "int", float: "float", str: "str"}
@@ -142,6 +143,7 @@ def load(spec: str):
     parts = Parts(table["module"], table["data"], table.get("fingerprint", ""),
                   tuple(k for k in keys if k in _params(module_cls)), tuple(k for k in keys if k in _params(data)))
     return Task(name, int(table.get("version", 0)), cfg_cls, flags, default_flags=tuple(table.get("default_flags", ())),
+                not_identity=frozenset(table.get("not_identity", ())),
                 classes=int(table.get("classes", 10)), metric=table.get("metric", "test_f1"), lightning=parts,
                 source=spec, fingerprint=functools.partial(fingerprint_of, parts), patience=_patience)
 

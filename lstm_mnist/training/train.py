@@ -220,7 +220,7 @@ def quiet_lightning() -> None:
                  "lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|LeafSpec|"
-                            "_pytree|isinstance.*treespec).*")
+                            "_pytree|isinstance.*treespec|validation_step. but have no .val_dataloader).*")
 
 
 def make_trainer(cfg, device: torch.device, callbacks: list, **overrides) -> L.Trainer:
