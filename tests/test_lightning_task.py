@@ -250,6 +250,14 @@ def test_a_lightning_task_through_a_grid_its_report_evaluate_and_tune(project, m
         f'[space]\nlr = {{type = "float", low = 1e-3, high = 1e-1, log = true}}\n[task]{table}')
     code, out, err = cli(capsys, "tune", "studies/lit.toml", "--trials", "2")
     assert code == 0, out[-2000:] + err
+    tuned = GRID.replace('seeds = [0, 1]', 'flags = ["dropout"]\nseeds = [0]\ntune_seed = 100')
+    (project / "experiments" / "littuned.toml").write_text(
+        tuned + '[tune]\ntrials = 2\nsampler_startup_trials = 1\npruner = "none"\n[tune.space]\n'
+        'lr = {type = "float", low = 1e-3, high = 1e-1, log = true}\n')
+    code, out, err = cli(capsys, "ablate", "experiments/littuned.toml", "--workers", "2")
+    assert code == 0, out[-2000:] + err
+    code, out, err = cli(capsys, "report", "--grid", "littuned", "--experiment", "lit")
+    assert code == 0 and "tuned" in out.lower(), out[-2000:] + err
 
 
 @pytest.mark.parametrize("change, message", [
