@@ -176,9 +176,10 @@ def test_a_cell_whose_ray_worker_is_killed_goes_on_from_its_checkpoint_in_its_ru
     run = Cli("ablate", str(_grid(project, epochs=20)), "--ray", c.address, cwd=project)
     assert run.wait_for(r"^start ", 1, timeout=120), run.stdout
     worker = _a_ray_worker(project, run.running)
-    deadline = time.monotonic() + 120  # once a checkpoint holds an epoch: the retry goes on from it
-    while worker and run.running() and time.monotonic() < deadline and not any(
-            json.loads(f.read_text())["epoch"] >= 1 for f in (project / "mlruns" / "checkpoints").glob("*.json")):
+    deadline = time.monotonic() + 120  # once every running cell's checkpoint holds an epoch: the retry goes on
+    while worker and run.running() and time.monotonic() < deadline and not (  # from it, whichever cell it is
+            (sides := list((project / "mlruns" / "checkpoints").glob("*.json")))
+            and all(json.loads(f.read_text())["epoch"] >= 0 for f in sides) and len(sides) >= 2):
         time.sleep(0.02)
     if worker:
         os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
@@ -190,7 +191,7 @@ def test_a_cell_whose_ray_worker_is_killed_goes_on_from_its_checkpoint_in_its_ru
     assert figures["runs_failed"] == 0 and figures["retried"] == figures["resumed"] == 1, figures
     assert figures["left_running"] == 0 and "goes on from its checkpoint" in run.stdout, figures
     (retried,) = [r for r in _runs(project) if "retried" in r.data.tags]
-    assert int(retried.data.tags["resumed_from"]) >= 2, retried.data.tags  # after the epoch 1 it held, at least
+    assert int(retried.data.tags["resumed_from"]) >= 1, retried.data.tags  # after an epoch its checkpoint held
     assert _epochs_once(project, retried) == list(range(int(retried.data.metrics["epochs_trained"])))
     assert not list((project / "mlruns" / "checkpoints").glob("*.ckpt"))
 

@@ -1,7 +1,8 @@
 """MNIST as a Lightning user loads it: torchvision datasets and transforms, a fixed train/validation split of the
 official training set, augmentation (RandomRotation then RandomAffine) on the training split only. `mirror`: a
-folder holding the four official .gz files (a machine without internet: LSTM_MNIST_DATA), copied into
-data_dir/MNIST/raw, where torchvision checks their md5s and extracts them instead of downloading."""
+folder holding the four official .gz files (a machine without internet: LSTM_MNIST_DATA), extracted into
+data_dir/MNIST/raw, where torchvision finds them instead of downloading."""
+import gzip
 import hashlib
 import os
 import shutil
@@ -28,8 +29,9 @@ class MNISTDataModule(L.LightningDataModule):
         raw = Path(self.hparams.data_dir) / "MNIST" / "raw"
         if self.hparams.mirror and not (raw / "t10k-labels-idx1-ubyte").exists():
             raw.mkdir(parents=True, exist_ok=True)
-            for f in Path(self.hparams.mirror).glob("*-ubyte.gz"):
-                shutil.copy(f, raw / f.name)
+            for f in Path(self.hparams.mirror).glob("*-ubyte.gz"):  # torchvision reads them uncompressed
+                with gzip.open(f) as src, open(raw / f.stem, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
         MNIST(self.hparams.data_dir, train=True, download=True)
         MNIST(self.hparams.data_dir, train=False, download=True)
 
@@ -55,5 +57,5 @@ class MNISTDataModule(L.LightningDataModule):
 
 
 def fingerprint(cfg) -> str:
-    """The data's identity without reading it: the official files' md5s (torchvision checks them when it extracts)."""
+    """The data's identity without reading it: the official files, named by the md5s torchvision downloads them by."""
     return hashlib.sha256(repr(MNIST.resources).encode()).hexdigest()[:16]
