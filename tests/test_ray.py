@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -348,3 +349,32 @@ def test_a_task_of_ones_own_trains_on_the_cluster_its_nodes_import_it_from_the_d
     assert "8/8 cells FINISHED" in run.stdout and "Traceback" not in run.stderr + run.stdout, run.stdout[-2000:]
     cells = [r.data.tags for r in _runs(project, "rows-ablation") if r.data.tags.get("lstm_mnist.role") != "grid"]
     assert len(cells) == 8 and {t["task"] for t in cells} == {"rows"}
+
+
+# ---------------------------------------------------------------- a Lightning task on Ray
+@GROUP_B
+@pytest.mark.subprocess
+def test_a_lightning_task_trains_on_the_cluster_as_anywhere(project, cluster):
+    """A LightningModule and its loaders (tests/test_lightning_task.py's) as Ray tasks: no data shipped, each node
+    builds its loaders; every cell once, the same results as the same grid trained by local workers."""
+    import shutil
+
+    from .test_lightning_task import GRID, MODULE
+
+    c, _ = cluster
+    (project / "mymodel.py").write_text(textwrap.dedent(MODULE))
+    (project / "experiments" / "lit.toml").write_text(GRID)
+    env = {"PYTHONPATH": f"{project}:{REPO}"}
+    on_ray = Cli("ablate", "experiments/lit.toml", "--ray", c.address, cwd=project, env=env)
+    assert on_ray.finish() == 0, on_ray.stderr[-3000:] + on_ray.stdout[-2000:]
+    local = project.parent / f"{project.name}-local"
+    shutil.copytree(project, local, ignore=shutil.ignore_patterns("mlruns"))
+    (local / "mlruns").mkdir()
+    here = Cli("ablate", "experiments/lit.toml", "--workers", "2", cwd=local, env={"PYTHONPATH": f"{local}:{REPO}"})
+    assert here.finish() == 0, here.stderr[-3000:]
+    got = {tuple(r.data.tags[k] for k in ("arm", "seed")): r.data.metrics["test_f1"] for r in _runs(project, "lit")
+           if r.info.status == "FINISHED" and "arm" in r.data.tags}
+    want = {tuple(r.data.tags[k] for k in ("arm", "seed")): r.data.metrics["test_f1"] for r in _runs(local, "lit")
+            if r.info.status == "FINISHED" and "arm" in r.data.tags}
+    assert len(got) == 8 and got == want
+    assert {r.data.tags.get("ray_node_id") for r in _runs(project, "lit") if "arm" in r.data.tags} - {None}
