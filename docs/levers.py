@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lstm_mnist.builtin import config, data, model
-from lstm_mnist.training import train
+from lstm_mnist.training import devices
 
 SHAPES = {"full (2x128, both ways)": {"width": True, "bidirectional": True},
           "1x100 one way": {"width": False, "bidirectional": False}}
@@ -49,7 +49,7 @@ def train_step(cfg, x, y, compiled: bool = False):
 
     def step():
         idx = torch.randint(0, len(x), (cfg.batch_size,), generator=g)
-        with train.autocast(cfg.precision, torch.device("cpu")):
+        with devices.autocast(cfg.precision, torch.device("cpu")):
             logits = fwd(x[idx])
         loss = F.cross_entropy(logits.float(), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -63,7 +63,7 @@ def eval_pass(cfg, x):
     batch = x[: cfg.eval_batch_size]
 
     def step():
-        with torch.no_grad(), train.autocast(cfg.precision, torch.device("cpu")):
+        with torch.no_grad(), devices.autocast(cfg.precision, torch.device("cpu")):
             net(batch).float()
     return step
 
@@ -80,7 +80,7 @@ def main() -> None:
     ds = data.load(base, "cpu")
     x = data.prepare(base, ds.train_x[:8192], False, None)  # (N, 28 rows, 28 px), normalized
     y = ds.train_y[:8192]
-    out = {"threads": a.threads, "cpu": train.device_name(torch.device("cpu")), "levers": []}
+    out = {"threads": a.threads, "cpu": devices.device_name(torch.device("cpu")), "levers": []}
 
     def lever(name, shape, variants, batch):
         figures = {v: [] for v in variants}

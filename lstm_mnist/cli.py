@@ -21,9 +21,9 @@ def cmd_run(args) -> int:
 
     from . import task as task_protocol
     from .runs import runner
-    from .training import train
+    from .training import devices
 
-    train.resolve_device(cfg)  # a device or precision this host lacks: one line, before a run is recorded
+    devices.resolve_device(cfg)  # a device or precision this host lacks: one line, before a run is recorded
 
     name = args.name or (f"{_stem(args.file)}-s{cfg.seed}" if args.file else f"run-s{cfg.seed}")
     task, values = task_protocol.of(cfg), dataclasses.asdict(cfg)

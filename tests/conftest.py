@@ -233,9 +233,9 @@ def cpu_precisions() -> tuple:
     """The precisions this machine's CPU trains at (32, and bf16-mixed where oneDNN has bfloat16: AVX-512)."""
     import torch
 
-    from lstm_mnist.training import train
+    from lstm_mnist.training import devices
 
-    return train.precisions_of(torch.device("cpu"))
+    return devices.precisions_of(torch.device("cpu"))
 
 
 # bf16 on a CPU needs AVX-512 (oneDNN's bfloat16 LSTM): an AVX2-only CPU (an AMD EPYC seen here) refuses it.
@@ -244,7 +244,7 @@ needs_bf16_cpu = pytest.mark.skipif("bf16-mixed" not in cpu_precisions(), reason
 
 
 def cpu_refusal(precision: str) -> str:
-    """The one line a CPU precision it cannot train at gets (train.check_precision)."""
+    """The one line a CPU precision it cannot train at gets (devices.check_precision)."""
     can = cpu_precisions()
     where = "a CPU" if precision == "16-mixed" else "this CPU (without AVX-512, oneDNN has no bfloat16)"
     return f"precision={precision}: {where} cannot train at it; it can at precision={' or precision='.join(can)}"

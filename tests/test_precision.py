@@ -8,7 +8,7 @@ import torch
 
 from lstm_mnist import task as task_protocol
 from lstm_mnist.builtin import config
-from lstm_mnist.training import train
+from lstm_mnist.training import devices, outcome, train
 
 from .conftest import QUICK, cli, cpu_precisions, cpu_refusal, needs_bf16_cpu, run_cli
 
@@ -41,20 +41,20 @@ def test_an_unknown_precision_is_one_line(value, message):
 
 def test_a_precision_the_device_cannot_train_at_names_those_it_can():
     cpu = torch.device("cpu")
-    assert train.precisions_of(cpu) == (("32", "bf16-mixed") if train.cpu_has_bf16() else ("32",))
+    assert devices.precisions_of(cpu) == (("32", "bf16-mixed") if devices.cpu_has_bf16() else ("32",))
     with pytest.raises(config.ConfigError, match=re.escape(cpu_refusal("16-mixed"))):
-        train.resolve_device(config.Config(device="cpu", precision="16-mixed"))
+        devices.resolve_device(config.Config(device="cpu", precision="16-mixed"))
     if "bf16-mixed" in cpu_precisions():
-        assert train.resolve_device(config.Config(device="cpu", precision="bf16-mixed")) == cpu
+        assert devices.resolve_device(config.Config(device="cpu", precision="bf16-mixed")) == cpu
     else:  # an AVX2-only CPU: one line before anything trains, not oneDNN's error from the first LSTM call
         with pytest.raises(config.ConfigError, match=re.escape(cpu_refusal("bf16-mixed"))):
-            train.resolve_device(config.Config(device="cpu", precision="bf16-mixed"))
+            devices.resolve_device(config.Config(device="cpu", precision="bf16-mixed"))
 
 
 @needs_bf16_cpu
 def test_bf16_trains_under_autocast_with_float32_loss_and_metrics(tiny_data, monkeypatch):
     outputs, losses = [], []
-    original_update, original_ce = train._EvalMetrics.update, torch.nn.functional.cross_entropy
+    original_update, original_ce = outcome.EvalMetrics.update, torch.nn.functional.cross_entropy
 
     def update(self, logits, y):
         outputs.append(logits.dtype)  # what the model gave, before the harness's cast
@@ -64,7 +64,7 @@ def test_bf16_trains_under_autocast_with_float32_loss_and_metrics(tiny_data, mon
         losses.append(logits.dtype)  # what every loss (training, validation, test) is computed from
         return original_ce(logits, *a, **kw)
 
-    monkeypatch.setattr(train._EvalMetrics, "update", update)
+    monkeypatch.setattr(outcome.EvalMetrics, "update", update)
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", cross_entropy)
     cfg = config.load(None, [*QUICK, f"data_dir={tiny_data}", "precision=bf16-mixed", "adamw=true", "max_epochs=4"])
     result = train.fit(cfg)

@@ -21,7 +21,7 @@ from lstm_mnist import task as task_protocol
 from lstm_mnist.builtin import config
 from lstm_mnist.task import Flag, RunKeys, Splits, Task, field
 from lstm_mnist.training import checkpoint as ckpt
-from lstm_mnist.training import train
+from lstm_mnist.training import outcome, train
 
 from .chaos_tools import Cli, record
 from .conftest import TINY_BUDGET
@@ -125,7 +125,7 @@ def _configs(tiny_data) -> dict:
     return {"built-in": builtin, "a task of one's own": NOISY.build({}), "a Lightning task": lightning}
 
 
-def _same(a: train.Result, b: train.Result) -> bool:
+def _same(a: outcome.Result, b: outcome.Result) -> bool:
     strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in x.history] for x in (a, b)]
     return a.test == b.test and strip[0] == strip[1] and a.weights == b.weights and a.best_epoch == b.best_epoch
 
@@ -381,3 +381,30 @@ def test_what_a_kill_costs_on_a_grid_of_the_quick_design_before_checkpoints_and_
     assert figures["before"]["results"] == figures["after"]["results"] and len(figures["after"]["results"]) == 8
     assert figures["after"]["epochs_trained_again"] <= len(stopped), figures["after"]  # at most the one in flight
     assert figures["before"]["epochs_trained_again"] == sum(stopped.values()) >= 4, figures["before"]
+
+
+@pytest.mark.chaos
+@pytest.mark.subprocess
+def test_a_tuned_grids_replicate_cell_killed_mid_training_goes_on_from_its_checkpoint(project):
+    """A tuned grid killed -9 once a replicate cell's checkpoint holds epoch 1: the rerun finishes the searches it
+    left, and the stopped replicate goes on in its run (resumes=1); every cell ends with one FINISHED run."""
+    from .test_tuned import tuned_file
+
+    text = tuned_file(project, budget=TINY_BUDGET + "train_samples = 256\n").read_text()
+    (project / "experiments" / "tuned.toml").write_text(text.replace("max_epochs = 2", "max_epochs = 6"))
+    first = Cli("ablate", "experiments/tuned.toml", "--workers", "2", cwd=project)
+    _stop_when_checkpointed(first, project, 1, first.kill)
+    assert first.finish() == -signal.SIGKILL, first.stderr
+    again = Cli("ablate", "experiments/tuned.toml", "--workers", "2", cwd=project)
+    assert again.finish() == 0, again.stderr[-3000:]
+    assert "resumed from its checkpoint" in again.stdout, again.stdout[-3000:]
+    c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
+    runs = c.search_runs([c.get_experiment_by_name("tuned").experiment_id], "tags.arm != ''")
+    cells = [r for r in runs if r.data.tags.get("lstm_mnist.role") not in ("trial", "tuning")]
+    finished = {}
+    for r in cells:
+        if r.info.status == "FINISHED":
+            finished.setdefault(r.data.tags["config_hash"], []).append(r)
+    assert all(len(v) == 1 for v in finished.values()) and len(finished) == 12, {k: len(v) for k, v in finished.items()}
+    assert any(v[0].data.tags.get("resumes") == "1" for v in finished.values())
+    assert not list((project / "mlruns" / "checkpoints").glob("*.ckpt"))

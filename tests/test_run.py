@@ -7,7 +7,7 @@ from lstm_mnist.builtin import config
 from lstm_mnist.runs import runner
 from lstm_mnist.tracking import records, store
 from lstm_mnist.builtin import model
-from lstm_mnist.training import train
+from lstm_mnist.training import outcome, train
 from lstm_mnist.builtin.config import Config
 
 from .conftest import QUICK, run_cli
@@ -49,7 +49,7 @@ def test_early_stopping_and_test_on_best_val_loss_weights(tiny_data):
 
 def test_diverging_loss_stops_the_run(tiny_data):
     cfg = _quick(tiny_data, norm_std=1e-39, max_epochs=5)  # pixels overflow to inf -> NaN loss
-    with pytest.raises(train.Diverged):
+    with pytest.raises(outcome.Diverged):
         train.fit(cfg)
 
 

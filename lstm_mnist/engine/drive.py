@@ -110,9 +110,9 @@ def capacity(n_workers: int, ray=None, runs=None):
     cluster holds now (Ray places the cells; this host only writes, on one leased share). `runs`: a config the
     work trains at; trained here, a device or precision this host lacks is one line now, not a failed run each."""
     if ray is None and runs is not None and (runs.device != "auto" or runs.precision != "32"):
-        from ..training import train
+        from ..training import devices
 
-        train.resolve_device(runs)
+        devices.resolve_device(runs)
     if ray is not None:
         from . import ray_tasks
 

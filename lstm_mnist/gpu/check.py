@@ -25,7 +25,7 @@ from .. import task as task_protocol
 from ..grids import grid
 from ..machine import host
 from ..training import batches as batches_mod
-from ..training import bench, train
+from ..training import bench, devices, train
 from . import slices as gpu_slice
 from . import mps as mps_daemon
 from ..config import ConfigError
@@ -78,7 +78,7 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
     task = task_protocol.of(cells[0][1])
     full = full_config(extra) if grid_file is None else cells[0][1]
     task.data_fingerprint(full)  # missing or corrupt data: one line now, not N failed workers
-    train.resolve_device(full)   # so is a precision this device cannot train at
+    devices.resolve_device(full)   # so is a precision this device cannot train at
     gpu_slice.quiet()
     _say(on_gpu, f"gpu-check on {device}: grid throughput of {', '.join(map(str, counts))} workers, "
          f"{slice_s:g} s slices{' (also under MPS)' if mps else ''}")
@@ -156,7 +156,7 @@ def single_process(cfg, warmup: int, batches: int, rounds: int, full_data: bool 
     else of the splits loaded here) and bench's harness and bare loop on this device, interleaved, medians
     kept."""
     task = task_protocol.of(cfg)
-    device = train.resolve_device(cfg)
+    device = devices.resolve_device(cfg)
     ds = task.load_data(cfg, device)
     sizes = task.split_sizes(cfg) if full_data else {"train": len(ds.train_y), "validation": len(ds.val_y)}
     epoch_steps, val_images = math.ceil(sizes["train"] / cfg.batch_size), sizes["validation"]
@@ -187,7 +187,7 @@ def validation_s(cfg, ds: task_protocol.Splits, device: torch.device) -> float:
         for _ in range(2):
             t0 = time.perf_counter()
             for x, y in batches_mod.of_task(task, ds, cfg)[1]:
-                with train.autocast(cfg.precision, device):  # as Lightning validates at the run's precision
+                with devices.autocast(cfg.precision, device):  # as Lightning validates at the run's precision
                     logits = lit.net(x)
                 lit.val_metrics.update(logits, y)
             lit.val_metrics.compute("val")  # brings the figures to the host: the pass has finished

@@ -17,7 +17,7 @@ import torch
 
 from .. import task as task_protocol
 from ..machine import cores, host
-from ..training import batches, bench, train
+from ..training import batches, bench, devices, train, trainers
 
 READY_TIMEOUT_S = 300.0  # starting, loading the data and warming up; 8 workers on a busy box
 
@@ -59,7 +59,7 @@ class _Slice(L.Callback):
 
 def quiet() -> None:
     """Lightning's notes that do not apply to a throughput run (no validation loop, on purpose)."""
-    train.quiet_lightning()
+    trainers.quiet_lightning()
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
 
 
@@ -78,12 +78,12 @@ def _worker(index: int, n_workers: int, cfg, cell: str, seconds: float, warmup: 
     try:
         quiet()
         task = task_protocol.of(cfg)  # the cell's config, pickled: its task's module imports here
-        device = train.resolve_device(cfg)
+        device = devices.resolve_device(cfg)
         ds = task.load_data(cfg, device)
         torch.manual_seed(cfg.seed)
         loader = batches.of_task(task, ds, cfg)[0]  # the training batches, as fit makes them
         clock = _Slice(device, warmup, seconds, lambda: results.put(("ready", index)), go)
-        trainer = train.make_trainer(cfg, device, [clock], max_epochs=1_000_000, limit_val_batches=0)
+        trainer = trainers.make_trainer(cfg, device, [clock], max_epochs=1_000_000, limit_val_batches=0)
         trainer.fit(_SliceModule(cfg, task.hook("model")(cfg), task), train_dataloaders=loader)
         if clock.t_end is None:
             raise RuntimeError("training ended before the slice did")

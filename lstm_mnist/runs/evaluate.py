@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .. import config, metrics
 from ..tracking import models, query, store
 from .. import task as task_protocol
-from ..training import train
+from ..training import devices, train
 from ..config import UserError
 
 TOLERANCE = {"test_f1": 5e-4, "test_acc": 5e-4, "test_loss": 2e-3}  # across devices: 5 of 10,000 images
@@ -47,13 +47,13 @@ def check(run_id: str, data_dir: str | None = None, device: str | None = None) -
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(c, run, tmp, data_dir, device)
     _same_data(run, cfg)
-    can = train.precisions_of(train.resolve_device(config.rebuilt(cfg, precision="32")))
+    can = devices.precisions_of(devices.resolve_device(config.rebuilt(cfg, precision="32")))
     if cfg.precision not in can:  # its precision here: say what to do
         raise UserError(f"run {run_id} trained at precision {cfg.precision}, which this device cannot run (it can "
                         f"{', '.join(can)}); evaluate it on a device that can, e.g. --device cuda")
     net = models.load_logged_model(c, run_id)
     recomputed = {k: float(v) for k, v in train.evaluate(cfg, net).items() if k in metrics.TEST}
-    here = train.device_name(train.resolve_device(cfg))
+    here = devices.device_name(devices.resolve_device(cfg))
     return Check(run_id, recorded, recomputed, here == run.tags.get("device_name"))
 
 
@@ -67,7 +67,7 @@ def _config(c, run, tmp: str, data_dir: str | None, device: str | None):
                         "recorded by this harness") from None
     task = config.task_of_file(dict(config.read_toml(path)), str(path))
     overrides = {"data_dir": data_dir or task.config().data_dir} if "data_dir" in task.fields else {}
-    threads = train.threads_of(run.tags.get("device_name", ""))
+    threads = devices.threads_of(run.tags.get("device_name", ""))
     if threads:  # the run's own CPU thread count: the same arithmetic, so the same last digit
         overrides["num_threads"] = threads
     if device:

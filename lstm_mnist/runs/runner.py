@@ -15,7 +15,7 @@ from ..engine.progress import Progress, say
 from ..engine.writer import Tally, Writer
 from ..machine import lease
 from ..tracking import records, store
-from ..training import train
+from ..training import outcome
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Outcome:
     status: str                 # FINISHED (trained now), SKIPPED (already FINISHED), FAILED
     test: dict                  # test metrics (empty when it failed)
     seconds: float = 0.0
-    result: train.Result | None = None
+    result: outcome.Result | None = None
     error: str = ""             # why it FAILED
 
 

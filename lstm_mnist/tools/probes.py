@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .. import config
 from .. import task as task_protocol
-from ..training import bench, train
+from ..training import bench, devices, trainers
 from . import fused as fused_mod
 
 GPU_BUDGET = {"warmup": 20, "steps": 200, "models": (8, 32), "slice_s": 10.0}
@@ -50,7 +50,7 @@ def main(out: str = "reports/gpu-probes.json", mps: bool = False, data_dir: str 
             for m in budget["models"]:
                 point = slices.point(cells, m, budget["slice_s"], 10)
                 processes[m] = point.get("steps_per_s", f"failed: {point.get('error')}")
-    device = train.resolve_device(cfg)
+    device = devices.resolve_device(cfg)
     figures = measure(cfg, device, budget, processes.get if processes else None)
     figures["note"] = "GPU figures" if on_gpu else "CPU smoke run: not a GPU figure"
     print("\n".join(summary(figures)))
@@ -66,7 +66,7 @@ def measure(cfg, device: torch.device, budget: dict | None = None, processes=Non
     budget = budget or (GPU_BUDGET if device.type == "cuda" else CPU_BUDGET)
     warmup, steps = budget["warmup"], budget["steps"]
     ds = task_protocol.of(cfg).load_data(cfg, device)
-    train.quiet_lightning()
+    trainers.quiet_lightning()
     cuda = device.type == "cuda"
     rates = {"harness": _tried(lambda: bench.harness(cfg, ds, device, warmup, steps) / cfg.batch_size),
              "bare": _tried(lambda: step_rate(cfg, ds, device, warmup, steps, models=None, graph=False))}
@@ -74,7 +74,7 @@ def measure(cfg, device: torch.device, budget: dict | None = None, processes=Non
         if cuda else NEEDS_CUDA
     for p in PROBED_PRECISIONS:  # (a), (b), (c) again under autocast: "harness bf16-mixed", ...
         at = config.rebuilt(cfg, precision=p)
-        can = p in train.precisions_of(device)
+        can = p in devices.precisions_of(device)
         rates[f"harness {p}"] = _tried(lambda: bench.harness(at, ds, device, warmup, steps) / at.batch_size) \
             if can else f"skipped: {device.type} cannot train at {p}"
         rates[f"bare {p}"] = _tried(lambda: step_rate(at, ds, device, warmup, steps, models=None, graph=False)) \
@@ -88,7 +88,7 @@ def measure(cfg, device: torch.device, budget: dict | None = None, processes=Non
             if cuda else NEEDS_CUDA
         fused[str(m)] = {"eager": _both(eager, m), "graph": _both(graphed, m),
                          "processes_mps": processes(m) if processes else "skipped: needs CUDA and MPS"}
-    return {"device": train.device_name(device), "batch_size": cfg.batch_size, "warmup": warmup, "steps": steps,
+    return {"device": devices.device_name(device), "batch_size": cfg.batch_size, "warmup": warmup, "steps": steps,
             "steps_per_s": rates, "fused": fused, "compare": COMPARE}
 
 
@@ -131,7 +131,7 @@ def step_rate(cfg, ds, device: torch.device, warmup: int, steps: int, models: in
         static_y.copy_(ds.train_y[idx])
 
     def step():
-        with train.autocast(cfg.precision, device, cache=not graph):  # a captured graph replays no cast cache
+        with devices.autocast(cfg.precision, device, cache=not graph):  # a captured graph replays no cast cache
             logits = net(static_x).float()
         loss = fused_mod.loss(logits, static_y) if models else F.cross_entropy(logits, static_y)
         loss.backward()

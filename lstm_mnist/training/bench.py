@@ -29,7 +29,7 @@ import lightning as L
 import torch
 
 from . import batches as batches_mod
-from . import train
+from . import devices, train, trainers
 from .. import config
 from .. import task as task_protocol
 
@@ -75,7 +75,7 @@ def harness(cfg, ds, device, warmup, batches) -> float:
     loader = batches_mod.Batches(ds.train_x, ds.train_y, cfg, cfg.batch_size, shuffle=True, train=True, seed=0,
                                  prepare=task.hook("prepare"))
     clock = _Clock(device)
-    trainer = train.make_trainer(cfg, device, [clock], max_epochs=1, limit_train_batches=warmup + batches,
+    trainer = trainers.make_trainer(cfg, device, [clock], max_epochs=1, limit_train_batches=warmup + batches,
                                  limit_val_batches=0)
     trainer.fit(lit, train_dataloaders=loader)
     return _rate(clock.stamps, warmup, cfg.batch_size)
@@ -92,7 +92,7 @@ def _plain_loop(cfg, batch_iter, device, warmup, batches) -> float:
     stamps = []
     for i, (x, y) in enumerate(batch_iter):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with train.autocast(cfg.precision, device):
+        with devices.autocast(cfg.precision, device):
             logits = net(x)
         loss = loss_of(cfg, logits.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -145,10 +145,10 @@ def shapes(task: task_protocol.Task, cfg) -> dict:
 
 def parse_precisions(text: str | None, device) -> tuple:
     """--precision's comma list (default: every precision the device can train at), each checked against it."""
-    names = tuple(dict.fromkeys(p.strip() for p in text.split(","))) if text else train.precisions_of(device)
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(","))) if text else devices.precisions_of(device)
     for name in names:
         task_protocol.check_precision(name)
-        train.check_precision(name, device)
+        devices.check_precision(name, device)
     return names
 
 
@@ -159,17 +159,17 @@ def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "repor
     median of its rounds (this machine is noisy), and each ratio is of figures measured in this run."""
     task = task_protocol.load(task_spec)
     cfg = full_config(task, data_dir)
-    train.quiet_lightning()
+    trainers.quiet_lightning()
     if threads < 0:
         raise config.ConfigError(f"--threads {threads}: give a thread count >= 1, or 0 for torch's default")
     if threads:  # as a grid's worker has them: one core each (--workers 2 on 2 cores)
         torch.set_num_threads(threads)
-    device = train.resolve_device(cfg)
+    device = devices.resolve_device(cfg)
     names = parse_precisions(precisions, device)
     ds = task.load_data(cfg, device)
     batches = in_one_epoch(batches, warmup, ds, cfg)
     arms = {(arm, p): config.rebuilt(c, precision=p) for arm, c in shapes(task, cfg).items() for p in names}
-    print(f"bench of task {task.name} on {train.device_name(device)} (torch threads {torch.get_num_threads()}): "
+    print(f"bench of task {task.name} on {devices.device_name(device)} (torch threads {torch.get_num_threads()}): "
           f"{len(arms) // len(names)} arm shapes x precision {', '.join(names)}, batch {cfg.batch_size}; {rounds} "
           f"rounds of {warmup} warm-up + {batches} timed batches each", flush=True)
     pipelines = {"harness": harness, "bare": bare}
@@ -184,7 +184,7 @@ def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "repor
         print(f"  round {r + 1} done", flush=True)
     rows = _rows(samples, names)
     full = {n: statistics.median(v) for n, v in samples[("full", names[0])].items()}
-    result = {"task": task.name, "device": train.device_name(device), "threads": torch.get_num_threads(),
+    result = {"task": task.name, "device": devices.device_name(device), "threads": torch.get_num_threads(),
               "batch_size": cfg.batch_size,
               "batches": batches, "rounds": rounds, "precisions": list(names), "shapes": rows,
               "samples_per_s": full, "harness_over_bare": full["harness"] / full["bare"]}

@@ -3,7 +3,7 @@
 The user's LightningModule trains with its own `training_step` and `configure_optimizers`, on its own DataLoaders
 (workers, transforms, datasets of any size). What stays the harness's:
 - validation: after every training epoch the harness scores the module's logits over the whole validation
-  loader itself (cross-entropy, macro-F1, accuracy: train._EvalMetrics) and logs `val_loss`, `val_f1` and
+  loader itself (cross-entropy, macro-F1, accuracy: train.EvalMetrics) and logs `val_loss`, `val_f1` and
   `val_acc`, so a scheduler monitoring `val_loss` finds it; the module's own `validation_step` is not run
   (its numbers would be the module's, per batch);
 - the validation loader must give the same first batch twice (not shuffled, not augmented), and the module's
@@ -25,8 +25,9 @@ from .. import task as task_protocol
 from ..config import ConfigError
 from . import checkpoint as ckpt
 from . import resume
-from .train import Diverged, Result, _EvalMetrics, autocast, device_name, make_trainer, per_class_report, \
-    quiet_lightning, resolve_device, state_bytes
+from .devices import autocast, device_name, resolve_device
+from .outcome import Diverged, EvalMetrics, Result, per_class_report, state_bytes
+from .trainers import interruptible, make_trainer, quiet_lightning
 
 HARNESS_METRICS = ("train_loss", "val_loss", "val_f1", "val_acc", "epoch_time_s", "train_samples_per_s", "lr")
 
@@ -88,7 +89,7 @@ class Protocol(L.Callback):
         self.patience = patience
         self.epoch0 = len(self.history)   # the run's epochs a checkpoint already holds
         self.best_val_loss, self.best_epoch, self.best_state, self.wait = float("inf"), -1, None, 0
-        self.metrics = _EvalMetrics(task.classes).to(device)
+        self.metrics = EvalMetrics(task.classes).to(device)
 
     def epoch(self, trainer) -> int:
         return trainer.current_epoch + self.epoch0
@@ -144,7 +145,7 @@ class Protocol(L.Callback):
         self.best_state = state["best_state"]
 
 
-def score(module, loader, metrics: _EvalMetrics, cfg, device, prefix: str) -> dict:
+def score(module, loader, metrics: EvalMetrics, cfg, device, prefix: str) -> dict:
     """The module's logits over a whole loader, scored (eval mode, no gradients, the run's precision)."""
     was = module.training
     module.eval()
@@ -174,7 +175,6 @@ class Checkpoints(resume.EpochCheckpoints):
 def fit(cfg, on_epoch=None, device: torch.device | None = None, slot: ckpt.Slot | None = None,
         on_resume=None) -> Result:
     """train.fit for a Lightning task (train.fit hands it over)."""
-    from .train import _interruptible
 
     quiet_lightning()
     task = task_protocol.of(cfg)
@@ -203,12 +203,12 @@ def fit(cfg, on_epoch=None, device: torch.device | None = None, slot: ckpt.Slot 
     if epochs > 0:
         if state is not None:  # before fit: Lightning makes the first epoch's DataLoader iterator (which draws its
             ckpt.set_rng_state(state["rng"])  # workers' base seed) before the first epoch starts
-        _interruptible(trainer.fit, trainer, module, train_dataloaders=train)
+        interruptible(trainer.fit, trainer, module, train_dataloaders=train)
     if protocol.best_state is None:
         raise Diverged("no epoch finished with a finite validation loss")
     module.load_state_dict(protocol.best_state)  # the protocol: test the best-val_loss weights, once
     module.to(device)
-    metrics = _EvalMetrics(task.classes, confusion=True).to(device)
+    metrics = EvalMetrics(task.classes, confusion=True).to(device)
     test_metrics = score(module, test, metrics, cfg, device, "test")
     confusion = metrics.confmat.compute().cpu()
     return Result(test=test_metrics, history=protocol.history, best_epoch=protocol.best_epoch,
@@ -226,4 +226,4 @@ def evaluate(cfg, module) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     test = loaders(task, module, task.lightning.build(cfg)[1])[2]
     module.to(device)
-    return score(module, test, _EvalMetrics(task.classes, confusion=True).to(device), cfg, device, "test")
+    return score(module, test, EvalMetrics(task.classes, confusion=True).to(device), cfg, device, "test")

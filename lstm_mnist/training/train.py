@@ -6,132 +6,20 @@ callable (the tracker logs it; an Optuna pruner may raise from it to stop the ru
 """
 from __future__ import annotations
 
-import logging
-import signal
-import threading
 import time
-import warnings
-from dataclasses import dataclass, field
 from typing import Callable
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from . import batches, resume
 from . import checkpoint as ckpt
 from .. import task as task_protocol
-from ..machine import host
-from ..config import ConfigError
+from .devices import device_name, resolve_device
+from .outcome import Diverged, EvalMetrics, Result, per_class_report, state_bytes
+from .trainers import interruptible, make_trainer, quiet_lightning
 
 OnEpoch = Callable[[int, dict], None]
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite: the run stops and is recorded as failed."""
-
-
-@dataclass
-class Result:
-    test: dict                      # test_loss, test_f1, test_acc on the best-val_loss weights
-    history: list[dict]             # one dict per epoch: train_loss, val_*, epoch_time_s, train_samples_per_s
-    best_epoch: int                 # epoch (0-based) whose weights were tested
-    confusion: list[list[int]]      # test confusion matrix, rows = true class
-    per_class: dict = field(default_factory=dict)  # class -> precision/recall/f1/support on test
-    device_name: str = "cpu"
-    weights: bytes = b""            # the tested state_dict (torch.save, CPU tensors): plain bytes cross processes
-    resumed_from: int | None = None  # the epoch its checkpoint ended (it went on from the next), None: from epoch 0
-
-    @property
-    def epochs_trained(self) -> int:
-        return len(self.history)
-
-
-def resolve_device(cfg) -> torch.device:
-    """The device a config trains on, checked against its precision."""
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device}: no CUDA GPU is visible; use device=auto or device=cpu")
-    else:
-        device = torch.device(cfg.device)
-    check_precision(cfg.precision, device)
-    return device
-
-
-def precisions_of(device: torch.device) -> tuple:
-    """The precisions `device` can train at: 32 everywhere; bf16-mixed on a CPU whose oneDNN has bfloat16 (AVX-512
-    or newer: native with AVX512-BF16/AMX, emulated on plain AVX-512; an AVX2-only CPU, such as some AMD EPYCs,
-    fails to build the LSTM primitive) and on a GPU with bfloat16; 16-mixed on a GPU."""
-    if device.type != "cuda":
-        return ("32", "bf16-mixed") if cpu_has_bf16() else ("32",)
-    with torch.cuda.device(device):  # natively (Ampere on), not in emulation
-        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-    return ("32", *(("bf16-mixed",) if bf16 else ()), "16-mixed")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU's oneDNN computes in bfloat16 (its LSTM, matmul and convolution primitives need AVX-512)."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check()) if check is not None else True
-
-
-def autocast(precision: str, device: torch.device, cache: bool = True):
-    """The autocast context Lightning's precision plugin opens around a step (none at 32): for plain loops.
-    `cache=False` for a step captured in a CUDA graph (the cast weights must be recomputed on every replay)."""
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    can = precisions_of(device)
-    if precision not in can:
-        where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                 else "a CPU" if precision == "16-mixed" else "this CPU (without AVX-512, oneDNN has no bfloat16)")
-        raise ConfigError(f"precision={precision}: {where} cannot train at it; it can at precision="
-                          f"{' or precision='.join(can)}")
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model and torch's thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = host.cpu_model()
-    return f"cpu ({model}, {torch.get_num_threads()} threads)" if model else f"cpu ({torch.get_num_threads()} threads)"
-
-
-def threads_of(name: str) -> int | None:
-    """The thread count a CPU `device_name` records ("cpu (..., 2 threads)"); None for a GPU or no count."""
-    import re
-
-    m = re.search(r"(\d+) threads\)$", name)
-    return int(m.group(1)) if name.startswith("cpu") and m else None
-
-
-class _EvalMetrics(torch.nn.Module):
-    """Cross-entropy, macro-F1 and accuracy over a whole split (not averaged per batch)."""
-
-    def __init__(self, classes: int, confusion: bool = False):
-        super().__init__()
-        self.f1 = MulticlassF1Score(classes, average="macro")
-        self.acc = MulticlassAccuracy(classes, average="micro")
-        self.confmat = MulticlassConfusionMatrix(classes) if confusion else None
-        self.loss_sum, self.count = 0.0, 0
-
-    def update(self, logits, y):
-        logits = logits.float()  # under bf16/16 autocast: the sum over a split in float32, not in 8 mantissa bits
-        self.loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        self.count += len(y)
-        preds = logits.argmax(dim=1)
-        for m in (self.f1, self.acc, self.confmat):
-            if m is not None:
-                m.update(preds, y)
-
-    def compute(self, prefix: str) -> dict:
-        out = {f"{prefix}_loss": float(self.loss_sum) / max(self.count, 1),
-               f"{prefix}_f1": float(self.f1.compute()), f"{prefix}_acc": float(self.acc.compute())}
-        self.f1.reset(), self.acc.reset()
-        self.loss_sum, self.count = 0.0, 0
-        return out
 
 
 class LitClassifier(L.LightningModule):
@@ -142,8 +30,8 @@ class LitClassifier(L.LightningModule):
         self.cfg, self.net = cfg, net
         self.task = task or task_protocol.of(cfg)
         self.loss = self.task.hook("loss")
-        self.val_metrics = _EvalMetrics(self.task.classes)
-        self.test_metrics = _EvalMetrics(self.task.classes, confusion=True)
+        self.val_metrics = EvalMetrics(self.task.classes)
+        self.test_metrics = EvalMetrics(self.task.classes, confusion=True)
         self.train_loss_sum, self.train_count = 0.0, 0
         self.last_val: dict = {}
         self.best_val_loss, self.best_epoch, self.best_state = float("inf"), -1, None
@@ -214,25 +102,6 @@ class _EpochReport(L.Callback):
             self.on_epoch(pl_module.epoch, record)
 
 
-def quiet_lightning() -> None:
-    """Lightning's start-up chatter and loader hints do not apply to in-memory device batches."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
-                 "lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|LeafSpec|"
-                            "_pytree|isinstance.*treespec|validation_step. but have no .val_dataloader).*")
-
-
-def make_trainer(cfg, device: torch.device, callbacks: list, **overrides) -> L.Trainer:
-    kwargs = dict(accelerator="gpu" if device.type == "cuda" else "cpu",
-                  devices=[device.index or 0] if device.type == "cuda" else 1,
-                  max_epochs=cfg.max_epochs, precision=cfg.precision, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                  callbacks=callbacks)
-    kwargs.update(overrides)
-    return L.Trainer(**kwargs)
-
-
 def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | None = None,
         device: torch.device | None = None, slot: ckpt.Slot | None = None,
         on_resume: Callable[[int | None, list, str], None] | None = None) -> Result:
@@ -278,7 +147,7 @@ def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | No
         callbacks.append(resume.Checkpoints(slot, report, train, stopper, state))
     trainer = make_trainer(cfg, device, callbacks, max_epochs=epochs)
     if epochs > 0:
-        _interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
+        interruptible(trainer.fit, trainer, lit, train_dataloaders=train, val_dataloaders=val)
     if lit.best_state is None:
         raise Diverged("no epoch finished with a finite validation loss")
 
@@ -291,16 +160,8 @@ def fit(cfg, dataset: task_protocol.Splits | None = None, on_epoch: OnEpoch | No
 
 
 def _test(lit: LitClassifier, trainer: L.Trainer, test: batches.Batches) -> tuple[dict, torch.Tensor]:
-    _interruptible(trainer.test, trainer, lit, dataloaders=test, verbose=False)
+    interruptible(trainer.test, trainer, lit, dataloaders=test, verbose=False)
     return lit.test_metrics.compute("test"), lit.test_metrics.confmat.compute().cpu()
-
-
-def state_bytes(net: torch.nn.Module) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
-    return buf.getvalue()
 
 
 def evaluate(cfg, net: torch.nn.Module, dataset: task_protocol.Splits | None = None) -> dict:
@@ -318,28 +179,3 @@ def evaluate(cfg, net: torch.nn.Module, dataset: task_protocol.Splits | None = N
     test = batches.of_task(task, dataset, cfg)[2]
     lit = LitClassifier(cfg, net, task)
     return _test(lit, make_trainer(cfg, device, []), test)[0]
-
-
-def _interruptible(method, trainer: L.Trainer, *args, **kwargs) -> None:
-    """Lightning turns Ctrl-C into sys.exit(1) and leaves SIGINT ignored; give the caller a KeyboardInterrupt."""
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        method(*args, **kwargs)
-    except SystemExit:
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        if threading.current_thread() is threading.main_thread():  # a Ray task trains in a thread of its own
-            signal.signal(signal.SIGINT, handler)
-
-
-def per_class_report(confusion: torch.Tensor) -> dict:
-    """Precision, recall, F1 and support per class from a confusion matrix (rows = true class)."""
-    tp = confusion.diag().double()
-    support, predicted = confusion.sum(1).double(), confusion.sum(0).double()
-    precision = tp / predicted.clamp(min=1)
-    recall = tp / support.clamp(min=1)
-    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    return {str(c): {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
-                     "support": int(support[c])} for c in range(len(tp))}
