@@ -135,10 +135,10 @@ def test_the_python_form_is_the_same_task(mymodel):
                                                                "on": {"bidirectional": True}}}, version=1)
 
 
-def _unpickle_in_a_new_process(blob: bytes, q) -> None:
+def _unpickle_in_a_new_process(blob: bytes, folder: str, q) -> None:
     import sys
 
-    sys.path.insert(0, q.get())
+    sys.path.insert(0, folder)
     cfg = pickle.loads(blob)
     from lstm_mnist import task as tp
 
@@ -152,8 +152,7 @@ def test_a_config_pickles_into_a_fresh_process_by_its_spec(mymodel):
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
-    q.put(str(mymodel))
-    p = ctx.Process(target=_unpickle_in_a_new_process, args=(pickle.dumps(cfg), q))
+    p = ctx.Process(target=_unpickle_in_a_new_process, args=(pickle.dumps(cfg), str(mymodel), q))
     p.start()
     try:
         got = q.get(timeout=300)  # a fresh interpreter imports torch and Lightning: a minute on a loaded machine
