@@ -120,6 +120,9 @@ def test_the_config_keys_are_the_constructors_scalar_arguments_beside_the_harnes
     with pytest.raises(ConfigError, match=r"dropout_rate=0.95: out of range, allowed 0.0 <= dropout_rate <= 0.9"):
         task.build({"dropout_rate": 0.95})
     assert task.spec.startswith("lightning:") and task_protocol.load(task.spec) is task
+    other = task_protocol.load(task_protocol.spec_of({**TABLE, "data": "mymodel:Data"}))
+    assert other.name == task.name and other.version == task.version  # the same name: the classes tell them apart
+    assert other.identity(other.build({}), "fp", 1) != task.identity(task.build({}), "fp", 1)
     assert task.hook("patience")(task.build({"patience": 3})) == 3
     assert task.hook("patience")(task.build({})) is None
 

@@ -103,9 +103,10 @@ class _Noisy(torch.utils.data.Dataset):
         return self.x[i] + 0.3 * torch.randn(self.x[i].shape), self.y[i]
 
 
-def noisy_loaders(batch_size: int = 16):
+def noisy_loaders(batch_size: int = 16, workers: int = 0):
     s = _make(None, "cpu")
-    return (torch.utils.data.DataLoader(_Noisy(s.train_x, s.train_y), batch_size=batch_size, shuffle=True),
+    return (torch.utils.data.DataLoader(_Noisy(s.train_x, s.train_y), batch_size=batch_size, shuffle=True,
+                                        num_workers=workers),
             torch.utils.data.DataLoader(torch.utils.data.TensorDataset(s.val_x, s.val_y), batch_size=64),
             torch.utils.data.DataLoader(torch.utils.data.TensorDataset(s.test_x, s.test_y), batch_size=64))
 
@@ -122,7 +123,9 @@ def _configs(tiny_data) -> dict:
                                  "plateau_patience": 0})
     lightning = task_protocol.load(task_protocol.spec_of(LIGHTNING)).build({"max_epochs": EPOCHS, "patience": 3,
                                                                               "num_threads": 1, "device": "cpu"})
-    return {"built-in": builtin, "a task of one's own": NOISY.build({}), "a Lightning task": lightning}
+    return {"built-in": builtin, "a task of one's own": NOISY.build({}), "a Lightning task": lightning,
+            # its training set's noise drawn in two DataLoader worker processes, seeded from torch's generator
+            "a Lightning task, loader workers": config.rebuilt(lightning, workers=2)}
 
 
 def _same(a: outcome.Result, b: outcome.Result) -> bool:
@@ -134,7 +137,8 @@ class Stop(Exception):
     """The process ends here (as a kill would): nothing after this point runs."""
 
 
-@pytest.mark.parametrize("which", ["built-in", "a task of one's own", "a Lightning task"])
+@pytest.mark.parametrize("which", ["built-in", "a task of one's own", "a Lightning task",
+                                   pytest.param("a Lightning task, loader workers", marks=pytest.mark.subprocess)])
 def test_a_run_stopped_anywhere_goes_on_from_its_checkpoint_to_the_same_result(which, tiny_data, tmp_path,
                                                                                  monkeypatch):
     """Stopped after each epoch's report (its checkpoint not yet written) and in the middle of writing each

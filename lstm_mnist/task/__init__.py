@@ -309,8 +309,8 @@ class Task:
     def identity(self, cfg, data_fingerprint: str, protocol: int) -> str:
         """A run's identity: a hash of every config key that decides its result (not `not_identity`), the data's
         fingerprint and the harness's protocol version (0: left out, the identity of runs from before it). Another
-        task's name and version are part of it; the built-in task's are not, so its runs keep the identity they
-        had before tasks existed."""
+        task's name and version are part of it (a Lightning task's classes too); the built-in task's are not, so its
+        runs keep the identity they had before tasks existed."""
         keys = {k: v for k, v in dataclasses.asdict(cfg).items()
                 if k not in self.not_identity and IDENTITY_WHEN_NOT.get(k, object()) != v}
         keys["data_fingerprint"] = data_fingerprint
@@ -318,6 +318,8 @@ class Task:
             keys["protocol_version"] = protocol
         if self.name != BUILTIN:
             keys["task"], keys["task_version"] = self.name, self.version
+        if self.lightning is not None:  # the classes it runs: another module of the same name is another task
+            keys["task_classes"] = [self.lightning.module, self.lightning.data]
         blob = json.dumps(keys, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
