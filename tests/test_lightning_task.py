@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import re
 import textwrap
 
 import pytest
@@ -203,6 +204,7 @@ def test_a_lightning_task_trains_as_written_inside_the_protocol(mymodel):
 GRID = '''experiment = "lit"
 designs = ["leave_one_out"]
 seeds = [0, 1]
+effect_of_interest = 0.05
 
 [task]
 module = "mymodel:Net"
@@ -255,6 +257,12 @@ def test_a_lightning_task_through_a_grid_its_report_evaluate_and_tune(project, m
         f'[space]\nlr = {{type = "float", low = 1e-3, high = 1e-1, log = true}}\n[task]{table}')
     code, out, err = cli(capsys, "tune", "studies/lit.toml", "--trials", "2")
     assert code == 0, out[-2000:] + err
+    from lstm_mnist import api
+
+    tables = api.report("lit", "lit")  # the Python API reads the same runs
+    assert {"arms", "comparisons"} <= set(tables) and len(tables["runs"]) == 8, {k: len(v) for k, v in tables.items()}
+    code, out, err = cli(capsys, "ablate", "experiments/lit.toml", "--until-decided", "--max-seeds", "3")
+    assert code == 0 and re.search(r"look \d+/\d+ at \d+ seeds", out), out[-2000:] + err
     tuned = GRID.replace('seeds = [0, 1]', 'flags = ["dropout"]\nseeds = [0]\ntune_seed = 100')
     (project / "experiments" / "littuned.toml").write_text(
         tuned + '[tune]\ntrials = 2\nsampler_startup_trials = 1\npruner = "none"\n[tune.space]\n'
