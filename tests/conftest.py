@@ -70,7 +70,8 @@ def project(tmp_path, monkeypatch, tiny_data, _store_template) -> Path:
     """A working directory laid out like the repo's root, on tiny data, with a fresh default store."""
     (tmp_path / "mlruns").mkdir()
     shutil.copy(_store_template, tmp_path / "mlruns" / "mlflow.db")
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    # experiments/stores/ holds a long grid's store between sittings (experiments/sitting.sh): not a test's
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments", ignore=shutil.ignore_patterns("stores"))
     if (REPO / "studies").is_dir():
         shutil.copytree(REPO / "studies", tmp_path / "studies", ignore=shutil.ignore_patterns("*.db", "*.log"))
     monkeypatch.chdir(tmp_path)
