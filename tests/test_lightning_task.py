@@ -299,3 +299,11 @@ def test_a_data_module_trains_and_its_result_is_the_loaders_functions(mymodel):
     by_module = train.fit(task_protocol.load(task_protocol.spec_of({**TABLE, "data": "mymodel:Data"})).build(base))
     by_function = train.fit(task_protocol.load(task_protocol.spec_of(TABLE)).build(base))
     assert by_module.test == by_function.test and by_module.weights == by_function.weights
+
+
+def test_bench_and_gpu_check_say_in_one_line_that_they_time_in_memory_batches(mymodel):
+    task = task_protocol.load(task_protocol.spec_of(TABLE))
+    with pytest.raises(ConfigError, match="bench times a task's model on in-memory batches; task 'Net' is a "
+                                          "LightningModule on its own loaders"):
+        task.require_tensors("bench")
+    task_protocol.builtin().require_tensors("bench")  # the others: nothing to say

@@ -76,6 +76,7 @@ def main(out: str = "reports/gpu-check.json", mps: bool = False, workers=(1, 2, 
     cells_from = grid_file or CELLS_FROM
     cells = arm_cells(extra, device, cells_from)
     task = task_protocol.of(cells[0][1])
+    task.require_tensors("gpu-check")
     full = full_config(extra) if grid_file is None else cells[0][1]
     task.data_fingerprint(full)  # missing or corrupt data: one line now, not N failed workers
     devices.resolve_device(full)   # so is a precision this device cannot train at

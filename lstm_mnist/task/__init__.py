@@ -220,6 +220,14 @@ class Task:
             cache[name] = DEFAULT_HOOKS.get(name) if given is None else resolve_hook(given, where)
         return cache[name]
 
+    def require_tensors(self, what: str) -> None:
+        """One line when a command that times the model on in-memory batches (bench, gpu-check) is given a Lightning
+        task, which trains on its own loaders."""
+        if self.lightning is not None:
+            raise ConfigError(f"{what} times a task's model on in-memory batches; task {self.name!r} is a "
+                              "LightningModule on its own loaders: read its cost from a grid's epoch_time_s and "
+                              "train_samples_per_s metrics instead")
+
     def new_model(self, cfg):
         """The config's model, untrained: the model hook's, or a Lightning task's LightningModule."""
         return self.lightning.module_of(cfg) if self.lightning is not None else self.hook("model")(cfg)

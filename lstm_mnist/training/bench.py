@@ -158,6 +158,7 @@ def main(batches: int = 60, warmup: int = 10, rounds: int = 3, out: str = "repor
     """Every arm shape at every precision, the pipelines interleaved for `rounds` rounds; each figure is the
     median of its rounds (this machine is noisy), and each ratio is of figures measured in this run."""
     task = task_protocol.load(task_spec)
+    task.require_tensors("bench")
     cfg = full_config(task, data_dir)
     trainers.quiet_lightning()
     if threads < 0:
