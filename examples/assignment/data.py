@@ -30,8 +30,10 @@ class MNISTDataModule(L.LightningDataModule):
         if self.hparams.mirror and not (raw / "t10k-labels-idx1-ubyte").exists():
             raw.mkdir(parents=True, exist_ok=True)
             for f in Path(self.hparams.mirror).glob("*-ubyte.gz"):  # torchvision reads them uncompressed
-                with gzip.open(f) as src, open(raw / f.stem, "wb") as dst:
+                tmp = raw / f"{f.stem}.{os.getpid()}.tmp"  # two cells may prepare at once: each file appears whole
+                with gzip.open(f) as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
+                os.replace(tmp, raw / f.stem)
         MNIST(self.hparams.data_dir, train=True, download=True)
         MNIST(self.hparams.data_dir, train=False, download=True)
 
