@@ -27,9 +27,10 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self):
         raw = Path(self.hparams.data_dir) / "MNIST" / "raw"
-        if self.hparams.mirror and not (raw / "t10k-labels-idx1-ubyte").exists():
+        if self.hparams.mirror:
             raw.mkdir(parents=True, exist_ok=True)
-            for f in Path(self.hparams.mirror).glob("*-ubyte.gz"):  # torchvision reads them uncompressed
+        for f in Path(self.hparams.mirror).glob("*-ubyte.gz") if self.hparams.mirror else ():
+            if not (raw / f.stem).exists():  # torchvision reads them uncompressed
                 tmp = raw / f"{f.stem}.{os.getpid()}.tmp"  # two cells may prepare at once: each file appears whole
                 with gzip.open(f) as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
