@@ -67,7 +67,7 @@ wheelhouse:  ## on a connected machine: every wheel the project needs -> WHEELS=
 run: install  ## train one run: make run EXP=experiments/full.toml ARGS="max_epochs=3 seed=1"
 	$(PY) -m lstm_mnist run $(EXP) $(ARGS)
 
-test: install  ## the test suite: every test but the long scenarios (CPU, about 4 minutes on 2 cores; tests in parallel)
+test: install  ## the test suite: every test but the long scenarios (CPU, 5-8 minutes on 2 cores; tests in parallel)
 	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadgroup -m "not scenario" $(ARGS)
 
 .PHONY: scenarios
