@@ -164,8 +164,12 @@ class Parts:
     data_args: tuple
 
     def build(self, cfg):
-        """The LightningModule and the data (a LightningDataModule, or the function's three loaders) of a config."""
-        return self.module_of(cfg), _import(self.data, "", "data")(**{k: getattr(cfg, k) for k in self.data_args})
+        """The LightningModule and the data of a config."""
+        return self.module_of(cfg), self.data_of(cfg)
+
+    def data_of(self, cfg):
+        """The config's data: a LightningDataModule, or the function's three loaders."""
+        return _import(self.data, "", "data")(**{k: getattr(cfg, k) for k in self.data_args})
 
     def module_of(self, cfg):
         """The config's LightningModule, untrained."""

@@ -16,6 +16,7 @@ The user's LightningModule trains with its own `training_step` and `configure_op
 """
 from __future__ import annotations
 
+import math
 import time
 
 import lightning as L
@@ -32,7 +33,7 @@ from .trainers import interruptible, make_trainer, quiet_lightning
 HARNESS_METRICS = ("train_loss", "val_loss", "val_f1", "val_acc", "epoch_time_s", "train_samples_per_s", "lr")
 
 
-def loaders(task: task_protocol.Task, module: L.LightningModule, data) -> tuple:
+def loaders(task: task_protocol.Task, data) -> tuple:
     """The train, validation and test loaders of the task's data: a LightningDataModule's (prepare_data, setup),
     or the three a function returned."""
     where = f"task {task.name!r}: data"
@@ -113,10 +114,9 @@ class Protocol(L.Callback):
         for k, v in val.items():  # a scheduler monitoring val_loss (stepped after this hook) finds it
             module.log(k, v, logger=False)
         train_loss = float(self.loss_sum) / max(self.count, 1)
-        if not (torch.isfinite(torch.tensor(train_loss)) and torch.isfinite(torch.tensor(val["val_loss"]))):
-            bad = "train_loss" if not torch.isfinite(torch.tensor(train_loss)) else "val_loss"
-            raise Diverged(f"{bad} became {train_loss if bad == 'train_loss' else val['val_loss']} at epoch "
-                           f"{self.epoch(trainer)}")
+        for bad, value in (("train_loss", train_loss), ("val_loss", val["val_loss"])):
+            if not math.isfinite(value):
+                raise Diverged(f"{bad} became {value} at epoch {self.epoch(trainer)}")
         epoch = self.epoch(trainer)
         if val["val_loss"] < self.best_val_loss:
             self.best_val_loss, self.best_epoch, self.wait = val["val_loss"], epoch, 0
@@ -186,7 +186,7 @@ def fit(cfg, on_epoch=None, device: torch.device | None = None, slot: ckpt.Slot 
         on_resume(state["epoch"] if state else None, state["history"] if state else [], why)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module, data = task.lightning.build(cfg)
-    train, val, test = loaders(task, module, data)
+    train, val, test = loaders(task, data)
     check(task, module, val)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the checks drew nothing the run depends on
     protocol = Protocol(task, cfg, val, device, on_epoch, state["history"] if state else None,
@@ -224,6 +224,6 @@ def evaluate(cfg, module) -> dict:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    test = loaders(task, module, task.lightning.build(cfg)[1])[2]
+    test = loaders(task, task.lightning.data_of(cfg))[2]  # the data alone: no second module built
     module.to(device)
     return score(module, test, EvalMetrics(task.classes, confusion=True).to(device), cfg, device, "test")
