@@ -79,6 +79,94 @@ class Data(L.LightningDataModule):
         return torch.utils.data.DataLoader(self.test, batch_size=64)
 
 
+SPLITS, LAST = [], []  # what Split drew for validation; the weights Worsening ended each epoch with
+
+
+class Split(L.LightningDataModule):
+    """As a user writes one: prepare_data writes its file once, setup splits with random_split and no generator of
+    its own (torch's global one draws it)."""
+
+    def __init__(self, data_dir: str = "", batch_size: int = 16):
+        super().__init__()
+        self.data_dir, self.batch_size = data_dir, batch_size
+
+    def prepare_data(self):
+        import os
+
+        if self.data_dir and not os.path.exists(os.path.join(self.data_dir, "prepared.txt")):
+            with open(os.path.join(self.data_dir, "prepared.txt"), "w") as f:
+                f.write("downloaded")
+
+    def setup(self, stage):
+        train, val, self.test = (dl.dataset for dl in loaders())
+        if stage == "fit":
+            self.train, self.val = torch.utils.data.random_split(torch.utils.data.ConcatDataset([train, val]),
+                                                                 [60, 15])
+            SPLITS.append(tuple(self.val.indices))
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.val, batch_size=64)
+
+    def test_dataloader(self):
+        return torch.utils.data.DataLoader(self.test, batch_size=64)
+
+
+class Worsening(Net):
+    """Good for two epochs, then its output layer's weights flipped: the last epoch's weights are the worst."""
+
+    def on_train_epoch_start(self):
+        if self.current_epoch == 2:
+            with torch.no_grad():
+                self.body[-1].weight.mul_(-3)
+
+    def on_train_epoch_end(self):
+        LAST.append({k: v.detach().clone() for k, v in self.state_dict().items()})
+
+
+class Trimmed(Net):
+    """Its inputs arrive with a seventh column that its own on_after_batch_transfer drops."""
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        x, y = batch
+        return x[:, :6], y
+
+
+def wide_loaders(batch_size: int = 16):
+    return tuple(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+        torch.cat([dl.dataset.tensors[0], torch.ones(len(dl.dataset), 1)], 1), dl.dataset.tensors[1]),
+        batch_size=batch_size) for dl in loaders())
+
+
+def float_labels(batch_size: int = 16):
+    return tuple(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+        dl.dataset.tensors[0], dl.dataset.tensors[1].float()), batch_size=batch_size) for dl in loaders())
+
+
+def no_validation(batch_size: int = 16):
+    train, _, test = loaders(batch_size)
+    return train, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 6),
+                                                                             torch.zeros(0).long())), test
+
+
+def persistent(batch_size: int = 16):
+    train, val, test = loaders(batch_size)
+    return (torch.utils.data.DataLoader(train.dataset, batch_size=batch_size, num_workers=1, persistent_workers=True),
+            val, test)
+
+
+class Moving(Data):
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch
+
+
+class ItsOwnPatience(Net):
+    def __init__(self, patience: int = 5):
+        super().__init__()
+
+
 class TwoOutputs(Net):
     def forward(self, x):
         return self.body(x), x
@@ -176,6 +264,10 @@ def test_a_config_pickles_into_a_fresh_process_by_its_spec(mymodel):
     ({"flags": {"x": {"off": {"colour": 1}, "on": {"colour": 2}}}}, r"flag 'x' off names 'colour', which its config"),
     ({"ranges": {"colour": [0, 1]}}, r"ranges names 'colour', which neither constructor takes"),
     ({"epochs": 3}, r"unknown key 'epochs'; a Lightning task's keys are: module"),
+    ({"module": "mymodel:ItsOwnPatience"}, r"module argument 'patience' has the name of the harness's early stopping"),
+    ({"classes": "ten"}, r"classes = 'ten': give an integer of at least 2"),
+    ({"version": 1.5}, r"version = 1.5: give an integer of at least 0"),
+    ({"ranges": [0, 1]}, r"ranges = \[0, 1\]: give a table"),
 ])
 def test_a_bad_task_table_is_one_line(mymodel, change, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -301,9 +393,116 @@ def test_a_data_module_trains_and_its_result_is_the_loaders_functions(mymodel):
     assert by_module.test == by_function.test and by_module.weights == by_function.weights
 
 
+def test_the_test_split_is_scored_once_on_the_best_val_loss_weights_as_evaluate_scores_them(mymodel):
+    import mymodel as m
+
+    from lstm_mnist.training import lightning_fit, train
+
+    task = task_protocol.load(task_protocol.spec_of({**TABLE, "module": "mymodel:Worsening", "data": "mymodel:Split"}))
+    cfg = task.build({"max_epochs": 3, "num_threads": 1, "device": "cpu"})
+    m.LAST.clear()
+    result = train.fit(cfg)
+    losses = [r["val_loss"] for r in result.history]
+    assert losses[2] > min(losses[:2]) and result.best_epoch == losses.index(min(losses)) < 2, losses
+
+    def scored(weights: dict) -> dict:
+        module = task.lightning.module_of(cfg)
+        module.load_state_dict(weights)
+        return lightning_fit.evaluate(cfg, module)  # the DataModule's test loader, as fit made it
+
+    assert scored(m.LAST[result.best_epoch]) == result.test  # the best epoch's weights, not the last's
+    assert scored(m.LAST[-1])["test_loss"] > result.test["test_loss"]
+
+
+def test_a_split_the_data_draws_is_the_same_in_every_arm_whatever_the_modules_size(mymodel):
+    import mymodel as m
+
+    from lstm_mnist.training import train
+
+    task = task_protocol.load(task_protocol.spec_of({**TABLE, "data": "mymodel:Split"}))
+    m.SPLITS.clear()
+    for hidden in (8, 64):  # other parameter counts: other draws from torch's generator when the module is made
+        train.fit(task.build({"max_epochs": 1, "num_threads": 1, "device": "cpu", "hidden_dim": hidden}))
+    assert len(m.SPLITS) == 2 and m.SPLITS[0] == m.SPLITS[1]
+
+
+def test_the_default_fingerprint_is_taken_after_prepare_data(mymodel, tmp_path):
+    table = {**TABLE, "data": "mymodel:Split", "version": 7}
+    task = task_protocol.load(task_protocol.spec_of(table))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    cfg = task.build({"data_dir": str(folder)})
+    first = task.data_fingerprint(cfg)
+    assert (folder / "prepared.txt").read_text() == "downloaded"  # prepared before the files were listed
+    lightning._harness_fingerprint.cache_clear()
+    assert task.data_fingerprint(cfg) == first
+
+
+def test_batches_pass_through_the_modules_transfer_hooks_when_the_harness_scores_them(mymodel):
+    from lstm_mnist.training import train
+
+    table = {**TABLE, "module": "mymodel:Trimmed", "data": "mymodel:wide_loaders"}
+    task = task_protocol.load(task_protocol.spec_of(table))
+    result = train.fit(task.build({"max_epochs": 2, "num_threads": 1, "device": "cpu"}))
+    assert sum(map(sum, result.confusion)) == 15 and len(result.history) == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"data": "mymodel:float_labels"}, "its labels are torch.float32; the harness scores integer class labels"),
+    ({"data": "mymodel:no_validation"}, "its validation loader yields no batch; give it the split's data"),
+    ({"data": "mymodel:persistent"}, "its training loader keeps persistent_workers, whose random state lives in"),
+    ({"data": "mymodel:Moving"}, "Moving defines transfer_batch_to_device, which the harness does not run on a "
+                                 "DataModule: define it on the LightningModule instead"),
+])
+def test_loaders_the_protocol_cannot_keep_are_one_line_before_training(mymodel, change, message):
+    from lstm_mnist.training import train
+
+    task = task_protocol.load(task_protocol.spec_of({**TABLE, **change}))
+    with pytest.raises(ConfigError) as err:
+        train.fit(task.build({"max_epochs": 1, "num_threads": 1, "device": "cpu"}))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_module_defined_in_main_is_one_line_naming_a_module_file(mymodel):
+    import mymodel as m
+
+    class Local(m.Net):
+        pass
+
+    Local.__module__, Local.__qualname__ = "__main__", "Local"
+    with pytest.raises(ConfigError, match=r"Local is defined in __main__ \(a script or a notebook\): move it into a "
+                                          "module file"):
+        lightning.lightning_task(Local, m.loaders, {"d": {"off": {"dropout_rate": 0.0}, "on": {"dropout_rate": .1}}})
+    task = lightning.lightning_task(m.Net, m.loaders, {"d": {"off": {"dropout_rate": 0.0}, "on": {"dropout_rate": .1}}},
+                                    not_identity=["noise"])
+    plain = lightning.lightning_task(m.Net, m.loaders, {"d": {"off": {"dropout_rate": 0.0}, "on": {"dropout_rate": 1}}})
+    assert "noise" in task.not_identity and "noise" not in plain.not_identity
+
+
 def test_bench_and_gpu_check_say_in_one_line_that_they_time_in_memory_batches(mymodel):
     task = task_protocol.load(task_protocol.spec_of(TABLE))
     with pytest.raises(ConfigError, match="bench times a task's model on in-memory batches; task 'Net' is a "
                                           "LightningModule on its own loaders"):
         task.require_tensors("bench")
     task_protocol.builtin().require_tensors("bench")  # the others: nothing to say
+
+
+@pytest.mark.subprocess
+def test_the_assignment_examples_grid_and_report_run_as_shipped_on_small_digits(project):
+    """examples/assignment/ablation.toml as shipped, one seed and one epoch, on the tests' 600 small digits
+    (LSTM_MNIST_DATA: its DataModule's mirror): every cell trains through the user's own classes, and the report
+    names every flag."""
+    from .conftest import REPO, run_cli
+
+    text = (REPO / "examples" / "assignment" / "ablation.toml").read_text()
+    text = text.replace("seeds = [0, 1]", "seeds = [0]").replace("max_epochs = 2", "max_epochs = 1")
+    assert "seeds = [0]" in text and "max_epochs = 1" in text
+    (project / "experiments" / "assignment.toml").write_text(text)
+    proc = run_cli("ablate", "experiments/assignment.toml", "--workers", "2", cwd=project)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "7/7 cells FINISHED" in proc.stdout, proc.stdout[-2000:]
+    assert (project / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()  # prepared from the mirror
+    report = run_cli("report", "--grid", "assignment", "--experiment", "assignment-lightning", cwd=project)
+    assert report.returncode == 0, report.stderr[-3000:]
+    for flag in ("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"):
+        assert flag in report.stdout, (flag, report.stdout[-2000:])

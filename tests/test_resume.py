@@ -86,6 +86,10 @@ class LitNoisy(L.LightningModule):
         self.log("my_loss", loss)
         return loss
 
+    def on_train_epoch_end(self):  # what a resumed trainer says of itself: the run's epoch and step, not 0
+        self.log("seen_epoch", float(self.current_epoch))
+        self.log("seen_step", float(self.global_step))
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
@@ -145,6 +149,8 @@ def test_a_run_stopped_anywhere_goes_on_from_its_checkpoint_to_the_same_result(w
     checkpoint: 2 x EPOCHS stop points, every one ends with the uninterrupted run's weights, history and test."""
     cfg = _configs(tiny_data)[which]
     reference = train.fit(cfg)
+    if "Lightning" in which:  # the module's own epoch-end logs, in their epoch's record
+        assert [r["seen_epoch"] for r in reference.history] == list(range(len(reference.history)))
     atomic = ckpt._atomic
     outcomes = []
     for kind in ("after an epoch's report", "halfway through writing a checkpoint"):

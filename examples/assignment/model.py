@@ -1,5 +1,6 @@
 """The assignment's model, as it was written for Lightning: an LSTM reading each 28x28 image as 28 time steps of
-28 pixels, its enhancements as constructor arguments. Nothing here knows the harness (examples/assignment/README.md)."""
+28 pixels, its enhancements as constructor arguments. Nothing here knows the harness: ablation.toml names it
+and declares the flags (docs/your-model.md, "A Lightning model as it is")."""
 import lightning as L
 import torch
 import torch.nn.functional as F

@@ -19,11 +19,15 @@ own keys (RunKeys) and `patience` (early stopping on val_loss, 0: none). An argu
 (`batch_size`, `seed`) is handed the harness's value, with the constructor's default as the key's. A run's
 identity: the task's name and version, the classes' import paths, every key, and the data fingerprint (the
 `fingerprint` function's, else one the harness computes cheaply: the names and sizes of the files under the
-data's `data_dir` argument, and the two classes' source).
+data's `data_dir` argument, once a DataModule's `prepare_data` has run, and the two classes' source).
+
+A DataModule's `prepare_data` (a download, an extraction) runs under a host-wide lock, so cells starting together
+on one machine do it one at a time, as Lightning runs it once per node: the first does the work, the others find
+it done (prepare_data is written to check, as Lightning asks).
 
 The task travels as its spec, "lightning:" and the declaration as canonical JSON: what a plan records, what a
 worker process rebuilds it from (its config pickles by that spec), what `load` reads. Knows nothing of training:
-training/lightning.py runs it.
+training/lightning_fit.py runs it.
 """
 from __future__ import annotations
 
@@ -78,7 +82,13 @@ def spec_of_table(table: dict, where: str = "[task]") -> str:
         odd = sorted(set(f) - set(FLAG_KEYS))
         if odd:
             raise ConfigError(f"{where}: flag {name!r}: unknown key {odd[0]!r}; allowed: {', '.join(FLAG_KEYS)}")
+    for key, low in (("version", 0), ("classes", 2)):
+        value = table.get(key, low)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ConfigError(f"{where}: {key} = {value!r}: give an integer of at least {low}")
     ranges = table.get("ranges", {})
+    if not isinstance(ranges, dict):
+        raise ConfigError(f"{where}: ranges = {ranges!r}: give a table, [task.ranges] with key = [low, high]")
     for key, bounds in ranges.items():
         if not (isinstance(bounds, list) and len(bounds) == 2):
             raise ConfigError(f"{where}: ranges.{key} = {bounds!r}: give [low, high]")
@@ -86,7 +96,7 @@ def spec_of_table(table: dict, where: str = "[task]") -> str:
 
 
 def lightning_task(module, data, flags, *, version: int = 0, name: str = "", ranges: dict | None = None,
-                   fingerprint=None, classes: int = 10, metric: str = "test_f1", default_flags=()):
+                   fingerprint=None, classes: int = 10, metric: str = "test_f1", default_flags=(), not_identity=()):
     """The Python form of a `[task]` table: classes and functions may be given as objects (defined at a module's
     top level, so that worker processes import them by name) and flags as Flag objects."""
     from . import Flag
@@ -95,6 +105,10 @@ def lightning_task(module, data, flags, *, version: int = 0, name: str = "", ran
         if isinstance(obj, str):
             return obj
         where = f"{obj.__module__}:{obj.__qualname__}"
+        if obj.__module__ == "__main__":
+            raise ConfigError(f"{obj.__qualname__} is defined in __main__ (a script or a notebook): move it into a "
+                              "module file beside it and import it from there, so that worker processes import it "
+                              "by name")
         if "<" in obj.__qualname__ or "." in obj.__qualname__:
             raise ConfigError(f"{where}: define it at the top level of a module, so that worker processes can "
                               "import it by name")
@@ -118,6 +132,8 @@ def lightning_task(module, data, flags, *, version: int = 0, name: str = "", ran
         t["fingerprint"] = path(fingerprint)
     if default_flags:
         t["default_flags"] = list(default_flags)
+    if not_identity:
+        t["not_identity"] = sorted(not_identity)
     return load(spec_of_table(t, "lightning_task()"))
 
 
@@ -168,12 +184,37 @@ class Parts:
         return self.module_of(cfg), self.data_of(cfg)
 
     def data_of(self, cfg):
-        """The config's data: a LightningDataModule, or the function's three loaders."""
-        return _import(self.data, "", "data")(**{k: getattr(cfg, k) for k in self.data_args})
+        """The config's data: a LightningDataModule (its prepare_data run, under the host's lock), or the function's
+        three loaders."""
+        data = _import(self.data, "", "data")(**self.data_kwargs(cfg))
+        prepare(data, self.data, self.data_kwargs(cfg))
+        return data
+
+    def data_kwargs(self, cfg) -> dict:
+        return {k: getattr(cfg, k) for k in self.data_args}
 
     def module_of(self, cfg):
         """The config's LightningModule, untrained."""
         return _import(self.module, "", "module")(**{k: getattr(cfg, k) for k in self.module_args})
+
+
+def prepare(data, path: str, kwargs: dict) -> None:
+    """A LightningDataModule's prepare_data, one process of this host at a time for the same class and arguments
+    (a file lock in the host's lease folder): two cells starting together never download into the same files."""
+    import fcntl
+
+    import lightning as L
+
+    from ..machine import lease
+
+    if not isinstance(data, L.LightningDataModule):
+        return
+    key = hashlib.sha256(json.dumps([path, kwargs], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = lease.folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"prepare-{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when this process dies
+        data.prepare_data()
 
 
 def _import(path: str, where: str, what: str):
@@ -227,6 +268,9 @@ def _keys(module_cls, data, ranges: dict, where: str) -> dict:
                                   "(the config's default is the constructor's)")
             if tp is None:
                 continue  # e.g. transform=None: not a key, the constructor's default stands
+            if n == PATIENCE:
+                raise ConfigError(f"{where}: {owner} argument {n!r} has the name of the harness's early stopping "
+                                  "(epochs without a better val_loss); rename the argument (scheduler_patience, say)")
             default = float(p.default) if tp == "float" and isinstance(p.default, int) else p.default
             if n in harness and HARNESS_KEYS[n] != tp:
                 raise ConfigError(f"{where}: {owner} argument {n!r} is a {tp}, but the harness's key {n!r} is a "
@@ -274,10 +318,19 @@ def _rebuild(spec: str, values: dict):
 # ---------------------------------------------------------------- the data's fingerprint
 def fingerprint_of(parts: Parts, cfg) -> str:
     """The user's fingerprint function's, else the harness's cheap one: the two classes' source, and the relative
-    path and size of every file under the data's `data_dir` (or `root`) argument when it has one. Content is not
-    read (cheap on any size), so a file changed in place at the same size is not noticed: raise the version."""
+    path and size of every file under the data's `data_dir` (or `root`) argument when it has one, read after a
+    DataModule's prepare_data has run (so a download does not change it). Content is not read (cheap on any size),
+    so a file changed in place at the same size is not noticed: raise the version. Once per process per data."""
     if parts.fingerprint:
         return str(_import(parts.fingerprint, "task", "fingerprint")(cfg))
+    return _harness_fingerprint(parts, tuple(sorted(parts.data_kwargs(cfg).items())))
+
+
+@functools.cache
+def _harness_fingerprint(parts: Parts, data_kwargs: tuple) -> str:
+    kwargs = dict(data_kwargs)
+    if inspect.isclass(data := _import(parts.data, "task", "data")):
+        prepare(data(**kwargs), parts.data, kwargs)
     h = hashlib.sha256()
     for path in (parts.module, parts.data):
         obj = _import(path, "task", "module")
@@ -286,7 +339,7 @@ def fingerprint_of(parts: Parts, cfg) -> str:
         except (OSError, TypeError):
             h.update(path.encode())
     for key in ("data_dir", "root"):
-        folder = getattr(cfg, key, None)
+        folder = kwargs.get(key)
         if isinstance(folder, str) and folder and os.path.isdir(folder):
             for f in sorted(Path(folder).rglob("*")):
                 if f.is_file():
