@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its type and its message's first line ("ValueError: bad value")."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else 'no message'}"
+
+
 class UserError(RuntimeError):
     """A mistake the user can fix (a bad file, missing data, an unusable store): the CLI prints its message
     as one line and exits 2. Every module's user-facing error derives from it, so this is the bottom."""

@@ -208,6 +208,8 @@ def test_the_config_keys_are_the_constructors_scalar_arguments_beside_the_harnes
     assert set(task.lightning.data_args) == {"batch_size", "noise", "seed"}
     with pytest.raises(ConfigError, match=r"dropout_rate=0.95: out of range, allowed 0.0 <= dropout_rate <= 0.9"):
         task.build({"dropout_rate": 0.95})
+    with pytest.raises(ConfigError, match=r"batch_size=0: out of range"):  # the harness's limits, kept
+        task.build({"batch_size": 0})
     assert task.spec.startswith("lightning:") and task_protocol.load(task.spec) is task
     other = task_protocol.load(task_protocol.spec_of({**TABLE, "data": "mymodel:Data"}))
     assert other.name == task.name and other.version == task.version  # the same name: the classes tell them apart

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import claims
+from ..errors import one_line
 from ..tracking import outages, records, store
 from ..training import checkpoint as ckpt
 from .jobs import Job
@@ -225,7 +226,7 @@ class Writer:
 
 
 def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+    return one_line(e)[:300]
 
 
 def slot(config_hash: str, run_id: str = "", chain: str = "") -> ckpt.Slot:

@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from .. import metrics
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from .hooks import DEFAULT_HOOKS, HOOKS, REQUIRED_HOOKS, Splits, resolve_hook  # noqa: F401 - one import
 from .keys import (FLAG_REASON, HARNESS_KEYS, HARNESS_NEVER_SEARCHED, HARNESS_NOT_IDENTITY,  # noqa: F401
                    IDENTITY_WHEN_NOT, PRECISIONS, TYPES, RunKeys, check_device, check_precision, check_value, field,
@@ -455,9 +455,8 @@ def load(spec: str) -> Task:
     except ConfigError as e:
         raise ConfigError(f"task {spec!r}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a user's module may fail in any way; say how, in one line
-        raise ConfigError(f"task {spec!r}: module {module!r} does not import ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else 'no message'}); run from the folder that holds "
-                          "it or put that folder on PYTHONPATH") from None
+        raise ConfigError(f"task {spec!r}: module {module!r} does not import ({one_line(e)}); run from the folder "
+                          "that holds it or put that folder on PYTHONPATH") from None
     if not hasattr(mod, name):
         raise ConfigError(f"task {spec!r}: module {module!r} has no {name!r}; name the Task object it defines")
     task = getattr(mod, name)

@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 
 REQUIRED_HOOKS = {"data": "(cfg, device) -> Splits", "model": "cfg -> torch.nn.Module"}
 HOOKS = (*REQUIRED_HOOKS, "fingerprint", "prepare", "loss", "optimizer", "patience", "derived", "cost", "datasets",
@@ -60,7 +60,7 @@ def resolve_hook(spec, where: str):
     try:
         fn = getattr(importlib.import_module(module), name)
     except Exception as e:  # noqa: BLE001 - a user's module may fail in any way; say how, in one line
-        raise ConfigError(f"{where} {spec!r} could not be imported ({type(e).__name__}: {e}); give a callable or "
+        raise ConfigError(f"{where} {spec!r} could not be imported ({one_line(e)}); give a callable or "
                           "an importable \"module:function\"") from None
     if not callable(fn):
         raise ConfigError(f"{where} {spec!r} is a {type(fn).__name__}, not a function")

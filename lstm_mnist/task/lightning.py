@@ -40,7 +40,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from .keys import HARNESS_KEYS, TYPES, RunKeys, field
 
 PREFIX = "lightning:"
@@ -224,9 +224,8 @@ def _import(path: str, where: str, what: str):
         for part in name.split("."):
             obj = getattr(obj, part)
     except Exception as e:  # noqa: BLE001 - a user's module may fail in any way; say how, in one line
-        raise ConfigError(f"{where or 'task'}: {what} = {path!r} could not be imported ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else 'no message'}); run from the folder that holds it "
-                          "or put that folder on PYTHONPATH") from None
+        raise ConfigError(f"{where or 'task'}: {what} = {path!r} could not be imported ({one_line(e)}); run from the "
+                          "folder that holds it or put that folder on PYTHONPATH") from None
     return obj
 
 
@@ -289,11 +288,15 @@ def _keys(module_cls, data, ranges: dict, where: str) -> dict:
 def _config_class(name: str, keys: dict, spec: str) -> type:
     """The task's frozen config dataclass: RunKeys, `patience`, then the constructors' keys (a harness key a
     constructor takes gets the constructor's default). Its instances pickle as (spec, values)."""
+    harness = {f.name: f for f in dataclasses.fields(RunKeys)}
     fields = [(PATIENCE, int, field(default=0, lo=0))]
     for n, (tp, default, bounds) in keys.items():
         lo, hi = (bounds or (None, None))
-        fields.append((n, {"bool": bool, "int": int, "float": float, "str": str}[tp], field(default=default, lo=lo,
-                                                                                              hi=hi)))
+        python_type = {"bool": bool, "int": int, "float": float, "str": str}[tp]
+        if n in harness and not bounds:  # a harness key a constructor takes keeps the harness's limits
+            fields.append((n, python_type, dataclasses.field(default=default, metadata=harness[n].metadata)))
+        else:
+            fields.append((n, python_type, field(default=default, lo=lo, hi=hi)))
     fields = list({n: (n, t, f) for n, t, f in fields}.values())
     cls = dataclasses.make_dataclass(f"{_identifier(name)}Config", fields, bases=(RunKeys,), frozen=True,
                                      namespace={"__reduce__": _reduce, "_spec": spec})
