@@ -218,16 +218,18 @@ def _the_subprocess_marker_is_true(request, monkeypatch):
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
 
 
-def assert_latex_fits(body: str, folder: Path) -> None:
-    """`body` (tables, a report.tex) compiles in a minimal article with booktabs, and no box is wider than the
-    text (pdflatex says "Overfull \\hbox" when one is)."""
-    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body + "\\end{document}\n"
+def assert_latex_fits(body: str, folder: Path, packages: tuple = ("booktabs",)) -> str:
+    """`body` (tables, a report.tex, \\input of files in `folder`) compiles in a minimal article with `packages`,
+    and no box is wider than the text (pdflatex says "Overfull \\hbox" when one is); the log."""
+    uses = "".join(f"\\usepackage{{{p}}}\n" for p in packages)
+    doc = "\\documentclass{article}\n" + uses + "\\begin{document}\n" + body + "\\end{document}\n"
     (folder / "t.tex").write_text(doc)
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=folder,
                           capture_output=True, text=True, timeout=120)
     log = (folder / "t.log").read_text(errors="replace")
     assert proc.returncode == 0, log[-2000:]
     assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+    return log
 
 
 def cpu_precisions() -> tuple:

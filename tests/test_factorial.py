@@ -224,6 +224,31 @@ def test_latex_tables_compile_and_fit_the_page(project, tmp_path):
     assert "(part 1 of" in body  # the wide table was split rather than squeezed
 
 
+@pytest.mark.subprocess  # pdflatex
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed (Debian: texlive-latex-recommended)")
+def test_a_paper_inputs_the_reports_tables_and_vector_figures_as_generated_and_compiles(project):
+    """The report's folder as a paper's: report.tex and figures.tex \\input as they are, each figure's PDF (fonts
+    embedded) with its caption, compiled by pdflatex; the SVGs carry their text as paths."""
+    from lstm_mnist.report import make
+
+    _fake_factorial(project)
+    out = project / "paper"
+    paths = make.write(make.compute(EXP, GRID), out)
+    figures_tex = (out / "figures.tex").read_text()
+    pdfs = [p for p in paths if p.suffix == ".pdf"]
+    assert pdfs and all(f"\\includegraphics[width=\\linewidth]{{{p.name}}}" in figures_tex for p in pdfs)
+    assert "Half-normal plot of the factorial effects on test\\_f1" in figures_tex
+    for pdf in pdfs:
+        data = pdf.read_bytes()
+        assert b"/FontFile2" in data and b"/CreationDate" not in data, pdf.name  # TrueType embedded, no date
+    for svg in (p for p in paths if p.suffix == ".svg"):
+        assert "<text" not in svg.read_text(), svg.name  # glyphs as paths: no font needed to show it
+    log = assert_latex_fits("\\input{report.tex}\n\\input{figures.tex}\n", out, ("booktabs", "graphicx"))
+    assert "half_normal_test_f1.pdf" in log  # the vector figure was read into the document
+    md = (out / "report.md").read_text()
+    assert "*Half-normal plot" in md and "([PDF](half_normal_test_f1.pdf), [SVG](half_normal_test_f1.svg))" in md
+
+
 def test_runs_outside_the_fraction_are_left_out_and_counted():
     d = fractional.choose(tuple(FLAGS), runs=16)
     obs = _synthetic(d, (0, 1), [0.01, 0, 0, 0, 0, 0.02])

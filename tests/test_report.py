@@ -33,8 +33,9 @@ ARMS = {  # arm: (design, flag, flags on, mean test_f1)
     "baseline+dropout": ("add_one_in", "dropout", {"dropout"}, 0.972),
     "baseline+adamw": ("add_one_in", "adamw", {"adamw"}, 0.983),
 }
-FILES = ["runs.csv", "arms.csv", "comparisons.csv", "worth.csv", "report.md", "report.tex",
-         "delta_test_f1.png", "val_f1_curves.png", "confusion_best.png"]
+FIGURES = ["delta_test_f1", "val_f1_curves", "confusion_best"]  # each as PNG, PDF and SVG, in figures.tex
+FILES = ["runs.csv", "arms.csv", "comparisons.csv", "worth.csv", "report.md", "report.tex", "figures.tex",
+         *(f"{f}.{x}" for f in FIGURES for x in ("png", "pdf", "svg"))]
 
 
 class FakeGrid:
@@ -152,6 +153,8 @@ def test_report_writes_every_file_with_numbers_from_the_store(messy_grid):
     assert f"| full | reference | all six | 3 | {np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} |" in md
     assert "| baseline+adamw† | add_one_in | adamw | 1 |" in md and "too few seeds" in md
     assert "![delta_test_f1](delta_test_f1.png)" in md
+    assert "*What each enhancement is worth on test_f1: the mean paired difference (with − without the flag) over " \
+           "3 seeds, with its 95% confidence interval" in md  # a caption from the store: its metric and seeds
     assert r"\toprule" in (out / "report.tex").read_text()
 
     logged = {a.path for a in g.c.list_artifacts(latest, "report") if not a.is_dir}

@@ -1,4 +1,9 @@
-"""Figures shared by the run artifacts and the report (matplotlib, no display)."""
+"""Figures shared by the run artifacts and the report (matplotlib, no display).
+
+Every report figure is written three ways (`_save`): a PNG for the Markdown report and MLflow's UI, and a PDF and an
+SVG for a paper, drawn two columns wide (7 in: a two-column page's text width; LaTeX scales it to one column with
+width=\\columnwidth), fonts embedded (TrueType in the PDF, glyphs as paths in the SVG), and with no date in them, so
+the same numbers give the same files."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +14,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+WIDTH_IN = 7.0   # a two-column page's text width: every report figure's width
+VECTORS = (".pdf", ".svg")  # written beside each report figure's PNG
+plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "path", "svg.hashsalt": "lstm-mnist"})
+
 if TYPE_CHECKING:
     from .budget import Curve
 
 
-def confusion_png(confusion: list[list[int]], path: str | Path, title: str = "test confusion matrix") -> Path:
-    """Counts per (true, predicted) class, with the off-diagonal errors written in."""
+def confusion_png(confusion: list[list[int]], path: str | Path, title: str = "test confusion matrix",
+                  vectors: bool = False) -> Path:
+    """Counts per (true, predicted) class, with the off-diagonal errors written in (PDF and SVG beside the PNG
+    with `vectors`: the report's; a run's artifact is the PNG alone)."""
     n = len(confusion)
     fig, ax = plt.subplots(figsize=(6, 5.4))
     im = ax.imshow(confusion, cmap="Blues")
@@ -24,10 +35,7 @@ def confusion_png(confusion: list[list[int]], path: str | Path, title: str = "te
                 ax.text(j, i, str(confusion[i][j]), ha="center", va="center", fontsize=7, color="crimson")
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, vectors)
 
 
 # ---- report
@@ -37,7 +45,7 @@ def delta_png(flags: list[str], designs: dict[str, list[tuple[float, float, floa
 
     A missing CI (too few seeds) is drawn as a hollow marker without a bar, so it cannot pass for a tight one.
     """
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(flags) + 1.6))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.55 * len(flags) + 1.6))
     offsets = [0.15 * (i - (len(designs) - 1) / 2) for i in range(len(designs))]
     for (label, points), off, color in zip(designs.items(), offsets, ("tab:blue", "tab:orange", "tab:green")):
         for y, (d, lo, hi) in enumerate(points):
@@ -55,7 +63,7 @@ def delta_png(flags: list[str], designs: dict[str, list[tuple[float, float, floa
 
 def curves_png(curves: dict[str, tuple[list[int], list[float]]], ylabel: str, path: str | Path) -> Path:
     """One line per arm (its mean over seeds at each epoch)."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.4))
     colors = plt.get_cmap("tab20").colors
     for i, (arm, (epochs, values)) in enumerate(curves.items()):
         ax.plot(epochs, values, color=colors[i % len(colors)], lw=1.4, label=arm)
@@ -68,21 +76,44 @@ def curves_png(curves: dict[str, tuple[list[int], list[float]]], ylabel: str, pa
 
 def budget_png(curves: dict[str, Curve], objective: str, path: str | Path,
                title: str = "expected best validation score vs trials") -> Path:
-    """Budget curves (see budget.py): one line per arm, the expected best after k trials, its bootstrap band shaded."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    """Budget curves (see budget.py): one line per arm, the expected best after k trials, its bootstrap band shaded.
+    Two panels: where the arms differ (budget_zoom: from k = 2 on, the expected bests only) and, small, the full
+    range from one trial, where a single trial's spread would squeeze the differences into a few pixels."""
+    fig, (ax, whole) = plt.subplots(1, 2, figsize=(WIDTH_IN, 3.8), gridspec_kw={"width_ratios": [2.4, 1]})
     colors = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
     for i, (arm, c) in enumerate(curves.items()):
         color = colors[i % len(colors)]
-        ax.plot(c.ks, c.mean, color=color, lw=1.4, marker="o" if len(c.ks) <= 20 else None, ms=3, label=arm)
-        ax.fill_between(c.ks, c.lo, c.hi, color=color, alpha=0.15, lw=0)
+        for a, lw in ((ax, 1.4), (whole, 0.9)):
+            a.plot(c.ks, c.mean, color=color, lw=lw, marker="o" if len(c.ks) <= 20 else None, ms=3 if a is ax else 1.5,
+                   label=arm if a is ax else None)
+            a.fill_between(c.ks, c.lo, c.hi, color=color, alpha=0.07 if a is ax else 0.15, lw=0)
+    zoom = budget_zoom(curves)
+    if zoom:
+        ax.set_ylim(*zoom)
+        whole.axhspan(*zoom, color="grey", alpha=0.12, lw=0)
     ax.set(xlabel="number of trials k", ylabel=f"expected best {objective}", title=title)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if len(curves) > 6:
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
-    elif curves:
-        ax.legend(loc="best", fontsize=8)
+    whole.set(xlabel="k", title="full range (grey: the left panel)")
+    whole.title.set_fontsize(8)
+    for a in (ax, whole):
+        a.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        a.grid(alpha=0.3)
+    if curves:
+        ax.legend(loc="lower right", fontsize=7, ncol=2 if len(curves) > 6 else 1)
     return _save(fig, path)
+
+
+def budget_zoom(curves: dict[str, Curve]) -> tuple[float, float] | None:
+    """The budget curves' y range where the arms differ: every arm's expected best over the second half of the
+    trials (from k = 2 on at least: a single trial's is a draw's mean, far below), padded by a tenth; None when
+    there is nothing to zoom into."""
+    last = max((int(max(c.ks)) for c in curves.values() if len(c.ks)), default=0)
+    start = max(2, -(-last // 2))
+    values = [v for c in curves.values() for k, v in zip(c.ks, c.mean) if k >= start]
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    pad = max((hi - lo) * 0.1, 1e-4)
+    return lo - pad, hi + pad
 
 
 def half_normal_png(points: list[tuple[str, float, float]], metric: str, design: str, path: str | Path,
@@ -118,14 +149,26 @@ def intervals_png(series: dict[str, tuple[list[int], list[float], list[float], l
     n = max(1, len(series))
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 2.2 * rows + 0.6), squeeze=False, sharey=True)
+    low, high = looks_scale(series, delta)
+    clipped = 0
     for ax, (name, (seeds, est, lo, hi, tlo, thi)) in zip(axes.flat, series.items()):
         ax.axhspan(-delta, delta, color="tab:green", alpha=0.12, lw=0, label=f"±δ = ±{delta:g}")
         ax.axhline(0, color="grey", lw=0.8)
-        err = [[e - low for e, low in zip(est, lo)], [h - e for e, h in zip(est, hi)]]
-        ax.errorbar(seeds, est, yerr=err, fmt="o", ms=4, capsize=3, color="tab:blue", lw=1)
-        ax.vlines(seeds, tlo, thi, color="tab:blue", lw=4, alpha=0.45)
-        ax.set_title(name, fontsize=9)
+        c = [min(max(v, low), high) for v in est]
+        clo, chi = ([min(max(v, low), high) for v in vs] for vs in (lo, hi))
+        ax.errorbar(seeds, c, yerr=[[e - v for e, v in zip(c, clo)], [v - e for e, v in zip(c, chi)]], fmt="o", ms=3,
+                    capsize=2, color="tab:blue", lw=1)
+        ax.vlines(seeds, [min(max(v, low), high) for v in tlo], [min(max(v, low), high) for v in thi],
+                  color="tab:blue", lw=4, alpha=0.45)
+        for s, a, b in zip(seeds, lo, hi):  # an interval past the scale: an arrow at the edge it leaves by
+            for end, edge, mark, va in ((a, low, "v", "bottom"), (b, high, "^", "top")):
+                if (end < low) if mark == "v" else (end > high):
+                    ax.plot(s, edge, marker=mark, color="crimson", ms=5, clip_on=False)
+                    ax.annotate(f"{end:+.2g}", (s, edge), textcoords="offset points", xytext=(5, 0), fontsize=6,
+                                color="crimson", va=va)
+            clipped += (a < low) + (b > high)
+        ax.set_title(name, fontsize=8)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(series):]:
@@ -134,14 +177,35 @@ def intervals_png(series: dict[str, tuple[list[int], list[float], list[float], l
         ax.set_xlabel("seeds")
     for ax in axes[:, 0]:
         ax.set_ylabel(f"Δ {metric}")
-    axes.flat[0].legend(loc="best", fontsize=7)
-    fig.suptitle(f"each effect at each look against the seeds ({metric}): 1 − α_k interval (thin), 1 − 2α_k (thick)",
-                 fontsize=10)
+    axes.flat[0].set_ylim(low, high)
+    axes.flat[0].legend(loc="best", fontsize=6)
+    off = f"; red arrows: {clipped} interval ends beyond the scale" if clipped else ""
+    fig.suptitle(f"each effect at each look ({metric}): 1 − α_k interval (thin), 1 − 2α_k (thick){off}", fontsize=9)
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def looks_scale(series: dict, delta: float) -> tuple[float, float]:
+    """The looks plot's y range: δ's band and every effect's last look (the intervals that decided, or the
+    narrowest so far), padded by a fifth; an earlier, wider interval runs off it and is marked so."""
+    ends = [-delta, delta]
+    for seeds, est, lo, hi, tlo, thi in series.values():
+        if seeds:
+            ends += [est[-1], lo[-1], hi[-1], tlo[-1], thi[-1]]
+    lo, hi = min(ends), max(ends)
+    pad = (hi - lo) * 0.2
+    return lo - pad, hi + pad
+
+
+def _save(fig, path: str | Path, vectors: bool = True) -> Path:
+    """The PNG at `path`, and the same figure as PDF and SVG beside it (vector_files)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    for suffix, stamp in zip(VECTORS if vectors else (), ({"CreationDate": None}, {"Date": None})):
+        fig.savefig(Path(path).with_suffix(suffix), bbox_inches="tight", metadata=stamp)
     plt.close(fig)
     return Path(path)
+
+
+def vector_files(png: Path) -> list[Path]:
+    """The PDF and SVG `_save` wrote beside a figure's PNG."""
+    return [png.with_suffix(s) for s in VECTORS]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import against as against_grid
-from . import factorial, looks, tuning
+from . import captions, factorial, looks, tuning
+from ..analysis import figures
 from ..config import check_name
 from ..tracking import artifacts, groups
 from .compare import Report, build
@@ -41,7 +42,8 @@ def tables(r: Report) -> dict[str, pd.DataFrame]:
 
 
 def write(r: Report, out: Path) -> list[Path]:
-    """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures."""
+    """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures (PNG, PDF and SVG, and
+    figures.tex, which includes each PDF with its caption)."""
     out.mkdir(parents=True, exist_ok=True)
     csvs = {f"{name}.csv": df for name, df in tables(r).items()}
     for name, df in csvs.items():
@@ -56,7 +58,9 @@ def write(r: Report, out: Path) -> list[Path]:
         figs.append(looks.figure(r.looks, out))
     (out / "report.md").write_text(markdown_doc(r, figs))
     (out / "report.tex").write_text(latex_doc(r))
-    return [out / n for n in csvs] + [out / "report.md", out / "report.tex"] + figs
+    (out / "figures.tex").write_text(captions.latex(r, figs))
+    vectors = [v for f in figs for v in figures.vector_files(f) if v.exists()]
+    return [out / n for n in csvs] + [out / "report.md", out / "report.tex", out / "figures.tex"] + figs + vectors
 
 
 def compute(experiment: str | None, grid: str | None, metric: str | None = None, against: str | None = None,

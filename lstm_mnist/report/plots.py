@@ -43,5 +43,5 @@ def draw(g: Grid, arms: pd.DataFrame, w: pd.DataFrame, metric: str, out: Path) -
     confusion, n = summed_confusion(g, arm)
     if confusion:
         title = f"best arm by {metric}: {arm} (test, summed over {n} seed{'s' * (n != 1)})"
-        paths.append(figures.confusion_png(confusion, out / "confusion_best.png", title=title))
+        paths.append(figures.confusion_png(confusion, out / "confusion_best.png", title=title, vectors=True))
     return paths

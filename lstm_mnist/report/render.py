@@ -13,6 +13,7 @@ from ..analysis import tables
 from ..machine import host
 from ..tracking import store
 from . import against, factorial, looks, numbers, tuning
+from .captions import caption
 from .compare import Report
 from .gather import counts
 
@@ -211,7 +212,8 @@ def markdown_doc(r: Report, figure_files: list[Path]) -> str:
     for title, _, table in shown(r):
         parts += [f"## {title}\n", tables.markdown(table)]
     parts += [n + "\n" for n in notes(r)]
-    parts += [f"![{p.stem}]({p.name})\n" for p in figure_files]
+    for p in figure_files:  # the image, then its caption (captions.py), and its vector files
+        parts += [f"![{p.stem}]({p.name})\n", f"*{caption(r, p)}* ([PDF]({p.stem}.pdf), [SVG]({p.stem}.svg))\n"]
     return "\n".join(parts)
 
 
