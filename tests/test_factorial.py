@@ -143,8 +143,10 @@ def test_half_normal_points_are_sorted_quantiles():
 EXP, GRID = "lstm-mnist-factorial", "factorial-test"
 
 
-def _fake_factorial(project, seeds=(0, 1), skip=()):
-    """The 2^(6-2) fraction's runs with the runner's tags and a known linear response (no training)."""
+def _fake_factorial(project, seeds=(0, 1), skip=(), settings: dict | None = None,
+                    run_tags: dict | None = None):
+    """The 2^(6-2) fraction's runs with the runner's tags and a known linear response (no training); `settings`
+    and `run_tags` logged on every run too."""
     d = fractional.choose(tuple(FLAGS), runs=16)
     c = mlflow.MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
     exp = c.create_experiment(EXP, artifact_location=(project / "mlruns" / "artifacts").as_uri())
@@ -163,11 +165,12 @@ def _fake_factorial(project, seeds=(0, 1), skip=()):
         if (arm, s) in skip:
             continue
         rt = {"arm": arm, "design": "factorial", "designs": "factorial", "seed": str(s), "grid_name": GRID,
-              "config_hash": f"{arm}-{s}", "mlflow.parentRunId": parent}
+              "config_hash": f"{arm}-{s}", "mlflow.parentRunId": parent, **(run_tags or {})}
         rid = c.create_run(exp, tags=rt, run_name=f"{arm}-s{s}").info.run_id
         c.log_batch(rid, metrics=[Metric("test_f1", y, 0, 0), Metric("test_acc", y, 0, 0),
                                   Metric("test_loss", 1 - y, 0, 0), Metric("val_f1", y, 0, 0)],
-                    params=[Param(f, str(f in on)) for f in FLAGS] + [Param("seed", str(s))])
+                    params=[Param(f, str(f in on)) for f in FLAGS] + [Param("seed", str(s))]
+                    + [Param(k, str(v)) for k, v in (settings or {}).items()])
         c.set_terminated(rid, "FINISHED")
     plan = planned.Plan(tuple(cells), config.PROTOCOL_VERSION, factorial=planned.Fraction(d.factors, d.generators))
     c.log_dict(parent, plan.to_dict(), artifacts.PLAN)
@@ -227,11 +230,13 @@ def test_latex_tables_compile_and_fit_the_page(project, tmp_path):
 @pytest.mark.subprocess  # pdflatex
 @pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed (Debian: texlive-latex-recommended)")
 def test_a_paper_inputs_the_reports_tables_and_vector_figures_as_generated_and_compiles(project):
-    """The report's folder as a paper's: report.tex and figures.tex \\input as they are, each figure's PDF (fonts
-    embedded) with its caption, compiled by pdflatex; the SVGs carry their text as paths."""
+    """The report's folder as a paper's: methods.tex, report.tex and figures.tex \\input as they are, each figure's
+    PDF (fonts embedded) with its caption, compiled by pdflatex; the SVGs carry their text as paths; the methods'
+    numbers are the store's."""
     from lstm_mnist.report import make
 
-    _fake_factorial(project)
+    _fake_factorial(project, settings={"max_epochs": 35, "patience": 10, "batch_size": 64, "val_fraction": 0.2},
+                    run_tags={"torch_version": "2.14.1", "data_fingerprint": "0123456789abcdef"})
     out = project / "paper"
     paths = make.write(make.compute(EXP, GRID), out)
     figures_tex = (out / "figures.tex").read_text()
@@ -243,8 +248,21 @@ def test_a_paper_inputs_the_reports_tables_and_vector_figures_as_generated_and_c
         assert b"/FontFile2" in data and b"/CreationDate" not in data, pdf.name  # TrueType embedded, no date
     for svg in (p for p in paths if p.suffix == ".svg"):
         assert "<text" not in svg.read_text(), svg.name  # glyphs as paths: no font needed to show it
-    log = assert_latex_fits("\\input{report.tex}\n\\input{figures.tex}\n", out, ("booktabs", "graphicx"))
+    log = assert_latex_fits("\\input{methods.tex}\n\\input{report.tex}\n\\input{figures.tex}\n", out,
+                            ("booktabs", "graphicx"))
     assert "half_normal_test_f1.pdf" in log  # the vector figure was read into the document
+    methods = (out / "methods.md").read_text()  # every number from the store:
+    for traced in ("At most 35 epochs",                                   # the runs' max_epochs
+                   "after 10 epochs without a lower validation loss",     # their patience
+                   "val_fraction = 0.2",                                  # a protocol key the runs recorded
+                   "A 2^(6-2) resolution IV factorial of 16 runs per seed",  # the plan's fraction
+                   "generators E = ABC and F = BCD",
+                   "(15 residual degrees of freedom)",                    # the fit: main_effects.csv's df
+                   "2 (0, 1), each trained by every arm",                 # the seeds
+                   "torch 2.14.1", "data fingerprint 0123456789abcdef"):  # the runs' tags
+        assert traced in methods, (traced, methods)
+    assert "**Tuning.**" not in methods  # a grid without tuning has no tuning section
+    assert "\\paragraph{Design.} A 2\\textasciicircum{}(6-2) resolution IV" in (out / "methods.tex").read_text()
     md = (out / "report.md").read_text()
     assert "*Half-normal plot" in md and "([PDF](half_normal_test_f1.pdf), [SVG](half_normal_test_f1.svg))" in md
 

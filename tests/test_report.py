@@ -35,6 +35,7 @@ ARMS = {  # arm: (design, flag, flags on, mean test_f1)
 }
 FIGURES = ["delta_test_f1", "val_f1_curves", "confusion_best"]  # each as PNG, PDF and SVG, in figures.tex
 FILES = ["runs.csv", "arms.csv", "comparisons.csv", "worth.csv", "report.md", "report.tex", "figures.tex",
+         "methods.md", "methods.tex",
          *(f"{f}.{x}" for f in FIGURES for x in ("png", "pdf", "svg"))]
 
 

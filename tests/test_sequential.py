@@ -262,6 +262,8 @@ def test_a_grid_until_decided_end_to_end_then_a_rerun_and_its_report(project):
     assert rep.finish() == 0, rep.stderr[-2000:]
     text = (project / "rep" / "report.md").read_text()
     assert "Adaptive replication" in text and sequential.METHOD in text and "looks_test_f1.png" in text
+    methods = (project / "rep" / "methods.md").read_text()
+    assert "Seeds were added until every effect was decided: in blocks of" in methods and sequential.METHOD in methods
     main = (project / "rep" / "main_effects.csv").read_text()
     assert "no effect ≥ δ" in main
     assert re.search(r"\| no effect ≥ δ at [2-4] seeds, 9\d(\.\d)?% CI \[[-+]", text), text  # where it was reached

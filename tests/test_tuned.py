@@ -230,6 +230,9 @@ def test_a_tuned_grid_end_to_end_then_its_report(project):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
     assert "Worth before vs after tuning" in md and "tuned values" in md and "Tuning per arm" in md
+    methods = (out / "methods.md").read_text()  # the search as the plan recorded it
+    assert re.search(r"\*\*Tuning\.\*\* Every arm searched the keys of .+ with the same budget of \d+ trials "
+                     r"\(complete or pruned\), sampler (tpe|random) \(seed \d+", methods), methods
     record("tuned grid end to end, 2 workers", wall_s=round(wall, 1), **{k: v for k, v in figures.items()
                                                                           if k != "disagree"})
 

@@ -72,6 +72,8 @@ class Tuning:
     repeats: int = 1                          # tune_repeats
     repeat_of: dict[str, int] = field(default_factory=dict)  # replicate seed (str) -> the repeat whose values it
     #                                                           trains at
+    search: dict = field(default_factory=dict)  # the search's settings (sampler, its seed, pruner, ...): the methods
+    #                                             text names them ({} in a plan recorded before they were)
 
     def seeds_of(self, repeat: int) -> list[int]:
         return sorted(int(seed) for seed, r in self.repeat_of.items() if r == repeat)

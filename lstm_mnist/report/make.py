@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import against as against_grid
-from . import captions, factorial, looks, tuning
+from . import captions, factorial, looks, methods, tuning
 from ..analysis import figures
 from ..config import check_name
 from ..tracking import artifacts, groups
@@ -43,7 +43,7 @@ def tables(r: Report) -> dict[str, pd.DataFrame]:
 
 def write(r: Report, out: Path) -> list[Path]:
     """Every table as CSV (full precision), the Markdown and LaTeX documents, and the figures (PNG, PDF and SVG, and
-    figures.tex, which includes each PDF with its caption)."""
+    figures.tex, which includes each PDF with its caption), and the methods text (methods.md, methods.tex)."""
     out.mkdir(parents=True, exist_ok=True)
     csvs = {f"{name}.csv": df for name, df in tables(r).items()}
     for name, df in csvs.items():
@@ -59,8 +59,11 @@ def write(r: Report, out: Path) -> list[Path]:
     (out / "report.md").write_text(markdown_doc(r, figs))
     (out / "report.tex").write_text(latex_doc(r))
     (out / "figures.tex").write_text(captions.latex(r, figs))
+    (out / "methods.md").write_text(methods.markdown(r))
+    (out / "methods.tex").write_text(methods.latex(r))
     vectors = [v for f in figs for v in figures.vector_files(f) if v.exists()]
-    return [out / n for n in csvs] + [out / "report.md", out / "report.tex", out / "figures.tex"] + figs + vectors
+    docs = ["report.md", "report.tex", "figures.tex", "methods.md", "methods.tex"]
+    return [out / n for n in csvs] + [out / n for n in docs] + figs + vectors
 
 
 def compute(experiment: str | None, grid: str | None, metric: str | None = None, against: str | None = None,

@@ -109,7 +109,8 @@ def tuned_plan(s: grid.GridSpec, jobs: list[Job], searches: list[ArmSearch], seq
                             x.repeat) for x in searches}
     repeat_of = {str(seed): r for seed, r in t.repeat_of(sequential["seed_order"] if sequential else s.seeds).items()}
     plan = recorded(s, jobs, tuning=Tuning(t.settings.trials, t.settings.objective, t.fixed, t.seed, t.space, arms,
-                                           t.repeats, repeat_of), sequential=sequential)
+                                           t.repeats, repeat_of, t.settings.model_dump(mode="json")),
+                    sequential=sequential)
     cells: dict[str, object] = {}
     for cell in plan.cells:  # a tuned cell whose best values are the grid's own is its untuned cell too
         if cell.config_hash in cells:
