@@ -165,3 +165,17 @@ def test_budget_png_writes_a_png(tmp_path):
     out = budget_png(curves, "val_f1", tmp_path / "budget.png")
     assert out == tmp_path / "budget.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_budget_curves_zoom_on_the_second_half_where_the_arms_differ():
+    import numpy as np
+
+    from lstm_mnist.analysis.budget import Curve
+    from lstm_mnist.analysis.figures import budget_zoom
+
+    ks = np.arange(1, 9)
+    rising = Curve(ks, np.array([0.40, 0.90, 0.95, 0.970, 0.975, 0.978, 0.979, 0.980]), ks * 0, ks * 0, 8)
+    flat = Curve(ks, np.array([0.96, 0.97, 0.975, 0.980, 0.982, 0.984, 0.985, 0.985]), ks * 0, ks * 0, 8)
+    lo, hi = budget_zoom({"a": rising, "b": flat})
+    assert lo == pytest.approx(0.970 - 0.0015) and hi == pytest.approx(0.985 + 0.0015)  # k = 4..8, padded a tenth
+    assert budget_zoom({}) is None

@@ -33,7 +33,8 @@ ARMS = {  # arm: (design, flag, flags on, mean test_f1)
     "baseline+dropout": ("add_one_in", "dropout", {"dropout"}, 0.972),
     "baseline+adamw": ("add_one_in", "adamw", {"adamw"}, 0.983),
 }
-FIGURES = ["delta_test_f1", "val_f1_curves", "confusion_best"]  # each as PNG, PDF and SVG, in figures.tex
+# each as PNG, PDF and SVG, and in figures.tex
+FIGURES = ["answer_test_f1", "delta_test_f1", "val_f1_curves", "confusion_best"]
 FILES = ["runs.csv", "arms.csv", "comparisons.csv", "worth.csv", "report.md", "report.tex", "figures.tex",
          "methods.md", "methods.tex",
          *(f"{f}.{x}" for f in FIGURES for x in ("png", "pdf", "svg"))]

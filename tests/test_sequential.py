@@ -298,3 +298,14 @@ def test_the_main_process_killed_mid_block_then_a_rerun(project):
                      r"early_stopping", rerun.stdout, re.M), rerun.stdout[-2000:]
     assert looks["looks"][-1]["verdicts"]["factorial: early_stopping"] == power.UNDECIDED
     assert re.search(r"look 1/2 at 2 seeds", rerun.stdout)
+
+
+def test_the_looks_plot_is_on_the_scale_of_delta_and_of_each_effects_last_look():
+    from lstm_mnist.analysis.figures import looks_scale
+
+    # seeds, estimate, 1 - alpha_k interval, 1 - 2 alpha_k interval: at 2 seeds on 1 df the first is +-0.2 wide
+    series = {"a": ([2, 4], [0.001, 0.003], [-0.2, 0.001], [0.2, 0.005], [-0.1, 0.0015], [0.1, 0.0045]),
+              "b": ([2, 4], [0.0, -0.0005], [-0.3, -0.0012], [0.3, 0.0009], [-0.15, -0.001], [0.15, 0.0007])}
+    lo, hi = looks_scale(series, 0.002)
+    span = 0.005 - (-0.002)  # from -delta to the last look's highest end
+    assert lo == pytest.approx(-0.002 - 0.2 * span) and hi == pytest.approx(0.005 + 0.2 * span)

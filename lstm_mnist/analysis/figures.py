@@ -61,6 +61,34 @@ def delta_png(flags: list[str], designs: dict[str, list[tuple[float, float, floa
     return _save(fig, path)
 
 
+VERDICT_COLORS = {"effect": "tab:red", "no effect ≥ δ": "tab:green", "undecided": "dimgrey", "": "tab:blue"}
+
+
+def answer_png(rows: list[tuple[str, float, float, float, str]], delta: float | None, metric: str, path: str | Path,
+               title: str) -> Path:
+    """The grid's answer in one figure: every effect (`rows`: label, estimate, CI low, CI high, verdict) as its
+    estimate and 95% CI, δ's band shaded when the grid has one, and each verdict written at the right and
+    coloured by it; an effect without a CI (too few seeds) is a hollow marker."""
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.32 * len(rows) + 1.3))
+    if delta:
+        ax.axvspan(-delta, delta, color="tab:green", alpha=0.12, lw=0, label=f"±δ = ±{delta:g}")
+    ax.axvline(0, color="grey", lw=0.8)
+    for y, (label, est, lo, hi, verdict) in enumerate(rows):
+        color = VERDICT_COLORS.get(verdict, "tab:blue")
+        known = lo == lo and hi == hi  # NaN != NaN
+        ax.errorbar(est, y, xerr=[[est - lo], [hi - est]] if known else None, fmt="o", ms=4, capsize=2, lw=1.2,
+                    color=color, mfc=color if known else "white")
+        if verdict:
+            ax.annotate(verdict, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=7, color=color)
+    ax.set(yticks=range(len(rows)), yticklabels=[r[0] for r in rows], ylim=(len(rows) - 0.5, -0.5),
+           xlabel=f"effect on {metric} (with − without), 95% CI", title=title)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    if delta:
+        ax.legend(loc="lower right", fontsize=7)
+    return _save(fig, path)
+
+
 def curves_png(curves: dict[str, tuple[list[int], list[float]]], ylabel: str, path: str | Path) -> Path:
     """One line per arm (its mean over seeds at each epoch)."""
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.4))

@@ -32,6 +32,11 @@ def caption(r: Report, png: Path) -> str:
     at = f" Each run trained {spent}." if spent else ""
     seeds = f"{n} seed{'s' * (n != 1)}"
     stem = png.stem
+    if stem.startswith("answer_"):
+        delta = (f"; δ = {g.delta:g}, the smallest effect of interest, is shaded, and each verdict (effect, no "
+                 f"effect ≥ δ, undecided) is written at the right" if g.delta else "")
+        return (f"The grid's answer: every effect on {m} of every design (with − without the flag; a factorial main "
+                f"effect: on − off) over {seeds}, with its 95% confidence interval{delta}.{at}")
     if stem.startswith("delta_"):
         return (f"What each enhancement is worth on {m}: the mean paired difference (with − without the flag) over "
                 f"{seeds}, with its 95% confidence interval, per design of grid {g.name}; a hollow marker has too "

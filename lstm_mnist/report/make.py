@@ -13,7 +13,7 @@ from ..config import check_name
 from ..tracking import artifacts, groups
 from .compare import Report, build
 from .gather import latest_grid_experiment, load
-from .plots import draw
+from .plots import answer, draw
 from .render import latex_doc, markdown_doc, shown
 
 
@@ -49,7 +49,7 @@ def write(r: Report, out: Path) -> list[Path]:
     for name, df in csvs.items():
         df.to_csv(out / name, index=False)
     t = r.tuning
-    figs = draw(r.grid, r.arms, r.worth, r.metric, out)
+    figs = answer(r, out) + draw(r.grid, r.arms, r.worth, r.metric, out)
     if r.factorial:
         figs.append(factorial.half_normal_png(r.factorial, out))
     if t:

@@ -30,6 +30,28 @@ def summed_confusion(g: Grid, arm: str) -> tuple[list[list[int]] | None, int]:
     return (sum(mats).tolist(), len(mats)) if mats else (None, 0)
 
 
+def answer(r, out: Path) -> list[Path]:
+    """The answer figure (analysis/figures.answer_png): every effect of every design the grid ran, with its 95% CI and
+    its verdict, factorial main effects first."""
+    rows = []
+    if r.factorial:
+        main = r.factorial.frame("main")
+        verdicts = main["verdict"] if "verdict" in main else [""] * len(main)
+        rows += [(f"factorial: {t.split(' = ')[0]}", e, lo, hi, v) for t, e, lo, hi, v in  # the factor, not its aliases
+                 zip(main["term"], main["estimate"], main["ci_lo"], main["ci_hi"], verdicts)]
+    c = r.comparisons
+    if len(c):
+        verdicts = c["verdict"] if "verdict" in c else [""] * len(c)
+        rows += [(f"{d}: {f}", e, lo, hi, v or "") for d, f, e, lo, hi, v in
+                 zip(c["design"], c["flag"], c["diff_mean"], c["diff_ci_lo"], c["diff_ci_hi"], verdicts)]
+    rows = [(label, *map(float, nums), str(v) if v == v else "") for label, *nums, v in rows]
+    if not rows:
+        return []
+    n = len(r.grid.seeds)
+    title = f"what each enhancement is worth on {r.metric} ({n} seed{'s' * (n != 1)}, grid {r.grid.name})"
+    return [figures.answer_png(rows, r.grid.delta, r.metric, out / f"answer_{r.metric}.png", title)]
+
+
 def draw(g: Grid, arms: pd.DataFrame, w: pd.DataFrame, metric: str, out: Path) -> list[Path]:
     designs = (("leave-one-out (full − full-flag)", "loo"), ("add-one-in (baseline+flag − baseline)", "aoi"),
                ("factorial main effect (on − off)", "ff"))
