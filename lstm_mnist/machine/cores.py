@@ -129,7 +129,7 @@ def _recommended(report: Path, gpu_name: str, mps: bool) -> int | None:
 
 def from_arg(text: str, report: str | Path = "reports/gpu-check.json", mps: bool = False) -> tuple[int, str]:
     """`--workers N|auto` -> (N, why); a bad value is a one-line ConfigError."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     if text.strip().lower() == "auto":
         return auto_workers(report, mps)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-from ..config import UserError
+from ..errors import UserError
 
 SUPPORTED = {
     "torch": ">=2.11,<=2.14.1",
