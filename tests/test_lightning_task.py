@@ -508,3 +508,28 @@ def test_the_assignment_examples_grid_and_report_run_as_shipped_on_small_digits(
     assert report.returncode == 0, report.stderr[-3000:]
     for flag in ("bidirectional", "dropout", "width", "early_stopping", "augmentation", "adamw"):
         assert flag in report.stdout, (flag, report.stdout[-2000:])
+
+
+def test_prepare_data_runs_one_process_or_thread_at_a_time_for_the_same_data(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import lightning as L
+
+    spans = []
+
+    class Slow(L.LightningDataModule):
+        def prepare_data(self):
+            t0 = time.monotonic()
+            time.sleep(0.3)
+            spans.append((t0, time.monotonic()))
+
+    monkeypatch.setenv(lightning.PREPARE_LOCKS, str(tmp_path / "locks"))
+    threads = [threading.Thread(target=lightning.prepare, args=(Slow(), "mymodel:Slow", {"data_dir": "d"}))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert len(spans) == 2 and b0 >= a1  # the second began once the first had ended

@@ -198,19 +198,21 @@ class Parts:
         return _import(self.module, "", "module")(**{k: getattr(cfg, k) for k in self.module_args})
 
 
+PREPARE_LOCKS = "LSTM_MNIST_PREPARE_LOCKS"  # where prepare_data's locks live (default: a per-user temp folder)
+
+
 def prepare(data, path: str, kwargs: dict) -> None:
     """A LightningDataModule's prepare_data, one process of this host at a time for the same class and arguments
-    (a file lock in the host's lease folder): two cells starting together never download into the same files."""
+    (a file lock per both): two cells starting together never download into the same files."""
     import fcntl
+    import tempfile
 
     import lightning as L
-
-    from ..machine import lease
 
     if not isinstance(data, L.LightningDataModule):
         return
     key = hashlib.sha256(json.dumps([path, kwargs], sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = lease.folder()
+    folder = Path(os.environ.get(PREPARE_LOCKS) or Path(tempfile.gettempdir()) / f"lstm-mnist-prepare-{os.getuid()}")
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"prepare-{key}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when this process dies
