@@ -2,20 +2,17 @@
 LaTeX snippet that includes every figure's PDF with its caption (figures.tex)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..analysis import figures
 from ..analysis.tables import latex_escape
 from .compare import Report, best_arm
+from .methods import settings
 
 
 def budget(r: Report) -> str:
     """'at most 35 epochs, early stopping after 10 without a better val_loss' (the grid's common settings), or ''."""
-    runs = r.grid.runs
-    if "settings" not in runs or not len(runs):
-        return ""
-    s = json.loads(runs["settings"].iloc[0])
+    s = settings(r)
     parts = [f"at most {s['max_epochs']} epochs"] if s.get("max_epochs") else []
     if s.get("patience"):
         parts.append(f"early stopping after {s['patience']} without a better val_loss where the arm has it")

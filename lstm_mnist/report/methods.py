@@ -19,7 +19,8 @@ DESIGNS = {"leave_one_out": "leave-one-out (the model with every flag on against
                          "for each flag)"}
 
 
-def _settings(r: Report) -> dict:
+def settings(r: Report) -> dict:
+    """The grid's common settings (its runs' config keys other than the factors and the seed), or {}."""
     runs = r.grid.runs
     return json.loads(runs["settings"].iloc[0]) if "settings" in runs and len(runs) else {}
 
@@ -37,7 +38,7 @@ def _join(items: list[str]) -> str:
 
 
 def protocol(r: Report) -> str:
-    task, s = r.grid.task, _settings(r)
+    task, s = r.grid.task, settings(r)
     fixed = [f"{k} = {s[k]}" for k in sorted(task.never_searched)
              if s.get(k) is not None and k not in {f.name for f in task.flags}]
     version = s.get("protocol_version", "")
@@ -50,7 +51,7 @@ def protocol(r: Report) -> str:
 
 
 def budget(r: Report) -> str:
-    s, runs = _settings(r), r.grid.runs
+    s, runs = settings(r), r.grid.runs
     stops = s.get("patience") and "early_stopping" in {f.name for f in r.grid.task.flags}
     parts = [f"at most {s['max_epochs']} epochs" if s.get("max_epochs") else "",
              f"early stopping (where the arm has the flag) after {s['patience']} epochs without a lower validation "

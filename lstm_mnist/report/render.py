@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from ..analysis import tables
+from ..analysis import figures, tables
 from ..machine import host
 from ..tracking import store
 from . import against, factorial, looks, numbers, tuning
@@ -213,7 +213,8 @@ def markdown_doc(r: Report, figure_files: list[Path]) -> str:
         parts += [f"## {title}\n", tables.markdown(table)]
     parts += [n + "\n" for n in notes(r)]
     for p in figure_files:  # the image, then its caption (captions.py), and its vector files
-        parts += [f"![{p.stem}]({p.name})\n", f"*{caption(r, p)}* ([PDF]({p.stem}.pdf), [SVG]({p.stem}.svg))\n"]
+        files = ", ".join(f"[{v.suffix[1:].upper()}]({v.name})" for v in figures.vector_files(p))
+        parts += [f"![{p.stem}]({p.name})\n", f"*{caption(r, p)}* ({files})\n"]
     return "\n".join(parts)
 
 

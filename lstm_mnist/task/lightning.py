@@ -179,15 +179,12 @@ class Parts:
     module_args: tuple
     data_args: tuple
 
-    def build(self, cfg):
-        """The LightningModule and the data of a config."""
-        return self.module_of(cfg), self.data_of(cfg)
-
     def data_of(self, cfg):
         """The config's data: a LightningDataModule (its prepare_data run, under the host's lock), or the function's
         three loaders."""
-        data = _import(self.data, "", "data")(**self.data_kwargs(cfg))
-        prepare(data, self.data, self.data_kwargs(cfg))
+        kwargs = self.data_kwargs(cfg)
+        data = _import(self.data, "", "data")(**kwargs)
+        prepare(data, self.data, kwargs)
         return data
 
     def data_kwargs(self, cfg) -> dict:

@@ -36,13 +36,12 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from .. import task as task_protocol
 from ..config import ConfigError
+from ..metrics import COSTS, TEST
 from . import checkpoint as ckpt
 from . import resume
 from .devices import autocast, device_name, resolve_device
 from .outcome import Diverged, EvalMetrics, Result, per_class_report, state_bytes
 from .trainers import interruptible, make_trainer, quiet_lightning
-
-from ..metrics import COSTS, TEST
 
 # What the harness records under its own names: a metric the module logs by one of them is recorded as user_NAME.
 HARNESS_METRICS = ("train_loss", "val_loss", "val_f1", "val_acc", "epoch_time_s", "train_samples_per_s", "lr",
